@@ -1,0 +1,92 @@
+"""The artifact store: content-addressed, atomically written cache of every pipeline stage.
+
+Each artifact is keyed by a hash of everything that produced it (backbone, task version and data
+hash, hyperparameters, seed, the stage's code version). A file is written to a temporary name and
+renamed into place, so a killed run never leaves a half-written artifact under a real key; a file
+that fails its checksum is reported, removed and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+def cache_root() -> Path:
+    """`$TRANSFERBENCH_CACHE`, else `~/.cache/transferbench`."""
+    root = os.environ.get("TRANSFERBENCH_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "transferbench"
+
+
+def content_key(inputs: dict[str, Any]) -> str:
+    """Stable sha256 (first 20 hex digits) of a JSON-serialisable description of an artifact."""
+    blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ArtifactStore:
+    """Tensors-and-metadata artifacts under `<root>/<stage>/<key>.pt`, each with a checksum."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else cache_root()
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f"{key}.pt"
+
+    def load(self, stage: str, key: str) -> dict[str, Any] | None:
+        """The artifact, or None if absent; a corrupt file is removed with a warning."""
+        path = self.path(stage, key)
+        if not path.exists():
+            return None
+        try:
+            raw = path.read_bytes()
+            digest, _, payload = raw.partition(b"\n")
+            if hashlib.sha256(payload).hexdigest().encode() != digest:
+                raise ValueError("checksum mismatch")
+            return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        except Exception as exc:  # any unreadable file is recomputed, never trusted
+            warnings.warn(f"corrupt cache file {path} ({exc}); recomputing it", stacklevel=2)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, stage: str, key: str, artifact: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(artifact, buffer)
+        payload = buffer.getvalue()
+        digest = hashlib.sha256(payload).hexdigest().encode()
+        atomic_write_bytes(self.path(stage, key), digest + b"\n" + payload)
+
+    def get_or_compute(
+        self, stage: str, inputs: dict[str, Any], compute: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Return the cached artifact for `inputs`, computing and storing it if needed."""
+        key = content_key({"stage": stage, **inputs})
+        cached = self.load(stage, key)
+        if cached is not None:
+            return cached
+        artifact = compute()
+        self.save(stage, key, artifact)
+        return artifact
