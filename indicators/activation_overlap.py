@@ -1,0 +1,59 @@
+"""Overlapping rate of activated neurons (ON), Su et al. (NAACL 2022)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transferbench.indicator import Indicator, register_indicator
+
+
+def overlap_rate(active_a: np.ndarray, active_b: np.ndarray) -> float:
+    """ON = |b1 AND b2| / sqrt(|b1| * |b2|): the cosine of two binary activation vectors.
+
+    Su et al., "On Transferability of Prompt Tuning for Natural Language Processing", NAACL 2022,
+    Sec. 5.2 (b = 1[a > 0] over the FFN neurons of the chosen layers, concatenated).
+    """
+    a = np.asarray(active_a, dtype=bool).ravel()
+    b = np.asarray(active_b, dtype=bool).ravel()
+    denominator = np.sqrt(float(a.sum()) * float(b.sum()))
+    return float(np.logical_and(a, b).sum() / denominator) if denominator else 0.0
+
+
+def parse_layers(layers: str, num_layers: int) -> list[int]:
+    """`"all"` or a 1-based inclusive window like `"1-3"` or `"4"` -> 0-based layer indices."""
+    if layers == "all":
+        return list(range(num_layers))
+    first, _, last = str(layers).partition("-")
+    start, end = int(first), int(last or first)
+    if not 1 <= start <= end <= num_layers:
+        raise ValueError(f"layers {layers!r} is outside 1-{num_layers}")
+    return list(range(start - 1, end))
+
+
+@register_indicator("activation_overlap")
+class ActivationOverlap(Indicator):
+    """ON between the binarised FFN activations at the [MASK] position of the two prompts.
+
+    `inputs="prompt"` (the paper): the prompt alone is fed; `inputs="task"`: activations are
+    averaged over the task's dev inputs before binarising. `layers`: `"all"` or a 1-based window
+    such as `"1-3"` (the paper's windows on 12 layers: 1-3, 4-6, 7-9, 10-12). With several seeds,
+    ON is averaged over the seed pairs with equal seeds.
+    """
+
+    requires = ("mask_activations", "mask_activations_task")
+    description = "overlapping rate of activated FFN neurons at [MASK] (Su et al. 2022)"
+
+    def __init__(self, layers: str = "all", inputs: str = "prompt"):
+        if inputs not in ("prompt", "task"):
+            raise ValueError(f"inputs must be 'prompt' or 'task', got {inputs!r}")
+        self.layers = layers
+        self.inputs = inputs
+        # Declare only the artifact this variant reads, so the other is never computed.
+        self.requires = ("mask_activations",) if inputs == "prompt" else ("mask_activations_task",)
+
+    def score(self, source, target) -> float:
+        artifact = "mask_activations" if self.inputs == "prompt" else "mask_activations_task"
+        per_seed_a, per_seed_b = getattr(source, artifact), getattr(target, artifact)
+        window = parse_layers(self.layers, per_seed_a[0].shape[0])
+        rates = [overlap_rate(a[window] > 0, b[window] > 0) for a, b in zip(per_seed_a, per_seed_b)]
+        return float(np.mean(rates))

@@ -1,0 +1,53 @@
+"""Baselines every transferability table carries: random, source data size, task embedding."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from transferbench.indicator import Indicator, register_indicator
+
+
+@register_indicator("random")
+class RandomIndicator(Indicator):
+    """A uniform random score per (source, target) pair, reproducible from `seed`."""
+
+    description = "uniform random score per pair (seeded)"
+    baseline = True
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def score(self, source, target) -> float:
+        digest = hashlib.sha256(f"{self.seed}|{source.name}|{target.name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@register_indicator("data_size")
+class DataSize(Indicator):
+    """The number of usable labelled examples in the source task's data (larger sources help more)."""
+
+    requires = ("train_size",)
+    description = "size of the source task's labelled data"
+    baseline = True
+
+    def score(self, source, target) -> float:
+        return float(source.train_size)
+
+
+@register_indicator("task_embedding")
+class TaskEmbedding(Indicator):
+    """Cosine of the two tasks' mean frozen-backbone sentence embeddings, no prompt.
+
+    After Vu et al. (EMNLP 2020), "Exploring and Predicting Transferability across NLP Tasks"
+    (their TextEmb: the average of a pre-trained encoder's sentence representations of a task).
+    """
+
+    requires = ("text_embedding",)
+    description = "cosine of mean backbone embeddings of the two tasks' inputs (Vu et al. 2020)"
+    baseline = True
+
+    def score(self, source, target) -> float:
+        a, b = np.asarray(source.text_embedding, float), np.asarray(target.text_embedding, float)
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -1,0 +1,152 @@
+"""Built-in indicators match the published formulas; the plugin API and its failure modes."""
+
+import math
+import textwrap
+
+import numpy as np
+import pytest
+
+from transferbench.errors import TransferbenchError, UnknownNameError
+from transferbench.indicator import Indicator, TaskView, checked_score, make_indicator, register_indicator
+from transferbench.indicators.activation_overlap import overlap_rate, parse_layers
+from transferbench.indicators.embedding_similarity import prompt_similarity
+from transferbench.indicators.skill_overlap import jaccard
+
+
+def view(name, artifacts, declared=None):
+    declared = frozenset(artifacts if declared is None else declared)
+    return TaskView(name, "fam", 2, declared, lambda task, artifact: artifacts[artifact])
+
+
+def test_overlap_rate_is_cosine_of_binary_vectors():
+    a = np.array([1, 1, 0, 1, 0], bool)
+    b = np.array([1, 0, 0, 1, 1], bool)
+    cosine = a.astype(float) @ b / (np.linalg.norm(a.astype(float)) * np.linalg.norm(b.astype(float)))
+    assert overlap_rate(a, b) == pytest.approx(2 / math.sqrt(3 * 3)) == pytest.approx(cosine)
+    assert overlap_rate(a, a) == pytest.approx(1.0)
+    assert overlap_rate(a, np.zeros(5, bool)) == 0.0
+
+
+def test_activation_overlap_windows_binarise_at_zero():
+    rng = np.random.default_rng(0)
+    acts_a, acts_b = rng.normal(size=(6, 8)), rng.normal(size=(6, 8))
+    source = view("a", {"mask_activations": [acts_a]})
+    target = view("b", {"mask_activations": [acts_b]})
+    window = make_indicator("activation_overlap:layers=1-3")
+    assert checked_score(window, source, target) == pytest.approx(overlap_rate(acts_a[:3] > 0, acts_b[:3] > 0))
+    assert parse_layers("all", 6) == list(range(6)) and parse_layers("4", 6) == [3]
+    with pytest.raises(ValueError):
+        parse_layers("5-9", 6)
+
+
+def test_prompt_similarity_variants_match_su_et_al():
+    rng = np.random.default_rng(1)
+    p1, p2 = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    flat = p1.ravel() @ p2.ravel() / (np.linalg.norm(p1) * np.linalg.norm(p2))
+    assert prompt_similarity(p1, p2, "cosine") == pytest.approx(flat)
+    token = np.mean([[p1[i] @ p2[j] / (np.linalg.norm(p1[i]) * np.linalg.norm(p2[j])) for j in range(4)] for i in range(4)])
+    assert prompt_similarity(p1, p2, "token_cosine") == pytest.approx(token)
+    assert prompt_similarity(p1, p2, "euclidean") == pytest.approx(1 / (1 + np.sqrt(((p1 - p2) ** 2).sum())))
+
+
+def test_skill_overlap_jaccard_and_weighted():
+    scores_a = np.array([[0.4, 0.3, 0.0, 0.1], [0.2, 0.0, 0.3, 0.1]])
+    scores_b = np.array([[0.4, 0.0, 0.3, 0.1], [0.2, 0.0, 0.3, 0.1]])
+    source, target = view("a", {"skill_scores": scores_a}), view("b", {"skill_scores": scores_b})
+    # top half per layer: a = {0,1} and {0,2}; b = {0,2} and {0,2} -> |A∩B| = 3, |A∪B| = 5
+    assert checked_score(make_indicator("skill_overlap:p=0.5"), source, target) == pytest.approx(3 / 5)
+    assert jaccard(np.ones(3, bool), np.ones(3, bool)) == 1.0
+    weighted = checked_score(make_indicator("skill_overlap:measure=weighted"), source, target)
+    assert -1 <= weighted <= 1
+
+
+def test_baselines_random_is_seeded_and_data_size_reads_source():
+    a, b = view("a", {"train_size": 100}), view("b", {"train_size": 7})
+    r0, r1 = make_indicator("random"), make_indicator("random:seed=1")
+    assert checked_score(r0, a, b) == checked_score(make_indicator("random"), a, b)
+    assert checked_score(r0, a, b) != checked_score(r1, a, b)
+    assert checked_score(make_indicator("data_size"), a, b) == 100.0
+
+
+def test_undeclared_artifact_is_refused():
+    class Sneaky(Indicator):
+        requires = ("prompts",)
+
+        def score(self, source, target):
+            return float(source.train_size)
+
+    source = view("a", {"prompts": [np.zeros((2, 2))], "train_size": 5}, declared={"prompts"})
+    with pytest.raises(TransferbenchError, match="without declaring"):
+        checked_score(Sneaky(), source, source)
+
+
+@pytest.mark.parametrize("value, message", [
+    (float("nan"), "must be finite"), (float("inf"), "must be finite"),
+    ("high", "expected one float"), (np.array([1.0, 2.0]), "expected one float"),
+])
+def test_bad_plugin_outputs_name_indicator_and_pair(value, message):
+    class Bad(Indicator):
+        def score(self, source, target):
+            return value
+
+    with pytest.raises(TransferbenchError, match=message) as info:
+        checked_score(Bad(), view("src", {}), view("tgt", {}))
+    assert "src -> tgt" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_plugin_that_raises_is_one_line():
+    class Crashes(Indicator):
+        def score(self, source, target):
+            raise KeyError("boom")
+
+    with pytest.raises(TransferbenchError, match="raised KeyError"):
+        checked_score(Crashes(), view("a", {}), view("b", {}))
+
+
+def test_unknown_names_and_parameters_suggest_close_ones():
+    with pytest.raises(UnknownNameError, match="did you mean 'skill_overlap'"):
+        make_indicator("skill_overlp")
+    with pytest.raises(TransferbenchError, match="has no parameter 'pp'.*'p'"):
+        make_indicator("skill_overlap:pp=0.1")
+    with pytest.raises(TransferbenchError, match="measure must be"):
+        make_indicator("embedding_similarity:measure=manhattan")
+
+
+def test_decorator_registration_and_params_from_spec():
+    @register_indicator("test_constant")
+    class Constant(Indicator):
+        description = "constant"
+
+        def __init__(self, value: float = 1.0):
+            self.value = value
+
+        def score(self, source, target):
+            return self.value
+
+    indicator = make_indicator("test_constant:value=2.5")
+    assert indicator.get_params() == {"value": 2.5}
+    assert repr(indicator) == "Constant(value=2.5)"
+    assert checked_score(indicator, view("a", {}), view("b", {})) == 2.5
+
+
+def test_indicator_from_file(tmp_path):
+    file = tmp_path / "my_indicator.py"
+    file.write_text(textwrap.dedent('''
+        from transferbench.indicator import Indicator
+
+        class SameFamily(Indicator):
+            description = "1 if the two tasks share a family"
+
+            def __init__(self, bonus: float = 0.0):
+                self.bonus = bonus
+
+            def score(self, source, target):
+                return float(source.family == target.family) + self.bonus
+    '''))
+    indicator = make_indicator(f"{file}:SameFamily:bonus=0.5")
+    assert indicator.name == "SameFamily"
+    assert checked_score(indicator, view("a", {}), view("b", {})) == 1.5
+    with pytest.raises(UnknownNameError, match="did you mean 'SameFamily'"):
+        make_indicator(f"{file}:SameFamly")
+    with pytest.raises(TransferbenchError, match="does not exist"):
+        make_indicator(f"{tmp_path}/nope.py:X")

@@ -1,0 +1,77 @@
+"""`transferbench.neurons.predictivity` and `select` on activations with known answers."""
+
+import numpy as np
+import pytest
+
+from transferbench.errors import TransferbenchError
+from transferbench.neurons import predictivity, select
+
+
+def _activations(rng, n, layers=2, positions=3, width=5):
+    return rng.normal(size=(n, layers, positions, width)).astype(np.float32)
+
+
+def test_perfect_positive_and_negative_neurons_score_half():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 20)
+    train, evaluation = _activations(rng, 40), _activations(rng, 40)
+    # neuron (layer 0, unit 1) fires exactly for label 1 at position 2 -> Acc = 1
+    for acts in (train, evaluation):
+        acts[:, 0, 2, 1] = np.where(labels == 1, 5.0, -5.0)
+        acts[:, 1, 0, 3] = np.where(labels == 1, -5.0, 5.0)  # negatively predictive -> Acc = 0
+    scores = predictivity(train, evaluation, labels)
+    assert scores.shape == (2, 5)
+    assert scores[0, 1] == pytest.approx(0.5)
+    assert scores[1, 3] == pytest.approx(0.5)
+    others = np.delete(scores.ravel(), [1, 5 + 3])
+    assert others.max() < 0.45
+
+
+def test_threshold_is_mean_of_train_split_not_eval_split():
+    # eval activations all 1.0; train mean 0.0 -> every eval example fires; labels half 1 -> Acc 0.5
+    train = np.zeros((4, 1, 1, 1)); train[:2] = -1; train[2:] = 1
+    evaluation = np.ones((4, 1, 1, 1))
+    labels = np.array([0, 0, 1, 1])
+    assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.0)
+    # with threshold 2 (train mean), nothing fires -> Acc = 0.5 again; with threshold 0.5 fires for label 1 only
+    evaluation = np.array([0.0, 0.0, 1.0, 1.0]).reshape(4, 1, 1, 1)
+    train = np.full((2, 1, 1, 1), 0.5)
+    assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.5)
+
+
+def test_score_is_max_over_prompt_positions():
+    labels = np.array([0, 1, 0, 1])
+    train = np.zeros((4, 1, 2, 1))
+    evaluation = np.zeros((4, 1, 2, 1))
+    evaluation[:, 0, 1, 0] = [-1, 1, -1, 1]  # position 1 perfect; position 0 never fires -> 0.5
+    evaluation[:, 0, 0, 0] = [-1, 1, 1, -1]  # position 0 at chance
+    assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.5)
+
+
+def test_multiclass_is_one_vs_rest_balanced_accuracy_max_over_classes():
+    labels = np.array([0, 1, 2] * 10)
+    train = np.zeros((30, 1, 1, 2))
+    evaluation = np.zeros((30, 1, 1, 2))
+    evaluation[:, 0, 0, 0] = np.where(labels == 2, 1.0, -1.0)  # fires exactly for class 2: balanced acc 1
+    evaluation[:, 0, 0, 1] = np.where(labels == 0, 1.0, -1.0) * (np.arange(30) % 2)  # half of class 0
+    scores = predictivity(train, evaluation, labels)
+    assert scores[0, 0] == pytest.approx(0.5)
+    # class 0: TPR = 0.5, TNR = 1 -> balanced 0.75 -> 0.25 (other classes give less)
+    assert scores[0, 1] == pytest.approx(0.25)
+
+
+def test_bad_shapes_give_one_line_errors():
+    with pytest.raises(TransferbenchError, match="activations must be"):
+        predictivity(np.zeros((2, 1, 1)), np.zeros((2, 1, 1)), [0, 1])
+    with pytest.raises(TransferbenchError, match="labels"):
+        predictivity(np.zeros((2, 1, 1, 1)), np.zeros((2, 1, 1, 1)), [0, 1, 1])
+
+
+def test_select_per_layer_and_global():
+    scores = np.array([[0.1, 0.4, 0.3, 0.0], [0.05, 0.02, 0.01, 0.2]])
+    per_layer = select(scores, fraction=0.5, per_layer=True)
+    assert per_layer.tolist() == [[False, True, True, False], [True, False, False, True]]
+    global_ = select(scores, fraction=0.25, per_layer=False)
+    assert global_.tolist() == [[False, True, True, False], [False, False, False, False]]
+    with pytest.raises(TransferbenchError):
+        select(scores, fraction=0)

@@ -1,0 +1,86 @@
+"""Prompt tuning on a tiny random backbone: frozen weights, determinism, activations."""
+
+import datasets
+import pytest
+import torch
+
+from transferbench.backbone import Backbone, tiny_backbone_folder
+from transferbench.prompt import (
+    PromptConfig, Verbalizer, capture_ffn, encode_split, predict, prompted_forward, train_prompt,
+)
+from transferbench.errors import TransferbenchError
+
+TEXTS = ["good movie", "great film", "bad movie", "terrible film", "good story", "awful plot",
+         "great review", "sad story", "fine film", "bad plot"] * 3
+LABELS = [1, 1, 0, 0, 1, 0, 1, 0, 1, 0] * 3
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["cosine-head", "mlm-head"])
+def backbone(request, tmp_path_factory):
+    folder = tiny_backbone_folder(tmp_path_factory.mktemp("tiny"), mlm_head=request.param)
+    return Backbone(str(folder))
+
+
+def _split(backbone, config):
+    dataset = datasets.Dataset.from_dict({"text": TEXTS, "text_pair": [""] * len(TEXTS), "label": LABELS})
+    return encode_split(backbone, dataset, config.max_length)
+
+
+def _train(backbone, config, seed=0):
+    split = _split(backbone, config)
+    verbalizer = Verbalizer(backbone, [["bad"], ["good", "great"]], config.cosine_scale)
+    return train_prompt(backbone, split, split, verbalizer, config, seed=seed)
+
+
+CONFIG = PromptConfig(prompt_length=4, steps=6, batch_size=4, eval_every=3, lr=0.1)
+
+
+def test_backbone_weights_never_change_and_get_no_gradients(backbone):
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    trained = _train(backbone, CONFIG)
+    assert trained.prompt.shape == (4, backbone.hidden_size)
+    for name, param in backbone.model.named_parameters():
+        assert not param.requires_grad and param.grad is None, name
+    for key, value in backbone.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_only_the_prompt_moves(backbone):
+    config = PromptConfig(prompt_length=4, steps=3, batch_size=4, eval_every=100, lr=0.5)
+    trained = _train(backbone, config)
+    untrained = _train(backbone, PromptConfig(prompt_length=4, steps=1, batch_size=4, eval_every=100, lr=0.0))
+    assert not torch.equal(trained.prompt, untrained.prompt)
+
+
+def test_same_seed_gives_bit_identical_prompt_and_predictions(backbone):
+    a, b = _train(backbone, CONFIG, seed=3), _train(backbone, CONFIG, seed=3)
+    assert torch.equal(a.prompt, b.prompt) and a.losses == b.losses
+    c = _train(backbone, CONFIG, seed=4)
+    assert not torch.equal(a.prompt, c.prompt)
+    split = _split(backbone, CONFIG)
+    verbalizer = Verbalizer(backbone, [["bad"], ["good"]], CONFIG.cosine_scale)
+    assert (predict(backbone, a.prompt, split, verbalizer, CONFIG) == predict(backbone, b.prompt, split, verbalizer, CONFIG)).all()
+
+
+def test_capture_ffn_reads_every_layer_at_prompt_positions(backbone):
+    split = _split(backbone, CONFIG)
+    prompt = torch.randn(4, backbone.hidden_size)
+    batch = split.batch(list(range(5)), backbone.tokenizer.pad_token_id)
+    with capture_ffn(backbone, slice(1, 5)) as captured:
+        prompted_forward(backbone, prompt, batch)
+    assert captured[0].shape == (5, backbone.num_layers, 4, backbone.ffn_width)
+
+
+def test_per_example_prompts_equal_shared_prompt(backbone):
+    split = _split(backbone, CONFIG)
+    prompt = torch.randn(4, backbone.hidden_size)
+    batch = split.batch(list(range(6)), backbone.tokenizer.pad_token_id)
+    with torch.no_grad():
+        shared = prompted_forward(backbone, prompt, batch).hidden
+        stacked = prompted_forward(backbone, prompt.expand(6, -1, -1), batch).hidden
+    torch.testing.assert_close(shared, stacked)
+
+
+def test_unknown_training_setting_is_one_line_error():
+    with pytest.raises(TransferbenchError, match="unknown prompt-training setting"):
+        PromptConfig.from_overrides({"stepz": 3})

@@ -1,0 +1,197 @@
+"""The `transferbench` command line: run the benchmark, print the leaderboard, list plugins and tasks.
+
+User errors (unknown names, bad YAML, failing plugins) end with one `error:` line and exit status
+2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from transferbench.errors import TransferbenchError
+
+DEFAULT_SUBMISSIONS = Path("submissions")
+DEFAULT_LEADERBOARD = Path("leaderboard")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transferbench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the benchmark for one or more indicators")
+    run.add_argument("--indicator", "-i", action="append", required=True,
+                     help="registered name (optionally name:param=value,...) or path/to/file.py:ClassName; repeatable")
+    run.add_argument("--suite", default="default", help="task suite (default: %(default)s)")
+    run.add_argument("--backbone", default="minilm",
+                     help="packaged alias, Hugging Face id or local path (default: %(default)s)")
+    run.add_argument("--seeds", type=_seeds, default=None,
+                     help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
+    run.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
+    run.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
+
+    board = commands.add_parser("leaderboard", help="rebuild the leaderboard from result files and print it")
+    board.add_argument("--format", choices=["rich", "md", "csv", "json"], default="rich")
+    board.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
+    board.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
+
+    commands.add_parser("indicators", help="list indicators with their parameters")
+
+    tasks = commands.add_parser("tasks", help="list tasks and suites, or show one task")
+    tasks.add_argument("action", nargs="?", choices=["show"], help="show one task's card and examples")
+    tasks.add_argument("name", nargs="?")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Wide tables stay readable when output goes to a file or pipe (rich defaults to 80 columns).
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    try:
+        return {"run": cmd_run, "leaderboard": cmd_leaderboard, "indicators": cmd_indicators,
+                "tasks": cmd_tasks}[args.command](args, console)
+    except TransferbenchError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted; finished artifacts are cached and will be reused")
+        return 130
+
+
+def cmd_run(args, console: Console) -> int:
+    from transferbench.indicator import make_indicator
+    from transferbench.manifest import build_manifest
+    from transferbench.results import make_result, write_result
+    from transferbench.runner import Benchmark
+    from transferbench.task import load_suite
+
+    indicators = [make_indicator(spec) for spec in args.indicator]  # fail fast on bad names
+    suite = load_suite(args.suite)
+    seeds = args.seeds if args.seeds is not None else list(suite.seeds)
+    started = time.perf_counter()
+    bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True))
+    with bench.progress():
+        bench.train_all()
+        transfer, spread = bench.zero_shot_transfer()
+        scored = [(indicator, bench.indicator_scores(indicator)) for indicator in indicators]
+    report = bench.task_report()
+    data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
+                   "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
+    config = {"suite": suite.model_dump(mode="json"), "backbone": bench._backbone_identity(),
+              "prompt": bench.config.to_dict(), "seeds": seeds}
+    paths = []
+    for indicator, scores in scored:
+        defaults = indicator.defaults()
+        params = {k: v for k, v in indicator.get_params().items() if defaults.get(k, object()) != v}
+        manifest = build_manifest(
+            {**config, "indicator": {"name": indicator.name, "params": indicator.get_params()}}, data,
+            {"task_accuracy": report.to_dict(orient="records"),
+             "transfer_std_over_seeds": json.loads(spread.to_json()),
+             "wall_seconds": round(time.perf_counter() - started, 1)},
+        )
+        result = make_result(scores, transfer, indicator=indicator.name, suite=suite.name,
+                             backbone=args.backbone, transfer_kind="zero_shot", seeds=seeds, params=params,
+                             description=indicator.description, baseline=indicator.baseline, manifest=manifest)
+        paths.append(write_result(result, args.submissions_dir))
+    _print_task_report(report, console)
+    for path in paths:
+        console.print(f"wrote {path}")
+    _rebuild_and_print(args, console, only=(suite.name, args.backbone))
+    console.print(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _print_task_report(report, console: Console) -> None:
+    table = Table(title="Own-prompt test accuracy (mean over seeds) vs majority class")
+    for column in ("task", "family", "classes", "prompt acc", "majority"):
+        table.add_column(column)
+    for row in report.itertuples():
+        table.add_row(row.task, row.family, str(row.classes), f"{row.test_accuracy:.3f}", f"{row.majority_accuracy:.3f}")
+    console.print(table)
+
+
+def _rebuild_and_print(args, console: Console, only: tuple[str, str] | None = None) -> None:
+    from transferbench.leaderboard import build_tables, render_rich, write_leaderboard
+    from transferbench.results import load_results
+
+    results, problems = load_results(args.submissions_dir)
+    write_leaderboard(results, args.leaderboard_dir, problems)
+    tables = build_tables(results)
+    if only is not None:
+        tables = {key: table for key, table in tables.items() if key[:2] == only}
+    render_rich(tables, console)
+    for path, reason in problems:
+        console.print(f"[yellow]skipped {path}: {reason}[/]")
+
+
+def cmd_leaderboard(args, console: Console) -> int:
+    from transferbench.leaderboard import build_tables, leaderboard_csv, leaderboard_json, render_markdown
+    from transferbench.results import load_results
+
+    if args.format == "rich":
+        _rebuild_and_print(args, console)
+        return 0
+    results, problems = load_results(args.submissions_dir)
+    if args.format == "json":
+        text = json.dumps(leaderboard_json(results, problems), indent=2, allow_nan=False)
+    elif args.format == "csv":
+        text = leaderboard_csv(build_tables(results))
+    else:
+        text = render_markdown(build_tables(results), problems)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_indicators(args, console: Console) -> int:
+    from transferbench.indicator import INDICATORS, all_indicator_names
+
+    table = Table(title="Indicators")
+    for column in ("name", "kind", "parameters (defaults)", "description"):
+        table.add_column(column)
+    for name in all_indicator_names():
+        cls = INDICATORS.get(name)
+        params = ", ".join(f"{k}={v!r}" for k, v in cls.defaults().items()) or "-"
+        table.add_row(name, "baseline" if cls.baseline else "indicator", params, cls.description)
+    console.print(table)
+    return 0
+
+
+def cmd_tasks(args, console: Console) -> int:
+    from transferbench.task import list_suites, list_tasks, load_task
+
+    if args.action == "show":
+        if not args.name:
+            raise TransferbenchError("usage: transferbench tasks show NAME")
+        spec = load_task(args.name)
+        console.print(spec.model_dump_json(indent=2))
+        return 0
+    table = Table(title="Tasks")
+    for column in ("name", "family", "classes", "labels", "source"):
+        table.add_column(column)
+    for spec in list_tasks():
+        table.add_row(spec.name, spec.family, str(spec.num_classes), ", ".join(spec.label_names), spec.source.type)
+    console.print(table)
+    suites = Table(title="Suites")
+    for column in ("name", "tasks", "train/dev/test"):
+        suites.add_column(column)
+    for suite in list_suites():
+        suites.add_row(suite.name, ", ".join(suite.tasks), f"{suite.train}/{suite.dev}/{suite.test}")
+    console.print(suites)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The indicator plugin API: a base class, one registry, and the artifacts an indicator may read.
+
+Stage 4 of the pipeline. An indicator declares the artifacts it needs in `requires`, stores its
+parameters in `__init__` and implements `score(source, target)`; it never sees measured transfer.
+Three ways in: `@register_indicator("name")`, the entry-point group `transferbench.indicators`,
+and `--indicator path/to/file.py:ClassName`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import inspect
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import yaml
+
+from transferbench.errors import TransferbenchError, UnknownNameError
+from transferbench.registry import Registry, did_you_mean
+
+# Every artifact an indicator can declare, with what it is. `TaskView` serves exactly these.
+ARTIFACTS: dict[str, str] = {
+    "prompts": "trained soft prompts, one [prompt_length, hidden] array per seed",
+    "skill_scores": "skill-neuron predictivity [layers, ffn_width], averaged over seeds",
+    "mask_activations": "FFN activations at the [MASK] position with the prompt alone, [layers, ffn_width] per seed",
+    "mask_activations_task": "FFN activations at [MASK] averaged over task inputs, [layers, ffn_width] per seed",
+    "text_embedding": "mean frozen-backbone sentence embedding of the task's training inputs, no prompt [hidden]",
+    "samples": "up to 32 training examples: list of (text, text_pair, label name)",
+    "train_size": "number of usable labelled examples in the task's source (before subsampling)",
+}
+
+
+class TaskView:
+    """What an indicator sees of one task: its name and family, and the artifacts it declared.
+
+    Artifacts are computed lazily (and cached) by the runner through `provider(task, artifact)`.
+    Asking for an undeclared artifact is an error, so an indicator's inputs are explicit.
+    """
+
+    def __init__(self, name: str, family: str, num_classes: int, declared: frozenset[str],
+                 provider: Callable[[str, str], Any]):
+        self.name = name
+        self.family = family
+        self.num_classes = num_classes
+        self._declared = declared
+        self._provider = provider
+
+    def __getattr__(self, artifact: str) -> Any:
+        if artifact.startswith("_") or artifact not in ARTIFACTS:
+            raise AttributeError(artifact)
+        if artifact not in self._declared:
+            raise TransferbenchError(
+                f"indicator reads artifact {artifact!r} without declaring it: add it to `requires`"
+            )
+        return self._provider(self.name, artifact)
+
+    def __repr__(self) -> str:
+        return f"TaskView({self.name!r}, family={self.family!r})"
+
+
+class Indicator:
+    """Base class of every transferability indicator.
+
+    Subclasses set `requires` (names from `ARTIFACTS`), a one-line `description`, take their
+    parameters as keyword arguments of `__init__` (stored as attributes of the same name, as in
+    scikit-learn estimators), and implement `score(source, target) -> float`, where a higher
+    score predicts more transfer from source to target.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    baseline: ClassVar[bool] = False
+    registered_name: ClassVar[str | None] = None
+
+    def score(self, source: TaskView, target: TaskView) -> float:
+        raise NotImplementedError
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        signature = inspect.signature(cls.__init__)
+        return {p.name: p.default for p in signature.parameters.values()
+                if p.name != "self" and p.default is not inspect.Parameter.empty}
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    @property
+    def name(self) -> str:
+        return self.registered_name or type(self).__name__
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+INDICATORS: Registry[Indicator] = Registry("indicator", Indicator)
+register_indicator = INDICATORS.register
+
+for _name, _target in {
+    "skill_overlap": "transferbench.indicators.skill_overlap:SkillOverlap",
+    "activation_overlap": "transferbench.indicators.activation_overlap:ActivationOverlap",
+    "embedding_similarity": "transferbench.indicators.embedding_similarity:EmbeddingSimilarity",
+    "random": "transferbench.indicators.baselines:RandomIndicator",
+    "data_size": "transferbench.indicators.baselines:DataSize",
+    "task_embedding": "transferbench.indicators.baselines:TaskEmbedding",
+}.items():
+    INDICATORS.add(_name, _target)
+
+_entry_points_loaded = False
+
+
+def _load_entry_points() -> None:
+    """Register indicators that installed packages declare in the `transferbench.indicators` group."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for entry in importlib.metadata.entry_points(group="transferbench.indicators"):
+        if entry.name not in INDICATORS:
+            INDICATORS.add(entry.name, entry.value)
+
+
+def _load_file_class(path: str, class_name: str) -> type[Indicator]:
+    file = Path(path)
+    if not file.is_file():
+        raise TransferbenchError(f"indicator file {path!r} does not exist")
+    module_name = f"transferbench_user_{file.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as exc:
+        raise TransferbenchError(f"indicator file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        classes = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Indicator) and v is not Indicator]
+        raise UnknownNameError(f"{path!r} has no class {class_name!r}{did_you_mean(class_name, classes)}")
+    if not (isinstance(cls, type) and issubclass(cls, Indicator)):
+        raise TransferbenchError(f"{path}:{class_name} is not a subclass of transferbench.indicator.Indicator")
+    if cls.registered_name is None:
+        cls.registered_name = class_name
+    return cls
+
+
+def parse_params(text: str, where: str) -> dict[str, Any]:
+    """`"p=0.05,measure=weighted"` -> {"p": 0.05, "measure": "weighted"} (values read as YAML scalars)."""
+    params: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TransferbenchError(f"indicator {where!r}: parameter {item!r} is not of the form name=value")
+        params[key.strip()] = yaml.safe_load(value.strip())
+    return params
+
+
+def make_indicator(spec: str) -> Indicator:
+    """Build an indicator from a command-line spec.
+
+    Forms: `name`, `name:p=0.05,measure=weighted`, `path/to/file.py:ClassName`, and
+    `path/to/file.py:ClassName:param=value`.
+    """
+    _load_entry_points()
+    if ".py:" in spec:
+        path, _, rest = spec.partition(".py:")
+        class_name, _, param_text = rest.partition(":")
+        cls = _load_file_class(path + ".py", class_name)
+    else:
+        name, _, param_text = spec.partition(":")
+        cls = INDICATORS.get(name)
+    params = parse_params(param_text, spec)
+    unknown = sorted(set(params) - set(cls.param_names()))
+    if unknown:
+        raise TransferbenchError(
+            f"indicator {cls.registered_name!r} has no parameter {unknown[0]!r}"
+            f"{did_you_mean(unknown[0], cls.param_names())}"
+        )
+    try:
+        indicator = cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise TransferbenchError(f"indicator {cls.registered_name!r}: {exc}") from None
+    missing = sorted(set(indicator.requires) - set(ARTIFACTS))
+    if missing:
+        raise TransferbenchError(
+            f"indicator {indicator.name!r} requires unknown artifact {missing[0]!r}{did_you_mean(missing[0], list(ARTIFACTS))}"
+        )
+    return indicator
+
+
+def checked_score(indicator: Indicator, source: TaskView, target: TaskView) -> float:
+    """Call `indicator.score` and turn any failure into one line naming the indicator and pair."""
+    where = f"indicator {indicator.name!r} on pair {source.name} -> {target.name}"
+    try:
+        value = indicator.score(source, target)
+    except TransferbenchError as exc:
+        raise TransferbenchError(f"{where}: {exc}") from None
+    except Exception as exc:
+        raise TransferbenchError(f"{where} raised {type(exc).__name__}: {exc}") from None
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.item()
+    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+        raise TransferbenchError(f"{where} returned {type(value).__name__}, expected one float")
+    value = float(value)
+    if not math.isfinite(value):
+        raise TransferbenchError(f"{where} returned {value}; scores must be finite")
+    return value
+
+
+def all_indicator_names() -> list[str]:
+    _load_entry_points()
+    return INDICATORS.names()

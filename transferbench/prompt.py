@@ -1,0 +1,303 @@
+"""Soft prompts on a frozen backbone: the input template, the verbalizer, and the training loop.
+
+Stage 2 of the pipeline. Only the prompt (a `[prompt_length, hidden]` tensor) is trained; there
+is no classifier head per task, so everything a task learns lives in its prompt.
+
+Input template: `[CLS] p_1 .. p_n [MASK] text [SEP] (text_pair [SEP])`. The mask position is the
+"prediction position" (where an MLM head scores label words, and where Su et al.'s activated-neuron
+overlap reads activations); positions 1..n are the prompt positions (where skill neurons are read).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, fields
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from transferbench.backbone import Backbone
+from transferbench.errors import TransferbenchError
+
+# Bump when a change here changes what a trained prompt or a measured score would be.
+PROMPT_CODE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Hyperparameters of prompt tuning (a suite's `training:` block overrides the defaults)."""
+
+    prompt_length: int = 16
+    steps: int = 150
+    batch_size: int = 16
+    lr: float = 0.03
+    max_length: int = 96  # text tokens kept after truncation (see `encode_split`)
+    eval_every: int = 50
+    cosine_scale: float = 20.0
+    bf16: bool = True
+    eval_batch_size: int = 64
+
+    @classmethod
+    def from_overrides(cls, overrides: dict) -> "PromptConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TransferbenchError(
+                f"unknown prompt-training setting(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncodedSplit:
+    """A split tokenized once (no padding); batches are padded to their own longest example."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def batch(self, index: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+        width = max(len(self.input_ids[i]) for i in index)
+        ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        types = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            seq = self.input_ids[i]
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+            if self.token_type_ids is not None:
+                types[row, : len(seq)] = torch.tensor(self.token_type_ids[i])
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def length_sorted_batches(self, batch_size: int) -> Iterator[list[int]]:
+        """Batches of similar lengths (less padding), for evaluation where order does not matter."""
+        order = sorted(range(len(self)), key=lambda i: len(self.input_ids[i]))
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+
+def encode_split(backbone: Backbone, split, max_length: int) -> EncodedSplit:
+    """Tokenize a `datasets.Dataset` with columns text, text_pair, label.
+
+    Truncation rule: at most `max_length` tokens including [CLS]/[SEP]; for text pairs the longer
+    text is cut first (the tokenizer's "longest_first").
+    """
+    texts = list(split["text"])
+    pairs = list(split["text_pair"]) if "text_pair" in split.column_names else None
+    if pairs is not None and not any(pairs):
+        pairs = None
+    encoded = backbone.tokenizer(
+        texts, pairs, truncation=True, max_length=max_length, return_attention_mask=False
+    )
+    types = encoded.get("token_type_ids")
+    return EncodedSplit(
+        input_ids=encoded["input_ids"],
+        token_type_ids=types,
+        labels=torch.tensor(list(split["label"]), dtype=torch.long),
+    )
+
+
+class Verbalizer:
+    """Maps label words to scores from the backbone's own representation (no trained head).
+
+    - MLM head: a label's logit is the mean MLM logit of its words' first sub-tokens at [MASK].
+    - No MLM head (our default backbone): `scale * cos(mean-pooled output, label encoding)`, where a
+      label's encoding is the mean-pooled frozen-backbone output of its words (averaged over words).
+      Measured on this backbone: this learns much faster than dot products against the tied input
+      embeddings at [MASK] (see README, "Design choices").
+    """
+
+    def __init__(self, backbone: Backbone, label_words: Sequence[Sequence[str]], scale: float):
+        self.backbone = backbone
+        self.scale = scale
+        tokenizer = backbone.tokenizer
+        if backbone.head == "mlm":
+            self.word_ids = [
+                [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
+                for words in label_words
+            ]
+        else:
+            with torch.no_grad():
+                encodings = []
+                for words in label_words:
+                    batch = tokenizer(list(words), padding=True, return_tensors="pt")
+                    hidden = backbone.encoder(**batch).last_hidden_state
+                    encodings.append(mean_pool(hidden, batch["attention_mask"]).mean(0))
+                self.label_encodings = F.normalize(torch.stack(encodings), dim=-1)
+
+    def logits(self, output: "PromptedOutput") -> torch.Tensor:
+        if self.backbone.head == "mlm":
+            vocab_logits = output.mask_logits
+            return torch.stack([vocab_logits[:, ids].mean(-1) for ids in self.word_ids], dim=-1)
+        pooled = F.normalize(mean_pool(output.hidden, output.attention_mask).float(), dim=-1)
+        return self.scale * pooled @ self.label_encodings.T
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the hidden states over attended positions (sentence-transformers' pooling)."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+@dataclass
+class PromptedOutput:
+    hidden: torch.Tensor  # [B, L, H] last hidden states
+    attention_mask: torch.Tensor  # [B, L]
+    mask_logits: torch.Tensor | None  # [B, vocab] MLM logits at [MASK], MLM backbones only
+
+
+def prompted_forward(
+    backbone: Backbone, prompt: torch.Tensor, batch: dict[str, torch.Tensor]
+) -> PromptedOutput:
+    """Run the frozen backbone on `[CLS] prompt [MASK] text...`.
+
+    `prompt` is `[n, H]` (one prompt for the batch) or `[B, n, H]` (one prompt per example, which
+    lets many prompts be evaluated in one batched forward pass).
+    """
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    size = ids.shape[0]
+    embed = backbone.word_embeddings
+    words = embed(ids)
+    if prompt.dim() == 2:
+        prompt = prompt.unsqueeze(0).expand(size, -1, -1)
+    n = prompt.shape[1]
+    mask_token = embed(torch.tensor([backbone.tokenizer.mask_token_id])).expand(size, 1, -1)
+    inputs = torch.cat([words[:, :1], prompt.to(words.dtype), mask_token, words[:, 1:]], dim=1)
+    ones = torch.ones((size, n + 1), dtype=mask.dtype)
+    attention = torch.cat([mask[:, :1], ones, mask[:, 1:]], dim=1)
+    kwargs = {"inputs_embeds": inputs, "attention_mask": attention}
+    if "token_type_ids" in backbone.tokenizer.model_input_names:
+        kwargs["token_type_ids"] = torch.cat([types[:, :1], 0 * ones, types[:, 1:]], dim=1)
+    if backbone.head == "mlm":
+        out = backbone.model(**kwargs, output_hidden_states=True)
+        return PromptedOutput(out.hidden_states[-1], attention, out.logits[:, n + 1])
+    out = backbone.encoder(**kwargs)
+    return PromptedOutput(out.last_hidden_state, attention, None)
+
+
+def autocast(config: PromptConfig):
+    """bfloat16 autocast on CPU when enabled (its matrix multiply is ~4x fp32 on this machine)."""
+    if config.bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def initial_prompt(backbone: Backbone, length: int, seed: int) -> torch.Tensor:
+    """Default initialisation: embeddings of `length` vocabulary tokens drawn with `seed`.
+
+    Sampling real token embeddings (Lester et al., 2021) keeps the prompt on the embedding scale.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    vocab = backbone.word_embeddings.weight
+    low = min(1000, vocab.shape[0] // 2)  # skip special and unused tokens at the start of BERT vocabularies
+    ids = torch.randint(low, vocab.shape[0], (length,), generator=generator)
+    return vocab[ids].detach().clone().float()
+
+
+@torch.no_grad()
+def predict(
+    backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer,
+    config: PromptConfig,
+) -> np.ndarray:
+    """Predicted label index for every example of `split`."""
+    predictions = np.zeros(len(split), dtype=np.int64)
+    pad = backbone.tokenizer.pad_token_id
+    with autocast(config):
+        for index in split.length_sorted_batches(config.eval_batch_size):
+            output = prompted_forward(backbone, prompt, split.batch(index, pad))
+            predictions[index] = verbalizer.logits(output).argmax(-1).numpy()
+    return predictions
+
+
+def accuracy(predictions: np.ndarray, labels: torch.Tensor) -> float:
+    return float((predictions == labels.numpy()).mean())
+
+
+@dataclass
+class TrainedPrompt:
+    prompt: torch.Tensor  # [prompt_length, hidden], float32
+    dev_accuracy: float
+    best_step: int
+    losses: list[float]
+
+
+def train_prompt(
+    backbone: Backbone, train: EncodedSplit, dev: EncodedSplit, verbalizer: Verbalizer,
+    config: PromptConfig, seed: int, init: torch.Tensor | None = None, progress=None,
+) -> TrainedPrompt:
+    """Prompt tuning: AdamW on the prompt alone; keep the prompt with the best dev accuracy.
+
+    Data order and initialisation depend only on `seed`, so the same seed gives the same prompt;
+    `init` (a source task's prompt) replaces the default initialisation for transfer by
+    initialisation.
+    """
+    torch.manual_seed(seed)
+    prompt = (init.clone().float() if init is not None else initial_prompt(backbone, config.prompt_length, seed))
+    prompt.requires_grad_(True)
+    optimizer = torch.optim.AdamW([prompt], lr=config.lr, weight_decay=0.0)
+    order = torch.Generator().manual_seed(seed + 1)
+    pad = backbone.tokenizer.pad_token_id
+    best = (-1.0, 0, prompt.detach().clone())
+    losses: list[float] = []
+    permutation: list[int] = []
+    for step in range(1, config.steps + 1):
+        if len(permutation) < config.batch_size:
+            permutation += torch.randperm(len(train), generator=order).tolist()
+        index, permutation = permutation[: config.batch_size], permutation[config.batch_size :]
+        batch = train.batch(index, pad)
+        with autocast(config):
+            logits = verbalizer.logits(prompted_forward(backbone, prompt, batch))
+        loss = F.cross_entropy(logits.float(), train.labels[index])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % config.eval_every == 0 or step == config.steps:
+            dev_acc = accuracy(predict(backbone, prompt.detach(), dev, verbalizer, config), dev.labels)
+            if dev_acc > best[0]:
+                best = (dev_acc, step, prompt.detach().clone())
+        if progress is not None:
+            progress()
+    if not all(math.isfinite(x) for x in losses):
+        raise TransferbenchError("prompt training diverged (non-finite loss); lower `lr` in the suite's training block")
+    return TrainedPrompt(prompt=best[2], dev_accuracy=best[0], best_step=best[1], losses=losses)
+
+
+@contextmanager
+def capture_ffn(backbone: Backbone, positions: slice | list[int]):
+    """Record each layer's FFN activations (after the activation function) at `positions`.
+
+    Yields a list that receives one `[B, layers, len(positions), ffn]` tensor per forward pass.
+    """
+    per_layer: list[torch.Tensor | None] = [None] * backbone.num_layers
+    captured: list[torch.Tensor] = []
+
+    def hook(layer: int):
+        def record(_module, _inputs, output):
+            per_layer[layer] = output[:, positions].detach().float()
+            if layer == backbone.num_layers - 1:
+                captured.append(torch.stack(per_layer, dim=1))  # type: ignore[arg-type]
+
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(backbone.ffn_modules)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+__all__ = [
+    "PromptConfig", "EncodedSplit", "encode_split", "Verbalizer", "prompted_forward", "predict",
+    "accuracy", "TrainedPrompt", "train_prompt", "capture_ffn", "initial_prompt",
+]

@@ -1,0 +1,296 @@
+"""Result files: one JSON file per (indicator, suite, backbone, transfer kind) under `submissions/`.
+
+A result file carries the indicator's score matrix AND the measured transfer it was scored
+against, so its metrics can be recomputed by anyone. `load_results` does exactly that: a file
+whose stored metrics do not reproduce is reported and left out, never ranked.
+
+Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are `null`)::
+
+    schema_version  int, must equal SCHEMA_VERSION
+    indicator       {name: str, params: {..}, description: str, baseline: bool}
+                    params: the parameters that differ from the indicator's defaults; they name
+                    the indicator on the leaderboard, e.g. skill_overlap(p=0.05)
+    suite           str, the task suite
+    backbone        str, the frozen backbone (Hugging Face id or local path)
+    transfer_kind   "zero_shot" | "init_gain"
+    tasks           [str], the task names, the order of rows and columns
+    seeds           [int], the prompt-tuning seeds the transfer was averaged over
+    scores          {source: {target: float | null}}  the indicator's predictions
+    transfer        {source: {target: float | null}}  the measured transfer
+    metrics         transferbench.evaluation.Evaluation as a dict (includes its bootstrap seed)
+    manifest        free-form provenance: config, package versions, data hashes, git commit,
+                    created_at (ISO 8601 UTC; the newest of two duplicates wins on the leaderboard)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
+
+from transferbench import __version__
+from transferbench.errors import TransferbenchError
+from transferbench.evaluation import Evaluation, Metric, evaluate_indicator
+from transferbench.store import atomic_write_bytes
+
+SCHEMA_VERSION = 1
+METRIC_TOLERANCE = 1e-6
+"""Stored and recomputed metrics may differ by this much (absolute) before a file is rejected."""
+
+TransferKind = Literal["zero_shot", "init_gain"]
+Matrix = dict[str, dict[str, Metric]]
+
+
+class IndicatorInfo(BaseModel):
+    """What produced the scores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    params: dict[str, Any] = {}
+    description: str = ""
+    baseline: bool = False
+
+    def label(self) -> str:
+        """The name shown on the leaderboard: `name` or `name(k=v, ...)` (keys sorted)."""
+        if not self.params:
+            return self.name
+        args = ", ".join(f"{key}={self.params[key]}" for key in sorted(self.params))
+        return f"{self.name}({args})"
+
+    def params_key(self) -> str:
+        """Canonical JSON of the params: two results with equal keys are the same indicator."""
+        return json.dumps(self.params, sort_keys=True, default=str)
+
+
+class ResultFile(BaseModel):
+    """One indicator scored on one (suite, backbone, transfer kind); see the module docstring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int
+    indicator: IndicatorInfo
+    suite: str
+    backbone: str
+    transfer_kind: TransferKind
+    tasks: list[str]
+    seeds: list[int]
+    scores: Matrix
+    transfer: Matrix
+    metrics: Evaluation
+    manifest: dict[str, Any] = {}
+
+    # Where `load_results` read it from (not part of the file).
+    _path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ResultFile:
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version is {self.schema_version}, this transferbench reads {SCHEMA_VERSION}"
+            )
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("tasks lists a task twice")
+        expected = set(self.tasks)
+        for label in ("scores", "transfer"):
+            matrix = getattr(self, label)
+            if set(matrix) != expected or any(set(row) != expected for row in matrix.values()):
+                raise ValueError(f"{label} must have every task in `tasks` as source and target")
+            if any(math.isinf(v) for row in matrix.values() for v in row.values()):
+                raise ValueError(f"{label} holds an infinite value")
+        return self
+
+    def created_at(self) -> str:
+        return str(self.manifest.get("created_at", ""))
+
+
+def _matrix(frame: pd.DataFrame, tasks: list[str]) -> dict[str, dict[str, float]]:
+    return {s: {t: float(frame.loc[s, t]) for t in tasks} for s in tasks}
+
+
+def make_result(
+    scores: pd.DataFrame,
+    transfer: pd.DataFrame,
+    *,
+    indicator: str,
+    suite: str,
+    backbone: str,
+    transfer_kind: TransferKind,
+    seeds: Sequence[int],
+    params: dict[str, Any] | None = None,
+    description: str = "",
+    baseline: bool = False,
+    manifest: dict[str, Any] | None = None,
+    n_bootstrap: int = 10000,
+    seed: int = 0,
+    k_values: Sequence[int] = (1, 3),
+) -> ResultFile:
+    """Score the indicator with `evaluate_indicator` and package everything as a ResultFile.
+
+    `manifest` gets `created_at` (now, UTC) and `transferbench_version` unless already given.
+    """
+    metrics = evaluate_indicator(scores, transfer, n_bootstrap=n_bootstrap, seed=seed, k_values=k_values)
+    tasks = [str(task) for task in scores.index]
+    scores_f = scores.astype(float).rename(index=str, columns=str)
+    transfer_f = transfer.astype(float).rename(index=str, columns=str)
+    full_manifest = dict(manifest or {})
+    full_manifest.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    full_manifest.setdefault("transferbench_version", __version__)
+    try:
+        return ResultFile(
+            schema_version=SCHEMA_VERSION,
+            indicator=IndicatorInfo(
+                name=indicator, params=dict(params or {}), description=description, baseline=baseline
+            ),
+            suite=suite,
+            backbone=backbone,
+            transfer_kind=transfer_kind,
+            tasks=tasks,
+            seeds=list(seeds),
+            scores=_matrix(scores_f, tasks),
+            transfer=_matrix(transfer_f, tasks),
+            metrics=metrics,
+            manifest=full_manifest,
+        )
+    except ValidationError as exc:
+        raise TransferbenchError(f"cannot build the result of {indicator!r}: {_one_line(exc)}") from None
+
+
+def dataframes(result: ResultFile) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(scores, transfer) as square frames, rows = source, columns = target, in `tasks` order."""
+    def frame(matrix: Matrix) -> pd.DataFrame:
+        return pd.DataFrame(
+            [[matrix[s][t] for t in result.tasks] for s in result.tasks],
+            index=list(result.tasks),
+            columns=list(result.tasks),
+            dtype=float,
+        )
+
+    return frame(result.scores), frame(result.transfer)
+
+
+def _slug(text: str) -> str:
+    """Filesystem-safe: runs of anything but letters, digits, '.', '_' become '-'."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.")
+    return slug or "unnamed"
+
+
+def result_filename(result: ResultFile) -> str:
+    """`<suite>__<backbone>__<transfer_kind>__<indicator>[-<8 hex of params>].json`.
+
+    Deterministic: the same indicator with the same params on the same setting gets the same name.
+    """
+    name = _slug(result.indicator.name)
+    if result.indicator.params:
+        name += "-" + hashlib.sha256(result.indicator.params_key().encode()).hexdigest()[:8]
+    parts = [_slug(result.suite), _slug(result.backbone), result.transfer_kind, name]
+    return "__".join(parts) + ".json"
+
+
+def result_json(result: ResultFile) -> bytes:
+    """The file's bytes: indented JSON, NaN as null, ending in a newline."""
+    data = result.model_dump(mode="json")
+    return (json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode()
+
+
+def write_result(result: ResultFile, submissions_dir: Path) -> Path:
+    """Write `result` atomically to `submissions_dir / result_filename(result)`; return the path."""
+    path = Path(submissions_dir) / result_filename(result)
+    atomic_write_bytes(path, result_json(result))
+    return path
+
+
+def _one_line(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "file"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def _first_difference(stored: Any, recomputed: Any, where: str = "metrics") -> str:
+    """'' if the two JSON values agree (numbers within METRIC_TOLERANCE), else where they differ."""
+    if isinstance(stored, dict) and isinstance(recomputed, dict):
+        if set(stored) != set(recomputed):
+            return f"{where} has different keys"
+        for key in sorted(stored, key=str):
+            found = _first_difference(stored[key], recomputed[key], f"{where}.{key}")
+            if found:
+                return found
+        return ""
+    numbers = (int, float)
+    if isinstance(stored, numbers) and isinstance(recomputed, numbers) and not isinstance(stored, bool):
+        if abs(stored - recomputed) <= METRIC_TOLERANCE:
+            return ""
+    elif stored == recomputed:
+        return ""
+    return f"{where}: stored {stored}, recomputed {recomputed}"
+
+
+def check_result(result: ResultFile) -> str:
+    """'' if the stored metrics reproduce from the file's own scores and transfer, else why not."""
+    stored = result.metrics
+    scores, transfer = dataframes(result)
+    recomputed = evaluate_indicator(
+        scores, transfer, n_bootstrap=stored.n_bootstrap, seed=stored.seed, k_values=stored.k_values
+    )
+    found = _first_difference(stored.to_dict(), recomputed.to_dict())
+    if found:
+        return f"metrics do not reproduce from the file's scores and transfer ({found})"
+    return ""
+
+
+def read_result(path: Path) -> ResultFile:
+    """Read, validate and re-check one result file; TransferbenchError (one line) if it is bad."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TransferbenchError(f"not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TransferbenchError("not a result file (top level is not a JSON object)")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise TransferbenchError(
+            f"schema_version is {version!r}, this transferbench reads {SCHEMA_VERSION}; "
+            "regenerate the file with this version"
+        )
+    try:
+        result = ResultFile.model_validate(data)
+    except ValidationError as exc:
+        raise TransferbenchError(f"does not match the result schema: {_one_line(exc)}") from None
+    try:
+        problem = check_result(result)
+    except TransferbenchError as exc:
+        problem = str(exc)
+    if problem:
+        raise TransferbenchError(problem)
+    result._path = Path(path)
+    return result
+
+
+def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Path, str]]]:
+    """Every valid `*.json` under `submissions_dir` (recursively, in sorted path order), and
+    (path, one-line reason) for each file left out: malformed, wrong schema version, or metrics
+    that do not reproduce (a tampered or stale file)."""
+    root = Path(submissions_dir)
+    if not root.is_dir():
+        raise TransferbenchError(f"submissions folder {root} does not exist")
+    results: list[ResultFile] = []
+    problems: list[tuple[Path, str]] = []
+    for path in sorted(root.rglob("*.json")):
+        try:
+            results.append(read_result(path))
+        except TransferbenchError as exc:
+            problems.append((path, " ".join(str(exc).split())))
+    return results, problems
