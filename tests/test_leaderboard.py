@@ -169,7 +169,8 @@ def test_leaderboard_files_are_deterministic(submissions, tmp_path):
     (submissions / "broken.json").write_text("[]")
     results, problems = load_results(submissions)
     first = write_leaderboard(results, tmp_path / "board", problems)
-    assert [p.name for p in first] == ["README.md", "leaderboard.csv", "leaderboard.json"]
+    assert [p.name for p in first[:4]] == ["README.md", "leaderboard.csv", "leaderboard.json", "index.html"]
+    assert all(p.parent.name == "plots" and p.suffix == ".png" for p in first[4:])
     contents = [p.read_bytes() for p in first]
     results_again, problems_again = load_results(submissions)
     write_leaderboard(list(reversed(results_again)), tmp_path / "board", problems_again)

@@ -84,3 +84,16 @@ def test_per_example_prompts_equal_shared_prompt(backbone):
 def test_unknown_training_setting_is_one_line_error():
     with pytest.raises(TransferbenchError, match="unknown prompt-training setting"):
         PromptConfig.from_overrides({"stepz": 3})
+
+
+def test_predict_many_matches_one_prompt_at_a_time(backbone):
+    from transferbench.prompt import predict_many
+
+    config = PromptConfig(prompt_length=4, eval_batch_size=8, bf16=False)
+    split = _split(backbone, config)
+    verbalizer = Verbalizer(backbone, [["bad"], ["good"]], config.cosine_scale)
+    torch.manual_seed(0)
+    prompts = torch.randn(3, 4, backbone.hidden_size)
+    many = predict_many(backbone, prompts, split, verbalizer, config)
+    for k in range(3):
+        assert (many[k] == predict(backbone, prompts[k], split, verbalizer, config)).all()

@@ -34,17 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the benchmark for one or more indicators")
     run.add_argument("--indicator", "-i", action="append", required=True,
-                     help="registered name (optionally name:param=value,...) or path/to/file.py:ClassName; repeatable")
+                     help="registered name (optionally name:param=value,...), path/to/file.py:ClassName, or all; repeatable")
     run.add_argument("--suite", default="default", help="task suite (default: %(default)s)")
     run.add_argument("--backbone", default="minilm",
                      help="packaged alias, Hugging Face id or local path (default: %(default)s)")
     run.add_argument("--seeds", type=_seeds, default=None,
                      help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
+    run.add_argument("--transfer", choices=["zero_shot", "init_gain", "all"], default="all",
+                     help="measured transfer to evaluate against (default: %(default)s = both kinds)")
     run.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
     run.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
 
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from result files and print it")
-    board.add_argument("--format", choices=["rich", "md", "csv", "json"], default="rich")
+    board.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich",
+                       help="rich: print tables; md/csv/json/html: write that format to standard output")
+    board.add_argument("--open", action="store_true", help="open the generated leaderboard/index.html in a browser")
     board.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
     board.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
 
@@ -78,40 +82,54 @@ def cmd_run(args, console: Console) -> int:
     from transferbench.runner import Benchmark
     from transferbench.task import load_suite
 
-    indicators = [make_indicator(spec) for spec in args.indicator]  # fail fast on bad names
+    indicators = [make_indicator(spec) for spec in _expand_all(args.indicator)]  # fail fast on bad names
     suite = load_suite(args.suite)
     seeds = args.seeds if args.seeds is not None else list(suite.seeds)
+    kinds = ["zero_shot", "init_gain"] if args.transfer == "all" else [args.transfer]
     started = time.perf_counter()
     bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True))
     with bench.progress():
         bench.train_all()
-        transfer, spread = bench.zero_shot_transfer()
+        transfers = {kind: bench.transfer(kind) for kind in kinds}
         scored = [(indicator, bench.indicator_scores(indicator)) for indicator in indicators]
     report = bench.task_report()
     data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
                    "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
-    config = {"suite": suite.model_dump(mode="json"), "backbone": bench._backbone_identity(),
+    config = {"suite": suite.model_dump(mode="json"), "backbone": bench.backbone_identity(),
               "prompt": bench.config.to_dict(), "seeds": seeds}
-    paths = []
-    for indicator, scores in scored:
-        defaults = indicator.defaults()
-        params = {k: v for k, v in indicator.get_params().items() if defaults.get(k, object()) != v}
-        manifest = build_manifest(
-            {**config, "indicator": {"name": indicator.name, "params": indicator.get_params()}}, data,
-            {"task_accuracy": report.to_dict(orient="records"),
-             "transfer_std_over_seeds": json.loads(spread.to_json()),
-             "wall_seconds": round(time.perf_counter() - started, 1)},
-        )
-        result = make_result(scores, transfer, indicator=indicator.name, suite=suite.name,
-                             backbone=args.backbone, transfer_kind="zero_shot", seeds=seeds, params=params,
-                             description=indicator.description, baseline=indicator.baseline, manifest=manifest)
-        paths.append(write_result(result, args.submissions_dir))
+    results = []
+    for kind, (transfer, spread) in transfers.items():
+        for indicator, scores in scored:
+            defaults = indicator.defaults()
+            params = {k: v for k, v in indicator.get_params().items() if defaults.get(k, object()) != v}
+            manifest = build_manifest(
+                {**config, "indicator": {"name": indicator.name, "params": indicator.get_params()}}, data,
+                {"task_accuracy": report.to_dict(orient="records"),
+                 "transfer_std_over_seeds": json.loads(spread.to_json()),
+                 "wall_seconds": round(time.perf_counter() - started, 1)},
+            )
+            results.append(make_result(
+                scores, transfer, indicator=indicator.name, suite=suite.name, backbone=args.backbone,
+                transfer_kind=kind, seeds=seeds, params=params, description=indicator.description,
+                baseline=indicator.baseline, manifest=manifest))
+    # Results are written only once every indicator and transfer kind succeeded.
+    paths = [write_result(result, args.submissions_dir) for result in results]
     _print_task_report(report, console)
     for path in paths:
         console.print(f"wrote {path}")
     _rebuild_and_print(args, console, only=(suite.name, args.backbone))
     console.print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _expand_all(specs: list[str]) -> list[str]:
+    """`--indicator all` stands for every registered indicator with default parameters."""
+    from transferbench.indicator import all_indicator_names
+
+    expanded: list[str] = []
+    for spec in specs:
+        expanded += all_indicator_names() if spec == "all" else [spec]
+    return list(dict.fromkeys(expanded))
 
 
 def _print_task_report(report, console: Console) -> None:
@@ -138,14 +156,20 @@ def _rebuild_and_print(args, console: Console, only: tuple[str, str] | None = No
 
 
 def cmd_leaderboard(args, console: Console) -> int:
-    from transferbench.leaderboard import build_tables, leaderboard_csv, leaderboard_json, render_markdown
+    from transferbench.leaderboard import (
+        build_tables, leaderboard_csv, leaderboard_json, open_in_browser, render_html, render_markdown,
+    )
     from transferbench.results import load_results
 
     if args.format == "rich":
         _rebuild_and_print(args, console)
+        if args.open and not open_in_browser((args.leaderboard_dir / "index.html").resolve()):
+            console.print(f"no browser found; open {args.leaderboard_dir / 'index.html'} yourself")
         return 0
     results, problems = load_results(args.submissions_dir)
-    if args.format == "json":
+    if args.format == "html":
+        text = render_html(results, problems)
+    elif args.format == "json":
         text = json.dumps(leaderboard_json(results, problems), indent=2, allow_nan=False)
     elif args.format == "csv":
         text = leaderboard_csv(build_tables(results))

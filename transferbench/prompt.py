@@ -39,6 +39,7 @@ class PromptConfig:
     cosine_scale: float = 20.0
     bf16: bool = True
     eval_batch_size: int = 64
+    init_steps: int = 30  # budget of transfer by initialisation (both arms train this many steps)
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "PromptConfig":
@@ -215,6 +216,31 @@ def predict(
         for index in split.length_sorted_batches(config.eval_batch_size):
             output = prompted_forward(backbone, prompt, split.batch(index, pad))
             predictions[index] = verbalizer.logits(output).argmax(-1).numpy()
+    return predictions
+
+
+@torch.no_grad()
+def predict_many(
+    backbone: Backbone, prompts: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer,
+    config: PromptConfig,
+) -> np.ndarray:
+    """Predictions `[len(prompts), len(split)]` of several prompts, evaluated together.
+
+    Each batch of examples is repeated once per prompt and run as one forward pass of
+    `len(prompts) * batch` rows (per-example prompts), so the zero-shot transfer matrix needs one
+    pass over each target's test set instead of one per source. Same predictions as `predict`.
+    """
+    count = prompts.shape[0]
+    predictions = np.zeros((count, len(split)), dtype=np.int64)
+    pad = backbone.tokenizer.pad_token_id
+    per_pass = max(1, config.eval_batch_size // count)
+    with autocast(config):
+        for index in split.length_sorted_batches(per_pass):
+            batch = split.batch(index, pad)
+            tiled = {k: v.repeat(count, 1) for k, v in batch.items()}
+            rows = prompts.repeat_interleave(len(index), dim=0)
+            logits = verbalizer.logits(prompted_forward(backbone, rows, tiled))
+            predictions[:, index] = logits.argmax(-1).view(count, len(index)).numpy()
     return predictions
 
 

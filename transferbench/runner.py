@@ -8,6 +8,7 @@ second run, or a run of another indicator on the same suite, recomputes nothing.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, Iterator
 
@@ -23,7 +24,7 @@ from transferbench.indicator import ARTIFACTS, Indicator, TaskView, checked_scor
 from transferbench.neurons import predictivity
 from transferbench.prompt import (
     PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, accuracy, capture_ffn,
-    encode_split, predict, prompted_forward, train_prompt, autocast, mean_pool,
+    encode_split, predict, predict_many, prompted_forward, train_prompt, autocast, mean_pool,
 )
 from transferbench.store import ArtifactStore
 from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
@@ -31,6 +32,8 @@ from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
 # Bump when a change below changes what an activation artifact would be.
 ARTIFACT_CODE_VERSION = 1
 SAMPLE_COUNT = 32
+# Settings that only affect measured transfer, so changing them never retrains source prompts.
+TRANSFER_ONLY_SETTINGS = ("init_steps",)
 
 
 class Benchmark:
@@ -78,7 +81,7 @@ class Benchmark:
         return self._verbalizers[task]
 
     # ---- stage 2: prompts ----------------------------------------------------------------------
-    def _backbone_identity(self) -> dict[str, str]:
+    def backbone_identity(self) -> dict[str, str]:
         # Resolving the identity of a packaged alias needs no model load.
         from transferbench.backbone import resolve_backbone
 
@@ -92,7 +95,8 @@ class Benchmark:
         return {"task": task, "version": spec.version, "data_hash": self.data(task).data_hash}
 
     def prompt_inputs(self, task: str, seed: int) -> dict[str, Any]:
-        return {**self._backbone_identity(), **self.task_identity(task), "config": self.config.to_dict(),
+        config = {k: v for k, v in self.config.to_dict().items() if k not in TRANSFER_ONLY_SETTINGS}
+        return {**self.backbone_identity(), **self.task_identity(task), "config": config,
                 "seed": seed, "code": PROMPT_CODE_VERSION}
 
     def source_prompt(self, task: str, seed: int) -> dict[str, Any]:
@@ -109,18 +113,26 @@ class Benchmark:
         return self._cached("prompts", self.prompt_inputs(task, seed), compute)
 
     # ---- stage 3: measured transfer ------------------------------------------------------------
-    def zero_shot_accuracy(self, source: str, target: str, seed: int) -> float:
-        """Test accuracy on `target` of `source`'s prompt, with the target's verbalizer."""
-        inputs = {"source": self.prompt_inputs(source, seed), "target": self.task_identity(target),
-                  "kind": "zero_shot"}
+    def zero_shot_row(self, target: str, seed: int) -> dict[str, float]:
+        """Test accuracy on `target` of every other task's prompt, with the target's verbalizer.
 
-        def compute() -> dict[str, Any]:
-            prompt = self.source_prompt(source, seed)["prompt"]
+        Missing pairs are computed together in one batched pass (`predict_many`); each pair is
+        stored as its own artifact, so an interrupted row resumes where it stopped.
+        """
+        sources = [s for s in self.tasks if s != target]
+        keys = {s: self.store.key("transfer", {"source": self.prompt_inputs(s, seed),
+                                              "target": self.task_identity(target), "kind": "zero_shot"})
+                for s in sources}
+        found = {s: self.store.load("transfer", keys[s]) for s in sources}
+        missing = [s for s in sources if found[s] is None]
+        if missing:
+            prompts = torch.stack([self.source_prompt(s, seed)["prompt"] for s in missing])
             test = self.encoded(target, "test")
-            acc = accuracy(predict(self.backbone, prompt, test, self.verbalizer(target), self.config), test.labels)
-            return {"accuracy": torch.tensor(acc)}
-
-        return float(self._cached("transfer", inputs, compute)["accuracy"])
+            predictions = predict_many(self.backbone, prompts, test, self.verbalizer(target), self.config)
+            for s, row in zip(missing, predictions):
+                found[s] = {"accuracy": torch.tensor(accuracy(row, test.labels))}
+                self.store.save("transfer", keys[s], found[s])
+        return {s: float(found[s]["accuracy"]) for s in sources}
 
     def zero_shot_transfer(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Relative performance (Su et al. 2022) per ordered pair, mean and std over seeds.
@@ -128,18 +140,65 @@ class Benchmark:
         `relative[s, t] = acc(prompt_s on t) / acc(prompt_t on t)`, both on t's test split with t's
         verbalizer; the diagonal is NaN.
         """
+        def cell(source: str, target: str, seed: int, row: dict[str, float]) -> float:
+            return row[source] / self.source_prompt(target, seed)["test_accuracy"]
+
+        return self._transfer_matrix("zero-shot transfer", self.zero_shot_row, cell)
+
+    def init_accuracy(self, source: str | None, target: str, seed: int) -> float:
+        """Test accuracy on `target` after `init_steps` of prompt tuning from `source`'s prompt
+        (or, with `source=None`, from the default initialisation), same seed and data order."""
+        steps = self.config.init_steps
+        inputs = {"source": self.prompt_inputs(source, seed) if source else None,
+                  "target": self.prompt_inputs(target, seed), "kind": "init", "steps": steps}
+
+        def compute() -> dict[str, Any]:
+            init = self.source_prompt(source, seed)["prompt"] if source else None
+            budget = replace(self.config, steps=steps, eval_every=steps)  # no early stopping: the final prompt
+            trained = train_prompt(self.backbone, self.encoded(target, "train"), self.encoded(target, "dev"),
+                                   self.verbalizer(target), budget, seed, init=init)
+            test = self.encoded(target, "test")
+            return {"accuracy": torch.tensor(accuracy(
+                predict(self.backbone, trained.prompt, test, self.verbalizer(target), budget), test.labels))}
+
+        return float(self._cached("transfer", inputs, compute)["accuracy"])
+
+    def init_gain_row(self, target: str, seed: int) -> dict[str | None, float]:
+        return {s: self.init_accuracy(s, target, seed) for s in [None, *self.tasks] if s != target}
+
+    def init_gain_transfer(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Initialisation gain per ordered pair, mean and std over seeds.
+
+        `gain[s, t] = acc(t's prompt trained init_steps from s's prompt) - acc(same budget from
+        the default initialisation)`, same seed and data order, on t's test split.
+        """
+        def cell(source: str, target: str, seed: int, row: dict) -> float:
+            return row[source] - row[None]
+
+        return self._transfer_matrix("initialisation transfer", self.init_gain_row, cell)
+
+    def _transfer_matrix(self, description: str, row_of, cell) -> tuple[pd.DataFrame, pd.DataFrame]:
         names = list(self.tasks)
         per_seed = np.full((len(self.seeds), len(names), len(names)), np.nan)
-        pairs = [(s, t) for s in names for t in names if s != t]
-        with self._step("zero-shot transfer", len(pairs) * len(self.seeds)) as advance:
+        with self._step(description, len(names) * len(self.seeds)) as advance:
             for k, seed in enumerate(self.seeds):
-                for s, t in pairs:
-                    own = self.source_prompt(t, seed)["test_accuracy"]
-                    per_seed[k, names.index(s), names.index(t)] = self.zero_shot_accuracy(s, t, seed) / own
+                for j, target in enumerate(names):
+                    row = row_of(target, seed)
+                    for i, source in enumerate(names):
+                        if source != target:
+                            per_seed[k, i, j] = cell(source, target, seed, row)
                     advance()
         mean = pd.DataFrame(per_seed.mean(0), index=names, columns=names)
         spread = pd.DataFrame(per_seed.std(0), index=names, columns=names)
         return mean, spread
+
+    def transfer(self, kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Measured transfer of `kind` ("zero_shot" or "init_gain"): (mean, std over seeds)."""
+        if kind == "zero_shot":
+            return self.zero_shot_transfer()
+        if kind == "init_gain":
+            return self.init_gain_transfer()
+        raise TransferbenchError(f"unknown transfer kind {kind!r}; use zero_shot or init_gain")
 
     # ---- stage 3: artifacts for indicators -----------------------------------------------------
     def artifact(self, task: str, name: str) -> Any:
@@ -228,7 +287,7 @@ class Benchmark:
     @torch.no_grad()
     def text_embedding(self, task: str) -> np.ndarray:
         """Mean over training inputs of the frozen backbone's mean-pooled output, without a prompt."""
-        inputs = {**self._backbone_identity(), **self.task_identity(task), "artifact": "text_embedding",
+        inputs = {**self.backbone_identity(), **self.task_identity(task), "artifact": "text_embedding",
                   "max_length": self.config.max_length, "code": ARTIFACT_CODE_VERSION}
 
         def compute() -> dict[str, torch.Tensor]:

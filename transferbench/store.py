@@ -41,6 +41,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -52,6 +55,10 @@ class ArtifactStore:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else cache_root()
+
+    @staticmethod
+    def key(stage: str, inputs: dict[str, Any]) -> str:
+        return content_key({"stage": stage, **inputs})
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / f"{key}.pt"
@@ -83,7 +90,7 @@ class ArtifactStore:
         self, stage: str, inputs: dict[str, Any], compute: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
         """Return the cached artifact for `inputs`, computing and storing it if needed."""
-        key = content_key({"stage": stage, **inputs})
+        key = self.key(stage, inputs)
         cached = self.load(stage, key)
         if cached is not None:
             return cached

@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny random backbone and a suite of small local tasks, built in tmp dirs."""
+
+from __future__ import annotations
+
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from transferbench.backbone import tiny_backbone_folder
+
+POSITIVE = ["good", "great", "happy", "fine"]
+NEGATIVE = ["bad", "terrible", "sad", "awful"]
+NOUNS = ["movie", "film", "plot", "story", "review", "news"]
+
+
+def _write_task(folder: Path, name: str, family: str, rows: list[tuple[str, str]], words: dict[str, list[str]]) -> Path:
+    csv = folder / f"{name}.csv"
+    csv.write_text("text,label\n" + "".join(f"{text},{label}\n" for text, label in rows))
+    labels = "\n".join(f"  {label}: {label}" for label in words)
+    verbalizers = "\n".join(f"  {label}: [{', '.join(ws)}]" for label, ws in words.items())
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: {name}
+        family: {family}
+        version: 1
+        description: A synthetic task for tests.
+        source: {{type: local, path: {csv.name}}}
+        text_field: text
+        label_field: label
+        labels:
+        """) + labels + "\nverbalizers:\n" + verbalizers + "\nlicense: CC0\ncitation: none\n")
+    return path
+
+
+def build_tiny_suite(folder: Path, *, steps: int = 4) -> Path:
+    """Four synthetic 2-class tasks (two families) plus a suite YAML listing them by path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    paths = []
+    for index, (name, family) in enumerate([("pos_a", "sentiment"), ("pos_b", "sentiment"),
+                                            ("topic_a", "topic"), ("topic_b", "topic")]):
+        rows = []
+        for i in range(80):
+            label = i % 2
+            pool = (POSITIVE if label else NEGATIVE) if family == "sentiment" else (NOUNS[:3] if label else NOUNS[3:])
+            text = " ".join(rng.choice(pool) for _ in range(3 + index)) + f" {rng.choice(NOUNS)} the a{'' if i % 3 else ' is'}"
+            rows.append((f"{text} {i}", "pos" if label else "neg"))
+        words = {"neg": ["bad"], "pos": ["good"]} if family == "sentiment" else {"neg": ["news"], "pos": ["movie"]}
+        paths.append(_write_task(folder, name, family, rows, words))
+    suite = folder / "tiny_suite.yaml"
+    suite.write_text(textwrap.dedent(f"""\
+        name: tiny
+        description: Four synthetic tasks for unit tests.
+        tasks: [{', '.join(str(p) for p in paths)}]
+        train: 24
+        dev: 12
+        test: 16
+        seeds: [0]
+        training: {{steps: {steps}, batch_size: 8, eval_every: 2, prompt_length: 4, max_length: 16, init_steps: 2}}
+        """))
+    return suite
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    return tiny_backbone_folder(tmp_path_factory.mktemp("tiny_backbone"))
+
+
+@pytest.fixture()
+def tiny_suite(tmp_path) -> Path:
+    return build_tiny_suite(tmp_path / "tasks")
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(folder))
+    return folder

@@ -1,0 +1,123 @@
+"""The whole pipeline through the CLI, on a tiny random backbone and synthetic local tasks."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from transferbench import runner
+from transferbench.cli import main
+
+ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding"]
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch, cache):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_run_every_builtin_indicator_writes_results_and_leaderboard(workdir, tiny_backbone, tiny_suite, capsys):
+    args = ["run", "--suite", tiny_suite, "--backbone", tiny_backbone]
+    for name in ALL_BUILTIN:
+        args += ["--indicator", name]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    files = sorted((workdir / "submissions").glob("*.json"))
+    assert len(files) == 2 * len(ALL_BUILTIN)  # one per indicator and transfer kind
+    kinds = {json.loads(f.read_text())["transfer_kind"] for f in files}
+    assert kinds == {"zero_shot", "init_gain"}
+    result = json.loads(next(f for f in files if "zero_shot" in f.name).read_text())
+    manifest = result["manifest"]
+    assert manifest["config"]["seeds"] == [0]
+    assert set(manifest["data"]) == {"pos_a", "pos_b", "topic_a", "topic_b"}
+    assert all(len(d["data_hash"]) == 64 for d in manifest["data"].values())
+    assert {"torch", "transformers", "datasets"} <= set(manifest["versions"])
+    assert "commit" in manifest["git"]
+    assert result["transfer_kind"] == "zero_shot" and len(result["tasks"]) == 4
+    for name in ("README.md", "leaderboard.csv", "leaderboard.json"):
+        assert (workdir / "leaderboard" / name).exists()
+    assert "skill_overlap" in out and "Own-prompt test accuracy" in out
+
+    # the leaderboard is rebuilt from the result files alone
+    code, out, err = run_cli(capsys, "leaderboard", "--format", "json")
+    assert code == 0
+    board = json.loads(out)
+    assert len(board["tables"]) == 2  # transfer kinds are never ranked together
+    rows = board["tables"][0]["rows"]
+    assert {row["indicator"].split("(")[0] for row in rows} == set(ALL_BUILTIN)
+    assert any(row["baseline"] for row in rows)
+
+
+def test_second_run_and_other_indicators_train_nothing(workdir, tiny_backbone, tiny_suite, capsys, monkeypatch):
+    assert run_cli(capsys, "run", "-i", "skill_overlap", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a prompt was trained again")
+
+    monkeypatch.setattr(runner, "train_prompt", fail)
+    assert run_cli(capsys, "run", "-i", "skill_overlap", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
+    assert run_cli(capsys, "run", "-i", "embedding_similarity", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
+
+
+def test_custom_indicator_file_runs_end_to_end(workdir, tiny_backbone, tiny_suite, capsys):
+    plugin = workdir / "my_indicator.py"
+    plugin.write_text(textwrap.dedent('''
+        import numpy as np
+        from transferbench.indicator import Indicator
+
+        class PromptNormRatio(Indicator):
+            """How similar the two prompts' norms are."""
+            requires = ("prompts",)
+            description = "negative absolute difference of prompt norms"
+
+            def score(self, source, target):
+                a = np.linalg.norm(source.prompts[0])
+                b = np.linalg.norm(target.prompts[0])
+                return -abs(a - b)
+    '''))
+    code, out, err = run_cli(capsys, "run", "-i", f"{plugin}:PromptNormRatio", "--suite", tiny_suite,
+                             "--backbone", tiny_backbone)
+    assert code == 0, err
+    assert "PromptNormRatio" in out
+    assert list((workdir / "submissions").glob("*PromptNormRatio*.json"))
+
+
+def test_failing_plugin_leaves_earlier_results_untouched(workdir, tiny_backbone, tiny_suite, capsys):
+    assert run_cli(capsys, "run", "-i", "random", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
+    before = {p: p.read_bytes() for p in (workdir / "submissions").glob("*.json")}
+    board_before = (workdir / "leaderboard" / "README.md").read_bytes()
+    plugin = workdir / "nan.py"
+    plugin.write_text("from transferbench.indicator import Indicator\n"
+                      "class Nan(Indicator):\n    def score(self, s, t):\n        return float('nan')\n")
+    code, out, err = run_cli(capsys, "run", "-i", f"{plugin}:Nan", "--suite", tiny_suite, "--backbone", tiny_backbone)
+    assert code == 2
+    assert "error: indicator 'Nan' on pair" in err and "must be finite" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in (workdir / "submissions").glob("*.json")} == before
+    assert (workdir / "leaderboard" / "README.md").read_bytes() == board_before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "-i", "skil_overlap"], "unknown indicator 'skil_overlap' (did you mean 'skill_overlap'"),
+    (["run", "-i", "random", "--suite", "smok"], "did you mean 'smoke'"),
+])
+def test_unknown_names_exit_2_with_one_line(workdir, capsys, args, message):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+
+
+def test_indicators_and_tasks_listings(capsys):
+    code, out, _ = run_cli(capsys, "indicators")
+    assert code == 0 and all(name in out for name in ALL_BUILTIN)
+    code, out, _ = run_cli(capsys, "tasks")
+    assert code == 0 and "rt_sentiment" in out and "smoke" in out
