@@ -112,7 +112,11 @@ def test_unknown_names_and_parameters_suggest_close_ones():
         make_indicator("embedding_similarity:measure=manhattan")
 
 
-def test_decorator_registration_and_params_from_spec():
+def test_decorator_registration_and_params_from_spec(monkeypatch):
+    from transferbench.indicator import INDICATORS
+
+    monkeypatch.setattr(INDICATORS, "_entries", dict(INDICATORS._entries))  # keep the registry clean
+
     @register_indicator("test_constant")
     class Constant(Indicator):
         description = "constant"
@@ -150,3 +154,14 @@ def test_indicator_from_file(tmp_path):
         make_indicator(f"{file}:SameFamly")
     with pytest.raises(TransferbenchError, match="does not exist"):
         make_indicator(f"{tmp_path}/nope.py:X")
+
+
+def test_registering_a_builtin_name_twice_is_an_error(monkeypatch):
+    from transferbench.indicator import INDICATORS
+
+    monkeypatch.setattr(INDICATORS, "_entries", dict(INDICATORS._entries))
+    with pytest.raises(ValueError, match="registered twice"):
+        @register_indicator("skill_overlap")
+        class Impostor(Indicator):
+            def score(self, source, target):
+                return 0.0

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from transferbench import inspect_neurons
 from transferbench.errors import TransferbenchError
 
 DEFAULT_SUBMISSIONS = Path("submissions")
@@ -54,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("indicators", help="list indicators with their parameters")
 
+    cache = commands.add_parser("cache", help="show the artifact cache's size and contents, or clear a stage")
+    cache.add_argument("--clear", metavar="STAGE", action="append", default=[],
+                       help="delete every artifact of a stage (prompts, transfer, skill_neurons, activations, "
+                            "text_embedding, downloads, models); repeatable")
+
     tasks = commands.add_parser("tasks", help="list tasks and suites, or show one task")
     tasks.add_argument("action", nargs="?", choices=["show"], help="show one task's card and examples")
     tasks.add_argument("name", nargs="?")
+    inspect_neurons.add_parser(commands)
     return parser
 
 
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
         return {"run": cmd_run, "leaderboard": cmd_leaderboard, "indicators": cmd_indicators,
-                "tasks": cmd_tasks}[args.command](args, console)
+                "tasks": cmd_tasks, "cache": cmd_cache,
+                "neurons": inspect_neurons.run}[args.command](args, console)
     except TransferbenchError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -193,14 +201,53 @@ def cmd_indicators(args, console: Console) -> int:
     return 0
 
 
+def cmd_cache(args, console: Console) -> int:
+    from transferbench.store import ArtifactStore
+
+    store = ArtifactStore()
+    for stage in args.clear:
+        console.print(f"removed {store.clear(stage)} files of stage {stage!r}")
+    table = Table(title=f"Artifact cache {store.root}")
+    for column in ("stage", "files", "size"):
+        table.add_column(column)
+    rows = store.summary()
+    for stage, count, size in rows:
+        table.add_row(stage, str(count), f"{size / 2**20:.1f} MiB")
+    table.add_row("total", str(sum(r[1] for r in rows)), f"{sum(r[2] for r in rows) / 2**20:.1f} MiB")
+    console.print(table)
+    return 0
+
+
+def _show_task(spec, console: Console) -> None:
+    """A task's card (every YAML field) and a few training examples at smoke-suite sizes."""
+    import yaml
+
+    from transferbench.task import load_suite, load_task_data
+
+    card = spec.model_dump(mode="json", exclude_none=True)
+    console.print(f"[bold]{spec.name}[/] ({spec.family}, {spec.num_classes} classes)")
+    console.print(yaml.safe_dump(card, sort_keys=False, allow_unicode=True, width=100).rstrip(), highlight=False)
+    try:
+        data = load_task_data(spec, load_suite("smoke"))
+    except TransferbenchError as exc:
+        console.print(f"[yellow]no examples shown: {exc}[/]")
+        return
+    examples = Table(title=f"Examples (train split at smoke sizes; {data.source_size} usable examples in the source)")
+    for column in ("label", "text", *(["text_pair"] if spec.is_pair else [])):
+        examples.add_column(column, overflow="fold")
+    for row in data.train.select(range(min(5, len(data.train)))):
+        text = row["text"] if len(row["text"]) < 300 else row["text"][:300] + "..."
+        examples.add_row(spec.label_names[row["label"]], text, *([row["text_pair"]] if spec.is_pair else []))
+    console.print(examples)
+
+
 def cmd_tasks(args, console: Console) -> int:
     from transferbench.task import list_suites, list_tasks, load_task
 
     if args.action == "show":
         if not args.name:
             raise TransferbenchError("usage: transferbench tasks show NAME")
-        spec = load_task(args.name)
-        console.print(spec.model_dump_json(indent=2))
+        _show_task(load_task(args.name), console)
         return 0
     table = Table(title="Tasks")
     for column in ("name", "family", "classes", "labels", "source"):

@@ -8,13 +8,17 @@ and `--indicator path/to/file.py:ClassName`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import inspect
 import math
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import yaml
@@ -197,11 +201,63 @@ def make_indicator(spec: str) -> Indicator:
     return indicator
 
 
-def checked_score(indicator: Indicator, source: TaskView, target: TaskView) -> float:
-    """Call `indicator.score` and turn any failure into one line naming the indicator and pair."""
+# Seconds one `score(source, target)` call may take before the run stops with an error line. Plugins
+# are arbitrary code; a hung one should fail clearly rather than stall a benchmark run.
+DEFAULT_TIME_LIMIT = 60.0
+
+
+class _TimeLimitExceeded(BaseException):
+    """Raised from the SIGALRM handler. A BaseException, so a plugin's `except Exception` cannot
+    swallow it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise `_TimeLimitExceeded` in the block after `seconds` of wall time.
+
+    Uses `signal.setitimer(ITIMER_REAL)`, so it only works in the main thread on Unix; elsewhere
+    (and with `seconds=None`) the block runs without a limit. Code stuck inside one long C call
+    (e.g. a huge matrix product) is interrupted only when that call returns. An alarm someone else
+    had set is restored afterwards, minus the time spent here.
+    """
+    usable = (seconds is not None and seconds > 0 and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _TimeLimitExceeded
+
+    # None: a handler installed from C, which Python cannot reinstall; fall back to the default.
+    previous_handler = signal.signal(signal.SIGALRM, on_alarm) or signal.SIG_DFL
+    started = time.monotonic()
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:  # nested, so an alarm landing right here still restores the previous handler
+            signal.signal(signal.SIGALRM, previous_handler)
+            if previous_delay > 0:
+                remaining = max(previous_delay - (time.monotonic() - started), 1e-3)
+                signal.setitimer(signal.ITIMER_REAL, remaining, previous_interval)
+
+
+def checked_score(indicator: Indicator, source: TaskView, target: TaskView,
+                  time_limit: float | None = None) -> float:
+    """Call `indicator.score` and turn any failure into one line naming the indicator and pair.
+
+    With `time_limit` (seconds; the runner passes `DEFAULT_TIME_LIMIT`), a call that runs longer
+    fails with "... exceeded the time limit of N s". `None` means no limit.
+    """
     where = f"indicator {indicator.name!r} on pair {source.name} -> {target.name}"
     try:
-        value = indicator.score(source, target)
+        with _time_limit(time_limit):
+            value = indicator.score(source, target)
+    except _TimeLimitExceeded:
+        raise TransferbenchError(f"{where} exceeded the time limit of {time_limit:g} s") from None
     except TransferbenchError as exc:
         raise TransferbenchError(f"{where}: {exc}") from None
     except Exception as exc:

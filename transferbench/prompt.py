@@ -266,6 +266,11 @@ def train_prompt(
     `init` (a source task's prompt) replaces the default initialisation for transfer by
     initialisation.
     """
+    with torch.enable_grad():  # callers may hold a no_grad context (e.g. lazily computed artifacts)
+        return _train(backbone, train, dev, verbalizer, config, seed, init, progress)
+
+
+def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> TrainedPrompt:
     torch.manual_seed(seed)
     prompt = (init.clone().float() if init is not None else initial_prompt(backbone, config.prompt_length, seed))
     prompt.requires_grad_(True)

@@ -49,8 +49,13 @@ class Registry(Generic[T]):
 
     def add(self, name: str, target: type[T] | str) -> None:
         existing = self._entries.get(name)
-        if existing is not None and existing is not target and not isinstance(existing, str):
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        if isinstance(existing, str) and not isinstance(target, str):
+            # a lazy "module:attr" entry is replaced only by the class it names
+            same = f"{target.__module__}:{target.__qualname__}" == existing
+        else:
+            same = existing is None or existing is target
+        if not same:
+            raise ValueError(f"{self.kind} {name!r} is registered twice ({existing!r} and {target!r})")
         self._entries[name] = target
         if not isinstance(target, str):
             target.registered_name = name  # type: ignore[attr-defined]

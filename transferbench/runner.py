@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
-from transferbench.indicator import ARTIFACTS, Indicator, TaskView, checked_score
+from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, checked_score
 from transferbench.neurons import predictivity
 from transferbench.prompt import (
     PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, accuracy, capture_ffn,
@@ -320,7 +320,7 @@ class Benchmark:
         for s in names:
             for t in names:
                 if s != t:
-                    scores.loc[s, t] = checked_score(indicator, views[s], views[t])
+                    scores.loc[s, t] = checked_score(indicator, views[s], views[t], time_limit=DEFAULT_TIME_LIMIT)
         return scores
 
     def task_report(self) -> pd.DataFrame:

@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import torch
 
+from transferbench.errors import TransferbenchError
+
 
 def cache_root() -> Path:
     """`$TRANSFERBENCH_CACHE`, else `~/.cache/transferbench`."""
@@ -85,6 +87,27 @@ class ArtifactStore:
         payload = buffer.getvalue()
         digest = hashlib.sha256(payload).hexdigest().encode()
         atomic_write_bytes(self.path(stage, key), digest + b"\n" + payload)
+
+    def summary(self) -> list[tuple[str, int, int]]:
+        """(stage, number of artifacts, bytes) for every stage folder in the store."""
+        rows = []
+        if self.root.is_dir():
+            for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+                files = [f for f in folder.rglob("*") if f.is_file()]
+                rows.append((folder.name, len(files), sum(f.stat().st_size for f in files)))
+        return rows
+
+    def clear(self, stage: str) -> int:
+        """Delete every artifact of one stage; returns how many files were removed."""
+        import shutil
+
+        folder = self.root / stage
+        if not folder.is_dir() or folder.parent != self.root:
+            known = ", ".join(name for name, _, _ in self.summary()) or "none"
+            raise TransferbenchError(f"no cache stage {stage!r} in {self.root} (stages: {known})")
+        count = sum(1 for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder)
+        return count
 
     def get_or_compute(
         self, stage: str, inputs: dict[str, Any], compute: Callable[[], dict[str, Any]]

@@ -1,0 +1,107 @@
+"""The content-addressed artifact store: atomic writes, corruption detection, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from transferbench.cli import main
+from transferbench.errors import TransferbenchError
+from transferbench.store import ArtifactStore, content_key
+
+
+def test_key_depends_on_every_input_and_not_on_order():
+    assert content_key({"a": 1, "b": [1, 2]}) == content_key({"b": [1, 2], "a": 1})
+    assert content_key({"a": 1}) != content_key({"a": 2})
+
+
+def test_get_or_compute_computes_once(tmp_path):
+    store = ArtifactStore(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": torch.arange(3)}
+
+    first = store.get_or_compute("stage", {"k": 1}, compute)
+    second = store.get_or_compute("stage", {"k": 1}, compute)
+    assert torch.equal(first["x"], second["x"]) and len(calls) == 1
+    assert not list((tmp_path / "stage").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_artifact_is_detected_and_recomputed_with_warning(tmp_path, damage):
+    store = ArtifactStore(tmp_path)
+    store.get_or_compute("stage", {"k": 1}, lambda: {"x": torch.ones(100)})
+    path = next((tmp_path / "stage").glob("*.pt"))
+    raw = path.read_bytes()
+    path.write_bytes({"truncate": raw[: len(raw) // 2], "flip": raw[:-5] + b"XXXXX", "garbage": b"nonsense"}[damage])
+    with pytest.warns(UserWarning, match="corrupt cache file"):
+        again = store.get_or_compute("stage", {"k": 1}, lambda: {"x": torch.zeros(100)})
+    assert torch.equal(again["x"], torch.zeros(100))
+    assert store.load("stage", store.key("stage", {"k": 1})) is not None
+
+
+def test_cache_command_shows_and_clears_stages(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path))
+    store = ArtifactStore()
+    store.save("prompts", "a", {"x": torch.ones(2)})
+    store.save("transfer", "b", {"x": torch.ones(2)})
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "prompts" in out and "transfer" in out
+    assert main(["cache", "--clear", "transfer"]) == 0
+    assert not (tmp_path / "transfer").exists() and (tmp_path / "prompts").exists()
+    assert main(["cache", "--clear", "nope"]) == 2
+    with pytest.raises(TransferbenchError, match="no cache stage"):
+        store.clear("../etc")
+
+
+def _run(args, cwd, env):
+    return subprocess.Popen([sys.executable, "-m", "transferbench.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_run_resumes_without_recomputing_and_gives_same_results(tmp_path, tiny_backbone):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks", steps=40)
+    args = ["run", "-i", "skill_overlap", "--suite", str(suite), "--backbone", str(tiny_backbone),
+            "--transfer", "zero_shot"]
+    env = {**os.environ, "TRANSFERBENCH_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "killed").mkdir()
+    process = _run(args, tmp_path / "killed", env)
+    prompts = tmp_path / "cache" / "prompts"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(prompts.glob("*.pt"))) < 2 and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.name: p.read_bytes() for p in prompts.glob("*.pt")}
+    assert 1 <= len(finished) < 4, "the kill should land while prompts are being trained"
+    assert not list((tmp_path / "killed" / "submissions").glob("*.json")) if (tmp_path / "killed" / "submissions").exists() else True
+
+    (tmp_path / "resumed").mkdir()
+    resumed = _run(args, tmp_path / "resumed", env)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    for name, content in finished.items():  # finished artifacts were reused, not rewritten
+        assert (prompts / name).read_bytes() == content
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+    (tmp_path / "clean").mkdir()
+    clean_env = {**env, "TRANSFERBENCH_CACHE": str(tmp_path / "clean_cache")}
+    clean = _run(args, tmp_path / "clean", clean_env)
+    assert clean.wait(timeout=600) == 0, clean.stderr.read()
+    resumed_result = json.loads(next((tmp_path / "resumed" / "submissions").glob("*.json")).read_text())
+    clean_result = json.loads(next((tmp_path / "clean" / "submissions").glob("*.json")).read_text())
+    assert resumed_result["scores"] == clean_result["scores"]
+    assert resumed_result["transfer"] == clean_result["transfer"]
+    assert resumed_result["metrics"] == clean_result["metrics"]
