@@ -1,0 +1,364 @@
+"""Prompt-tuning throughput: transferbench's training loop against a typical PEFT prompt-tuning loop.
+
+Every configuration trains the same soft prompt (same initial prompt, same batches in the same
+order, same verbalizer objective) on task `rt_sentiment` of the `default` suite, on the frozen
+packaged backbone, and is timed on its training steps only. Intermediate configurations attribute
+the speed-up to its two levers: bfloat16 autocast and dynamic padding.
+
+The machine may be shared with other jobs, so the configurations are not run one after another:
+each runs in its own thread and they take turns, one training step each (round robin, only one
+computes at a time). A load change then hits every configuration alike, and each is timed on the
+sum of its own step durations (steps 2 .. N-1; step 1 is the warm-up).
+
+    TRANSFERBENCH_CACHE=/tmp/tbcache_default .venv/bin/python benchmarks/speed_vs_peft.py --json speed.json
+
+Needs the `bench` extra (`pip install -e .[bench]`, i.e. peft).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from transferbench.backbone import Backbone, resolve_backbone
+from transferbench.prompt import (
+    PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, train_prompt,
+)
+from transferbench.task import load_suite, load_task, load_task_data
+
+TASK = "rt_sentiment"
+SUITE = "default"
+
+
+# ---- machine peak ----------------------------------------------------------------------------------
+def matmul_tflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best-of-`repeats` rate of one `size x size` matrix multiply, in TFLOP/s (2 n^3 FLOPs)."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
+# ---- FLOP estimate ---------------------------------------------------------------------------------
+def step_flops(shape: tuple[int, int], params: int, layers: int, hidden: int) -> float:
+    """FLOPs executed by one forward + backward-to-activations pass of a frozen encoder.
+
+    Per sequence of L positions (padding included: it is computed too):
+      4 * params * L            linear layers: forward 2PL, gradient w.r.t. their inputs 2PL
+                                (frozen weights: no weight gradients, so not the usual 6PL)
+      + 12 * layers * L^2 * H   attention scores and weighted sum: forward 4 L^2 H per layer,
+                                backward 8 L^2 H per layer (both operands are activations)
+    `params` counts the transformer layers only (no embeddings, no pooler).
+    """
+    batch, length = shape
+    return batch * (4 * params * length + 12 * layers * length**2 * hidden)
+
+
+# ---- a typical PEFT prompt-tuning loop ---------------------------------------------------------------
+def peft_prompt_model(model_dir: str, prompt_length: int, init: torch.Tensor | None, init_mode: str, tokenizer):
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    from transformers import AutoModel
+
+    base = AutoModel.from_pretrained(model_dir)
+    if init_mode == "text":
+        config = PromptTuningConfig(
+            task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=prompt_length,
+            prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text="Classify the sentiment of this review:",
+            tokenizer_name_or_path=model_dir,
+        )
+    else:
+        config = PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=prompt_length,
+                                    prompt_tuning_init=PromptTuningInit.RANDOM)
+    model = get_peft_model(base, config)
+    embedding = model.prompt_encoder["default"].embedding
+    if init_mode == "same" and init is not None:
+        with torch.no_grad():
+            embedding.weight.copy_(init)  # start from transferbench's initial prompt: isolates speed
+    model.eval()  # no dropout, like transferbench's frozen backbone
+    return model, embedding.weight
+
+
+def peft_logits(model, batch: dict[str, torch.Tensor], verbalizer: Verbalizer, scale: float) -> torch.Tensor:
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    # PEFT prepends the virtual tokens (attended) before [CLS]: pool over all attended positions.
+    size = batch["input_ids"].shape[0]
+    virtual = out.last_hidden_state.shape[1] - batch["input_ids"].shape[1]
+    attention = torch.cat([torch.ones(size, virtual, dtype=batch["attention_mask"].dtype), batch["attention_mask"]], 1)
+    pooled = F.normalize(mean_pool(out.last_hidden_state, attention).float(), dim=-1)
+    return scale * pooled @ verbalizer.label_encodings.T
+
+
+def tokenize(tokenizer, texts: list[str], padding: str, max_length: int) -> dict[str, torch.Tensor]:
+    return tokenizer(texts, padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+class RoundRobin:
+    """Lets several training loops (one thread each) take turns, one step at a time."""
+
+    def __init__(self, count: int):
+        self.turn = 0
+        self.alive = [True] * count
+        self.cond = threading.Condition()
+
+    def wait_turn(self, who: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == who)
+
+    def pass_on(self, who: int) -> None:
+        with self.cond:
+            nxt = (who + 1) % len(self.alive)
+            while not self.alive[nxt] and nxt != who:
+                nxt = (nxt + 1) % len(self.alive)
+            self.turn = nxt
+            self.cond.notify_all()
+
+    def finish(self, who: int) -> None:
+        with self.cond:
+            self.alive[who] = False
+        self.pass_on(who)
+
+
+@dataclass
+class Run:
+    name: str
+    loop: str
+    bf16: bool
+    padding: str
+    durations: list[float] = field(default_factory=list)  # seconds of each training step
+    shapes: list[tuple[int, int]] = field(default_factory=list)  # (batch, width) of each forward pass
+    test_accuracy: float = float("nan")
+    final_loss: float = float("nan")
+    error: BaseException | None = None
+    _start: float = 0.0
+
+    def timed_steps(self) -> slice:
+        # Step 1 is the warm-up; transferbench's last step also runs its dev evaluation, so every
+        # loop is timed on steps 2 .. N-1 (the same window everywhere).
+        return slice(1, len(self.durations) - 1)
+
+    def seconds(self) -> float:
+        return sum(self.durations[self.timed_steps()])
+
+    def examples_per_second(self, batch_size: int) -> float:
+        return len(self.durations[self.timed_steps()]) * batch_size / self.seconds()
+
+
+class Turns:
+    """The step callback of one loop: time its step, let the others take theirs, start the next."""
+
+    def __init__(self, ring: RoundRobin, who: int, run: Run):
+        self.ring, self.who, self.run = ring, who, run
+
+    def begin(self) -> None:
+        self.ring.wait_turn(self.who)
+        self.run._start = time.perf_counter()
+
+    def step_done(self) -> None:
+        self.run.durations.append(time.perf_counter() - self.run._start)
+        self.ring.pass_on(self.who)
+        self.begin()
+
+
+def record_shapes(module: torch.nn.Module, runs_by_thread: dict[int, Run]):
+    """Record the (batch, width) of every forward pass, for the run of the calling thread."""
+    def hook(_module, args, kwargs):
+        x = kwargs.get("inputs_embeds")
+        if x is None:
+            x = kwargs.get("input_ids", args[0] if args else None)
+        run = runs_by_thread.get(threading.get_ident())
+        if run is not None:
+            run.shapes.append(tuple(x.shape[:2]))
+
+    return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def train_transferbench(run: Run, turns: Turns, backbone, train, test, verbalizer, config, seed) -> None:
+    config = replace(config, bf16=run.bf16, eval_every=config.steps + 1)  # dev evaluation only at the last step
+    # `dev=test` only feeds the final (untimed) evaluation; the returned prompt is the last one.
+    trained = train_prompt(backbone, train, test, verbalizer, config, seed, progress=turns.step_done)
+    run.shapes = run.shapes[: config.steps]  # the training forwards come first
+    run.final_loss = float(np.mean(trained.losses[-10:]))
+    run.test_accuracy = accuracy(predict(backbone, trained.prompt, test, verbalizer, config), test.labels)
+
+
+def train_peft(run: Run, turns: Turns, model, prompt, tokenizer, data, verbalizer, config, seed) -> None:
+    optimizer = torch.optim.AdamW([prompt], lr=config.lr, weight_decay=0.0)
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if run.bf16 else nullcontext
+    texts = list(data.train["text"])
+    labels = torch.tensor(list(data.train["label"]), dtype=torch.long)
+    order = torch.Generator().manual_seed(seed + 1)  # the same batches, in the same order, as train_prompt
+    permutation: list[int] = []
+    losses = []
+    for _ in range(config.steps):
+        if len(permutation) < config.batch_size:
+            permutation += torch.randperm(len(texts), generator=order).tolist()
+        index, permutation = permutation[: config.batch_size], permutation[config.batch_size :]
+        batch = tokenize(tokenizer, [texts[i] for i in index], run.padding, config.max_length)
+        with cast():
+            logits = peft_logits(model, batch, verbalizer, config.cosine_scale)
+        loss = F.cross_entropy(logits.float(), labels[index])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        turns.step_done()
+    run.final_loss = float(np.mean(losses[-10:]))
+    # Test accuracy with the loop's own padding and precision.
+    test_texts, test_labels = list(data.test["text"]), np.asarray(list(data.test["label"]))
+    predictions = []
+    with torch.no_grad(), cast():
+        for start in range(0, len(test_texts), config.eval_batch_size):
+            batch = tokenize(tokenizer, test_texts[start : start + config.eval_batch_size], run.padding, config.max_length)
+            predictions.append(peft_logits(model, batch, verbalizer, config.cosine_scale).argmax(-1).numpy())
+    run.test_accuracy = float((np.concatenate(predictions) == test_labels).mean())
+
+
+def run_interleaved(jobs: list[tuple[Run, callable]], runs_by_thread: dict[int, Run]) -> None:
+    """Run every job in its own thread, one training step at a time each, round robin."""
+    ring = RoundRobin(len(jobs))
+
+    def worker(who: int, run: Run, job) -> None:
+        runs_by_thread[threading.get_ident()] = run
+        turns = Turns(ring, who, run)
+        try:
+            turns.begin()
+            job(turns)
+        except BaseException as exc:  # re-raised in the main thread
+            run.error = exc
+        finally:
+            ring.finish(who)
+
+    threads = [threading.Thread(target=worker, args=(i, run, job)) for i, (run, job) in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for run, _ in jobs:
+        if run.error is not None:
+            raise run.error
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peft-init", choices=["same", "random", "text"], default="same",
+                        help="PEFT's initial prompt: transferbench's (same, default), PEFT RANDOM, or PEFT TEXT")
+    parser.add_argument("--skip-peft-bf16", action="store_true", help="leave out PEFT with bf16 autocast")
+    parser.add_argument("--json", metavar="OUT", help="write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    console = Console(width=150)
+
+    config = PromptConfig(steps=args.steps, batch_size=16, prompt_length=16, lr=0.03, max_length=96)
+    suite = load_suite(SUITE)
+    data = load_task_data(load_task(TASK), suite)
+    spec = load_task(TASK)
+    backbone = Backbone("minilm")
+    model_dir = resolve_backbone("minilm")[0]
+    train = encode_split(backbone, data.train, config.max_length)
+    test = encode_split(backbone, data.test, config.max_length)
+    verbalizer = Verbalizer(backbone, [spec.verbalizers[n] for n in spec.label_names], config.cosine_scale)
+    layers = backbone.encoder.encoder.layer
+    params = sum(p.numel() for p in layers.parameters())
+
+    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    peak_before = {"bf16": matmul_tflops(torch.bfloat16), "fp32": matmul_tflops(torch.float32)}
+    console.print(f"matmul 2048^2 (best of 5): bf16 {peak_before['bf16']:.3f} TFLOP/s, fp32 {peak_before['fp32']:.3f} TFLOP/s")
+
+    tokenizer = backbone.tokenizer
+    init = initial_prompt(backbone, config.prompt_length, args.seed)
+    runs: list[Run] = []
+    jobs = []
+    peft_models = []
+    peft_variants = [(False, "max_length"), (False, "longest")] + ([] if args.skip_peft_bf16 else [(True, "longest")])
+    for bf16, padding in peft_variants:
+        torch.manual_seed(args.seed)  # models are built here, in the main thread (PEFT's RANDOM init)
+        model, prompt = peft_prompt_model(model_dir, config.prompt_length, init, args.peft_init, tokenizer)
+        peft_models.append(model)
+        label = "max_length padding" if padding == "max_length" else "dynamic padding"
+        run = Run(f"PEFT ({'bf16' if bf16 else 'fp32'}, {label})", "peft", bf16, padding)
+        jobs.append((run, lambda turns, run=run, model=model, prompt=prompt: train_peft(
+            run, turns, model, prompt, tokenizer, data, verbalizer, config, args.seed)))
+        runs.append(run)
+    for bf16 in (False, True):
+        run = Run(f"transferbench ({'bf16' if bf16 else 'fp32'}, dynamic padding)", "transferbench", bf16, "dynamic")
+        jobs.append((run, lambda turns, run=run: train_transferbench(
+            run, turns, backbone, train, test, verbalizer, config, args.seed)))
+        runs.append(run)
+    runs_by_thread: dict[int, Run] = {}
+    handles = [record_shapes(backbone.encoder, runs_by_thread)]
+    handles += [record_shapes(model.base_model, runs_by_thread) for model in peft_models]
+    console.print(f"training {len(jobs)} configurations side by side, one step each in turn ({args.steps} steps) ...")
+    started = time.perf_counter()
+    try:
+        run_interleaved(jobs, runs_by_thread)
+    finally:
+        for handle in handles:
+            handle.remove()
+    console.print(f"done in {time.perf_counter() - started:.0f} s")
+    peak_after = {"bf16": matmul_tflops(torch.bfloat16), "fp32": matmul_tflops(torch.float32)}
+    console.print(f"matmul again after training: bf16 {peak_after['bf16']:.3f} TFLOP/s, fp32 {peak_after['fp32']:.3f} TFLOP/s")
+    peak = {k: max(peak_before[k], peak_after[k]) for k in peak_before}
+
+    baseline = runs[0].examples_per_second(config.batch_size)
+    hidden, n_layers = backbone.hidden_size, backbone.num_layers
+    table = Table(title=f"Prompt tuning on {TASK} ({len(train)} train / {len(test)} test), {args.steps} steps, batch {config.batch_size}")
+    for column in ("configuration", "ex/s", "vs PEFT", "mean width", "GFLOP/s", "% of bf16 peak", "% of own peak",
+                   "test acc", "final loss"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    rows = []
+    for run in runs:
+        timed = run.timed_steps()
+        flops = sum(step_flops(s, params, n_layers, hidden) for s in run.shapes[timed])
+        rate = flops / run.seconds()
+        eps = run.examples_per_second(config.batch_size)
+        own = peak["bf16" if run.bf16 else "fp32"]
+        row = {
+            "configuration": run.name, "loop": run.loop, "bf16": run.bf16, "padding": run.padding,
+            "examples_per_second": eps, "ratio_vs_peft": eps / baseline,
+            "mean_sequence_width": float(np.mean([s[1] for s in run.shapes[timed]])),
+            "gflops_per_second": rate / 1e9, "fraction_of_bf16_peak": rate / (peak["bf16"] * 1e12),
+            "fraction_of_own_peak": rate / (own * 1e12), "test_accuracy": run.test_accuracy,
+            "final_loss": run.final_loss, "timed_steps": len(run.durations[run.timed_steps()]), "timed_seconds": run.seconds(),
+        }
+        rows.append(row)
+        table.add_row(run.name, f"{eps:.1f}", f"{row['ratio_vs_peft']:.2f}x", f"{row['mean_sequence_width']:.1f}",
+                      f"{row['gflops_per_second']:.1f}", f"{100 * row['fraction_of_bf16_peak']:.1f}%",
+                      f"{100 * row['fraction_of_own_peak']:.1f}%", f"{run.test_accuracy:.3f}", f"{run.final_loss:.3f}")
+    console.print(table)
+    console.print(
+        "FLOPs per timed step = sum over sequences of 4*P*L + 12*layers*L^2*H (P = transformer-layer parameters "
+        f"= {params / 1e6:.2f}M, layers = {n_layers}, H = {hidden}, L = padded width incl. prompt); "
+        "peak = best 2048x2048 matmul rate of the run."
+    )
+    result = {
+        "task": TASK, "suite": SUITE, "steps": args.steps, "batch_size": config.batch_size,
+        "prompt_length": config.prompt_length, "max_length": config.max_length, "seed": args.seed,
+        "peft_init": args.peft_init, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "matmul_tflops_before": peak_before, "matmul_tflops_after": peak_after,
+        "transformer_layer_params": params, "runs": rows, "date": time.strftime("%Y-%m-%d"),
+    }
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
