@@ -46,7 +46,9 @@ class ActivationOverlap(Indicator):
     def __init__(self, layers: str = "all", inputs: str = "prompt"):
         if inputs not in ("prompt", "task"):
             raise ValueError(f"inputs must be 'prompt' or 'task', got {inputs!r}")
-        self.layers = layers
+        if layers != "all" and not all(part.isdigit() for part in str(layers).split("-", 1)):
+            raise ValueError(f"layers must be 'all' or a 1-based window like '1-3', got {layers!r}")
+        self.layers = str(layers)
         self.inputs = inputs
         # Declare only the artifact this variant reads, so the other is never computed.
         self.requires = ("mask_activations",) if inputs == "prompt" else ("mask_activations_task",)

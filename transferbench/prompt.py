@@ -110,7 +110,8 @@ def encode_split(backbone: Backbone, split, max_length: int) -> EncodedSplit:
 class Verbalizer:
     """Maps label words to scores from the backbone's own representation (no trained head).
 
-    - MLM head: a label's logit is the mean MLM logit of its words' first sub-tokens at [MASK].
+    - MLM head: a label's logit is the mean MLM logit of its words' first sub-tokens at [MASK]
+      (a word is tokenized with a leading space, as it appears mid-sentence, for BPE vocabularies).
     - No MLM head (our default backbone): `scale * cos(mean-pooled output, label encoding)`, where a
       label's encoding is the mean-pooled frozen-backbone output of its words (averaged over words).
       Measured on this backbone: this learns much faster than dot products against the tied input
@@ -122,8 +123,9 @@ class Verbalizer:
         self.scale = scale
         tokenizer = backbone.tokenizer
         if backbone.head == "mlm":
+            spaced = tokenizer.tokenize("a b")[-1] != "b"  # BPE vocabularies mark a leading space
             self.word_ids = [
-                [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
+                [tokenizer((" " + w) if spaced else w, add_special_tokens=False)["input_ids"][0] for w in words]
                 for words in label_words
             ]
         else:
@@ -136,11 +138,14 @@ class Verbalizer:
                 self.label_encodings = F.normalize(torch.stack(encodings), dim=-1)
 
     def logits(self, output: "PromptedOutput") -> torch.Tensor:
-        if self.backbone.head == "mlm":
-            vocab_logits = output.mask_logits
-            return torch.stack([vocab_logits[:, ids].mean(-1) for ids in self.word_ids], dim=-1)
-        pooled = F.normalize(mean_pool(output.hidden, output.attention_mask).float(), dim=-1)
-        return self.scale * pooled @ self.label_encodings.T
+        """Label logits `[B, labels]`, always in float32: under bf16 autocast a matrix product
+        would round them to ~0.1 at this scale and make close labels tie."""
+        with torch.autocast("cpu", enabled=False):
+            if self.backbone.head == "mlm":
+                vocab_logits = self.backbone.mlm_head(output.mask_hidden.float())
+                return torch.stack([vocab_logits[:, ids].mean(-1) for ids in self.word_ids], dim=-1)
+            pooled = F.normalize(mean_pool(output.hidden.float(), output.attention_mask), dim=-1)
+            return self.scale * pooled @ self.label_encodings.T
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -153,7 +158,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 class PromptedOutput:
     hidden: torch.Tensor  # [B, L, H] last hidden states
     attention_mask: torch.Tensor  # [B, L]
-    mask_logits: torch.Tensor | None  # [B, vocab] MLM logits at [MASK], MLM backbones only
+    mask_hidden: torch.Tensor  # [B, H] last hidden state at [MASK] (the prediction position)
 
 
 def prompted_forward(
@@ -178,11 +183,8 @@ def prompted_forward(
     kwargs = {"inputs_embeds": inputs, "attention_mask": attention}
     if "token_type_ids" in backbone.tokenizer.model_input_names:
         kwargs["token_type_ids"] = torch.cat([types[:, :1], 0 * ones, types[:, 1:]], dim=1)
-    if backbone.head == "mlm":
-        out = backbone.model(**kwargs, output_hidden_states=True)
-        return PromptedOutput(out.hidden_states[-1], attention, out.logits[:, n + 1])
-    out = backbone.encoder(**kwargs)
-    return PromptedOutput(out.last_hidden_state, attention, None)
+    hidden = backbone.encoder(**kwargs).last_hidden_state
+    return PromptedOutput(hidden, attention, hidden[:, n + 1])
 
 
 def autocast(config: PromptConfig):

@@ -76,6 +76,8 @@ class ArtifactStore:
             if hashlib.sha256(payload).hexdigest().encode() != digest:
                 raise ValueError("checksum mismatch")
             return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        except FileNotFoundError:  # removed by another process since the check above
+            return None
         except Exception as exc:  # any unreadable file is recomputed, never trusted
             warnings.warn(f"corrupt cache file {path} ({exc}); recomputing it", stacklevel=2)
             path.unlink(missing_ok=True)
