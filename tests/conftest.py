@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import textwrap
 from pathlib import Path
@@ -78,3 +79,17 @@ def cache(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache for the integration tests of a session (downloads, model, prompts):
+    $TRANSFERBENCH_TEST_CACHE if set (tox sets it, so re-runs reuse downloads), else a temp dir."""
+    existing = os.environ.get("TRANSFERBENCH_TEST_CACHE")
+    return Path(existing) if existing else tmp_path_factory.mktemp("transferbench_cache")
+
+
+@pytest.fixture
+def real_cache(shared_cache, monkeypatch) -> Path:
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(shared_cache))
+    return shared_cache

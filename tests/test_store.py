@@ -105,3 +105,24 @@ def test_killed_run_resumes_without_recomputing_and_gives_same_results(tmp_path,
     assert resumed_result["scores"] == clean_result["scores"]
     assert resumed_result["transfer"] == clean_result["transfer"]
     assert resumed_result["metrics"] == clean_result["metrics"]
+
+
+def test_two_runs_on_one_store_at_once_do_not_corrupt_it(tmp_path, tiny_backbone):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks", steps=6)
+    args = ["run", "-i", "embedding_similarity", "--suite", str(suite), "--backbone", str(tiny_backbone),
+            "--transfer", "zero_shot"]
+    env = {**os.environ, "TRANSFERBENCH_CACHE": str(tmp_path / "cache")}
+    folders = [tmp_path / "first", tmp_path / "second"]
+    for folder in folders:
+        folder.mkdir()
+    processes = [_run(args, folder, env) for folder in folders]
+    for process in processes:
+        assert process.wait(timeout=600) == 0, process.stderr.read()
+    results = [json.loads(next((f / "submissions").glob("*.json")).read_text()) for f in folders]
+    assert results[0]["scores"] == results[1]["scores"] and results[0]["transfer"] == results[1]["transfer"]
+    store = ArtifactStore(tmp_path / "cache")
+    for path in (tmp_path / "cache").rglob("*.pt"):  # every artifact left behind is whole
+        assert store.load(path.parent.name, path.stem) is not None
+    assert not list((tmp_path / "cache").rglob("*.tmp"))

@@ -533,19 +533,6 @@ def test_pip_failure_is_one_line_with_what_to_do(tmp_path, empty_cache, monkeypa
 # --------------------------------------------------------------------------- real data (integration)
 
 
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory) -> Path:
-    """One download cache for the whole session ($TRANSFERBENCH_CACHE if set, to reuse it across runs)."""
-    existing = os.environ.get("TRANSFERBENCH_CACHE")
-    return Path(existing) if existing else tmp_path_factory.mktemp("transferbench_cache")
-
-
-@pytest.fixture
-def real_cache(shared_cache, monkeypatch) -> Path:
-    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(shared_cache))
-    return shared_cache
-
-
 # Usable examples after filtering and deduplication; fixed by the pinned sha256 of each artifact.
 EXPECTED_SOURCE_SIZES = {"bbc_topic": 2124, "tweet_sentiment3": 37154, "vader_amazon": 2977}
 

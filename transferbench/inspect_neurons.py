@@ -29,6 +29,7 @@ def _seed_list(text: str) -> list[int]:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `neurons` subcommand to the `transferbench` subparsers."""
+    from transferbench.analysis import NOISE_STD, PERTURB_FRACTIONS, PRUNE_FRACTIONS, RANDOM_DRAWS
     from transferbench.neurons import DEFAULT_FRACTION
 
     parser = subparsers.add_parser(
@@ -36,7 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train (or load) the task's prompts, score every FFN neuron's predictivity of the label "
                     "(Wang et al., EMNLP 2022), and show the selected skill neurons.",
     )
-    parser.add_argument("--task", required=True, help="task name (must be in the suite)")
+    parser.add_argument("--task", default=None, help="task name (must be in the suite); required except with "
+                                                      "--specificity alone")
     parser.add_argument("--suite", default="default", help="task suite name or YAML path (default: %(default)s)")
     parser.add_argument("--backbone", default="minilm",
                         help="packaged alias, Hugging Face id or local path (default: %(default)s)")
@@ -49,7 +51,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="select the top fraction over all layers instead of per layer")
     parser.add_argument("--export", type=Path, default=None, metavar="DIR",
                         help="write thresholds, scores and the selection mask as .npy files plus a README.md to DIR")
+    analyses = parser.add_argument_group(
+        "analyses (Wang et al.'s checks; see docs/skill_neurons.md)",
+        "Each writes tables and PNG figures to a report folder (--report) and prints the tables.")
+    analyses.add_argument("--perturb", action="store_true",
+                          help="test accuracy with the top-p skill neurons of each layer perturbed (noise, zero) "
+                               "versus as many random neurons per layer")
+    analyses.add_argument("--fractions", type=_fraction_list, default=list(PERTURB_FRACTIONS), metavar="P,P,...",
+                          help="fractions p for --perturb (default: %(default)s)")
+    analyses.add_argument("--draws", type=int, default=RANDOM_DRAWS,
+                          help="random-neuron draws per p for --perturb (default: %(default)s)")
+    analyses.add_argument("--noise-std", type=float, default=NOISE_STD,
+                          help="std of the Gaussian noise of --perturb (default: %(default)s)")
+    analyses.add_argument("--specificity", action="store_true",
+                          help="skill-neuron overlap (Jaccard, at --p) between all tasks of the suite, and "
+                               "same-family vs cross-family overlap with a permutation p-value")
+    analyses.add_argument("--prune", type=_fraction_list, nargs="?", const=list(PRUNE_FRACTIONS), default=None,
+                          metavar="P,P,...",
+                          help="build smaller models keeping only the top-P skill neurons of each FFN layer; report "
+                               f"accuracy and speed-up (default P: {','.join(map(str, PRUNE_FRACTIONS))})")
+    analyses.add_argument("--report", type=Path, default=None, metavar="DIR",
+                          help="report folder (default: reports/<suite>/<task>/, or reports/<suite>/specificity/)")
+    analyses.add_argument("--analysis-seed", type=int, default=0,
+                          help="seed of the noise, the random neurons and the permutations (default: %(default)s)")
     return parser
+
+
+def _fraction_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions separated by commas, e.g. 0.1,0.3, got {text!r}") from None
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions must be in (0, 1], got {text!r}")
+    return values
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -66,9 +101,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not 0 < args.p <= 1:
         raise TransferbenchError(f"--p (the fraction of neurons selected) must be in (0, 1], got {args.p}")
     per_layer = not getattr(args, "global_selection", False)
+    specificity = getattr(args, "specificity", False)
+    if args.task is None and not specificity:
+        raise TransferbenchError("--task is required (only --specificity runs without one)")
+    if getattr(args, "draws", 1) < 1:
+        raise TransferbenchError(f"--draws must be at least 1, got {args.draws}")
     suite = load_suite(str(args.suite))
     seeds = list(args.seeds) if args.seeds is not None else list(suite.seeds)
     bench = Benchmark(suite, str(args.backbone), seeds, console=Console(stderr=True))
+    if args.task is None:
+        _specificity_report(bench, args, console)
+        return 0
     if args.task not in bench.tasks:
         raise TransferbenchError(
             f"task {args.task!r} is not in suite {suite.name!r}{did_you_mean(args.task, list(bench.tasks))}"
@@ -93,6 +136,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         _export(args.export, per_seed, seed_scores, scores, mask, seeds=seeds, task=args.task, suite=suite,
                 bench=bench, fraction=args.p, per_layer=per_layer)
         console.print(f"wrote {args.export}")
+    if args.perturb or args.prune is not None or specificity or args.report is not None:
+        _task_report(bench, args, console, scores)
     return 0
 
 
@@ -215,3 +260,160 @@ s = predictivity(acts[0::2], acts[1::2], labels[1::2])      # scores_seed{{k}}.n
 mask = {call.replace("scores", "mean_of_s_over_seeds")}
 ```
 """
+
+
+# ---------------------------------------------------------------------------------------------
+# Analyses (transferbench.analysis) and their report folder
+
+
+def _report_folder(args, suite, name: str) -> Path:
+    from transferbench.results import _slug
+
+    return args.report if args.report is not None else Path("reports") / _slug(suite.name) / _slug(name)
+
+
+def _rich_table(title: str, frame, formats: dict[str, str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for row in frame.to_dict("records"):
+        table.add_row(*[format(row[c], formats[c]) if c in formats else str(row[c]) for c in frame.columns])
+    return table
+
+
+_LAYER_FORMATS = {"share": ".1%", "mean_score": ".4f", "mean_score_top": ".4f", "max_score": ".4f"}
+_PERTURB_FORMATS = {"p": ".0%", "accuracy": ".4f", "accuracy_std": ".4f"}
+_PRUNE_FORMATS = {"P": ".0%", "ffn_params_share": ".1%", "accuracy": ".4f", "examples_per_s": ".1f", "speedup": ".2f"}
+
+
+def _header(bench, seeds: list[int], title: str) -> list[str]:
+    identity = bench.backbone_identity()
+    return [f"# {title}", "",
+            f"Suite `{bench.suite.name}`, backbone `{identity['backbone']}` (revision `{identity['revision']}`), "
+            f"prompt-tuning seed(s) {', '.join(map(str, seeds))}. Generated by `transferbench neurons`; "
+            "the procedures are described in `docs/skill_neurons.md`.", ""]
+
+
+def _task_report(bench, args, console: Console, scores) -> None:
+    """Where skills live (always), plus --perturb / --prune / --specificity sections, into one folder."""
+    import numpy as np
+    import pandas as pd
+
+    from transferbench import analysis
+
+    task, seeds = args.task, bench.seeds
+    folder = _report_folder(args, bench.suite, task)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = _header(bench, seeds, f"Skill-neuron analysis of task `{task}`")
+
+    summary = analysis.layer_summary(scores, args.p)
+    console.print(_rich_table(f"Where skills live: top {args.p:g} of all neurons, by layer", summary, _LAYER_FORMATS))
+    analysis.plot_layers(summary, args.p, folder / "layers.png", f"{task}: skill neurons by layer")
+    summary.to_csv(folder / "layers.csv", index=False)
+    lines += ["## Where skills live", "",
+              f"`skill_neurons`: how many of the top {args.p:g} of all {scores.size} neurons (global selection) "
+              f"sit in each layer; `mean_score`: mean skill score of the layer's neurons; `mean_score_top`: mean "
+              f"score of the layer's own top {args.p:g}. Scores are averaged over the seeds.", "",
+              analysis.markdown_table(summary, _LAYER_FORMATS), "", "![skill neurons by layer](layers.png)", ""]
+
+    test = bench.encoded(task, "test")
+    if args.perturb:
+        tables, baselines = [], []
+        with bench.progress():
+            for seed in seeds:
+                prompt = bench.source_prompt(task, seed)["prompt"]
+                seed_scores = bench.skill_neurons(task, seed)["scores"].numpy()
+                baselines.append(bench.source_prompt(task, seed)["test_accuracy"])
+                table = analysis.perturbation_test(
+                    bench.backbone, prompt, test, bench.verbalizer(task), bench.config, seed_scores,
+                    fractions=args.fractions, draws=args.draws, std=args.noise_std, seed=args.analysis_seed)
+                tables.append(table.assign(seed=seed))
+        keys = ["p", "per_layer", "mode", "neurons", "draws"]
+        table = pd.concat(tables).groupby(keys, sort=False)[["accuracy", "accuracy_std"]].mean().reset_index()
+        baseline = float(np.mean(baselines))
+        table.to_csv(folder / "perturbation.csv", index=False)
+        console.print(_rich_table(f"Perturbation ({task}, test accuracy; unperturbed {baseline:.4f})", table,
+                                  _PERTURB_FORMATS))
+        verdict = _perturbation_verdict(table)
+        console.print(verdict)
+        analysis.plot_perturbation(table, baseline, folder / "perturbation.png", f"{task}: perturbing neurons")
+        lines += ["## Perturbation", "",
+                  f"Test accuracy ({len(test)} examples) of the task's own prompt when the top-p skill neurons of "
+                  f"each layer are perturbed (noise: Gaussian, std {args.noise_std:g}, added to their activations; "
+                  "zero: set to 0), at every position, versus the same number of random neurons per layer "
+                  f"({args.draws} draws: mean and std). Unperturbed: {baseline:.4f}.", "",
+                  analysis.markdown_table(table, _PERTURB_FORMATS), "", verdict, "",
+                  "![perturbation](perturbation.png)", ""]
+
+    if args.prune is not None:
+        tables = []
+        for seed in seeds:
+            prompt = bench.source_prompt(task, seed)["prompt"]
+            seed_scores = bench.skill_neurons(task, seed)["scores"].numpy()
+            tables.append(analysis.pruning_test(bench.backbone, prompt, test, bench.verbalizer(task), bench.config,
+                                                seed_scores, fractions=args.prune))
+        table = pd.concat(tables).groupby("P", sort=False).mean().reset_index()
+        table["ffn_width"] = table["ffn_width"].astype(int)
+        table.to_csv(folder / "pruning.csv", index=False)
+        console.print(_rich_table(f"Pruning to the top-P skill neurons per layer ({task})", table, _PRUNE_FORMATS))
+        analysis.plot_pruning(table, folder / "pruning.png", f"{task}: pruned to skill neurons")
+        lines += ["## Pruning", "",
+                  "Smaller models that keep only the top-P skill neurons of every FFN layer (P = 100%: the full "
+                  "model). `ffn_params_share`: FFN weights kept; speed: examples/s of prediction over the test "
+                  "split, same batches, models timed in turn, best of 3 rounds.", "",
+                  analysis.markdown_table(table, _PRUNE_FORMATS), "", "![pruning](pruning.png)", ""]
+
+    if getattr(args, "specificity", False):
+        lines += _specificity_section(bench, args, console, folder)
+    (folder / "README.md").write_text("\n".join(lines))
+    console.print(f"wrote {folder}/README.md")
+
+
+def _perturbation_verdict(table) -> str:
+    """One line: at which (p, mode) skill neurons hurt more than random ones (mean over draws)."""
+    wins = []
+    for (p, mode), rows in table.groupby(["p", "mode"], sort=False):
+        skill = float(rows[rows.neurons == "skill"].accuracy.iloc[0])
+        random = rows[rows.neurons == "random"].iloc[0]
+        if skill < random.accuracy - random.accuracy_std:
+            wins.append(f"p={p:g} {mode} ({skill:.3f} vs {random.accuracy:.3f}±{random.accuracy_std:.3f})")
+    if not wins:
+        return "Skill neurons did not hurt accuracy more than random neurons (beyond one std) at any p."
+    return "Skill neurons hurt accuracy more than random neurons (beyond one std of the draws) at: " + "; ".join(wins)
+
+
+def _specificity_section(bench, args, console: Console, folder: Path) -> list[str]:
+    from transferbench import analysis
+
+    with bench.progress():
+        for seed in bench.seeds:
+            for task in bench.tasks:
+                bench.source_prompt(task, seed)
+        scores = {task: bench.artifact(task, "skill_scores") for task in bench.tasks}
+    families = {name: spec.family for name, spec in bench.tasks.items()}
+    order = analysis.order_by_family(list(bench.tasks), families)
+    overlap = analysis.overlap_matrix(scores, args.p, order)
+    stat = analysis.specificity_statistic(overlap, families, seed=args.analysis_seed)
+    line = analysis.specificity_line(stat)
+    overlap.to_csv(folder / "overlap.csv")
+    console.print(_rich_table(f"Skill-neuron overlap (Jaccard, top {args.p:g} per layer)",
+                              overlap.reset_index(names="task"), {t: ".3f" for t in order}))
+    console.print(line)
+    analysis.plot_overlap(overlap, families, folder / "overlap.png",
+                          f"{bench.suite.name}: skill-neuron overlap (top {args.p:g} per layer)")
+    shown = overlap.reset_index(names="task")
+    shown.insert(1, "family", [families[t] for t in order])
+    return ["## Task specificity", "",
+            f"Jaccard overlap of the skill-neuron sets (top {args.p:g} of each layer, scores averaged over the "
+            "seeds) of every pair of tasks, grouped by family.", "",
+            analysis.markdown_table(shown, {t: ".3f" for t in order}), "", line, "",
+            "![skill-neuron overlap](overlap.png)", ""]
+
+
+def _specificity_report(bench, args, console: Console) -> None:
+    folder = _report_folder(args, bench.suite, "specificity")
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = _header(bench, bench.seeds, f"Skill-neuron specificity in suite `{bench.suite.name}`")
+    lines += _specificity_section(bench, args, console, folder)
+    (folder / "README.md").write_text("\n".join(lines))
+    console.print(f"wrote {folder}/README.md")
