@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from transferbench import runner
+from transferbench import units
 from transferbench.cli import main
 
 ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding"]
@@ -63,7 +63,7 @@ def test_second_run_and_other_indicators_train_nothing(workdir, tiny_backbone, t
     def fail(*args, **kwargs):
         raise AssertionError("a prompt was trained again")
 
-    monkeypatch.setattr(runner, "train_prompt", fail)
+    monkeypatch.setattr(units, "train_prompt", fail)
     assert run_cli(capsys, "run", "-i", "skill_overlap", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
     assert run_cli(capsys, "run", "-i", "embedding_similarity", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
 

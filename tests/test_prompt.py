@@ -97,3 +97,10 @@ def test_predict_many_matches_one_prompt_at_a_time(backbone):
     many = predict_many(backbone, prompts, split, verbalizer, config)
     for k in range(3):
         assert (many[k] == predict(backbone, prompts[k], split, verbalizer, config)).all()
+
+
+def test_inputs_longer_than_the_backbone_positions_are_refused(backbone):
+    config = PromptConfig(prompt_length=4)
+    dataset = datasets.Dataset.from_dict({"text": ["good"], "text_pair": [""], "label": [1]})
+    with pytest.raises(TransferbenchError, match="exceeds the 128 positions"):
+        encode_split(backbone, dataset, max_length=124, prompt_length=config.prompt_length)

@@ -198,6 +198,12 @@ class Backbone:
         raise TransferbenchError(f"backbone {self.name!r}: cannot find its MLM head module")
 
     @property
+    def max_positions(self) -> int:
+        """How many tokens one input may hold (the smaller of the tokenizer's and the model's limit)."""
+        limits = [self.config.max_position_embeddings, self.tokenizer.model_max_length]
+        return int(min(limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000))
+
+    @property
     def hidden_size(self) -> int:
         return self.config.hidden_size
 

@@ -45,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="measured transfer to evaluate against (default: %(default)s = both kinds)")
     run.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
     run.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="where units of work run: local = in this process (default); ray = as Ray tasks "
+                          "(needs pip install 'transferbench[ray]'; see docs/scaling.md)")
+    run.add_argument("--ray-address", default=None,
+                     help="address of a running Ray cluster (e.g. auto); default: start a local Ray instance")
+    run.add_argument("--ray-num-cpus", type=int, default=None,
+                     help="CPUs of the local Ray instance started without --ray-address (default: all cores)")
+    run.add_argument("--gpus-per-task", type=float, default=0,
+                     help="GPUs each Ray task reserves (default: %(default)s)")
+    run.add_argument("--unit-threads", type=int, default=None,
+                     help="PyTorch threads per unit of work, and CPUs per Ray task; CPU numerics depend on it, "
+                          "so runs agree exactly only at equal values (default: all cores for local, 1 for ray)")
 
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from result files and print it")
     board.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich",
@@ -84,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
+    from transferbench.executors import make_executor
     from transferbench.indicator import make_indicator
     from transferbench.manifest import build_manifest
     from transferbench.results import make_result, write_result
@@ -94,17 +107,23 @@ def cmd_run(args, console: Console) -> int:
     suite = load_suite(args.suite)
     seeds = args.seeds if args.seeds is not None else list(suite.seeds)
     kinds = ["zero_shot", "init_gain"] if args.transfer == "all" else [args.transfer]
+    executor = make_executor(args.executor, address=args.ray_address, num_cpus=args.ray_num_cpus,
+                             num_gpus_per_task=args.gpus_per_task, threads_per_unit=args.unit_threads)
     started = time.perf_counter()
-    bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True))
-    with bench.progress():
+    bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True), executor=executor)
+    with executor, bench.progress():
+        # Pipeline order, each stage one batch of units: prompts, then every transfer pair, then
+        # every artifact the indicators declare.
         bench.train_all()
+        bench.measure_transfer(kinds)
+        bench.prepare_artifacts({name for indicator in indicators for name in indicator.requires})
         transfers = {kind: bench.transfer(kind) for kind in kinds}
         scored = [(indicator, bench.indicator_scores(indicator)) for indicator in indicators]
     report = bench.task_report()
     data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
                    "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
     config = {"suite": suite.model_dump(mode="json"), "backbone": bench.backbone_identity(),
-              "prompt": bench.config.to_dict(), "seeds": seeds}
+              "prompt": bench.config.to_dict(), "seeds": seeds, "threads_per_unit": bench.context.threads}
     results = []
     for kind, (transfer, spread) in transfers.items():
         for indicator, scores in scored:

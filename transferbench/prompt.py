@@ -86,12 +86,18 @@ class EncodedSplit:
             yield order[start : start + batch_size]
 
 
-def encode_split(backbone: Backbone, split, max_length: int) -> EncodedSplit:
+def encode_split(backbone: Backbone, split, max_length: int, prompt_length: int = 0) -> EncodedSplit:
     """Tokenize a `datasets.Dataset` with columns text, text_pair, label.
 
     Truncation rule: at most `max_length` tokens including [CLS]/[SEP]; for text pairs the longer
-    text is cut first (the tokenizer's "longest_first").
+    text is cut first (the tokenizer's "longest_first"). The prompt and [MASK] add
+    `prompt_length + 1` positions, which must fit the backbone's position embeddings.
     """
+    if max_length + prompt_length + 1 > backbone.max_positions:
+        raise TransferbenchError(
+            f"max_length {max_length} + prompt_length {prompt_length} + 1 exceeds the {backbone.max_positions} "
+            f"positions of backbone {backbone.name!r}; lower max_length in the suite's training block"
+        )
     texts = list(split["text"])
     pairs = list(split["text_pair"]) if "text_pair" in split.column_names else None
     if pairs is not None and not any(pairs):

@@ -1,16 +1,18 @@
-"""The benchmark runner: drives tasks -> prompts -> artifacts -> indicator scores in order.
+"""The benchmark driver: runs tasks -> prompts -> transfer and artifacts -> indicator scores in order.
 
-Every unit of work (train a prompt, measure one transfer pair, extract one task's activations) is a
-function of its inputs whose output goes through the content-addressed `ArtifactStore`, so a
-second run, or a run of another indicator on the same suite, recomputes nothing.
+For each stage the driver computes the store keys of what the stage needs, loads what the
+content-addressed `ArtifactStore` already holds, turns the rest into units of work (pure functions
+in `transferbench.units`), runs them through its executor (`transferbench.executors`: in-process or
+Ray) and writes each returned artifact to the store as soon as it arrives. Only the driver writes
+the store, so a second run, a run of another indicator, or a run on other machines recomputes
+nothing that is already there, and a crashed worker never leaves a half-written artifact.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
-from functools import cached_property
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -18,29 +20,39 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from transferbench import units
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
+from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, checked_score
-from transferbench.neurons import predictivity
-from transferbench.prompt import (
-    PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, accuracy, capture_ffn,
-    encode_split, predict, predict_many, prompted_forward, train_prompt, autocast, mean_pool,
-)
+from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
 from transferbench.store import ArtifactStore
-from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
+from transferbench.task import SuiteSpec, TaskData, TaskSpec
 
-# Bump when a change below changes what an activation artifact would be.
+# Bump when a change in `transferbench.units` changes what an activation artifact would be.
 ARTIFACT_CODE_VERSION = 1
 SAMPLE_COUNT = 32
 # Settings that only affect measured transfer, so changing them never retrains source prompts.
 TRANSFER_ONLY_SETTINGS = ("init_steps",)
+TRANSFER_KINDS = ("zero_shot", "init_gain")
+
+
+@dataclass
+class _Job:
+    """A unit of work and the store entries (stage, key) its result fills."""
+
+    unit: Unit
+    keys: list[tuple[str, str]]
+    # Splits the unit's result into one artifact per key (most units return exactly one).
+    unpack: Callable[[Any], list[dict[str, Any]]] = lambda result: [result]
 
 
 class Benchmark:
     """One suite on one backbone with fixed seeds; computes (or loads) every artifact it is asked for."""
 
     def __init__(self, suite: SuiteSpec, backbone: str, seeds: list[int],
-                 store: ArtifactStore | None = None, console: Console | None = None):
+                 store: ArtifactStore | None = None, console: Console | None = None,
+                 executor: Executor | None = None):
         if not seeds:
             raise TransferbenchError("at least one seed is needed (e.g. --seeds 0)")
         self.suite = suite
@@ -48,39 +60,30 @@ class Benchmark:
         self.seeds = list(seeds)
         self.store = store or ArtifactStore()
         self.console = console or Console(stderr=True)
+        self.executor = executor or LocalExecutor()
         self.config = PromptConfig.from_overrides(dict(suite.training))
         self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite.task_specs()}
-        self._data: dict[str, TaskData] = {}
-        self._encoded: dict[tuple[str, str], EncodedSplit] = {}
-        self._verbalizers: dict[str, Verbalizer] = {}
+        self.context = units.UnitContext(suite, backbone, self.config, tuple(self.tasks),
+                                         threads=self.executor.threads_per_unit)
         self._memo: dict[tuple, Any] = {}
+        self._loaded_artifacts: dict[tuple[str, str], dict[str, Any]] = {}
         self._progress: Progress | None = None
-        torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    # ---- stage 1: data -------------------------------------------------------------------------
+    # ---- stage 1: data (built in this process, shared with units run by the local executor) ------
     def data(self, task: str) -> TaskData:
-        if task not in self._data:
-            self._data[task] = load_task_data(self.tasks[task], self.suite)
-        return self._data[task]
+        return units.loaded(self.context).data(task)
 
-    @cached_property
+    @property
     def backbone(self) -> Backbone:
-        return Backbone(self.backbone_name)
+        return units.loaded(self.context).backbone
 
     def encoded(self, task: str, split: str) -> EncodedSplit:
-        if (task, split) not in self._encoded:
-            dataset = getattr(self.data(task), split)
-            self._encoded[task, split] = encode_split(self.backbone, dataset, self.config.max_length)
-        return self._encoded[task, split]
+        return units.loaded(self.context).encoded(task, split)
 
     def verbalizer(self, task: str) -> Verbalizer:
-        if task not in self._verbalizers:
-            spec = self.tasks[task]
-            words = [spec.verbalizers[label] for label in spec.label_names]
-            self._verbalizers[task] = Verbalizer(self.backbone, words, self.config.cosine_scale)
-        return self._verbalizers[task]
+        return units.loaded(self.context).verbalizer(task)
 
-    # ---- stage 2: prompts ----------------------------------------------------------------------
+    # ---- store keys (the same inputs as every earlier version, so existing caches stay valid) -----
     def backbone_identity(self) -> dict[str, str]:
         # Resolving the identity of a packaged alias needs no model load.
         from transferbench.backbone import resolve_backbone
@@ -92,47 +95,111 @@ class Benchmark:
 
     def task_identity(self, task: str) -> dict[str, Any]:
         spec = self.tasks[task]
-        return {"task": task, "version": spec.version, "data_hash": self.data(task).data_hash}
+        # the label words change what a prompt learns, so they key every downstream artifact
+        verbalizers = [spec.verbalizers[label] for label in spec.label_names]
+        return {"task": task, "version": spec.version, "data_hash": self.data(task).data_hash,
+                "verbalizers": verbalizers}
 
     def prompt_inputs(self, task: str, seed: int) -> dict[str, Any]:
         config = {k: v for k, v in self.config.to_dict().items() if k not in TRANSFER_ONLY_SETTINGS}
         return {**self.backbone_identity(), **self.task_identity(task), "config": config,
                 "seed": seed, "code": PROMPT_CODE_VERSION}
 
+    def _prompt_key(self, task: str, seed: int) -> str:
+        return self.store.key("prompts", self.prompt_inputs(task, seed))
+
+    def _zero_shot_key(self, source: str, target: str, seed: int) -> str:
+        return self.store.key("transfer", {"source": self.prompt_inputs(source, seed),
+                                           "target": self.task_identity(target), "kind": "zero_shot"})
+
+    def _init_key(self, source: str | None, target: str, seed: int) -> str:
+        return self.store.key("transfer", {"source": self.prompt_inputs(source, seed) if source else None,
+                                           "target": self.prompt_inputs(target, seed), "kind": "init",
+                                           "steps": self.config.init_steps})
+
+    def _skill_key(self, task: str, seed: int) -> str:
+        return self.store.key("skill_neurons", {"prompt": self.prompt_inputs(task, seed), "artifact": "skill_neurons",
+                                                "code": ARTIFACT_CODE_VERSION})
+
+    def _mask_key(self, task: str, seed: int, with_inputs: bool) -> str:
+        return self.store.key("activations", {"prompt": self.prompt_inputs(task, seed), "artifact": "mask_activations",
+                                              "with_inputs": with_inputs, "code": ARTIFACT_CODE_VERSION})
+
+    def _embedding_key(self, task: str) -> str:
+        return self.store.key("text_embedding", {**self.backbone_identity(), **self.task_identity(task),
+                                                 "artifact": "text_embedding", "max_length": self.config.max_length, "bf16": self.config.bf16,
+                                                 "code": ARTIFACT_CODE_VERSION})
+
+    # ---- stage 2: prompts ----------------------------------------------------------------------
+    def train_prompts(self, pairs: Iterable[tuple[str, int]]) -> None:
+        """Train (or load) the prompt of every (task, seed) in `pairs`, as one batch of units."""
+        jobs = []
+        for task, seed in dict.fromkeys(pairs):
+            key = self._prompt_key(task, seed)
+            if not self._has("prompts", key):
+                jobs.append(_Job(Unit(units.train_prompt_unit, (self.context, task, seed)), [("prompts", key)]))
+        self._execute("train prompts", jobs)
+
+    def train_all(self) -> None:
+        """Train (or load) every task's prompt for every seed."""
+        self.train_prompts((name, seed) for seed in self.seeds for name in self.tasks)
+
     def source_prompt(self, task: str, seed: int) -> dict[str, Any]:
         """{"prompt", "dev_accuracy", "test_accuracy", "best_step", "losses"} for a task's own prompt."""
-        def compute() -> dict[str, Any]:
-            trained = train_prompt(self.backbone, self.encoded(task, "train"), self.encoded(task, "dev"),
-                                   self.verbalizer(task), self.config, seed,
-                                   progress=self._advance(f"train {task} (seed {seed})", self.config.steps))
-            test_acc = accuracy(predict(self.backbone, trained.prompt, self.encoded(task, "test"),
-                                        self.verbalizer(task), self.config), self.encoded(task, "test").labels)
-            return {"prompt": trained.prompt, "dev_accuracy": trained.dev_accuracy, "test_accuracy": test_acc,
-                    "best_step": trained.best_step, "losses": torch.tensor(trained.losses)}
-
-        return self._cached("prompts", self.prompt_inputs(task, seed), compute)
+        self.train_prompts([(task, seed)])
+        return self._artifact_of("prompts", self._prompt_key(task, seed))
 
     # ---- stage 3: measured transfer ------------------------------------------------------------
-    def zero_shot_row(self, target: str, seed: int) -> dict[str, float]:
-        """Test accuracy on `target` of every other task's prompt, with the target's verbalizer.
+    def measure_transfer(self, kinds: Iterable[str] = TRANSFER_KINDS) -> None:
+        """Measure (or load) every pair of each transfer kind, all kinds in one batch of units.
 
-        Missing pairs are computed together in one batched pass (`predict_many`); each pair is
-        stored as its own artifact, so an interrupted row resumes where it stopped.
+        Zero-shot: one unit per (target, seed) evaluating the missing source prompts together
+        (`predict_many`); each pair is stored as its own artifact, so an interrupted row resumes
+        where it stopped. Initialisation: one unit per (source or default init, target, seed).
         """
-        sources = [s for s in self.tasks if s != target]
-        keys = {s: self.store.key("transfer", {"source": self.prompt_inputs(s, seed),
-                                              "target": self.task_identity(target), "kind": "zero_shot"})
-                for s in sources}
-        found = {s: self.store.load("transfer", keys[s]) for s in sources}
-        missing = [s for s in sources if found[s] is None]
-        if missing:
-            prompts = torch.stack([self.source_prompt(s, seed)["prompt"] for s in missing])
-            test = self.encoded(target, "test")
-            predictions = predict_many(self.backbone, prompts, test, self.verbalizer(target), self.config)
-            for s, row in zip(missing, predictions):
-                found[s] = {"accuracy": torch.tensor(accuracy(row, test.labels))}
-                self.store.save("transfer", keys[s], found[s])
-        return {s: float(found[s]["accuracy"]) for s in sources}
+        kinds = list(dict.fromkeys(kinds))
+        for kind in kinds:
+            if kind not in TRANSFER_KINDS:
+                raise TransferbenchError(f"unknown transfer kind {kind!r}; use zero_shot or init_gain")
+        self.train_all()
+        jobs: list[_Job] = []
+        names = list(self.tasks)
+        for seed in self.seeds:
+            for target in names:
+                if "zero_shot" in kinds:
+                    jobs += self._zero_shot_jobs(target, seed)
+                if "init_gain" in kinds:
+                    jobs += self._init_jobs([None, *names], target, seed)
+        self._execute("measure transfer", jobs)
+
+    def _zero_shot_jobs(self, target: str, seed: int) -> list[_Job]:
+        keys = {s: self._zero_shot_key(s, target, seed) for s in self.tasks if s != target}
+        missing = [s for s, key in keys.items() if not self._has("transfer", key)]
+        if not missing:
+            return []
+        prompts = {s: self.source_prompt(s, seed)["prompt"] for s in missing}
+
+        def unpack(row: dict[str, float]) -> list[dict[str, Any]]:
+            return [{"accuracy": torch.tensor(row[s])} for s in missing]
+
+        return [_Job(Unit(units.zero_shot_row_unit, (self.context, target, seed, prompts)),
+                     [("transfer", keys[s]) for s in missing], unpack)]
+
+    def _init_jobs(self, sources: list[str | None], target: str, seed: int) -> list[_Job]:
+        jobs = []
+        for source in sources:
+            key = self._init_key(source, target, seed)
+            if source != target and not self._has("transfer", key):
+                init = self.source_prompt(source, seed)["prompt"] if source else None
+                jobs.append(_Job(Unit(units.init_accuracy_unit, (self.context, init, target, seed)),
+                                 [("transfer", key)]))
+        return jobs
+
+    def zero_shot_row(self, target: str, seed: int) -> dict[str, float]:
+        """Test accuracy on `target` of every other task's prompt, with the target's verbalizer."""
+        self._execute("zero-shot transfer", self._zero_shot_jobs(target, seed))
+        return {s: float(self._artifact_of("transfer", self._zero_shot_key(s, target, seed))["accuracy"])
+                for s in self.tasks if s != target}
 
     def zero_shot_transfer(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Relative performance (Su et al. 2022) per ordered pair, mean and std over seeds.
@@ -140,28 +207,18 @@ class Benchmark:
         `relative[s, t] = acc(prompt_s on t) / acc(prompt_t on t)`, both on t's test split with t's
         verbalizer; the diagonal is NaN.
         """
+        self.measure_transfer(["zero_shot"])
+
         def cell(source: str, target: str, seed: int, row: dict[str, float]) -> float:
             return row[source] / self.source_prompt(target, seed)["test_accuracy"]
 
-        return self._transfer_matrix("zero-shot transfer", self.zero_shot_row, cell)
+        return self._transfer_matrix(self.zero_shot_row, cell)
 
     def init_accuracy(self, source: str | None, target: str, seed: int) -> float:
         """Test accuracy on `target` after `init_steps` of prompt tuning from `source`'s prompt
         (or, with `source=None`, from the default initialisation), same seed and data order."""
-        steps = self.config.init_steps
-        inputs = {"source": self.prompt_inputs(source, seed) if source else None,
-                  "target": self.prompt_inputs(target, seed), "kind": "init", "steps": steps}
-
-        def compute() -> dict[str, Any]:
-            init = self.source_prompt(source, seed)["prompt"] if source else None
-            budget = replace(self.config, steps=steps, eval_every=steps)  # no early stopping: the final prompt
-            trained = train_prompt(self.backbone, self.encoded(target, "train"), self.encoded(target, "dev"),
-                                   self.verbalizer(target), budget, seed, init=init)
-            test = self.encoded(target, "test")
-            return {"accuracy": torch.tensor(accuracy(
-                predict(self.backbone, trained.prompt, test, self.verbalizer(target), budget), test.labels))}
-
-        return float(self._cached("transfer", inputs, compute)["accuracy"])
+        self._execute("initialisation transfer", self._init_jobs([source], target, seed))
+        return float(self._artifact_of("transfer", self._init_key(source, target, seed))["accuracy"])
 
     def init_gain_row(self, target: str, seed: int) -> dict[str | None, float]:
         return {s: self.init_accuracy(s, target, seed) for s in [None, *self.tasks] if s != target}
@@ -172,22 +229,22 @@ class Benchmark:
         `gain[s, t] = acc(t's prompt trained init_steps from s's prompt) - acc(same budget from
         the default initialisation)`, same seed and data order, on t's test split.
         """
+        self.measure_transfer(["init_gain"])
+
         def cell(source: str, target: str, seed: int, row: dict) -> float:
             return row[source] - row[None]
 
-        return self._transfer_matrix("initialisation transfer", self.init_gain_row, cell)
+        return self._transfer_matrix(self.init_gain_row, cell)
 
-    def _transfer_matrix(self, description: str, row_of, cell) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _transfer_matrix(self, row_of, cell) -> tuple[pd.DataFrame, pd.DataFrame]:
         names = list(self.tasks)
         per_seed = np.full((len(self.seeds), len(names), len(names)), np.nan)
-        with self._step(description, len(names) * len(self.seeds)) as advance:
-            for k, seed in enumerate(self.seeds):
-                for j, target in enumerate(names):
-                    row = row_of(target, seed)
-                    for i, source in enumerate(names):
-                        if source != target:
-                            per_seed[k, i, j] = cell(source, target, seed, row)
-                    advance()
+        for k, seed in enumerate(self.seeds):
+            for j, target in enumerate(names):
+                row = row_of(target, seed)
+                for i, source in enumerate(names):
+                    if source != target:
+                        per_seed[k, i, j] = cell(source, target, seed, row)
         mean = pd.DataFrame(per_seed.mean(0), index=names, columns=names)
         spread = pd.DataFrame(per_seed.std(0), index=names, columns=names)
         return mean, spread
@@ -201,6 +258,48 @@ class Benchmark:
         raise TransferbenchError(f"unknown transfer kind {kind!r}; use zero_shot or init_gain")
 
     # ---- stage 3: artifacts for indicators -----------------------------------------------------
+    def prepare_artifacts(self, names: Iterable[str]) -> None:
+        """Compute (or load) the stored artifacts behind `names` for every task and seed, as one
+        batch of units (after the prompts they read)."""
+        names = set(names)
+        unknown = sorted(names - set(ARTIFACTS))
+        if unknown:
+            raise TransferbenchError(f"unknown artifact {unknown[0]!r}; known: {', '.join(ARTIFACTS)}")
+        if names & {"prompts", "skill_scores", "mask_activations", "mask_activations_task"}:
+            self.train_all()
+        jobs: list[_Job] = []
+        for task in self.tasks:
+            for seed in self.seeds:
+                if "skill_scores" in names:
+                    jobs += self._skill_jobs(task, seed)
+                for name in ("mask_activations", "mask_activations_task"):
+                    if name in names:
+                        jobs += self._mask_jobs(task, seed, with_inputs=name.endswith("task"))
+            if "text_embedding" in names:
+                jobs += self._embedding_jobs(task)
+        self._execute("indicator artifacts", jobs)
+
+    def _skill_jobs(self, task: str, seed: int) -> list[_Job]:
+        key = self._skill_key(task, seed)
+        if self._has("skill_neurons", key):
+            return []
+        prompt = self.source_prompt(task, seed)["prompt"]
+        return [_Job(Unit(units.skill_neurons_unit, (self.context, task, seed, prompt)), [("skill_neurons", key)])]
+
+    def _mask_jobs(self, task: str, seed: int, with_inputs: bool) -> list[_Job]:
+        key = self._mask_key(task, seed, with_inputs)
+        if self._has("activations", key):
+            return []
+        prompt = self.source_prompt(task, seed)["prompt"]
+        return [_Job(Unit(units.mask_activations_unit, (self.context, task, seed, prompt, with_inputs)),
+                     [("activations", key)])]
+
+    def _embedding_jobs(self, task: str) -> list[_Job]:
+        key = self._embedding_key(task)
+        if self._has("text_embedding", key):
+            return []
+        return [_Job(Unit(units.text_embedding_unit, (self.context, task)), [("text_embedding", key)])]
+
     def artifact(self, task: str, name: str) -> Any:
         """The artifact `name` (see `transferbench.indicator.ARTIFACTS`) of `task`."""
         key = (task, name)
@@ -227,95 +326,36 @@ class Benchmark:
         raise TransferbenchError(f"unknown artifact {name!r}; known: {', '.join(ARTIFACTS)}")
 
     def skill_neurons(self, task: str, seed: int) -> dict[str, torch.Tensor]:
-        """Skill-neuron thresholds and scores of a task's own prompt (`transferbench.neurons`).
+        """Skill-neuron thresholds and scores of a task's own prompt (`units.skill_neurons_unit`)."""
+        self._execute("skill neurons", self._skill_jobs(task, seed))
+        return self._artifact_of("skill_neurons", self._skill_key(task, seed))
 
-        Activations at the prompt positions on the dev split (never on the prompt's training data):
-        thresholds from the even-indexed dev examples, accuracy on the odd-indexed ones (disjoint).
-        """
-        inputs = {"prompt": self.prompt_inputs(task, seed), "artifact": "skill_neurons",
-                  "code": ARTIFACT_CODE_VERSION}
-
-        def compute() -> dict[str, torch.Tensor]:
-            acts = self.prompt_position_activations(task, seed, "dev")
-            labels = self.encoded(task, "dev").labels
-            threshold_half, accuracy_half = slice(0, None, 2), slice(1, None, 2)
-            scores = predictivity(acts[threshold_half], acts[accuracy_half], labels[accuracy_half])
-            return {"scores": torch.from_numpy(scores), "thresholds": acts[threshold_half].mean(0)}
-
-        return self._cached("skill_neurons", inputs, compute)
-
-    @torch.no_grad()
     def prompt_position_activations(self, task: str, seed: int, split: str) -> torch.Tensor:
-        """FFN activations `[examples, layers, prompt_length, ffn]` at the prompt positions."""
-        prompt = self.source_prompt(task, seed)["prompt"]
-        encoded = self.encoded(task, split)
-        out = torch.zeros(len(encoded), self.backbone.num_layers, prompt.shape[0], self.backbone.ffn_width)
-        pad = self.backbone.tokenizer.pad_token_id
-        positions = slice(1, 1 + prompt.shape[0])
-        with capture_ffn(self.backbone, positions) as captured, autocast(self.config):
-            for index in encoded.length_sorted_batches(self.config.eval_batch_size):
-                prompted_forward(self.backbone, prompt, encoded.batch(index, pad))
-                out[index] = captured.pop()
-        return out
+        """FFN activations `[examples, layers, prompt_length, ffn]` at the prompt positions (not stored)."""
+        return units.prompt_position_activations(self.context, task, self.source_prompt(task, seed)["prompt"], split)
 
-    @torch.no_grad()
     def mask_activations(self, task: str, seed: int, with_inputs: bool) -> np.ndarray:
         """FFN activations `[layers, ffn]` at the [MASK] position: of the prompt alone (Su et al.),
         or averaged over the task's dev inputs."""
-        inputs = {"prompt": self.prompt_inputs(task, seed), "artifact": "mask_activations",
-                  "with_inputs": with_inputs, "code": ARTIFACT_CODE_VERSION}
+        self._execute("mask activations", self._mask_jobs(task, seed, with_inputs))
+        return self._artifact_of("activations", self._mask_key(task, seed, with_inputs))["activations"].numpy()
 
-        def compute() -> dict[str, torch.Tensor]:
-            prompt = self.source_prompt(task, seed)["prompt"]
-            tokenizer = self.backbone.tokenizer
-            position = [1 + prompt.shape[0]]
-            with capture_ffn(self.backbone, position) as captured, autocast(self.config):
-                if not with_inputs:
-                    ids = torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]])
-                    prompted_forward(self.backbone, prompt, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                                                             "token_type_ids": torch.zeros_like(ids)})
-                    return {"activations": captured[0][0, :, 0]}
-                encoded = self.encoded(task, "dev")
-                total = torch.zeros(self.backbone.num_layers, self.backbone.ffn_width)
-                for index in encoded.length_sorted_batches(self.config.eval_batch_size):
-                    prompted_forward(self.backbone, prompt, encoded.batch(index, tokenizer.pad_token_id))
-                    total += captured.pop()[:, :, 0].sum(0)
-                return {"activations": total / len(encoded)}
-
-        return self._cached("activations", inputs, compute)["activations"].numpy()
-
-    @torch.no_grad()
     def text_embedding(self, task: str) -> np.ndarray:
         """Mean over training inputs of the frozen backbone's mean-pooled output, without a prompt."""
-        inputs = {**self.backbone_identity(), **self.task_identity(task), "artifact": "text_embedding",
-                  "max_length": self.config.max_length, "code": ARTIFACT_CODE_VERSION}
-
-        def compute() -> dict[str, torch.Tensor]:
-            encoded = self.encoded(task, "train")
-            pad = self.backbone.tokenizer.pad_token_id
-            total = torch.zeros(self.backbone.hidden_size)
-            with autocast(self.config):
-                for index in encoded.length_sorted_batches(self.config.eval_batch_size):
-                    batch = encoded.batch(index, pad)
-                    kwargs = {k: v for k, v in batch.items() if k in self.backbone.tokenizer.model_input_names}
-                    hidden = self.backbone.encoder(**kwargs).last_hidden_state
-                    total += mean_pool(hidden, batch["attention_mask"]).float().sum(0)
-            return {"embedding": total / len(encoded)}
-
-        return self._cached("text_embedding", inputs, compute)["embedding"].numpy()
+        self._execute("text embedding", self._embedding_jobs(task))
+        return self._artifact_of("text_embedding", self._embedding_key(task))["embedding"].numpy()
 
     # ---- stage 4: indicator scores -------------------------------------------------------------
     def indicator_scores(self, indicator: Indicator) -> pd.DataFrame:
         """The indicator's score for every ordered pair of distinct tasks (NaN on the diagonal)."""
         declared = frozenset(indicator.requires)
+        self.prepare_artifacts(declared)  # every unit up front, through the executor, with progress
         views = {name: TaskView(name, spec.family, spec.num_classes, declared, self.artifact)
                  for name, spec in self.tasks.items()}
         names = list(self.tasks)
-        for name in names:  # compute declared artifacts up front, with progress
-            with self._step(f"artifacts for {name}", len(declared)) as advance:
-                for artifact in sorted(declared):
-                    self.artifact(name, artifact)
-                    advance()
+        for name in names:
+            for artifact in sorted(declared):
+                self.artifact(name, artifact)
         scores = pd.DataFrame(np.nan, index=names, columns=names)
         for s in names:
             for t in names:
@@ -325,6 +365,7 @@ class Benchmark:
 
     def task_report(self) -> pd.DataFrame:
         """Each task's own-prompt accuracy (mean over seeds) next to its majority-class baseline."""
+        self.train_all()
         rows = []
         for name, spec in self.tasks.items():
             own = [self.source_prompt(name, seed) for seed in self.seeds]
@@ -337,15 +378,37 @@ class Benchmark:
             })
         return pd.DataFrame(rows)
 
-    def train_all(self) -> None:
-        """Train (or load) every task's prompt for every seed."""
-        for seed in self.seeds:
-            for name in self.tasks:
-                self.source_prompt(name, seed)
-
     # ---- plumbing ------------------------------------------------------------------------------
-    def _cached(self, stage: str, inputs: dict[str, Any], compute) -> dict[str, Any]:
-        return self.store.get_or_compute(stage, inputs, compute)
+    def _has(self, stage: str, key: str) -> bool:
+        """Whether the store holds a readable artifact (a corrupt file is removed and counts as missing)."""
+        if (stage, key) in self._loaded_artifacts:
+            return True
+        artifact = self.store.load(stage, key)
+        if artifact is not None:
+            self._loaded_artifacts[stage, key] = artifact
+        return artifact is not None
+
+    def _artifact_of(self, stage: str, key: str) -> dict[str, Any]:
+        if not self._has(stage, key):
+            raise TransferbenchError(f"artifact {stage}/{key} is missing from {self.store.root} after computing it; "
+                                     "is another process clearing the cache?")
+        return self._loaded_artifacts[stage, key]
+
+    def _execute(self, description: str, jobs: list[_Job]) -> None:
+        """Run the jobs' units through the executor; store each result in the driver as it arrives."""
+        if not jobs:
+            return
+        advance = self._advance(description, len(jobs)) or (lambda: None)
+
+        def store_result(index: int, result: Any) -> None:
+            job = jobs[index]
+            artifacts = job.unpack(result)
+            for (stage, key), artifact in zip(job.keys, artifacts, strict=True):
+                self.store.save(stage, key, artifact)  # atomic rename: never half-written
+                self._loaded_artifacts[stage, key] = artifact
+            advance()
+
+        self.executor.run([job.unit for job in jobs], description, on_result=store_result)
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[Progress]:
@@ -363,8 +426,3 @@ class Benchmark:
             return None
         task_id = self._progress.add_task(description, total=total)
         return lambda: self._progress.advance(task_id)
-
-    @contextlib.contextmanager
-    def _step(self, description: str, total: int):
-        advance = self._advance(description, total) or (lambda: None)
-        yield advance

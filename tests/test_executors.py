@@ -1,0 +1,178 @@
+"""Executors: units of work are pure functions, and running them as Ray tasks gives the results
+of running them in-process, even when a worker dies mid-task."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from transferbench import units
+from transferbench.cli import main
+from transferbench.errors import TransferbenchError
+from transferbench.executors import LocalExecutor, RayExecutor, Unit, make_executor
+from transferbench.runner import Benchmark
+from transferbench.task import load_suite
+
+try:
+    import ray  # noqa: F401
+
+    HAVE_RAY = True
+except ImportError:
+    HAVE_RAY = False
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip install 'transferbench[ray]')")
+
+INDICATORS = ["skill_overlap", "activation_overlap", "embedding_similarity", "task_embedding", "data_size", "random"]
+DIE_ONCE_MARKER = "TRANSFERBENCH_TEST_DIE_ONCE_MARKER"
+
+
+def assert_same_artifact(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        if isinstance(a[name], torch.Tensor):
+            assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+        else:
+            assert a[name] == b[name], name
+
+
+def test_local_executor_runs_units_in_order_and_reports_each_result():
+    seen = []
+    results = LocalExecutor().run([Unit(pow, (2, 3)), Unit(pow, (3, 2))], "powers",
+                                  on_result=lambda index, result: seen.append((index, result)))
+    assert results == [8, 9] and seen == [(0, 8), (1, 9)]
+
+
+def test_threads_per_unit_are_part_of_the_context():
+    assert LocalExecutor(threads=1).threads_per_unit == 1
+    assert RayExecutor(cpus_per_task=2).threads_per_unit == 2  # a task uses the CPUs it reserves
+    with pytest.raises(TransferbenchError, match="--unit-threads"):
+        make_executor("local", threads_per_unit=0)
+    with pytest.raises(TransferbenchError, match="--ray-address needs --executor ray"):
+        make_executor("local", address="auto")
+
+
+def test_units_are_pure_same_inputs_give_bit_identical_tensors(cache, tiny_backbone, tiny_suite):
+    bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0])
+    ctx = bench.context
+    assert pickle.loads(pickle.dumps(ctx)).fingerprint == ctx.fingerprint  # what a Ray worker receives
+    assert dataclasses.replace(ctx, threads=ctx.threads + 1).fingerprint != ctx.fingerprint
+
+    own = units.train_prompt_unit(ctx, "pos_a", 0)
+    assert_same_artifact(own, units.train_prompt_unit(ctx, "pos_a", 0))
+    other = units.train_prompt_unit(ctx, "topic_a", 0)["prompt"]
+    prompt = own["prompt"]
+    prompts = {"pos_a": prompt, "topic_a": other}
+    assert units.zero_shot_row_unit(ctx, "pos_b", 0, prompts) == units.zero_shot_row_unit(ctx, "pos_b", 0, prompts)
+    for init in (prompt, None):
+        assert_same_artifact(units.init_accuracy_unit(ctx, init, "pos_b", 0), units.init_accuracy_unit(ctx, init, "pos_b", 0))
+    assert_same_artifact(units.skill_neurons_unit(ctx, "pos_a", 0, prompt), units.skill_neurons_unit(ctx, "pos_a", 0, prompt))
+    for with_inputs in (False, True):
+        assert_same_artifact(units.mask_activations_unit(ctx, "pos_a", 0, prompt, with_inputs),
+                             units.mask_activations_unit(ctx, "pos_a", 0, prompt, with_inputs))
+    assert_same_artifact(units.text_embedding_unit(ctx, "pos_a"), units.text_embedding_unit(ctx, "pos_a"))
+    # the units never touched the store: only the driver writes it
+    assert not cache.exists() or not [p for p in cache.rglob("*.pt") if p.parent.name != "models"]
+
+    # the driver stores exactly what the unit returns, under the key earlier versions used
+    assert_same_artifact(bench.source_prompt("pos_a", 0), own)
+    assert bench.store.path("prompts", bench.store.key("prompts", bench.prompt_inputs("pos_a", 0))).exists()
+
+
+def test_ray_without_the_extra_is_one_line_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    with pytest.raises(TransferbenchError, match=r"pip install 'transferbench\[ray\]'"):
+        make_executor("ray")
+    with pytest.raises(TransferbenchError, match="transferbench"):
+        RayExecutor().run([Unit(pow, (2, 3))], "powers")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "-i", "random", "--suite", "smoke", "--executor", "ray"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--executor ray needs the optional extra" in err[0]
+
+
+def _run(folder: Path, cache: Path, suite: Path, backbone: Path, monkeypatch, *extra: str) -> dict[str, dict]:
+    """One CLI run in `folder` with its own cache; returns each result file's scores/transfer/metrics."""
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(cache))
+    args = ["run", "--suite", str(suite), "--backbone", str(backbone), *extra]
+    for name in INDICATORS:
+        args += ["-i", name]
+    assert main(args) == 0
+    results = {}
+    for path in sorted((folder / "submissions").glob("*.json")):
+        data = json.loads(path.read_text())
+        results[path.name] = {k: data[k] for k in ("scores", "transfer", "metrics")}
+    assert len(results) == 2 * len(INDICATORS)
+    assert not list(cache.rglob("*.tmp")), "a half-written artifact was left in the store"
+    return results
+
+
+def _stored(cache: Path) -> set[str]:
+    return {str(p.relative_to(cache)) for stage in ("prompts", "transfer", "skill_neurons", "activations",
+                                                     "text_embedding") for p in (cache / stage).glob("*.pt")}
+
+
+@needs_ray
+def test_ray_executor_gives_the_same_results_as_local(tmp_path, tiny_backbone, monkeypatch):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    # Ray tasks run PyTorch on one thread each; so does this local run (CPU numerics depend on it).
+    local = _run(tmp_path / "local", tmp_path / "cache_local", suite, tiny_backbone, monkeypatch,
+                 "--executor", "local", "--unit-threads", "1")
+    remote = _run(tmp_path / "ray", tmp_path / "cache_ray", suite, tiny_backbone, monkeypatch,
+                  "--executor", "ray", "--ray-num-cpus", "2")
+    assert remote == local
+    # the driver wrote every artifact the workers returned, under the same keys as the local run
+    assert _stored(tmp_path / "cache_ray") == _stored(tmp_path / "cache_local")
+
+
+def train_prompt_dying_once(ctx, task, seed):
+    """`units.train_prompt_unit`, except that the first call anywhere kills its worker process."""
+    marker = Path(os.environ[DIE_ONCE_MARKER])
+    try:
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        return units.train_prompt_unit(ctx, task, seed)
+    os._exit(1)  # a crash mid-task: no exception, no cleanup, the worker is gone
+
+
+@needs_ray
+def test_worker_dying_mid_task_is_retried_and_results_are_unchanged(tmp_path, tiny_backbone, monkeypatch):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    local = _run(tmp_path / "local", tmp_path / "cache_local", suite, tiny_backbone, monkeypatch, "--unit-threads", "1")
+
+    marker = tmp_path / "worker_died"
+    monkeypatch.setenv(DIE_ONCE_MARKER, str(marker))
+    # Ray workers (started by this test's local Ray instance) import this module by name.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(units, "train_prompt_unit", train_prompt_dying_once)
+    remote = _run(tmp_path / "ray", tmp_path / "cache_ray", suite, tiny_backbone, monkeypatch,
+                  "--executor", "ray", "--ray-num-cpus", "2")
+    assert marker.exists(), "no worker was killed"
+    assert remote == local
+    assert _stored(tmp_path / "cache_ray") == _stored(tmp_path / "cache_local")
+
+
+def test_second_run_runs_no_unit(tmp_path, tiny_backbone, monkeypatch):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    first = _run(tmp_path / "first", tmp_path / "cache", suite, tiny_backbone, monkeypatch)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a unit of work ran although its artifact was stored")
+
+    for name in ("train_prompt_unit", "zero_shot_row_unit", "init_accuracy_unit", "skill_neurons_unit",
+                 "mask_activations_unit", "text_embedding_unit"):
+        monkeypatch.setattr(units, name, fail)
+    assert _run(tmp_path / "second", tmp_path / "cache", suite, tiny_backbone, monkeypatch) == first

@@ -1,0 +1,207 @@
+"""Units of work: the compute of stages 2 and 3 as pure functions (inputs in, artifact out).
+
+`transferbench.runner.Benchmark` decides what is missing from the store, hands these functions to
+an executor (`transferbench.executors`: in-process, or Ray tasks on other machines) and writes
+what they return to its store. A unit never reads or writes the store itself, so it can run
+anywhere, be retried, or run twice, and always gives the same tensors for the same inputs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from transferbench.backbone import Backbone
+from transferbench.neurons import predictivity
+from transferbench.prompt import (
+    EncodedSplit, PromptConfig, Verbalizer, accuracy, autocast, capture_ffn, encode_split, mean_pool, predict,
+    predict_many, prompted_forward, train_prompt,
+)
+from transferbench.store import content_key
+from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
+
+
+@dataclass(frozen=True, eq=False)
+class UnitContext:
+    """What every unit of one benchmark shares: small, picklable, and enough to rebuild the
+    heavy objects (backbone, task data, tokenized splits, verbalizers) in any process.
+
+    `threads` is the number of intra-op PyTorch threads every unit runs with: CPU kernels (bfloat16
+    matrix multiplies above all) round differently with different thread counts, so it is part of
+    what a unit's output depends on, and it is the same wherever the unit runs.
+    """
+
+    suite: SuiteSpec
+    backbone: str
+    config: PromptConfig
+    tasks: tuple[str, ...]
+    threads: int = 1
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return content_key({"suite": self.suite.model_dump(mode="json"), "backbone": self.backbone,
+                            "config": self.config.to_dict(), "tasks": list(self.tasks), "threads": self.threads})
+
+
+class LoadedSuite:
+    """The heavy objects of one `UnitContext` in this process, each built on first use."""
+
+    def __init__(self, ctx: UnitContext):
+        self.ctx = ctx
+        self.config = ctx.config
+        self.specs: dict[str, TaskSpec] = {spec.name: spec for spec in ctx.suite.task_specs()}
+        self._data: dict[str, TaskData] = {}
+        self._encoded: dict[tuple[str, str], EncodedSplit] = {}
+        self._verbalizers: dict[str, Verbalizer] = {}
+
+    @cached_property
+    def backbone(self) -> Backbone:
+        return Backbone(self.ctx.backbone)
+
+    def data(self, task: str) -> TaskData:
+        if task not in self._data:
+            self._data[task] = load_task_data(self.specs[task], self.ctx.suite)
+        return self._data[task]
+
+    def encoded(self, task: str, split: str) -> EncodedSplit:
+        if (task, split) not in self._encoded:
+            dataset = getattr(self.data(task), split)
+            self._encoded[task, split] = encode_split(self.backbone, dataset, self.config.max_length,
+                                                      self.config.prompt_length)
+        return self._encoded[task, split]
+
+    def verbalizer(self, task: str) -> Verbalizer:
+        if task not in self._verbalizers:
+            spec = self.specs[task]
+            words = [spec.verbalizers[label] for label in spec.label_names]
+            self._verbalizers[task] = Verbalizer(self.backbone, words, self.config.cosine_scale)
+        return self._verbalizers[task]
+
+
+# A Ray worker runs many units of the same benchmark: it loads the backbone once. Two entries keep
+# memory bounded when one process (a test session) sees several benchmarks in turn.
+_LOADED: OrderedDict[str, LoadedSuite] = OrderedDict()
+_LOADED_LIMIT = 2
+
+
+def loaded(ctx: UnitContext) -> LoadedSuite:
+    """This process's `LoadedSuite` for `ctx` (built once, then reused), with PyTorch set to
+    `ctx.threads` threads before anything is computed (the verbalizer's label encodings included)."""
+    torch.set_num_threads(ctx.threads)
+    key = ctx.fingerprint
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+    else:
+        _LOADED[key] = LoadedSuite(ctx)
+        while len(_LOADED) > _LOADED_LIMIT:
+            _LOADED.popitem(last=False)
+    return _LOADED[key]
+
+
+# ---- stage 2: prompts ------------------------------------------------------------------------------
+def train_prompt_unit(ctx: UnitContext, task: str, seed: int) -> dict[str, Any]:
+    """A task's own prompt: {"prompt", "dev_accuracy", "test_accuracy", "best_step", "losses"}."""
+    suite = loaded(ctx)
+    trained = train_prompt(suite.backbone, suite.encoded(task, "train"), suite.encoded(task, "dev"),
+                           suite.verbalizer(task), ctx.config, seed)
+    test = suite.encoded(task, "test")
+    test_acc = accuracy(predict(suite.backbone, trained.prompt, test, suite.verbalizer(task), ctx.config), test.labels)
+    return {"prompt": trained.prompt, "dev_accuracy": trained.dev_accuracy, "test_accuracy": test_acc,
+            "best_step": trained.best_step, "losses": torch.tensor(trained.losses)}
+
+
+# ---- stage 3: measured transfer --------------------------------------------------------------------
+def zero_shot_row_unit(ctx: UnitContext, target: str, seed: int, prompts: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Test accuracy on `target` (with the target's verbalizer) of each source prompt in `prompts`,
+    all evaluated in one batched pass (`predict_many`). `seed` names the prompts' seed; the
+    evaluation itself draws nothing at random."""
+    suite = loaded(ctx)
+    sources = list(prompts)
+    test = suite.encoded(target, "test")
+    predictions = predict_many(suite.backbone, torch.stack([prompts[s] for s in sources]), test,
+                               suite.verbalizer(target), ctx.config)
+    return {s: accuracy(row, test.labels) for s, row in zip(sources, predictions)}
+
+
+def init_accuracy_unit(ctx: UnitContext, source_prompt: torch.Tensor | None, target: str, seed: int) -> dict[str, Any]:
+    """{"accuracy"}: test accuracy on `target` after `init_steps` of prompt tuning from
+    `source_prompt` (None: the default initialisation), with `seed`'s data order."""
+    suite = loaded(ctx)
+    budget = replace(ctx.config, steps=ctx.config.init_steps, eval_every=ctx.config.init_steps)  # the final prompt
+    trained = train_prompt(suite.backbone, suite.encoded(target, "train"), suite.encoded(target, "dev"),
+                           suite.verbalizer(target), budget, seed, init=source_prompt)
+    test = suite.encoded(target, "test")
+    return {"accuracy": torch.tensor(accuracy(
+        predict(suite.backbone, trained.prompt, test, suite.verbalizer(target), budget), test.labels))}
+
+
+# ---- stage 3: artifacts for indicators -------------------------------------------------------------
+@torch.no_grad()
+def prompt_position_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: str) -> torch.Tensor:
+    """FFN activations `[examples, layers, prompt_length, ffn]` at the prompt positions."""
+    suite = loaded(ctx)
+    backbone, encoded = suite.backbone, suite.encoded(task, split)
+    out = torch.zeros(len(encoded), backbone.num_layers, prompt.shape[0], backbone.ffn_width)
+    pad = backbone.tokenizer.pad_token_id
+    positions = slice(1, 1 + prompt.shape[0])
+    with capture_ffn(backbone, positions) as captured, autocast(ctx.config):
+        for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
+            prompted_forward(backbone, prompt, encoded.batch(index, pad))
+            out[index] = captured.pop()
+    return out
+
+
+def skill_neurons_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{"scores", "thresholds"} of `task`'s own prompt (`transferbench.neurons.predictivity`).
+
+    Activations at the prompt positions on the dev split (never on the prompt's training data):
+    thresholds from the even-indexed dev examples, accuracy on the odd-indexed ones (disjoint).
+    """
+    acts = prompt_position_activations(ctx, task, prompt, "dev")
+    labels = loaded(ctx).encoded(task, "dev").labels
+    threshold_half, accuracy_half = slice(0, None, 2), slice(1, None, 2)
+    scores = predictivity(acts[threshold_half], acts[accuracy_half], labels[accuracy_half])
+    return {"scores": torch.from_numpy(scores), "thresholds": acts[threshold_half].mean(0)}
+
+
+@torch.no_grad()
+def mask_activations_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor,
+                          with_inputs: bool) -> dict[str, torch.Tensor]:
+    """{"activations"}: FFN activations `[layers, ffn]` at the [MASK] position, of the prompt alone
+    (Su et al. 2022) or averaged over the task's dev inputs."""
+    suite = loaded(ctx)
+    backbone = suite.backbone
+    tokenizer = backbone.tokenizer
+    position = [1 + prompt.shape[0]]
+    with capture_ffn(backbone, position) as captured, autocast(ctx.config):
+        if not with_inputs:
+            ids = torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]])
+            prompted_forward(backbone, prompt, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                                "token_type_ids": torch.zeros_like(ids)})
+            return {"activations": captured[0][0, :, 0]}
+        encoded = suite.encoded(task, "dev")
+        total = torch.zeros(backbone.num_layers, backbone.ffn_width)
+        for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
+            prompted_forward(backbone, prompt, encoded.batch(index, tokenizer.pad_token_id))
+            total += captured.pop()[:, :, 0].sum(0)
+        return {"activations": total / len(encoded)}
+
+
+@torch.no_grad()
+def text_embedding_unit(ctx: UnitContext, task: str) -> dict[str, torch.Tensor]:
+    """{"embedding"}: mean over training inputs of the frozen backbone's mean-pooled output, no prompt."""
+    suite = loaded(ctx)
+    backbone, encoded = suite.backbone, suite.encoded(task, "train")
+    pad = backbone.tokenizer.pad_token_id
+    total = torch.zeros(backbone.hidden_size)
+    with autocast(ctx.config):
+        for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
+            batch = encoded.batch(index, pad)
+            kwargs = {k: v for k, v in batch.items() if k in backbone.tokenizer.model_input_names}
+            hidden = backbone.encoder(**kwargs).last_hidden_state
+            total += mean_pool(hidden, batch["attention_mask"]).float().sum(0)
+    return {"embedding": total / len(encoded)}
