@@ -104,3 +104,12 @@ def test_inputs_longer_than_the_backbone_positions_are_refused(backbone):
     dataset = datasets.Dataset.from_dict({"text": ["good"], "text_pair": [""], "label": [1]})
     with pytest.raises(TransferbenchError, match="exceeds the 128 positions"):
         encode_split(backbone, dataset, max_length=124, prompt_length=config.prompt_length)
+
+
+def test_without_dev_the_final_prompt_is_returned(backbone):
+    config = PromptConfig(prompt_length=4, steps=4, batch_size=4, eval_every=4, lr=0.1)
+    split = _split(backbone, config)
+    verbalizer = Verbalizer(backbone, [["bad"], ["good"]], config.cosine_scale)
+    with_dev = train_prompt(backbone, split, split, verbalizer, config, seed=0)  # one eval, at the last step
+    without = train_prompt(backbone, split, None, verbalizer, config, seed=0)
+    assert torch.equal(with_dev.prompt, without.prompt) and without.best_step == 4

@@ -265,10 +265,11 @@ class TrainedPrompt:
 
 
 def train_prompt(
-    backbone: Backbone, train: EncodedSplit, dev: EncodedSplit, verbalizer: Verbalizer,
+    backbone: Backbone, train: EncodedSplit, dev: EncodedSplit | None, verbalizer: Verbalizer,
     config: PromptConfig, seed: int, init: torch.Tensor | None = None, progress=None,
 ) -> TrainedPrompt:
-    """Prompt tuning: AdamW on the prompt alone; keep the prompt with the best dev accuracy.
+    """Prompt tuning: AdamW on the prompt alone; keep the prompt with the best dev accuracy
+    (evaluated every `eval_every` steps), or the final prompt when `dev` is None.
 
     Data order and initialisation depend only on `seed`, so the same seed gives the same prompt;
     `init` (a source task's prompt) replaces the default initialisation for transfer by
@@ -300,7 +301,9 @@ def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> Tr
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        if step % config.eval_every == 0 or step == config.steps:
+        if dev is None and step == config.steps:  # no selection: the final prompt
+            best = (float("nan"), step, prompt.detach().clone())
+        elif dev is not None and (step % config.eval_every == 0 or step == config.steps):
             dev_acc = accuracy(predict(backbone, prompt.detach(), dev, verbalizer, config), dev.labels)
             if dev_acc > best[0]:
                 best = (dev_acc, step, prompt.detach().clone())

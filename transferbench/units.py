@@ -131,8 +131,9 @@ def init_accuracy_unit(ctx: UnitContext, source_prompt: torch.Tensor | None, tar
     """{"accuracy"}: test accuracy on `target` after `init_steps` of prompt tuning from
     `source_prompt` (None: the default initialisation), with `seed`'s data order."""
     suite = loaded(ctx)
-    budget = replace(ctx.config, steps=ctx.config.init_steps, eval_every=ctx.config.init_steps)  # the final prompt
-    trained = train_prompt(suite.backbone, suite.encoded(target, "train"), suite.encoded(target, "dev"),
+    budget = replace(ctx.config, steps=ctx.config.init_steps)
+    # dev=None: no checkpoint selection, both arms are judged by their final prompt
+    trained = train_prompt(suite.backbone, suite.encoded(target, "train"), None,
                            suite.verbalizer(target), budget, seed, init=source_prompt)
     test = suite.encoded(target, "test")
     return {"accuracy": torch.tensor(accuracy(
