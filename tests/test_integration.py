@@ -35,6 +35,7 @@ def test_smoke_suite_end_to_end_on_the_packaged_backbone(real_cache, tmp_path, m
     assert main(["run", "--indicator", "embedding_similarity", "--suite", "smoke"]) == 0
     assert [p.stat().st_mtime_ns for p in sorted((real_cache / "prompts").glob("*.pt"))] == stamps
 
+    capsys.readouterr()
     assert main(["leaderboard", "--format", "json"]) == 0
     board = json.loads(capsys.readouterr().out)
     assert len(board["tables"]) == 2
