@@ -338,17 +338,22 @@ def _looks_like_path(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
 
 
-def load_task(name_or_path: str) -> TaskSpec:
-    """A built-in task by name, or a task YAML file by path."""
+def _by_name_or_path(kind: str, name_or_path: str, parse, builtins):
+    """A built-in spec by name, or one parsed from a YAML file given by path."""
     if _looks_like_path(str(name_or_path)):
         path = Path(name_or_path).expanduser()
         if not path.is_file():
-            raise TransferbenchError(f"task file {path} does not exist")
-        return _parse_task_file(path)
-    tasks = _builtin_tasks()
-    if name_or_path not in tasks:
-        raise UnknownNameError(f"unknown task {name_or_path!r}{did_you_mean(name_or_path, list(tasks))}")
-    return tasks[name_or_path]
+            raise TransferbenchError(f"{kind} file {path} does not exist")
+        return parse(path)
+    known = builtins()
+    if name_or_path not in known:
+        raise UnknownNameError(f"unknown {kind} {name_or_path!r}{did_you_mean(name_or_path, list(known))}")
+    return known[name_or_path]
+
+
+def load_task(name_or_path: str) -> TaskSpec:
+    """A built-in task by name, or a task YAML file by path."""
+    return _by_name_or_path("task", name_or_path, _parse_task_file, _builtin_tasks)
 
 
 def list_tasks() -> list[TaskSpec]:
@@ -405,15 +410,7 @@ def _builtin_suites() -> dict[str, SuiteSpec]:
 
 def load_suite(name_or_path: str) -> SuiteSpec:
     """A built-in suite by name, or a suite YAML file by path."""
-    if _looks_like_path(str(name_or_path)):
-        path = Path(name_or_path).expanduser()
-        if not path.is_file():
-            raise TransferbenchError(f"suite file {path} does not exist")
-        return _parse_suite_file(path)
-    suites = _builtin_suites()
-    if name_or_path not in suites:
-        raise UnknownNameError(f"unknown suite {name_or_path!r}{did_you_mean(name_or_path, list(suites))}")
-    return suites[name_or_path]
+    return _by_name_or_path("suite", name_or_path, _parse_suite_file, _builtin_suites)
 
 
 def list_suites() -> list[SuiteSpec]:
