@@ -83,7 +83,7 @@ class Benchmark:
     def verbalizer(self, task: str) -> Verbalizer:
         return units.loaded(self.context).verbalizer(task)
 
-    # ---- store keys (the same inputs as every earlier version, so existing caches stay valid) -----
+    # ---- store keys: a hash of everything that produced an artifact (`transferbench.store`) -------
     def backbone_identity(self) -> dict[str, str]:
         # Resolving the identity of a packaged alias needs no model load.
         from transferbench.backbone import resolve_backbone
@@ -127,8 +127,8 @@ class Benchmark:
 
     def _embedding_key(self, task: str) -> str:
         return self.store.key("text_embedding", {**self.backbone_identity(), **self.task_identity(task),
-                                                 "artifact": "text_embedding", "max_length": self.config.max_length, "bf16": self.config.bf16,
-                                                 "code": ARTIFACT_CODE_VERSION})
+                                                 "artifact": "text_embedding", "max_length": self.config.max_length,
+                                                 "bf16": self.config.bf16, "code": ARTIFACT_CODE_VERSION})
 
     # ---- stage 2: prompts ----------------------------------------------------------------------
     def train_prompts(self, pairs: Iterable[tuple[str, int]]) -> None:
