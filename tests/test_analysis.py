@@ -339,18 +339,24 @@ def test_flags_and_errors(tiny_suite, tiny_backbone, cache):
 # of std 0.1 changed neither much. The second test asserts that finding at p = 5% and 10%.
 
 
+def _rt_sentiment(suite_name: str):
+    """(Benchmark, own prompt, skill scores, test split, verbalizer) of rt_sentiment, seed 0, minilm."""
+    from transferbench.runner import Benchmark
+    from transferbench.task import load_suite
+
+    suite = load_suite(suite_name)
+    bench = Benchmark(suite.model_copy(update={"tasks": ["rt_sentiment"]}), "minilm", [0])
+    own = bench.source_prompt("rt_sentiment", 0)
+    scores = bench.skill_neurons("rt_sentiment", 0)["scores"].numpy()
+    return bench, own, scores, bench.encoded("rt_sentiment", "test"), bench.verbalizer("rt_sentiment")
+
+
 @pytest.mark.integration
 def test_perturbation_procedure_runs_on_a_real_task(real_cache):
     """Wang et al.'s perturbation procedure on rt_sentiment with the packaged backbone."""
     from transferbench.prompt import predict
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
 
-    suite = load_suite("smoke")
-    bench = Benchmark(suite.model_copy(update={"tasks": ["rt_sentiment"]}), "minilm", [0])
-    own = bench.source_prompt("rt_sentiment", 0)
-    scores = bench.skill_neurons("rt_sentiment", 0)["scores"].numpy()
-    test, verbalizer = bench.encoded("rt_sentiment", "test"), bench.verbalizer("rt_sentiment")
+    bench, own, scores, test, verbalizer = _rt_sentiment("smoke")
     table = analysis.perturbation_test(bench.backbone, own["prompt"], test, verbalizer, bench.config, scores,
                                        fractions=[0.1, 1.0], draws=2)
     assert len(table) == 8 and table.per_layer.tolist()[:4] == [153] * 4
@@ -365,15 +371,8 @@ def test_perturbation_procedure_runs_on_a_real_task(real_cache):
 @pytest.mark.integration
 def test_zeroing_skill_neurons_hurts_more_than_random_neurons(real_cache):
     """Wang et al.'s finding on rt_sentiment with the default suite's prompt (trained once, cached)."""
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
-
-    suite = load_suite("default")
-    bench = Benchmark(suite.model_copy(update={"tasks": ["rt_sentiment"]}), "minilm", [0])
-    own = bench.source_prompt("rt_sentiment", 0)
-    scores = bench.skill_neurons("rt_sentiment", 0)["scores"].numpy()
-    table = analysis.perturbation_test(bench.backbone, own["prompt"], bench.encoded("rt_sentiment", "test"),
-                                       bench.verbalizer("rt_sentiment"), bench.config, scores,
+    bench, own, scores, test, verbalizer = _rt_sentiment("default")
+    table = analysis.perturbation_test(bench.backbone, own["prompt"], test, verbalizer, bench.config, scores,
                                        fractions=[0.05, 0.1], draws=5)
     zero = table[table["mode"] == "zero"].set_index(["p", "neurons"])
     hurt_more = [zero.loc[(p, "skill"), "accuracy"] < zero.loc[(p, "random"), "accuracy"]
