@@ -21,7 +21,7 @@ from torch import nn
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
 from transferbench.neurons import select
-from transferbench.prompt import EncodedSplit, PromptConfig, Verbalizer, accuracy, predict
+from transferbench.prompt import EncodedSplit, PromptConfig, Verbalizer, predict, split_accuracy
 
 PERTURB_FRACTIONS = (0.01, 0.02, 0.05, 0.1)
 PRUNE_FRACTIONS = (0.1, 0.3, 0.5)
@@ -100,7 +100,7 @@ def perturbation_test(backbone: Backbone, prompt: torch.Tensor, split: EncodedSp
     """
     def score(mask: np.ndarray, mode: str, noise_seed: int) -> float:
         with perturb_neurons(backbone, mask, mode, std=std, seed=noise_seed):
-            return accuracy(predict(backbone, prompt, split, verbalizer, config), split.labels)
+            return split_accuracy(backbone, prompt, split, verbalizer, config)
 
     rows = []
     for p in fractions:
@@ -286,7 +286,7 @@ def pruning_test(backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, 
     for p in fractions:
         keep = select(scores, p, per_layer=True)
         models[p], kept[p] = prune_ffn(backbone, keep), float(keep.mean())
-    accuracies = {p: accuracy(predict(model, prompt, split, verbalizer, config), split.labels)
+    accuracies = {p: split_accuracy(model, prompt, split, verbalizer, config)
                   for p, model in models.items()}
     best = {p: float("inf") for p in models}
     for _ in range(repeats):

@@ -256,6 +256,13 @@ def accuracy(predictions: np.ndarray, labels: torch.Tensor) -> float:
     return float((predictions == labels.numpy()).mean())
 
 
+def split_accuracy(
+    backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer, config: PromptConfig,
+) -> float:
+    """Accuracy of `prompt` on every example of `split`."""
+    return accuracy(predict(backbone, prompt, split, verbalizer, config), split.labels)
+
+
 @dataclass
 class TrainedPrompt:
     prompt: torch.Tensor  # [prompt_length, hidden], float32
@@ -304,7 +311,7 @@ def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> Tr
         if dev is None and step == config.steps:  # no selection: the final prompt
             best = (float("nan"), step, prompt.detach().clone())
         elif dev is not None and (step % config.eval_every == 0 or step == config.steps):
-            dev_acc = accuracy(predict(backbone, prompt.detach(), dev, verbalizer, config), dev.labels)
+            dev_acc = split_accuracy(backbone, prompt.detach(), dev, verbalizer, config)
             if dev_acc > best[0]:
                 best = (dev_acc, step, prompt.detach().clone())
         if progress is not None:
@@ -341,5 +348,5 @@ def capture_ffn(backbone: Backbone, positions: slice | list[int]):
 
 __all__ = [
     "PromptConfig", "EncodedSplit", "encode_split", "Verbalizer", "prompted_forward", "predict",
-    "accuracy", "TrainedPrompt", "train_prompt", "capture_ffn", "initial_prompt",
+    "accuracy", "split_accuracy", "TrainedPrompt", "train_prompt", "capture_ffn", "initial_prompt",
 ]

@@ -18,8 +18,8 @@ import torch
 from transferbench.backbone import Backbone
 from transferbench.neurons import predictivity
 from transferbench.prompt import (
-    EncodedSplit, PromptConfig, Verbalizer, accuracy, autocast, capture_ffn, encode_split, mean_pool, predict,
-    predict_many, prompted_forward, train_prompt,
+    EncodedSplit, PromptConfig, Verbalizer, accuracy, autocast, capture_ffn, encode_split, mean_pool,
+    predict_many, prompted_forward, split_accuracy, train_prompt,
 )
 from transferbench.store import content_key
 from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
@@ -108,8 +108,8 @@ def train_prompt_unit(ctx: UnitContext, task: str, seed: int) -> dict[str, Any]:
     suite = loaded(ctx)
     trained = train_prompt(suite.backbone, suite.encoded(task, "train"), suite.encoded(task, "dev"),
                            suite.verbalizer(task), ctx.config, seed)
-    test = suite.encoded(task, "test")
-    test_acc = accuracy(predict(suite.backbone, trained.prompt, test, suite.verbalizer(task), ctx.config), test.labels)
+    test_acc = split_accuracy(suite.backbone, trained.prompt, suite.encoded(task, "test"), suite.verbalizer(task),
+                              ctx.config)
     return {"prompt": trained.prompt, "dev_accuracy": trained.dev_accuracy, "test_accuracy": test_acc,
             "best_step": trained.best_step, "losses": torch.tensor(trained.losses)}
 
@@ -135,25 +135,29 @@ def init_accuracy_unit(ctx: UnitContext, source_prompt: torch.Tensor | None, tar
     # dev=None: no checkpoint selection, both arms are judged by their final prompt
     trained = train_prompt(suite.backbone, suite.encoded(target, "train"), None,
                            suite.verbalizer(target), budget, seed, init=source_prompt)
-    test = suite.encoded(target, "test")
-    return {"accuracy": torch.tensor(accuracy(
-        predict(suite.backbone, trained.prompt, test, suite.verbalizer(target), budget), test.labels))}
+    return {"accuracy": torch.tensor(split_accuracy(suite.backbone, trained.prompt, suite.encoded(target, "test"),
+                                                    suite.verbalizer(target), budget))}
 
 
 # ---- stage 3: artifacts for indicators -------------------------------------------------------------
 @torch.no_grad()
-def prompt_position_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: str) -> torch.Tensor:
-    """FFN activations `[examples, layers, prompt_length, ffn]` at the prompt positions."""
+def ffn_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: str,
+                    positions: list[int]) -> torch.Tensor:
+    """FFN activations `[examples, layers, len(positions), ffn]` of `prompt` on a split of `task`."""
     suite = loaded(ctx)
     backbone, encoded = suite.backbone, suite.encoded(task, split)
-    out = torch.zeros(len(encoded), backbone.num_layers, prompt.shape[0], backbone.ffn_width)
+    out = torch.zeros(len(encoded), backbone.num_layers, len(positions), backbone.ffn_width)
     pad = backbone.tokenizer.pad_token_id
-    positions = slice(1, 1 + prompt.shape[0])
     with capture_ffn(backbone, positions) as captured, autocast(ctx.config):
         for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
             prompted_forward(backbone, prompt, encoded.batch(index, pad))
             out[index] = captured.pop()
     return out
+
+
+def prompt_position_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: str) -> torch.Tensor:
+    """FFN activations `[examples, layers, prompt_length, ffn]` at the prompt positions 1..n."""
+    return ffn_activations(ctx, task, prompt, split, list(range(1, 1 + prompt.shape[0])))
 
 
 def skill_neurons_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -174,22 +178,16 @@ def mask_activations_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.
                           with_inputs: bool) -> dict[str, torch.Tensor]:
     """{"activations"}: FFN activations `[layers, ffn]` at the [MASK] position, of the prompt alone
     (Su et al. 2022) or averaged over the task's dev inputs."""
-    suite = loaded(ctx)
-    backbone = suite.backbone
-    tokenizer = backbone.tokenizer
     position = [1 + prompt.shape[0]]
+    if with_inputs:
+        return {"activations": ffn_activations(ctx, task, prompt, "dev", position)[:, :, 0].mean(0)}
+    backbone = loaded(ctx).backbone
+    tokenizer = backbone.tokenizer
+    ids = torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]])
     with capture_ffn(backbone, position) as captured, autocast(ctx.config):
-        if not with_inputs:
-            ids = torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]])
-            prompted_forward(backbone, prompt, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                                                "token_type_ids": torch.zeros_like(ids)})
-            return {"activations": captured[0][0, :, 0]}
-        encoded = suite.encoded(task, "dev")
-        total = torch.zeros(backbone.num_layers, backbone.ffn_width)
-        for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
-            prompted_forward(backbone, prompt, encoded.batch(index, tokenizer.pad_token_id))
-            total += captured.pop()[:, :, 0].sum(0)
-        return {"activations": total / len(encoded)}
+        prompted_forward(backbone, prompt, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                            "token_type_ids": torch.zeros_like(ids)})
+    return {"activations": captured[0][0, :, 0]}
 
 
 @torch.no_grad()
