@@ -23,7 +23,7 @@ from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
 
 # Bump when a change here changes what a trained prompt or a measured score would be.
-PROMPT_CODE_VERSION = 1
+PROMPT_CODE_VERSION = 2  # 2: artifacts carry per-example test predictions
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,14 @@ class Benchmark:
     def _prompt_key(self, task: str, seed: int) -> str:
         return self.store.key("prompts", self.prompt_inputs(task, seed))
 
-    def _zero_shot_key(self, source: str, target: str, seed: int) -> str:
-        return self.store.key("transfer", {"source": self.prompt_inputs(source, seed),
+    def null_inputs(self, seed: int) -> dict[str, Any]:
+        """What the null prompt (the untrained initial prompt of `seed`) depends on."""
+        return {**self.backbone_identity(), "null_prompt": True, "prompt_length": self.config.prompt_length,
+                "seed": seed, "code": PROMPT_CODE_VERSION}
+
+    def _zero_shot_key(self, source: str | None, target: str, seed: int) -> str:
+        source_inputs = self.prompt_inputs(source, seed) if source else self.null_inputs(seed)
+        return self.store.key("transfer", {"source": source_inputs,
                                            "target": self.task_identity(target), "kind": "zero_shot"})
 
     def _init_key(self, source: str | None, target: str, seed: int) -> str:
@@ -173,14 +179,15 @@ class Benchmark:
         self._execute("measure transfer", jobs)
 
     def _zero_shot_jobs(self, target: str, seed: int) -> list[_Job]:
-        keys = {s: self._zero_shot_key(s, target, seed) for s in self.tasks if s != target}
+        """One unit evaluating every missing source prompt on `target`, and the null prompt (None)."""
+        keys = {s: self._zero_shot_key(s, target, seed) for s in [None, *self.tasks] if s != target}
         missing = [s for s, key in keys.items() if not self._has("transfer", key)]
         if not missing:
             return []
-        prompts = {s: self.source_prompt(s, seed)["prompt"] for s in missing}
+        prompts = {s: self.source_prompt(s, seed)["prompt"] if s else None for s in missing}
 
-        def unpack(row: dict[str, float]) -> list[dict[str, Any]]:
-            return [{"accuracy": torch.tensor(row[s])} for s in missing]
+        def unpack(row: dict[str | None, dict[str, Any]]) -> list[dict[str, Any]]:
+            return [row[s] for s in missing]
 
         return [_Job(Unit(units.zero_shot_row_unit, (self.context, target, seed, prompts)),
                      [("transfer", keys[s]) for s in missing], unpack)]
@@ -198,8 +205,14 @@ class Benchmark:
     def zero_shot_row(self, target: str, seed: int) -> dict[str, float]:
         """Test accuracy on `target` of every other task's prompt, with the target's verbalizer."""
         self._execute("zero-shot transfer", self._zero_shot_jobs(target, seed))
-        return {s: float(self._artifact_of("transfer", self._zero_shot_key(s, target, seed))["accuracy"])
-                for s in self.tasks if s != target}
+        return {s: float(self.cell("zero_shot", s, target, seed)["accuracy"]) for s in self.tasks if s != target}
+
+    def cell(self, kind: str, source: str | None, target: str, seed: int) -> dict[str, Any]:
+        """The stored artifact of one measured cell: {"accuracy", "predictions"} of `source`'s
+        prompt (None: the null prompt for zero_shot, the default initialisation for init) on
+        `target`'s test split. `kind` is "zero_shot" or "init"."""
+        key = self._zero_shot_key(source, target, seed) if kind == "zero_shot" else self._init_key(source, target, seed)
+        return self._artifact_of("transfer", key)
 
     def zero_shot_transfer(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Relative performance (Su et al. 2022) per ordered pair, mean and std over seeds.

@@ -28,7 +28,7 @@ from transferbench.sources import HubSource, LocalSource, PypiSource, Source
 
 __all__ = [
     "TaskSpec", "SuiteSpec", "SplitSizes", "TaskData", "LabelFromScore", "load_task", "load_suite", "list_tasks",
-    "list_suites", "load_task_data", "load_task_folder",
+    "list_suites", "load_task_data", "load_task_folder", "text_zone", "cross_task_leaks",
 ]
 
 _NAME = r"^[a-z][a-z0-9_]*$"
@@ -172,6 +172,10 @@ class SuiteSpec(BaseModel):
     dev: int = Field(ge=1)
     test: int = Field(ge=1)
     split_seed: int = 0
+    # Share of all texts (by hash of the normalised text, the same for every task of the suite)
+    # that may only appear in dev/test splits; the rest may only appear in train splits. This is
+    # what makes splits joint across tasks that share a corpus (see `text_zone`).
+    eval_share: float = Field(default=0.5, gt=0, lt=1)
     # Prompt-tuning seeds a run uses unless `--seeds` overrides them.
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # Smaller sizes for tasks whose source is too small for the suite's sizes (task name -> sizes).
@@ -476,12 +480,14 @@ def examples_from_records(spec: TaskSpec, raw: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def normalise(texts: pd.Series) -> pd.Series:
+    """The form in which two texts count as the same: lower case, runs of white space as one space."""
+    return texts.str.lower().map(lambda t: _SPACE.sub(" ", t).strip())
+
+
 def deduplicate(examples: pd.DataFrame) -> pd.DataFrame:
     """Keep one copy of each normalised text (or pair); drop every copy when copies disagree."""
-    def norm(s: pd.Series) -> pd.Series:
-        return s.str.lower().map(lambda t: _SPACE.sub(" ", t).strip())
-
-    key = norm(examples["text"]) + "\x00" + norm(examples["text_pair"])
+    key = normalise(examples["text"]) + "\x00" + normalise(examples["text_pair"])
     labels_per_key = examples.groupby(key, sort=False)["label"].nunique()
     agreeing = key.map(labels_per_key) == 1
     first = ~key.duplicated(keep="first")
@@ -494,6 +500,22 @@ def deduplicate(examples: pd.DataFrame) -> pd.DataFrame:
 def _rng(suite: SuiteSpec, spec: TaskSpec) -> np.random.Generator:
     seed = hashlib.sha256(f"{suite.split_seed}:{spec.name}".encode()).digest()
     return np.random.default_rng(int.from_bytes(seed[:8], "little"))
+
+
+def text_zone(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
+    """True where a text may only go to dev/test splits, False where it may only go to train.
+
+    The zone is a hash of the normalised text (the premise, for text pairs: every pair built on
+    one premise lands in one zone) and the suite's `split_seed`, compared with `eval_share`. It
+    depends on the text alone, never on the task, so tasks drawn from one corpus (Rotten Tomatoes
+    sentiment and subjectivity, the SNLI tasks, the BBC tasks, or two packagings of the same movie
+    snippets) get joint splits: no dev or test text of any task is in any task's train split.
+    """
+    def unit_interval(text: str) -> float:
+        digest = hashlib.sha256(f"{suite.split_seed}\x00{text}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") / 2**64
+
+    return np.fromiter((unit_interval(t) < suite.eval_share for t in normalise(texts)), dtype=bool, count=len(texts))
 
 
 def _allocate(size: int, proportions: np.ndarray, available: np.ndarray) -> np.ndarray:
@@ -565,18 +587,29 @@ def _usable_examples(spec: TaskSpec) -> pd.DataFrame:
 
 
 def load_task_data(spec: TaskSpec, suite: SuiteSpec) -> TaskData:
-    """The task's deduplicated, stratified, disjoint train/dev/test splits at the suite's sizes."""
+    """The task's deduplicated, stratified, disjoint train/dev/test splits at the suite's sizes.
+
+    dev and test are drawn from the texts of the evaluation zone, train from the rest
+    (`text_zone`), so splits are joint across every task of the suite.
+    """
     pool = _usable_examples(spec)
     sizes = suite.sizes_for(spec.name)
-    if len(pool) < sizes.total:
-        raise TransferbenchError(
-            f"task {spec.name} has {len(pool)} usable examples after filtering and deduplication, but suite "
-            f"{suite.name} needs {sizes.total} (train {sizes.train} + dev {sizes.dev} + test {sizes.test}); "
-            "use smaller split sizes (e.g. the suite's 'task_sizes')"
-        )
-    labels = pool["label"].to_numpy()
-    parts = stratified_split(labels, [sizes.train, sizes.dev, sizes.test], spec.num_classes, _rng(suite, spec))
-    frames = {name: pool.iloc[idx].reset_index(drop=True) for name, idx in zip(("train", "dev", "test"), parts)}
+    held_out = text_zone(pool["text"], suite)
+    zones = {"train": pool[~held_out].reset_index(drop=True), "eval": pool[held_out].reset_index(drop=True)}
+    for zone, needed, parts in (("train", sizes.train, f"train {sizes.train}"),
+                                ("eval", sizes.dev + sizes.test, f"dev {sizes.dev} + test {sizes.test}")):
+        if len(zones[zone]) < needed:
+            raise TransferbenchError(
+                f"task {spec.name} has {len(pool)} usable examples after filtering and deduplication, "
+                f"{len(zones[zone])} of them in the {zone} zone (suite {suite.name}, eval_share {suite.eval_share}), "
+                f"but needs {needed} there ({parts}); use smaller split sizes (e.g. the suite's 'task_sizes')"
+            )
+    rng = _rng(suite, spec)
+    (train,) = stratified_split(zones["train"]["label"].to_numpy(), [sizes.train], spec.num_classes, rng)
+    dev, test = stratified_split(zones["eval"]["label"].to_numpy(), [sizes.dev, sizes.test], spec.num_classes, rng)
+    frames = {"train": zones["train"].iloc[train].reset_index(drop=True),
+              "dev": zones["eval"].iloc[dev].reset_index(drop=True),
+              "test": zones["eval"].iloc[test].reset_index(drop=True)}
     names = spec.label_names
     return TaskData(
         spec=spec,
@@ -586,3 +619,17 @@ def load_task_data(spec: TaskSpec, suite: SuiteSpec) -> TaskData:
         data_hash=data_hash(names, frames),
         source_size=len(pool),
     )
+
+
+def cross_task_leaks(data: dict[str, TaskData]) -> list[str]:
+    """Every (task, split, other task) where a dev/test text of `task` is in `other`'s train split,
+    as readable lines (empty when the suite's splits are joint, as `load_task_data` draws them)."""
+    train_texts = {name: set(normalise(pd.Series(d.train["text"], dtype=str))) for name, d in data.items()}
+    leaks = []
+    for name, task_data in data.items():
+        for split in ("dev", "test"):
+            texts = set(normalise(pd.Series(getattr(task_data, split)["text"], dtype=str)))
+            for other, seen in train_texts.items():
+                if other != name and texts & seen:
+                    leaks.append(f"{len(texts & seen)} {split} texts of {name} are in the train split of {other}")
+    return leaks

@@ -18,8 +18,8 @@ import torch
 from transferbench.backbone import Backbone
 from transferbench.neurons import predictivity
 from transferbench.prompt import (
-    EncodedSplit, PromptConfig, Verbalizer, accuracy, autocast, capture_ffn, encode_split, mean_pool,
-    predict_many, prompted_forward, split_accuracy, train_prompt,
+    EncodedSplit, PromptConfig, Verbalizer, accuracy, autocast, capture_ffn, encode_split, initial_prompt,
+    mean_pool, predict, predict_many, prompted_forward, train_prompt,
 )
 from transferbench.store import content_key
 from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
@@ -104,39 +104,47 @@ def loaded(ctx: UnitContext) -> LoadedSuite:
 
 # ---- stage 2: prompts ------------------------------------------------------------------------------
 def train_prompt_unit(ctx: UnitContext, task: str, seed: int) -> dict[str, Any]:
-    """A task's own prompt: {"prompt", "dev_accuracy", "test_accuracy", "best_step", "losses"}."""
+    """A task's own prompt: {"prompt", "dev_accuracy", "test_accuracy", "test_predictions",
+    "best_step", "losses"} (per-example test predictions, so any score of it can be recomputed)."""
     suite = loaded(ctx)
     trained = train_prompt(suite.backbone, suite.encoded(task, "train"), suite.encoded(task, "dev"),
                            suite.verbalizer(task), ctx.config, seed)
-    test_acc = split_accuracy(suite.backbone, trained.prompt, suite.encoded(task, "test"), suite.verbalizer(task),
-                              ctx.config)
-    return {"prompt": trained.prompt, "dev_accuracy": trained.dev_accuracy, "test_accuracy": test_acc,
+    test = suite.encoded(task, "test")
+    predictions = predict(suite.backbone, trained.prompt, test, suite.verbalizer(task), ctx.config)
+    return {"prompt": trained.prompt, "dev_accuracy": trained.dev_accuracy,
+            "test_accuracy": accuracy(predictions, test.labels), "test_predictions": torch.from_numpy(predictions),
             "best_step": trained.best_step, "losses": torch.tensor(trained.losses)}
 
 
 # ---- stage 3: measured transfer --------------------------------------------------------------------
-def zero_shot_row_unit(ctx: UnitContext, target: str, seed: int, prompts: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Test accuracy on `target` (with the target's verbalizer) of each source prompt in `prompts`,
-    all evaluated in one batched pass (`predict_many`). `seed` names the prompts' seed; the
-    evaluation itself draws nothing at random."""
+def zero_shot_row_unit(ctx: UnitContext, target: str, seed: int,
+                       prompts: dict[str | None, torch.Tensor | None]) -> dict[str | None, dict[str, Any]]:
+    """{source: {"accuracy", "predictions"}} on `target`'s test split (with the target's
+    verbalizer) for each source prompt in `prompts`, all evaluated in one batched pass
+    (`predict_many`). The source `None` stands for the null prompt: the untrained initial prompt
+    of `seed` (`initial_prompt`), which measures what the verbalizer alone achieves."""
     suite = loaded(ctx)
     sources = list(prompts)
     test = suite.encoded(target, "test")
-    predictions = predict_many(suite.backbone, torch.stack([prompts[s] for s in sources]), test,
-                               suite.verbalizer(target), ctx.config)
-    return {s: accuracy(row, test.labels) for s, row in zip(sources, predictions)}
+    null = initial_prompt(suite.backbone, ctx.config.prompt_length, seed)
+    stacked = torch.stack([null if s is None else prompts[s] for s in sources])
+    predictions = predict_many(suite.backbone, stacked, test, suite.verbalizer(target), ctx.config)
+    return {s: {"accuracy": torch.tensor(accuracy(row, test.labels)), "predictions": torch.from_numpy(row)}
+            for s, row in zip(sources, predictions)}
 
 
 def init_accuracy_unit(ctx: UnitContext, source_prompt: torch.Tensor | None, target: str, seed: int) -> dict[str, Any]:
-    """{"accuracy"}: test accuracy on `target` after `init_steps` of prompt tuning from
-    `source_prompt` (None: the default initialisation), with `seed`'s data order."""
+    """{"accuracy", "predictions"}: test accuracy (and per-example test predictions) on `target`
+    after `init_steps` of prompt tuning from `source_prompt` (None: the default initialisation),
+    with `seed`'s data order."""
     suite = loaded(ctx)
     budget = replace(ctx.config, steps=ctx.config.init_steps)
     # dev=None: no checkpoint selection, both arms are judged by their final prompt
     trained = train_prompt(suite.backbone, suite.encoded(target, "train"), None,
                            suite.verbalizer(target), budget, seed, init=source_prompt)
-    return {"accuracy": torch.tensor(split_accuracy(suite.backbone, trained.prompt, suite.encoded(target, "test"),
-                                                    suite.verbalizer(target), budget))}
+    test = suite.encoded(target, "test")
+    predictions = predict(suite.backbone, trained.prompt, test, suite.verbalizer(target), budget)
+    return {"accuracy": torch.tensor(accuracy(predictions, test.labels)), "predictions": torch.from_numpy(predictions)}
 
 
 # ---- stage 3: artifacts for indicators -------------------------------------------------------------
