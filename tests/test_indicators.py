@@ -71,7 +71,10 @@ def test_skill_overlap_jaccard_and_weighted():
     assert checked_score(make_indicator("skill_overlap:p=0.5"), source, target) == pytest.approx(3 / 5)
     assert jaccard(np.ones(3, bool), np.ones(3, bool)) == 1.0
     weighted = checked_score(make_indicator("skill_overlap:measure=weighted"), source, target)
-    assert -1 <= weighted <= 1
+    # Spearman = Pearson of average ranks. Ranks of a: [8, 6.5, 1.5, 3.5, 5, 1.5, 6.5, 3.5],
+    # of b: [8, 1.5, 6.5, 3.5, 5, 1.5, 6.5, 3.5]; centred at 4.5: cross sum 15.5, squares 40.5 each.
+    assert weighted == pytest.approx(31 / 81)
+    assert checked_score(make_indicator("skill_overlap:measure=weighted"), source, source) == pytest.approx(1.0)
 
 
 def test_baselines_random_is_seeded_and_data_size_reads_source():
