@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from transferbench.errors import TransferbenchError
-from transferbench.neurons import predictivity, select
+from transferbench.neurons import predictivity, probe_ranking, select
 
 
 def _activations(rng, n, layers=2, positions=3, width=5):
@@ -75,3 +75,33 @@ def test_select_per_layer_and_global():
     assert global_.tolist() == [[False, True, True, False], [False, False, False, False]]
     with pytest.raises(TransferbenchError):
         select(scores, fraction=0)
+
+
+def test_probe_ranking_puts_the_neuron_that_carries_the_label_first():
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 2
+    activations = rng.normal(size=(200, 20))
+    activations[:, 7] += 3.0 * labels  # only neuron 7 knows the label
+    for l1, l2 in [(0.01, 0.0), (0.001, 0.001), (0.0, 0.01)]:
+        ranking = probe_ranking(activations, labels, l1=l1, l2=l2)
+        assert sorted(ranking.tolist()) == list(range(20))
+        assert ranking[0] == 7
+
+
+def test_probe_ranking_uses_absolute_weights_over_all_classes():
+    rng = np.random.default_rng(1)
+    labels = np.arange(300) % 3
+    activations = rng.normal(size=(300, 12))
+    activations[:, 3] -= 3.0 * (labels == 1)  # negatively tied to class 1
+    activations[:, 10] += 3.0 * (labels == 2)
+    ranking = probe_ranking(activations, [["a", "b", "c"][y] for y in labels], l1=0.005, l2=0.001)
+    assert set(ranking[:2].tolist()) == {3, 10}
+
+
+def test_probe_ranking_rejects_bad_input():
+    with pytest.raises(TransferbenchError, match="not both 0"):
+        probe_ranking(np.zeros((4, 2)), [0, 1, 0, 1], l1=0, l2=0)
+    with pytest.raises(TransferbenchError, match="single class"):
+        probe_ranking(np.zeros((4, 2)), [1, 1, 1, 1], l1=0.1, l2=0)
+    with pytest.raises(TransferbenchError, match="examples, neurons"):
+        probe_ranking(np.zeros((4, 2, 1)), [0, 1, 0, 1], l1=0.1, l2=0)
