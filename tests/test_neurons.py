@@ -28,15 +28,14 @@ def test_perfect_positive_and_negative_neurons_score_half():
 
 
 def test_threshold_is_mean_of_train_split_not_eval_split():
-    # eval activations all 1.0; train mean 0.0 -> every eval example fires; labels half 1 -> Acc 0.5
-    train = np.zeros((4, 1, 1, 1)); train[:2] = -1; train[2:] = 1
-    evaluation = np.ones((4, 1, 1, 1))
     labels = np.array([0, 0, 1, 1])
+    evaluation = np.array([1.0, 2.0, 3.0, 4.0]).reshape(4, 1, 1, 1)  # eval mean 2.5 would separate perfectly
+    # train mean 0: every eval example fires -> Acc 1/2 -> score 0 (an eval-mean threshold gives 0.5)
+    train = np.array([-1.0, 1.0]).reshape(2, 1, 1, 1)
     assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.0)
-    # with threshold 2 (train mean), nothing fires -> Acc = 0.5 again; with threshold 0.5 fires for label 1 only
-    evaluation = np.array([0.0, 0.0, 1.0, 1.0]).reshape(4, 1, 1, 1)
-    train = np.full((2, 1, 1, 1), 0.5)
-    assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.5)
+    # train mean 1.5 (median 0): 2, 3, 4 fire -> Acc 3/4 -> score 1/4
+    train = np.array([0.0, 0.0, 0.0, 6.0]).reshape(4, 1, 1, 1)
+    assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.25)
 
 
 def test_score_is_max_over_prompt_positions():
