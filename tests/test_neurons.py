@@ -47,6 +47,19 @@ def test_score_is_max_over_prompt_positions():
     assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.5)
 
 
+def test_imbalanced_binary_split_uses_balanced_accuracy():
+    # 230 negatives, 20 positives (92/8, like rt_subjectivity). Plain accuracy would score a neuron
+    # that never fires 0.92 - 0.5 = 0.42, above one with TPR = TNR = 0.8 (0.30).
+    labels = np.array([0] * 230 + [1] * 20)
+    evaluation = np.full((250, 1, 1, 2), -1.0)
+    evaluation[:184, 0, 0, 1] = -1.0  # TNR = 184 / 230 = 0.8
+    evaluation[184:230, 0, 0, 1] = 1.0
+    evaluation[230:246, 0, 0, 1] = 1.0  # TPR = 16 / 20 = 0.8
+    scores = predictivity(np.zeros((1, 1, 1, 2)), evaluation, labels)
+    assert scores[0, 0] == pytest.approx(0.0)  # neuron 0 never fires
+    assert scores[0, 1] == pytest.approx(0.3)
+
+
 def test_multiclass_is_one_vs_rest_balanced_accuracy_max_over_classes():
     labels = np.array([0, 1, 2] * 10)
     train = np.zeros((30, 1, 1, 2))

@@ -28,18 +28,26 @@ def predictivity(train_activations, eval_activations, eval_labels) -> np.ndarray
     Models", Sec. 3, with activations `a[l,t,i](x)` at soft-prompt position t:
 
     - threshold: `theta[l,t,i] = mean over train_activations of a[l,t,i](x)`
-    - accuracy on the disjoint eval split: `Acc[l,t,i] = mean_x 1[ 1[a[l,t,i](x) > theta[l,t,i]] == y ]`
+    - the paper's accuracy on the eval split: `Acc[l,t,i] = mean_x 1[ 1[a[l,t,i](x) > theta[l,t,i]] == y ]`
     - score: `s[l,i] = max_t max(Acc, 1 - Acc) - 0.5 = max_t |Acc - 0.5|` (a neuron may be
       negatively predictive).
 
-    Multi-class labels (our generalisation, the paper splits tasks into binary subtasks): for each
-    class c, one-vs-rest with *balanced* accuracy `(TPR + TNR) / 2` of predicting `y == c` from the
-    firing indicator, and `s[l,i] = max_c max_t |BalAcc_c - 0.5|`. With two classes we use the
-    paper's plain accuracy.
+    Accuracy is balanced accuracy, `BalAcc = (TPR + TNR) / 2` of predicting `y == 1` from the
+    firing indicator. On a split with equally many examples of both classes it *is* the paper's
+    plain accuracy (Wang et al. probe balanced binary (sub)tasks); on an imbalanced split plain
+    accuracy rewards neurons that rarely fire (92/8 labels: a neuron that never fires has
+    Acc = 0.92, score 0.42, above a neuron with TPR = TNR = 0.8 at 0.30), balanced accuracy does
+    not (0 and 0.30).
 
-    Arguments are arrays shaped `[examples, layers, prompt_positions, ffn_width]` and integer
-    labels `[examples]`. The caller must pass activations of examples disjoint from each other and
-    from the prompt's training data (the original code leaks here; we do not).
+    Multi-class labels (our generalisation, the paper splits tasks into binary subtasks): for each
+    class c, one-vs-rest balanced accuracy of predicting `y == c`, and
+    `s[l,i] = max_c max_t |BalAcc_c - 0.5|`. For two classes both one-vs-rest problems give the
+    same score, so this is one formula for every task.
+
+    Arguments are arrays shaped `[examples, layers, prompt_positions, ffn_width]` and labels
+    `[examples]`. The threshold uses no labels, so it may come from the prompt's training data
+    (the reference code, THU-KEG/Skill-Neuron `src/probe.py`, takes it from the train split);
+    the accuracy examples must be disjoint from the prompt's training data.
     """
     train = _as_tensor(train_activations)
     evaluation = _as_tensor(eval_activations)
@@ -58,10 +66,6 @@ def predictivity(train_activations, eval_activations, eval_labels) -> np.ndarray
     classes = torch.unique(labels)
     if len(classes) < 2:
         raise TransferbenchError("predictivity: the eval split holds a single class; scores are undefined")
-    if len(classes) == 2 and set(classes.tolist()) <= {0, 1}:
-        y = labels.float().view(-1, 1, 1, 1)
-        acc = (fires == y).float().mean(0)
-        return (acc - 0.5).abs().amax(dim=1).numpy()
     best = torch.zeros(fires.shape[1], fires.shape[3])
     for c in classes.tolist():
         positive = labels == c
