@@ -49,6 +49,20 @@ def test_prompt_similarity_variants_match_su_et_al():
     assert prompt_similarity(p1, p2, "euclidean") == pytest.approx(1 / (1 + np.sqrt(((p1 - p2) ** 2).sum())))
 
 
+def test_token_euclidean_is_one_over_one_plus_mean_per_token_distance():
+    p1 = np.zeros((2, 3))
+    p2 = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])  # per-token distances 5 and 1, mean 3
+    assert prompt_similarity(p1, p2, "token_euclidean") == pytest.approx(1 / (1 + 3))
+    assert prompt_similarity(p1, p1, "token_euclidean") == 1.0
+    # differs from the flattened measure: ||P1 - P2||_F = sqrt(26), not 3
+    assert prompt_similarity(p1, p2, "euclidean") == pytest.approx(1 / (1 + math.sqrt(26)))
+    source, target = view("a", {"prompts": [p1, p1]}), view("b", {"prompts": [p2, p1]})
+    indicator = make_indicator("embedding_similarity:measure=token_euclidean")
+    assert checked_score(indicator, source, target) == pytest.approx((1 / 4 + 1) / 2)  # mean over seeds
+    with pytest.raises(TransferbenchError, match="token_euclidean"):
+        make_indicator("embedding_similarity:measure=token_euclidian")
+
+
 def test_skill_overlap_jaccard_and_weighted():
     scores_a = np.array([[0.4, 0.3, 0.0, 0.1], [0.2, 0.0, 0.3, 0.1]])
     scores_b = np.array([[0.4, 0.0, 0.3, 0.1], [0.2, 0.0, 0.3, 0.1]])
@@ -57,7 +71,10 @@ def test_skill_overlap_jaccard_and_weighted():
     assert checked_score(make_indicator("skill_overlap:p=0.5"), source, target) == pytest.approx(3 / 5)
     assert jaccard(np.ones(3, bool), np.ones(3, bool)) == 1.0
     weighted = checked_score(make_indicator("skill_overlap:measure=weighted"), source, target)
-    assert -1 <= weighted <= 1
+    # Spearman = Pearson of average ranks. Ranks of a: [8, 6.5, 1.5, 3.5, 5, 1.5, 6.5, 3.5],
+    # of b: [8, 1.5, 6.5, 3.5, 5, 1.5, 6.5, 3.5]; centred at 4.5: cross sum 15.5, squares 40.5 each.
+    assert weighted == pytest.approx(31 / 81)
+    assert checked_score(make_indicator("skill_overlap:measure=weighted"), source, source) == pytest.approx(1.0)
 
 
 def test_baselines_random_is_seeded_and_data_size_reads_source():

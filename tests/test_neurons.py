@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from transferbench.errors import TransferbenchError
-from transferbench.neurons import predictivity, select
+from transferbench.neurons import predictivity, probe_ranking, select
 
 
 def _activations(rng, n, layers=2, positions=3, width=5):
@@ -28,15 +28,14 @@ def test_perfect_positive_and_negative_neurons_score_half():
 
 
 def test_threshold_is_mean_of_train_split_not_eval_split():
-    # eval activations all 1.0; train mean 0.0 -> every eval example fires; labels half 1 -> Acc 0.5
-    train = np.zeros((4, 1, 1, 1)); train[:2] = -1; train[2:] = 1
-    evaluation = np.ones((4, 1, 1, 1))
     labels = np.array([0, 0, 1, 1])
+    evaluation = np.array([1.0, 2.0, 3.0, 4.0]).reshape(4, 1, 1, 1)  # eval mean 2.5 would separate perfectly
+    # train mean 0: every eval example fires -> Acc 1/2 -> score 0 (an eval-mean threshold gives 0.5)
+    train = np.array([-1.0, 1.0]).reshape(2, 1, 1, 1)
     assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.0)
-    # with threshold 2 (train mean), nothing fires -> Acc = 0.5 again; with threshold 0.5 fires for label 1 only
-    evaluation = np.array([0.0, 0.0, 1.0, 1.0]).reshape(4, 1, 1, 1)
-    train = np.full((2, 1, 1, 1), 0.5)
-    assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.5)
+    # train mean 1.5 (median 0): 2, 3, 4 fire -> Acc 3/4 -> score 1/4
+    train = np.array([0.0, 0.0, 0.0, 6.0]).reshape(4, 1, 1, 1)
+    assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.25)
 
 
 def test_score_is_max_over_prompt_positions():
@@ -46,6 +45,19 @@ def test_score_is_max_over_prompt_positions():
     evaluation[:, 0, 1, 0] = [-1, 1, -1, 1]  # position 1 perfect; position 0 never fires -> 0.5
     evaluation[:, 0, 0, 0] = [-1, 1, 1, -1]  # position 0 at chance
     assert predictivity(train, evaluation, labels)[0, 0] == pytest.approx(0.5)
+
+
+def test_imbalanced_binary_split_uses_balanced_accuracy():
+    # 230 negatives, 20 positives (92/8, like rt_subjectivity). Plain accuracy would score a neuron
+    # that never fires 0.92 - 0.5 = 0.42, above one with TPR = TNR = 0.8 (0.30).
+    labels = np.array([0] * 230 + [1] * 20)
+    evaluation = np.full((250, 1, 1, 2), -1.0)
+    evaluation[:184, 0, 0, 1] = -1.0  # TNR = 184 / 230 = 0.8
+    evaluation[184:230, 0, 0, 1] = 1.0
+    evaluation[230:246, 0, 0, 1] = 1.0  # TPR = 16 / 20 = 0.8
+    scores = predictivity(np.zeros((1, 1, 1, 2)), evaluation, labels)
+    assert scores[0, 0] == pytest.approx(0.0)  # neuron 0 never fires
+    assert scores[0, 1] == pytest.approx(0.3)
 
 
 def test_multiclass_is_one_vs_rest_balanced_accuracy_max_over_classes():
@@ -75,3 +87,33 @@ def test_select_per_layer_and_global():
     assert global_.tolist() == [[False, True, True, False], [False, False, False, False]]
     with pytest.raises(TransferbenchError):
         select(scores, fraction=0)
+
+
+def test_probe_ranking_puts_the_neuron_that_carries_the_label_first():
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 2
+    activations = rng.normal(size=(200, 20))
+    activations[:, 7] += 3.0 * labels  # only neuron 7 knows the label
+    for l1, l2 in [(0.01, 0.0), (0.001, 0.001), (0.0, 0.01)]:
+        ranking = probe_ranking(activations, labels, l1=l1, l2=l2)
+        assert sorted(ranking.tolist()) == list(range(20))
+        assert ranking[0] == 7
+
+
+def test_probe_ranking_uses_absolute_weights_over_all_classes():
+    rng = np.random.default_rng(1)
+    labels = np.arange(300) % 3
+    activations = rng.normal(size=(300, 12))
+    activations[:, 3] -= 3.0 * (labels == 1)  # negatively tied to class 1
+    activations[:, 10] += 3.0 * (labels == 2)
+    ranking = probe_ranking(activations, [["a", "b", "c"][y] for y in labels], l1=0.005, l2=0.001)
+    assert set(ranking[:2].tolist()) == {3, 10}
+
+
+def test_probe_ranking_rejects_bad_input():
+    with pytest.raises(TransferbenchError, match="not both 0"):
+        probe_ranking(np.zeros((4, 2)), [0, 1, 0, 1], l1=0, l2=0)
+    with pytest.raises(TransferbenchError, match="single class"):
+        probe_ranking(np.zeros((4, 2)), [1, 1, 1, 1], l1=0.1, l2=0)
+    with pytest.raises(TransferbenchError, match="examples, neurons"):
+        probe_ranking(np.zeros((4, 2, 1)), [0, 1, 0, 1], l1=0.1, l2=0)

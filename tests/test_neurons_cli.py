@@ -56,7 +56,7 @@ def test_prints_top_neurons_and_exports_arrays_that_reload(tmp_path, cache, tiny
     assert np.array_equal(mask, select(scores, 0.1, per_layer=True))
     assert np.array_equal(thresholds[1], np.load(export / "thresholds_seed1.npy"))
     readme = (export / "README.md").read_text()
-    assert "even-indexed" in readme and "odd-indexed" in readme and "[seeds, layers, prompt_length, ffn_width]" in readme
+    assert "over the train split" in readme and "whole dev split" in readme and "[seeds, layers, prompt_length, ffn_width]" in readme
 
     # the top neuron printed is the best-scoring one
     layer, neuron = np.unravel_index(np.argsort(-scores.ravel(), kind="stable")[0], scores.shape)
@@ -66,10 +66,11 @@ def test_prints_top_neurons_and_exports_arrays_that_reload(tmp_path, cache, tiny
     # anyone can recompute the exported arrays, as the README describes
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), [0])
     bench.source_prompt("pos_a", 0)
-    acts = bench.prompt_position_activations("pos_a", 0, "dev")
+    train = bench.prompt_position_activations("pos_a", 0, "train")
+    dev = bench.prompt_position_activations("pos_a", 0, "dev")
     labels = bench.encoded("pos_a", "dev").labels
-    assert np.allclose(acts[0::2].mean(0).numpy(), np.load(export / "thresholds_seed0.npy"), atol=1e-5)
-    assert np.allclose(predictivity(acts[0::2], acts[1::2], labels[1::2]), per_seed[0])
+    assert np.allclose(train.mean(0).numpy(), np.load(export / "thresholds_seed0.npy"), atol=1e-5)
+    assert np.allclose(predictivity(train, dev, labels), per_seed[0])
 
 
 def test_global_selection_and_one_seed(tmp_path, cache, tiny_backbone, tiny_suite):

@@ -228,23 +228,22 @@ number of soft-prompt tokens.
 
 1. For each seed k, a soft prompt of {prompt_length} tokens is tuned on the task's **train** split with the
    backbone frozen (or loaded from the transferbench cache).
-2. The task's **dev** split ({dev_size} examples; disjoint from train, used in training only to pick the
-   best checkpoint, never for gradient steps) is run through the backbone with that prompt.
-   `a[l,t,i](x)` is the output of the feed-forward intermediate layer (after the activation
-   function) of layer l, neuron i, at soft-prompt position t, {precision}. The dev split is
-   divided in two disjoint halves by position in the split: the **even-indexed** examples
-   (0, 2, 4, ...) and the **odd-indexed** ones (1, 3, 5, ...).
-3. Threshold: `theta[l,t,i] = mean of a[l,t,i](x) over the even-indexed dev examples`.
-4. Accuracy on the odd-indexed dev examples (labels y):
-   `Acc[l,t,i] = mean over x of 1[ 1[a[l,t,i](x) > theta[l,t,i]] == y ]`.
-   For two classes this is the paper's plain accuracy; with more classes we use one-vs-rest balanced
-   accuracy per class and take the maximum over classes (see the docstring of `predictivity`).
+2. The task's **train** and **dev** splits ({dev_size} dev examples; disjoint from train, used in
+   training only to pick the best checkpoint, never for gradient steps) are run through the
+   backbone with that prompt. `a[l,t,i](x)` is the output of the feed-forward intermediate layer
+   (after the activation function) of layer l, neuron i, at soft-prompt position t, {precision}.
+3. Threshold: `theta[l,t,i] = mean of a[l,t,i](x) over the train split` (no labels used; as in the
+   reference code, THU-KEG/Skill-Neuron `src/probe.py`).
+4. Balanced accuracy on the whole dev split (labels y): `(TPR + TNR) / 2` of predicting the label
+   from `1[a[l,t,i](x) > theta[l,t,i]]`; on a balanced split this is the paper's plain accuracy
+   `mean over x of 1[ 1[a[l,t,i](x) > theta[l,t,i]] == y ]`. With more than two classes,
+   one-vs-rest per class, maximum over classes (see the docstring of `predictivity`).
 5. Score: `s[l,i] = max over t of |Acc[l,t,i] - 0.5|` (= `max(Acc, 1 - Acc) - 0.5`; a neuron may be
    negatively predictive).
 6. `scores` = mean of `s` over the seeds; `mask` = {selection}, ties broken by the lower neuron index.
 
-To recompute them from the dev-split activations `acts` `[examples, layers, prompt_length, ffn_width]`
-and labels:
+To recompute them from the train- and dev-split activations `[examples, layers, prompt_length, ffn_width]`
+and the dev labels:
 
 ```python
 from transferbench.neurons import predictivity, select
@@ -252,11 +251,12 @@ from transferbench.runner import Benchmark
 from transferbench.task import load_suite
 
 bench = Benchmark(load_suite({str(suite.yaml_path or suite.name)!r}), {identity['backbone']!r}, seeds=[k])
-acts = bench.prompt_position_activations({task!r}, k, "dev")  # train/load the prompt first: bench.source_prompt({task!r}, k)
+train = bench.prompt_position_activations({task!r}, k, "train")  # train/load the prompt first: bench.source_prompt({task!r}, k)
+dev = bench.prompt_position_activations({task!r}, k, "dev")
 labels = bench.encoded({task!r}, "dev").labels
 
-theta = acts[0::2].mean(0)                                   # thresholds_seed{{k}}.npy
-s = predictivity(acts[0::2], acts[1::2], labels[1::2])      # scores_seed{{k}}.npy
+theta = train.mean(0)                                        # thresholds_seed{{k}}.npy
+s = predictivity(train, dev, labels)                         # scores_seed{{k}}.npy
 mask = {call.replace("scores", "mean_of_s_over_seeds")}
 ```
 """

@@ -30,7 +30,7 @@ from transferbench.store import ArtifactStore
 from transferbench.task import SuiteSpec, TaskData, TaskSpec
 
 # Bump when a change in `transferbench.units` changes what an activation artifact would be.
-ARTIFACT_CODE_VERSION = 1
+ARTIFACT_CODE_VERSION = 2  # 2: skill-neuron thresholds from train, balanced accuracy on all of dev
 SAMPLE_COUNT = 32
 # Settings that only affect measured transfer, so changing them never retrains source prompts.
 TRANSFER_ONLY_SETTINGS = ("init_steps",)

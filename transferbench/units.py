@@ -171,14 +171,17 @@ def prompt_position_activations(ctx: UnitContext, task: str, prompt: torch.Tenso
 def skill_neurons_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor) -> dict[str, torch.Tensor]:
     """{"scores", "thresholds"} of `task`'s own prompt (`transferbench.neurons.predictivity`).
 
-    Activations at the prompt positions on the dev split (never on the prompt's training data):
-    thresholds from the even-indexed dev examples, accuracy on the odd-indexed ones (disjoint).
+    As the reference code (THU-KEG/Skill-Neuron, `src/probe.py`, probe type "acc": `probe_avg`
+    on train, then `probe_acc` on valid): thresholds are the mean activations at the prompt
+    positions over the whole **train** split (they use no labels), accuracy is measured on the
+    whole **dev** split, which no gradient step has seen.
     """
-    acts = prompt_position_activations(ctx, task, prompt, "dev")
+    # only the mean of the train activations is kept, so dev is computed after they are freed
+    thresholds = prompt_position_activations(ctx, task, prompt, "train").mean(0)
+    dev = prompt_position_activations(ctx, task, prompt, "dev")
     labels = loaded(ctx).encoded(task, "dev").labels
-    threshold_half, accuracy_half = slice(0, None, 2), slice(1, None, 2)
-    scores = predictivity(acts[threshold_half], acts[accuracy_half], labels[accuracy_half])
-    return {"scores": torch.from_numpy(scores), "thresholds": acts[threshold_half].mean(0)}
+    scores = predictivity(thresholds.unsqueeze(0), dev, labels)  # the mean of one "example" is itself
+    return {"scores": torch.from_numpy(scores), "thresholds": thresholds}
 
 
 @torch.no_grad()
