@@ -224,8 +224,10 @@ def cmd_cache(args, console: Console) -> int:
     from transferbench.store import ArtifactStore
 
     store = ArtifactStore()
+    for stage in args.clear:  # every name is checked before anything is deleted
+        store.check_clearable(stage)
     for stage in args.clear:
-        console.print(f"removed {store.clear(stage)} files of stage {stage!r}")
+        console.print(f"removed {store.clear(stage)} files of stage {stage!r}", markup=False)
     table = Table(title=f"Artifact cache {store.root}")
     for column in ("stage", "files", "size"):
         table.add_column(column)

@@ -1,0 +1,82 @@
+"""Adversarial inputs (issue 16): each ends in one `error:` line (exit 2) or one named skip, and
+nothing outside the intended output is lost or changed. Add a case here for every new bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from transferbench.cli import main
+from transferbench.errors import TransferbenchError
+from transferbench.results import make_result, write_result
+from transferbench.store import ArtifactStore
+
+TASKS = ["a", "b", "c", "d"]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _result(name: str = "good", *, suite: str = "s", seed: int = 0):
+    rng = np.random.default_rng(seed)
+    transfer = pd.DataFrame(rng.uniform(0.3, 1.0, (4, 4)), index=TASKS, columns=TASKS)
+    scores = transfer + rng.normal(scale=0.1, size=transfer.shape)
+    return make_result(scores, transfer, indicator=name, suite=suite, backbone="bb", transfer_kind="zero_shot",
+                       seeds=[0], manifest={"created_at": "2025-01-01T00:00:00+00:00"}, n_bootstrap=200)
+
+
+# ---- 1. `cache --clear` never deletes outside the cache ----------------------------------------
+
+@pytest.fixture
+def cache_beside_files(tmp_path, monkeypatch):
+    """A cache with two stages, a file beside the cache and a folder outside it."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(root))
+    store = ArtifactStore()
+    store.save("prompts", "a", {"x": torch.ones(2)})
+    store.save("transfer", "b", {"x": torch.ones(2)})
+    (tmp_path / "sibling.txt").write_text("keep me")
+    return tmp_path
+
+
+def _untouched(tmp_path: Path) -> None:
+    assert (tmp_path / "sibling.txt").read_text() == "keep me"
+    assert (tmp_path / "cache" / "prompts" / "a.pt").is_file()
+    assert (tmp_path / "cache" / "transfer" / "b.pt").is_file()
+
+
+@pytest.mark.parametrize("stage", ["..", "../cache", "prompts/..", ".", "", "/", "ABSOLUTE", "nope", "prompts/"])
+def test_cache_clear_refuses_anything_but_a_stage_name(cache_beside_files, capsys, stage):
+    stage = str(cache_beside_files) if stage == "ABSOLUTE" else stage
+    assert main(["cache", "--clear", stage]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "no cache stage" in line and "--clear takes one of prompts, transfer" in line
+    _untouched(cache_beside_files)
+
+
+def test_cache_clear_checks_every_name_before_deleting_any(cache_beside_files, capsys):
+    assert main(["cache", "--clear", "prompts", "--clear", ".."]) == 2
+    _one_error_line(capsys.readouterr().err)
+    _untouched(cache_beside_files)
+
+
+def test_cache_clear_refuses_a_stage_folder_that_links_outside(cache_beside_files, capsys):
+    outside = cache_beside_files / "elsewhere"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    os.symlink(outside, cache_beside_files / "cache" / "activations")
+    assert main(["cache", "--clear", "activations"]) == 2
+    assert "outside the cache" in _one_error_line(capsys.readouterr().err)
+    assert (outside / "precious.txt").read_text() == "keep me"
+    _untouched(cache_beside_files)
+    with pytest.raises(TransferbenchError, match="no cache stage"):
+        ArtifactStore(cache_beside_files / "cache").clear("../cache/prompts")
