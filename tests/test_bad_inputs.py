@@ -80,3 +80,37 @@ def test_cache_clear_refuses_a_stage_folder_that_links_outside(cache_beside_file
     _untouched(cache_beside_files)
     with pytest.raises(TransferbenchError, match="no cache stage"):
         ArtifactStore(cache_beside_files / "cache").clear("../cache/prompts")
+
+
+# ---- 3. user text is printed literally, never parsed as rich markup ----------------------------
+
+def test_suite_name_with_markup_gives_one_literal_error_line(capsys):
+    assert main(["run", "-i", "random", "--suite", "[/x]"]) == 2
+    assert "[/x]" in _one_error_line(capsys.readouterr().err)
+
+
+def test_ray_hint_keeps_its_brackets(monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("no ray here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    assert main(["run", "-i", "random", "--suite", "smoke", "--executor", "ray"]) == 2
+    assert "pip install 'transferbench[ray]'" in _one_error_line(capsys.readouterr().err)
+
+
+def test_file_and_indicator_names_with_markup_are_shown_literally(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    write_result(_result("odd[/x]name", suite="s[/y]", seed=1), folder)
+    (folder / "bad[red]x.json").write_text("{not json")
+    args = ["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "bad[red]x.json" in out and "odd[/x]name" in out and "s[/y]" in out
+    assert (tmp_path / "board" / "README.md").is_file()

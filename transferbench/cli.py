@@ -1,7 +1,8 @@
 """The `transferbench` command line: run the benchmark, print the leaderboard, list plugins and tasks.
 
 User errors (unknown names, bad YAML, failing plugins) end with one `error:` line and exit status
-2; anything else is a bug and keeps its traceback.
+2; anything else is a bug and keeps its traceback. Every console here has markup off: names,
+paths and messages come from users and are printed literally (styles are passed as `style=`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from transferbench import inspect_neurons
 from transferbench.errors import TransferbenchError
@@ -82,13 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Wide tables stay readable when output goes to a file or pipe (rich defaults to 80 columns).
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=200)
     try:
         return {"run": cmd_run, "leaderboard": cmd_leaderboard, "indicators": cmd_indicators,
                 "tasks": cmd_tasks, "cache": cmd_cache,
                 "neurons": inspect_neurons.run}[args.command](args, console)
     except TransferbenchError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_line = Text.assemble(("error:", "bold red"), f" {exc}")
+        Console(stderr=True, markup=False).print(error_line, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; finished artifacts are cached and will be reused")
@@ -110,7 +113,7 @@ def cmd_run(args, console: Console) -> int:
     executor = make_executor(args.executor, address=args.ray_address, num_cpus=args.ray_num_cpus,
                              num_gpus_per_task=args.gpus_per_task, threads_per_unit=args.unit_threads)
     started = time.perf_counter()
-    bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True), executor=executor)
+    bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True, markup=False), executor=executor)
     with executor, bench.progress():
         # Pipeline order, each stage one batch of units: prompts, then every transfer pair, then
         # every artifact the indicators declare.
@@ -179,7 +182,7 @@ def _rebuild_and_print(args, console: Console, only: tuple[str, str] | None = No
         tables = {key: table for key, table in tables.items() if key[:2] == only}
     render_rich(tables, console)
     for path, reason in problems:
-        console.print(f"[yellow]skipped {path}: {reason}[/]")
+        console.print(f"skipped {path}: {reason}", style="yellow", markup=False)
 
 
 def cmd_leaderboard(args, console: Console) -> int:
@@ -246,12 +249,12 @@ def _show_task(spec, console: Console) -> None:
     from transferbench.task import load_suite, load_task_data
 
     card = spec.model_dump(mode="json", exclude_none=True)
-    console.print(f"[bold]{spec.name}[/] ({spec.family}, {spec.num_classes} classes)")
+    console.print(Text.assemble((spec.name, "bold"), f" ({spec.family}, {spec.num_classes} classes)"))
     console.print(yaml.safe_dump(card, sort_keys=False, allow_unicode=True, width=100).rstrip(), highlight=False)
     try:
         data = load_task_data(spec, load_suite("smoke"))
     except TransferbenchError as exc:
-        console.print(f"[yellow]no examples shown: {exc}[/]")
+        console.print(f"no examples shown: {exc}", style="yellow", markup=False)
         return
     examples = Table(title=f"Examples (train split at smoke sizes; {data.source_size} usable examples in the source)")
     for column in ("label", "text", *(["text_pair"] if spec.is_pair else [])):
