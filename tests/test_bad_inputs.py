@@ -159,3 +159,65 @@ def test_flipped_bit_in_unpacked_backbone_is_detected_and_repaired(fake_packaged
         resolve_backbone("fake")
     assert weights.read_bytes() == good
     assert sorted(p.name for p in Path(location).parent.iterdir()) == [Path(location).name]  # nothing left aside
+
+
+# ---- 4. one bad submission is named and left out; the others still rank ------------------------
+
+def _mutated(change):
+    import json
+
+    from transferbench.results import result_json
+
+    data = json.loads(result_json(_result("bad", seed=3)))
+    change(data)
+    return json.dumps(data)
+
+
+BAD_SUBMISSIONS = {
+    "no_tasks": (lambda d: d.update(tasks=[], scores={}, transfer={}), "tasks must name between 2 and 200 tasks, got 0"),
+    "seed_negative": (lambda d: d["metrics"].update(seed=-1), "metrics.seed must be between 0 and"),
+    "bootstrap_huge": (lambda d: d["metrics"].update(n_bootstrap=10**15), "metrics.n_bootstrap must be between 1 and 100000"),
+    "bootstrap_negative": (lambda d: d["metrics"].update(n_bootstrap=-1), "metrics.n_bootstrap must be between 1 and"),
+    "bootstrap_zero": (lambda d: d["metrics"].update(n_bootstrap=0), "metrics.n_bootstrap must be between 1 and"),
+    "k_huge": (lambda d: d["metrics"].update(k_values=[1, 10**6]), "metrics.k_values must be integers between 1 and 1000"),
+    "k_float_huge": (lambda d: d["metrics"].update(k_values=[1, 1e20]), "metrics.k_values"),
+    "k_fraction": (lambda d: d["metrics"].update(k_values=[1, 2.5]), "metrics.k_values"),
+    "k_empty": (lambda d: d["metrics"].update(k_values=[]), "metrics.k_values must be integers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SUBMISSIONS))
+def test_bad_submission_is_named_and_skipped_while_the_others_rank(tmp_path, capsys, case):
+    change, reason = BAD_SUBMISSIONS[case]
+    folder = tmp_path / "submissions"
+    good = write_result(_result("good"), folder)
+    (folder / f"{case}.json").write_text(_mutated(change))
+    args = ["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    skipped = [line for line in out.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1 and f"{case}.json" in skipped[0] and reason in skipped[0], out
+    assert "good" in (tmp_path / "board" / "README.md").read_text() and good.is_file()
+
+
+@pytest.mark.parametrize("kind", ["deep_nesting", "fifo", "symlink", "directory"])
+def test_unreadable_submission_is_skipped_without_hanging(tmp_path, capsys, kind):
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    bad = folder / "x.json"
+    if kind == "deep_nesting":
+        bad.write_text("[" * 200_000)
+    elif kind == "fifo":
+        os.mkfifo(bad)  # opening it for reading would block forever
+    elif kind == "symlink":
+        elsewhere = write_result(_result("elsewhere", seed=5), tmp_path / "outside")
+        bad.symlink_to(elsewhere)
+    else:
+        bad.mkdir()
+    from transferbench.results import load_results
+
+    results, problems = load_results(folder)
+    assert [r.indicator.name for r in results] == ["good"]
+    expected = {"deep_nesting": "nested too deeply", "fifo": "not a regular file", "symlink": "symbolic link",
+                "directory": "not a regular file"}[kind]
+    assert [(p.name, expected in reason) for p, reason in problems] == [("x.json", True)], problems
