@@ -221,3 +221,62 @@ def test_unreadable_submission_is_skipped_without_hanging(tmp_path, capsys, kind
     expected = {"deep_nesting": "nested too deeply", "fifo": "not a regular file", "symlink": "symbolic link",
                 "directory": "not a regular file"}[kind]
     assert [(p.name, expected in reason) for p, reason in problems] == [("x.json", True)], problems
+
+
+# ---- 5. bad task data: one line naming the data file, before any compute -----------------------
+
+def _task_with_data(folder: Path, filename: str, data: bytes, *, encoding: str | None = None) -> Path:
+    """The tiny suite's first task (pos_a), rewritten to read `filename`."""
+    import re
+
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(folder)
+    task = folder / "pos_a.yaml"
+    (folder / filename).write_bytes(data)
+    extra = f", encoding: {encoding}" if encoding else ""
+    task.write_text(re.sub(r"source: \{.*\}", f"source: {{type: local, path: {filename}{extra}}}", task.read_text()))
+    return suite
+
+
+BAD_DATA = {
+    "header_only": ("data.csv", b"text,label\n", None, "has no examples (no data rows)"),
+    "not_gzip": ("data.csv.gz", b"text,label\ngood movie,pos\n", None, "is not a valid gzip file"),
+    "corrupt_parquet": ("data.parquet", b"PAR1 this is not parquet PAR1", None, "as Parquet"),
+    "jsonl_not_objects": ("data.jsonl", b'{"text": "good", "label": "pos"}\n[1, 2]\n', None,
+                          "line 2 is a JSON list, not an object"),
+    "unknown_encoding": ("data.csv", b"text,label\ngood,pos\n", "nosuch", "unknown text encoding 'nosuch'"),
+    "one_class": ("data.csv", b"text,label\n" + b"".join(b"good movie %d,pos\n" % i for i in range(80)), None,
+                  "field 'labels': no usable example has label 'neg'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_task_data_is_one_line_before_any_compute(tmp_path, capsys, monkeypatch, tiny_backbone, case):
+    filename, data, encoding, message = BAD_DATA[case]
+    suite = _task_with_data(tmp_path / "tasks", filename, data, encoding=encoding)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(cache))
+    args = ["run", "-i", "random", "--suite", str(suite), "--backbone", str(tiny_backbone),
+            "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert message in line and ("pos_a" in line or filename in line), line
+    assert not (tmp_path / "submissions").exists() and not (cache / "prompts").exists()
+
+
+def test_target_whose_own_prompt_scores_zero_is_left_uncovered(tmp_path, tiny_backbone, monkeypatch):
+    from conftest import build_tiny_suite
+
+    from transferbench.runner import Benchmark
+    from transferbench.task import load_suite
+
+    bench = Benchmark(load_suite(str(build_tiny_suite(tmp_path / "tasks"))), str(tiny_backbone), [0],
+                      store=ArtifactStore(tmp_path / "cache"))
+    monkeypatch.setattr(bench, "measure_transfer", lambda kinds: None)
+    monkeypatch.setattr(bench, "zero_shot_row", lambda target, seed: {s: 0.5 for s in bench.tasks if s != target})
+    monkeypatch.setattr(bench, "source_prompt",
+                        lambda task, seed: {"test_accuracy": 0.0 if task == "pos_a" else 0.8})
+    mean, _ = bench.zero_shot_transfer()
+    assert mean["pos_a"].isna().all()
+    assert mean.loc["pos_a", "pos_b"] == pytest.approx(0.625)

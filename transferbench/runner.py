@@ -205,12 +205,14 @@ class Benchmark:
         """Relative performance (Su et al. 2022) per ordered pair, mean and std over seeds.
 
         `relative[s, t] = acc(prompt_s on t) / acc(prompt_t on t)`, both on t's test split with t's
-        verbalizer; the diagonal is NaN.
+        verbalizer; the diagonal is NaN. So is the column of a target whose own prompt scores 0:
+        the ratio is undefined there, and the evaluation leaves that target uncovered.
         """
         self.measure_transfer(["zero_shot"])
 
         def cell(source: str, target: str, seed: int, row: dict[str, float]) -> float:
-            return row[source] / self.source_prompt(target, seed)["test_accuracy"]
+            own = float(self.source_prompt(target, seed)["test_accuracy"])
+            return row[source] / own if own > 0 else float("nan")
 
         return self._transfer_matrix(self.zero_shot_row, cell)
 
