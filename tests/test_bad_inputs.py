@@ -280,3 +280,33 @@ def test_target_whose_own_prompt_scores_zero_is_left_uncovered(tmp_path, tiny_ba
     mean, _ = bench.zero_shot_transfer()
     assert mean["pos_a"].isna().all()
     assert mean.loc["pos_a", "pos_b"] == pytest.approx(0.625)
+
+
+# ---- 6. suite training settings out of range: one line naming the suite file and field ---------
+
+BAD_TRAINING = {
+    "batch_size": 0, "eval_every": 0, "lr": -1, "eval_batch_size": 0, "steps": 0, "init_steps": 0,
+    "prompt_length": 0, "max_length": 0, "bf16": 5, "cosine_scale": 0,
+}
+
+
+@pytest.mark.parametrize("setting", sorted(BAD_TRAINING) + ["steps=-3", "steps=2.5", "lr=.nan"])
+def test_bad_training_setting_is_one_line_naming_suite_and_field(tmp_path, capsys, monkeypatch, tiny_backbone,
+                                                                 setting):
+    import re
+
+    from conftest import build_tiny_suite
+
+    name, value = setting.split("=") if "=" in setting else (setting, BAD_TRAINING[setting])
+    suite = build_tiny_suite(tmp_path / "tasks")
+    text = re.sub(rf"\b{name}: [^,}}]+", f"{name}: {value}", suite.read_text())
+    if f"{name}:" not in text:
+        text = text.replace("training: {", f"training: {{{name}: {value}, ")
+    suite.write_text(text)
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    args = ["run", "-i", "random", "--suite", str(suite), "--backbone", str(tiny_backbone),
+            "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(suite) in line and f"training.{name} must be" in line, line
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "submissions").exists()

@@ -61,7 +61,8 @@ class Benchmark:
         self.store = store or ArtifactStore()
         self.console = console or Console(stderr=True)
         self.executor = executor or LocalExecutor()
-        self.config = PromptConfig.from_overrides(dict(suite.training))
+        where = str(suite.yaml_path) if suite.yaml_path else f"suite {suite.name}"
+        self.config = PromptConfig.from_overrides(dict(suite.training), where=where)
         self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite.task_specs()}
         self.context = units.UnitContext(suite, backbone, self.config, tuple(self.tasks),
                                          threads=self.executor.threads_per_unit)
