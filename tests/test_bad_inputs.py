@@ -310,3 +310,80 @@ def test_bad_training_setting_is_one_line_naming_suite_and_field(tmp_path, capsy
     line = _one_error_line(capsys.readouterr().err)
     assert str(suite) in line and f"training.{name} must be" in line, line
     assert not (tmp_path / "cache").exists() and not (tmp_path / "submissions").exists()
+
+
+def _isolated(tmp_path: Path, monkeypatch) -> list[str]:
+    """Arguments (and the cache) of a run that, should a check regress, writes only under tmp_path."""
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    return ["--suite", "smoke", "--submissions-dir", str(tmp_path / "submissions"),
+            "--leaderboard-dir", str(tmp_path / "board")]
+
+
+# ---- 8. (part) plugins: any exception, SystemExit included, becomes one line ------------------
+
+PLUGIN = '''
+import sys
+from transferbench.indicator import Indicator
+
+{module_level}
+
+class Bad(Indicator):
+    requires = ()
+
+    def __init__(self, mode: str = "ok"):
+        if mode == "ctor":
+            raise RuntimeError("constructor exploded")
+        self.mode = mode
+
+    def score(self, source, target):
+        raise SystemExit(0)
+'''
+
+
+@pytest.mark.parametrize("case", ["import_exit", "constructor", "score_exit"])
+def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkeypatch, case):
+    from types import SimpleNamespace
+
+    from transferbench.indicator import checked_score, make_indicator
+
+    file = tmp_path / f"plugin_{case}.py"
+    file.write_text(PLUGIN.format(module_level="sys.exit(3)" if case == "import_exit" else ""))
+    if case == "score_exit":
+        indicator = make_indicator(f"{file}:Bad")
+        view = SimpleNamespace(name="a")
+        with pytest.raises(TransferbenchError, match=r"on pair a -> a raised SystemExit"):
+            checked_score(indicator, view, view)
+        return
+    spec = f"{file}:Bad" + (":mode=ctor" if case == "constructor" else "")
+    assert main(["run", "-i", spec, *_isolated(tmp_path, monkeypatch)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert {"import_exit": "failed to import: SystemExit: 3",
+            "constructor": "its constructor raised RuntimeError: constructor exploded"}[case] in line, line
+
+
+# ---- 9. command-line values ---------------------------------------------------------------------
+
+def test_indicator_parameter_list_is_parsed_as_one_value():
+    from transferbench.indicator import parse_params
+
+    assert parse_params("p=[1,2],measure=weighted", "x") == {"p": [1, 2], "measure": "weighted"}
+    with pytest.raises(TransferbenchError, match="value of parameter 'p' is not valid YAML"):
+        parse_params("p=[1,2", "x")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-i", "skill_overlap:p=[1,2"], "value of parameter 'p' is not valid YAML"),
+    (["-i", "random", "--seeds", "99999999999999999999"], "--seeds takes integers from 0 to 4294967295"),
+    (["-i", "random", "--seeds", "-1"], "--seeds takes integers from 0 to"),
+    (["-i", "random", "--seeds", "0,0"], "--seeds lists a seed twice"),
+    (["-i", "random", "--backbone", ""], "--backbone is empty"),
+])
+def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        status = main(["run", *args, *_isolated(tmp_path, monkeypatch)])
+        raise SystemExit(status)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], err

@@ -24,11 +24,26 @@ DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
 
 
+MAX_SEED = 2**32 - 1  # numpy and torch seeds must fit; larger values overflow deep inside training
+
+
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {text!r}") from None
+    if not seeds or any(not 0 <= seed <= MAX_SEED for seed in seeds):
+        raise argparse.ArgumentTypeError(f"--seeds takes integers from 0 to {MAX_SEED}, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds lists a seed twice ({text!r}); each seed is one run")
+    return seeds
+
+
+def _backbone(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--backbone is empty; give a packaged alias (e.g. minilm), a model folder "
+                                         "or a Hugging Face id")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--indicator", "-i", action="append", required=True,
                      help="registered name (optionally name:param=value,...), path/to/file.py:ClassName, or all; repeatable")
     run.add_argument("--suite", default="default", help="task suite (default: %(default)s)")
-    run.add_argument("--backbone", default="minilm",
+    run.add_argument("--backbone", default="minilm", type=_backbone,
                      help="packaged alias, Hugging Face id or local path (default: %(default)s)")
     run.add_argument("--seeds", type=_seeds, default=None,
                      help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
