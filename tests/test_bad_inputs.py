@@ -387,3 +387,24 @@ def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch,
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], err
+
+
+# ---- 7. a suite lists every task once ----------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["same_file_two_paths", "two_files_one_name"])
+def test_duplicate_task_in_suite_is_one_line(tmp_path, how):
+    from conftest import build_tiny_suite
+
+    from transferbench.task import load_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    folder = tmp_path / "tasks"
+    if how == "same_file_two_paths":
+        extra = str(folder / "sub" / ".." / "pos_a.yaml")
+        (folder / "sub").mkdir()
+    else:
+        extra = str(folder / "copy_of_pos_b.yaml")
+        (folder / "copy_of_pos_b.yaml").write_text((folder / "pos_b.yaml").read_text())
+    suite.write_text(suite.read_text().replace("tasks: [", f"tasks: [{extra}, "))
+    with pytest.raises(TransferbenchError, match=r"field 'tasks': task 'pos_[ab]' is listed twice"):
+        load_suite(str(suite))

@@ -384,6 +384,13 @@ def _parse_suite_file(path: Path) -> SuiteSpec:
         else:
             raise UnknownNameError(f"{where}: field 'tasks': unknown task {entry!r}{did_you_mean(entry, known)}")
     names = [load_task(t).name for t in resolved]
+    for i, name in enumerate(names):
+        if name in names[:i]:  # two files with one name, or one file listed by two paths
+            first = suite.tasks[names.index(name)]
+            raise TransferbenchError(
+                f"{where}: field 'tasks': task {name!r} is listed twice ({first!r} and {suite.tasks[i]!r}); "
+                "list each task once and give different tasks different names"
+            )
     for name in suite.task_sizes:
         if name not in names:
             raise TransferbenchError(
