@@ -408,3 +408,24 @@ def test_duplicate_task_in_suite_is_one_line(tmp_path, how):
     suite.write_text(suite.read_text().replace("tasks: [", f"tasks: [{extra}, "))
     with pytest.raises(TransferbenchError, match=r"field 'tasks': task 'pos_[ab]' is listed twice"):
         load_suite(str(suite))
+
+
+# ---- 10. output folders are checked before any compute -----------------------------------------
+
+@pytest.mark.parametrize("option", ["--submissions-dir", "--leaderboard-dir"])
+def test_output_folder_that_is_a_file_fails_before_compute(tmp_path, capsys, monkeypatch, option):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("keep me")
+    args = _isolated(tmp_path, monkeypatch) + [option, str(in_the_way / "sub" if option == "--leaderboard-dir" else in_the_way)]
+    assert main(["run", "-i", "random", *args]) == 2
+    assert "is not a folder" in _one_error_line(capsys.readouterr().err)
+    assert in_the_way.read_text() == "keep me" and not (tmp_path / "cache").exists()
+
+
+def test_leaderboard_into_a_file_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    (tmp_path / "board").write_text("keep me")
+    assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]) == 2
+    assert "--leaderboard-dir" in _one_error_line(capsys.readouterr().err)
+    assert (tmp_path / "board").read_text() == "keep me"

@@ -113,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _check_output_folder(option: str, folder: Path) -> None:
+    """Fail before any compute if `folder` cannot become a writable folder (a file is in the way,
+    or its nearest existing parent is not writable)."""
+    import os
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TransferbenchError(f"{option} {folder}: {existing} is not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TransferbenchError(f"{option} {folder}: {existing} is not writable; choose another path")
+
+
 def cmd_run(args, console: Console) -> int:
     from transferbench.executors import make_executor
     from transferbench.indicator import make_indicator
@@ -121,6 +135,8 @@ def cmd_run(args, console: Console) -> int:
     from transferbench.runner import Benchmark
     from transferbench.task import load_suite
 
+    _check_output_folder("--submissions-dir", args.submissions_dir)
+    _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
     indicators = [make_indicator(spec) for spec in _expand_all(args.indicator)]  # fail fast on bad names
     suite = load_suite(args.suite)
     seeds = args.seeds if args.seeds is not None else list(suite.seeds)
@@ -207,6 +223,7 @@ def cmd_leaderboard(args, console: Console) -> int:
     from transferbench.results import load_results
 
     if args.format == "rich":
+        _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
         _rebuild_and_print(args, console)
         if args.open and not open_in_browser((args.leaderboard_dir / "index.html").resolve()):
             console.print(f"no browser found; open {args.leaderboard_dir / 'index.html'} yourself")
