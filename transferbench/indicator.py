@@ -144,7 +144,7 @@ def _load_file_class(path: str, class_name: str) -> type[Indicator]:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() on import must not end the run silently
         raise TransferbenchError(f"indicator file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, class_name, None)
     if cls is None:
@@ -157,14 +157,37 @@ def _load_file_class(path: str, class_name: str) -> type[Indicator]:
     return cls
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: `"p=[1,2],q=a"` -> `["p=[1,2]", "q=a"]`."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item for item in items if item.strip()]
+
+
 def parse_params(text: str, where: str) -> dict[str, Any]:
-    """`"p=0.05,measure=weighted"` -> {"p": 0.05, "measure": "weighted"} (values read as YAML scalars)."""
+    """`"p=0.05,measure=weighted"` -> {"p": 0.05, "measure": "weighted"} (values read as YAML
+    values, so `p=[1,2]` is a list)."""
     params: dict[str, Any] = {}
-    for item in filter(None, text.split(",")):
+    for item in _split_top_level(text):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise TransferbenchError(f"indicator {where!r}: parameter {item!r} is not of the form name=value")
-        params[key.strip()] = yaml.safe_load(value.strip())
+        try:
+            params[key.strip()] = yaml.safe_load(value.strip())
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise TransferbenchError(
+                f"indicator {where!r}: value of parameter {key.strip()!r} is not valid YAML ({problem}); "
+                "quote it or write lists as [a, b]"
+            ) from None
     return params
 
 
@@ -193,6 +216,10 @@ def make_indicator(spec: str) -> Indicator:
         indicator = cls(**params)
     except (TypeError, ValueError) as exc:
         raise TransferbenchError(f"indicator {cls.registered_name!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # plugin code: any failure is one line naming it
+        raise TransferbenchError(
+            f"indicator {cls.registered_name!r}: its constructor raised {type(exc).__name__}: {exc}"
+        ) from None
     missing = sorted(set(indicator.requires) - set(ARTIFACTS))
     if missing:
         raise TransferbenchError(
@@ -260,7 +287,7 @@ def checked_score(indicator: Indicator, source: TaskView, target: TaskView,
         raise TransferbenchError(f"{where} exceeded the time limit of {time_limit:g} s") from None
     except TransferbenchError as exc:
         raise TransferbenchError(f"{where}: {exc}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit(0) in a plugin must not look like success
         raise TransferbenchError(f"{where} raised {type(exc).__name__}: {exc}") from None
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.item()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 from rich.table import Table
 
 from transferbench.errors import TransferbenchError
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise TransferbenchError(f"--draws must be at least 1, got {args.draws}")
     suite = load_suite(str(args.suite))
     seeds = list(args.seeds) if args.seeds is not None else list(suite.seeds)
-    bench = Benchmark(suite, str(args.backbone), seeds, console=Console(stderr=True))
+    bench = Benchmark(suite, str(args.backbone), seeds, console=Console(stderr=True, markup=False))
     if args.task is None:
         _specificity_report(bench, args, console)
         return 0
@@ -128,8 +129,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     mask = select(scores, args.p, per_layer)
 
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {', '.join(map(str, seeds))}"
-    console.print(f"[bold]Skill neurons of {args.task}[/] on {args.backbone}: {seed_text}; "
-                  f"{scores.shape[0]} layers x {scores.shape[1]} FFN neurons, both indexed from 0")
+    console.print(Text.assemble((f"Skill neurons of {args.task}", "bold"),
+                                f" on {args.backbone}: {seed_text}; {scores.shape[0]} layers x "
+                                f"{scores.shape[1]} FFN neurons, both indexed from 0"))
     _print_top(console, scores, args.top)
     _print_layers(console, scores, mask, args.p, per_layer)
     if args.export is not None:

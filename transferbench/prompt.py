@@ -41,15 +41,39 @@ class PromptConfig:
     eval_batch_size: int = 64
     init_steps: int = 30  # budget of transfer by initialisation (both arms train this many steps)
 
+    # Smallest value of each integer setting (max_length: room for [CLS], one token and [SEP]).
+    _MINIMUM = {"prompt_length": 1, "steps": 1, "batch_size": 1, "max_length": 3, "eval_every": 1,
+                "eval_batch_size": 1, "init_steps": 1}
+
+    def __post_init__(self) -> None:
+        """Reject values that would crash training or silently train nothing (`steps: 0`)."""
+        for name, minimum in self._MINIMUM.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise TransferbenchError(f"training.{name} must be an integer >= {minimum}, got {value!r}")
+        for name, zero_allowed in (("lr", True), ("cosine_scale", False)):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or value < 0 or (value == 0 and not zero_allowed):
+                relation = ">=" if zero_allowed else ">"
+                raise TransferbenchError(f"training.{name} must be a finite number {relation} 0, got {value!r}")
+        if self.bf16 not in (True, False):  # also admits 0 and 1, as YAML numbers read them
+            raise TransferbenchError(f"training.bf16 must be true or false, got {self.bf16!r}")
+
     @classmethod
-    def from_overrides(cls, overrides: dict) -> "PromptConfig":
+    def from_overrides(cls, overrides: dict, where: str = "suite") -> "PromptConfig":
+        """The defaults with a suite's `training:` block applied; `where` (the suite file) starts
+        every error message."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise TransferbenchError(
-                f"unknown prompt-training setting(s) {unknown}; known: {', '.join(sorted(known))}"
+                f"{where}: unknown prompt-training setting(s) {unknown}; known: {', '.join(sorted(known))}"
             )
-        return cls(**overrides)
+        try:
+            return cls(**overrides)
+        except TransferbenchError as exc:
+            raise TransferbenchError(f"{where}: field {exc}; fix the suite's training block") from None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import re
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -43,6 +44,14 @@ from transferbench.store import atomic_write_bytes
 SCHEMA_VERSION = 1
 METRIC_TOLERANCE = 1e-6
 """Stored and recomputed metrics may differ by this much (absolute) before a file is rejected."""
+
+# Bounds on what a result file may ask `load_results` to recompute, so that one hostile or broken
+# file cannot exhaust memory or time for everyone's leaderboard.
+MAX_FILE_BYTES = 64 * 2**20
+MAX_TASKS = 200
+MAX_BOOTSTRAP = 100_000
+MAX_K = 1000
+MAX_SEED = 2**32 - 1
 
 TransferKind = Literal["zero_shot", "init_gain"]
 Matrix = dict[str, dict[str, Metric]]
@@ -251,12 +260,43 @@ def check_result(result: ResultFile) -> str:
     return ""
 
 
+def _settings_problem(result: ResultFile) -> str:
+    """'' if the file's size and metric settings are within bounds, else what is wrong."""
+    metrics = result.metrics
+    if not 2 <= len(result.tasks) <= MAX_TASKS:
+        return f"tasks must name between 2 and {MAX_TASKS} tasks, got {len(result.tasks)}"
+    if not 1 <= metrics.n_bootstrap <= MAX_BOOTSTRAP:
+        return f"metrics.n_bootstrap must be between 1 and {MAX_BOOTSTRAP}, got {metrics.n_bootstrap}"
+    if not 0 <= metrics.seed <= MAX_SEED:
+        return f"metrics.seed must be between 0 and {MAX_SEED}, got {metrics.seed}"
+    if not metrics.k_values or any(not 1 <= k <= MAX_K for k in metrics.k_values):
+        return f"metrics.k_values must be integers between 1 and {MAX_K}, got {metrics.k_values}"
+    return ""
+
+
+def _read_regular_file(path: Path) -> str:
+    """The text of `path` if it is a regular file (not a link, FIFO or device) of bounded size."""
+    if path.is_symlink():
+        raise TransferbenchError("is a symbolic link; copy the result file itself into the submissions folder")
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise TransferbenchError(f"cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):  # checked before opening: opening a FIFO would block
+        raise TransferbenchError("is not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise TransferbenchError(f"is {info.st_size} bytes; result files are limited to {MAX_FILE_BYTES}")
+    return path.read_text(encoding="utf-8")
+
+
 def read_result(path: Path) -> ResultFile:
     """Read, validate and re-check one result file; TransferbenchError (one line) if it is bad."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(_read_regular_file(Path(path)))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TransferbenchError(f"not readable JSON ({exc})") from None
+    except RecursionError:
+        raise TransferbenchError("not readable JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise TransferbenchError("not a result file (top level is not a JSON object)")
     version = data.get("schema_version")
@@ -269,6 +309,9 @@ def read_result(path: Path) -> ResultFile:
         result = ResultFile.model_validate(data)
     except ValidationError as exc:
         raise TransferbenchError(f"does not match the result schema: {_one_line(exc)}") from None
+    problem = _settings_problem(result)
+    if problem:
+        raise TransferbenchError(problem)
     try:
         problem = check_result(result)
     except TransferbenchError as exc:
@@ -281,8 +324,9 @@ def read_result(path: Path) -> ResultFile:
 
 def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Path, str]]]:
     """Every valid `*.json` under `submissions_dir` (recursively, in sorted path order), and
-    (path, one-line reason) for each file left out: malformed, wrong schema version, or metrics
-    that do not reproduce (a tampered or stale file)."""
+    (path, one-line reason) for each file left out: malformed, wrong schema version, metric
+    settings out of bounds, not a regular file (links, FIFOs), or metrics that do not reproduce
+    (a tampered or stale file)."""
     root = Path(submissions_dir)
     if not root.is_dir():
         raise TransferbenchError(f"submissions folder {root} does not exist")
@@ -293,4 +337,6 @@ def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Pa
             results.append(read_result(path))
         except TransferbenchError as exc:
             problems.append((path, " ".join(str(exc).split())))
+        except Exception as exc:  # a submission is untrusted input: it never stops the others
+            problems.append((path, f"could not be checked ({type(exc).__name__}: {' '.join(str(exc).split())})"))
     return results, problems

@@ -61,7 +61,8 @@ class Benchmark:
         self.store = store or ArtifactStore()
         self.console = console or Console(stderr=True)
         self.executor = executor or LocalExecutor()
-        self.config = PromptConfig.from_overrides(dict(suite.training))
+        where = str(suite.yaml_path) if suite.yaml_path else f"suite {suite.name}"
+        self.config = PromptConfig.from_overrides(dict(suite.training), where=where)
         self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite.task_specs()}
         self.context = units.UnitContext(suite, backbone, self.config, tuple(self.tasks),
                                          threads=self.executor.threads_per_unit)
@@ -218,12 +219,14 @@ class Benchmark:
         """Relative performance (Su et al. 2022) per ordered pair, mean and std over seeds.
 
         `relative[s, t] = acc(prompt_s on t) / acc(prompt_t on t)`, both on t's test split with t's
-        verbalizer; the diagonal is NaN.
+        verbalizer; the diagonal is NaN. So is the column of a target whose own prompt scores 0:
+        the ratio is undefined there, and the evaluation leaves that target uncovered.
         """
         self.measure_transfer(["zero_shot"])
 
         def cell(source: str, target: str, seed: int, row: dict[str, float]) -> float:
-            return row[source] / self.source_prompt(target, seed)["test_accuracy"]
+            own = float(self.source_prompt(target, seed)["test_accuracy"])
+            return row[source] / own if own > 0 else float("nan")
 
         return self._transfer_matrix(self.zero_shot_row, cell)
 

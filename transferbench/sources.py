@@ -9,6 +9,7 @@ task's job (`transferbench.task`), not the source's.
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import hashlib
 import io
@@ -19,11 +20,12 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from transferbench.errors import TransferbenchError
 from transferbench.store import cache_root
@@ -38,6 +40,16 @@ class _Source(BaseModel):
         return hashlib.sha256(blob).hexdigest()
 
 
+def _known_encoding(value: str | None) -> str | None:
+    """A text encoding Python knows (checked when the task loads, not when its data is read)."""
+    if value is not None:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; use e.g. utf-8, latin-1 or cp1252") from None
+    return value
+
+
 class _FileFormat(BaseModel):
     """How to parse a file's bytes into rows (shared by `pypi` and `local`)."""
 
@@ -49,6 +61,8 @@ class _FileFormat(BaseModel):
     compression: Literal["none", "bz2", "gzip"] = "none"
     header: bool = True
     columns: list[str] | None = None
+
+    _encodings_known = field_validator("encoding", "fallback_encoding")(_known_encoding)
 
     @model_validator(mode="after")
     def _columns_for_headerless(self):
@@ -69,28 +83,52 @@ def _decode(data: bytes, encoding: str, fallback: str | None, where: str) -> str
         ) from None
 
 
-def _decompress(data: bytes, compression: str) -> bytes:
-    if compression == "bz2":
-        return bz2.decompress(data)
-    if compression == "gzip":
-        return gzip.decompress(data)
+def _decompress(data: bytes, compression: str, where: str) -> bytes:
+    try:
+        if compression == "bz2":
+            return bz2.decompress(data)
+        if compression == "gzip":
+            return gzip.decompress(data)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise TransferbenchError(
+            f"{where} is not a valid {compression} file ({exc}); replace the file or fix its extension"
+        ) from None
     return data
+
+
+def _json_lines(text: str, where: str) -> pd.DataFrame:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise TransferbenchError(
+                    f"{where}: line {number} is a JSON {type(row).__name__}, not an object; "
+                    "each line must be one example as {\"field\": value, ...}"
+                )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _with_rows(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    if frame.empty:
+        raise TransferbenchError(f"{where} has no examples (no data rows); check the file")
+    return frame
 
 
 def parse_table(data: bytes, fmt: _FileFormat, where: str) -> pd.DataFrame:
     """Rows of one csv / tsv / jsonl file given as bytes; every value read as a string."""
-    text = _decode(_decompress(data, fmt.compression), fmt.encoding, fmt.fallback_encoding, where)
+    text = _decode(_decompress(data, fmt.compression, where), fmt.encoding, fmt.fallback_encoding, where)
     try:
         if fmt.format == "jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            return pd.DataFrame(rows)
+            return _with_rows(_json_lines(text, where), where)
         sep = "\t" if fmt.format == "tsv" else ","
         header = 0 if fmt.header else None
         frame = pd.read_csv(
             io.StringIO(text), sep=sep, header=header, names=fmt.columns, dtype=str,
             keep_default_na=False, quoting=3 if fmt.format == "tsv" else 0,
         )
-        return frame
+        return _with_rows(frame, where)
     except (ValueError, pd.errors.ParserError) as exc:
         raise TransferbenchError(f"could not parse {where} as {fmt.format}: {exc}".replace("\n", " ")) from None
 
@@ -154,6 +192,8 @@ class LocalSource(_Source):
     path: str
     encoding: str = "utf-8"
 
+    _encoding_known = field_validator("encoding")(_known_encoding)
+
     def resolve(self, base_dir: Path | None) -> Path:
         path = Path(self.path).expanduser()
         if not path.is_absolute() and base_dir is not None:
@@ -166,8 +206,12 @@ class LocalSource(_Source):
             raise TransferbenchError(f"local data file {path} does not exist (source 'path': {self.path!r})")
         compression = {".gz": "gzip", ".bz2": "bz2"}.get(path.suffix, "none")
         suffix = Path(path.stem).suffix if compression != "none" else path.suffix
+        where = f"local data file {path} (task {task_name})"
         if suffix == ".parquet":
-            return pd.read_parquet(path)
+            try:
+                return _with_rows(pd.read_parquet(path), where)
+            except (OSError, ValueError, ImportError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                raise TransferbenchError(f"could not read {where} as Parquet ({_first_line(exc)})") from None
         fmt = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix)
         if fmt is None:
             raise TransferbenchError(
@@ -175,7 +219,7 @@ class LocalSource(_Source):
                 "(expected .csv, .tsv, .jsonl, .json or .parquet, optionally .gz or .bz2)"
             )
         spec = _FileFormat(format=fmt, encoding=self.encoding, compression=compression)
-        return parse_table(path.read_bytes(), spec, str(path))
+        return parse_table(path.read_bytes(), spec, where)
 
     def fingerprint(self, base_dir: Path | None = None) -> str:
         """Declaration plus the file's bytes: editing the file changes the fingerprint."""

