@@ -19,6 +19,7 @@ from rich.text import Text
 
 from transferbench import inspect_neurons
 from transferbench.errors import TransferbenchError
+from transferbench.protocol import TRANSFER_KINDS
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
@@ -46,6 +47,28 @@ def _backbone(text: str) -> str:
     return text
 
 
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="where units of work run: local = in this process (default); ray = as Ray tasks "
+                             "(needs pip install 'transferbench[ray]'; see docs/scaling.md)")
+    parser.add_argument("--ray-address", default=None,
+                        help="address of a running Ray cluster (e.g. auto); default: start a local Ray instance")
+    parser.add_argument("--ray-num-cpus", type=int, default=None,
+                        help="CPUs of the local Ray instance started without --ray-address (default: all cores)")
+    parser.add_argument("--gpus-per-task", type=float, default=0,
+                        help="GPUs each Ray task reserves (default: %(default)s)")
+    parser.add_argument("--unit-threads", type=int, default=None,
+                        help="PyTorch threads per unit of work, and CPUs per Ray task; CPU numerics depend on it, "
+                             "so runs agree exactly only at equal values (default: all cores for local, 1 for ray)")
+
+
+def _executor(args):
+    from transferbench.executors import make_executor
+
+    return make_executor(args.executor, address=args.ray_address, num_cpus=args.ray_num_cpus,
+                         num_gpus_per_task=args.gpus_per_task, threads_per_unit=args.unit_threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,22 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="packaged alias, Hugging Face id or local path (default: %(default)s)")
     run.add_argument("--seeds", type=_seeds, default=None,
                      help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
-    run.add_argument("--transfer", choices=["zero_shot", "init_gain", "all"], default="all",
-                     help="measured transfer to evaluate against (default: %(default)s = both kinds)")
+    run.add_argument("--transfer", choices=[*TRANSFER_KINDS, "all"], default="all",
+                     help="measured transfer to evaluate against (default: %(default)s = every kind; see docs/protocol.md)")
     run.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
     run.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
-    run.add_argument("--executor", choices=["local", "ray"], default="local",
-                     help="where units of work run: local = in this process (default); ray = as Ray tasks "
-                          "(needs pip install 'transferbench[ray]'; see docs/scaling.md)")
-    run.add_argument("--ray-address", default=None,
-                     help="address of a running Ray cluster (e.g. auto); default: start a local Ray instance")
-    run.add_argument("--ray-num-cpus", type=int, default=None,
-                     help="CPUs of the local Ray instance started without --ray-address (default: all cores)")
-    run.add_argument("--gpus-per-task", type=float, default=0,
-                     help="GPUs each Ray task reserves (default: %(default)s)")
-    run.add_argument("--unit-threads", type=int, default=None,
-                     help="PyTorch threads per unit of work, and CPUs per Ray task; CPU numerics depend on it, "
-                          "so runs agree exactly only at equal values (default: all cores for local, 1 for ray)")
+    _add_executor_options(run)
 
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from result files and print it")
     board.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich",
@@ -89,9 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="delete every artifact of a stage (prompts, transfer, skill_neurons, activations, "
                             "text_embedding, downloads, models); repeatable")
 
-    tasks = commands.add_parser("tasks", help="list tasks and suites, or show one task")
-    tasks.add_argument("action", nargs="?", choices=["show"], help="show one task's card and examples")
+    tasks = commands.add_parser("tasks", help="list tasks and suites, show one task, or export a split")
+    tasks.add_argument("action", nargs="?", choices=["show", "export"],
+                       help="show: one task's card and examples; export: a split as JSONL on standard output")
     tasks.add_argument("name", nargs="?")
+    tasks.add_argument("--split", choices=["train", "dev", "test"], default="test", help="split to export")
+    tasks.add_argument("--suite", default="default", help="suite whose split sizes and seed apply (default: %(default)s)")
+
+    reference = commands.add_parser("reference", help="build or verify a reference ground truth")
+    reference.add_argument("action", choices=["build", "verify", "show"])
+    reference.add_argument("--suite", default="default", help="task suite (default: %(default)s)")
+    reference.add_argument("--backbone", default="minilm", type=_backbone, help="backbone (default: %(default)s)")
+    reference.add_argument("--out", type=Path, default=None,
+                           help="build: folder that receives the bundle (default: reference/ of this checkout)")
+    reference.add_argument("--cells", type=int, default=4,
+                           help="verify: cells to re-compute from the shipped prompts (default: %(default)s)")
+    reference.add_argument("--seed", type=int, default=0, help="verify: which cells are drawn (default: %(default)s)")
+    _add_executor_options(reference)
     inspect_neurons.add_parser(commands)
     return parser
 
@@ -102,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=200)
     try:
         return {"run": cmd_run, "leaderboard": cmd_leaderboard, "indicators": cmd_indicators,
-                "tasks": cmd_tasks, "cache": cmd_cache,
+                "tasks": cmd_tasks, "cache": cmd_cache, "reference": cmd_reference,
                 "neurons": inspect_neurons.run}[args.command](args, console)
     except TransferbenchError as exc:
         error_line = Text.assemble(("error:", "bold red"), f" {exc}")
@@ -111,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; finished artifacts are cached and will be reused")
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
 
 
 def _check_output_folder(option: str, folder: Path) -> None:
@@ -128,58 +157,91 @@ def _check_output_folder(option: str, folder: Path) -> None:
 
 
 def cmd_run(args, console: Console) -> int:
-    from transferbench.executors import make_executor
+    from transferbench import api
     from transferbench.indicator import make_indicator
-    from transferbench.manifest import build_manifest
-    from transferbench.results import make_result, write_result
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
+    from transferbench.results import result_filename, write_result
 
     _check_output_folder("--submissions-dir", args.submissions_dir)
     _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
     indicators = [make_indicator(spec) for spec in _expand_all(args.indicator)]  # fail fast on bad names
-    suite = load_suite(args.suite)
-    seeds = args.seeds if args.seeds is not None else list(suite.seeds)
-    kinds = ["zero_shot", "init_gain"] if args.transfer == "all" else [args.transfer]
-    executor = make_executor(args.executor, address=args.ray_address, num_cpus=args.ray_num_cpus,
-                             num_gpus_per_task=args.gpus_per_task, threads_per_unit=args.unit_threads)
+    kinds = list(TRANSFER_KINDS) if args.transfer == "all" else [args.transfer]
+    executor = _executor(args)
     started = time.perf_counter()
-    bench = Benchmark(suite, args.backbone, seeds, console=Console(stderr=True, markup=False), executor=executor)
+    bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor,
+                              console=Console(stderr=True, markup=False))
     with executor, bench.progress():
-        # Pipeline order, each stage one batch of units: prompts, then every transfer pair, then
-        # every artifact the indicators declare.
-        bench.train_all()
-        bench.measure_transfer(kinds)
-        bench.prepare_artifacts({name for indicator in indicators for name in indicator.requires})
-        transfers = {kind: bench.transfer(kind) for kind in kinds}
-        scored = [(indicator, bench.indicator_scores(indicator)) for indicator in indicators]
-    report = bench.task_report()
-    data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
-                   "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
-    config = {"suite": suite.model_dump(mode="json"), "backbone": bench.backbone_identity(),
-              "prompt": bench.config.to_dict(), "seeds": seeds, "threads_per_unit": bench.context.threads}
-    results = []
-    for kind, (transfer, spread) in transfers.items():
-        for indicator, scores in scored:
-            defaults = indicator.defaults()
-            params = {k: v for k, v in indicator.get_params().items() if defaults.get(k, object()) != v}
-            manifest = build_manifest(
-                {**config, "indicator": {"name": indicator.name, "params": indicator.get_params()}}, data,
-                {"task_accuracy": report.to_dict(orient="records"),
-                 "transfer_std_over_seeds": json.loads(spread.to_json()),
-                 "wall_seconds": round(time.perf_counter() - started, 1)},
-            )
-            results.append(make_result(
-                scores, transfer, indicator=indicator.name, suite=suite.name, backbone=args.backbone,
-                transfer_kind=kind, seeds=seeds, params=params, description=indicator.description,
-                baseline=indicator.baseline, manifest=manifest))
+        results = api.score(bench, indicators, kinds, started)
+    reference = bench.reference()
+    _print_task_report(reference, console)
     # Results are written only once every indicator and transfer kind succeeded.
-    paths = [write_result(result, args.submissions_dir) for result in results]
-    _print_task_report(report, console)
-    for path in paths:
-        console.print(f"wrote {path}")
-    _rebuild_and_print(args, console, only=(suite.name, args.backbone))
-    console.print(f"done in {time.perf_counter() - started:.0f} s")
+    for result in results:
+        existed = (args.submissions_dir / result_filename(result)).exists()
+        path = write_result(result, args.submissions_dir)
+        console.print(f"{'replaced' if existed else 'wrote'} {path}")
+    _rebuild_and_print(args, console, only=(bench.suite.name, args.backbone))
+    console.print(f"done in {time.perf_counter() - started:.0f} s (scored against reference {reference.hash[:12]})")
+    return 0
+
+
+def cmd_reference(args, console: Console) -> int:
+    from transferbench import reference as ref
+    from transferbench.api import benchmark_for, build_estimate
+    from transferbench.manifest import build_manifest
+
+    if args.action == "build":
+        executor = _executor(args)
+        started = time.perf_counter()
+        bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
+                              use_shipped=False)
+        console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
+        with executor, bench.progress():
+            built = ref.collect(bench)
+        import torch
+
+        built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
+            "wall_seconds": round(time.perf_counter() - started, 1), "device": "cpu",
+            "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
+        root = args.out or ref.shipped_root()
+        digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")
+        console.print(f"wrote {root / ref.bundle_name(bench.suite.name, args.backbone)} (sha256 {digest})")
+        _print_task_report(built, console)
+        return 0
+    shipped = ref.load_shipped(args.suite, args.backbone)  # checks every hash
+    if shipped is None:
+        raise TransferbenchError(f"no shipped reference for suite {args.suite} on {args.backbone}; build one with "
+                                 f"`transferbench reference build --suite {args.suite} --backbone {args.backbone}`")
+    console.print(f"{shipped.root}: every file matches MANIFEST.json, pinned hash {shipped.hash}")
+    if args.action == "show":
+        _print_task_report(shipped, console)
+        return 0
+    problem = ref.recompute_problem(shipped)
+    if problem:
+        raise TransferbenchError(problem)
+    console.print("tasks.json and transfer.json match what the stored predictions give")
+    executor = _executor(args)
+    bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False))
+    problem = ref.suite_problem(shipped, bench)
+    if problem:
+        raise TransferbenchError(f"{shipped.root}: {problem}")
+    console.print("suite, backbone, seeds and every task's data hash match the bundle")
+    if args.cells > 0:
+        with executor:
+            checks = ref.rerun_cells(shipped, bench, args.cells, args.seed)
+        table = Table(title=f"{len(checks)} cells re-computed from the shipped prompts")
+        for column in ("kind", "source", "target", "seed", "agreement", "stored m", "recomputed m"):
+            table.add_column(column)
+        for c in checks:
+            table.add_row(c.kind, c.source, c.target, str(c.seed), f"{c.agreement:.3f}", f"{c.stored:.4f}",
+                          f"{c.recomputed:.4f}")
+        console.print(table)
+        bad = [c for c in checks if not c.ok]
+        if bad:
+            c = bad[0]
+            raise TransferbenchError(
+                f"{shipped.root / 'predictions.safetensors'}: cell {c.kind} {c.source} -> {c.target} seed {c.seed} "
+                f"re-computes to predictions that agree on only {c.agreement:.1%} of test examples "
+                f"(at least {ref.VERIFY_MIN_AGREEMENT:.0%} needed)")
+    console.print(f"reference {shipped.root.name} verified")
     return 0
 
 
@@ -193,12 +255,18 @@ def _expand_all(specs: list[str]) -> list[str]:
     return list(dict.fromkeys(expanded))
 
 
-def _print_task_report(report, console: Console) -> None:
-    table = Table(title="Own-prompt test accuracy (mean over seeds) vs majority class")
-    for column in ("task", "family", "classes", "prompt acc", "majority"):
+def _print_task_report(reference, console: Console) -> None:
+    table = Table(title="Targets of the reference: own prompt vs null prompt, chance and linear probe "
+                        "(balanced accuracy on test, mean over seeds)")
+    for column in ("task", "family", "classes", "own prompt", "null", "chance", "probe", "own/probe", "admitted"):
         table.add_column(column)
-    for row in report.itertuples():
-        table.add_row(row.task, row.family, str(row.classes), f"{row.test_accuracy:.3f}", f"{row.majority_accuracy:.3f}")
+    for name, row in reference.tasks.items():
+        probe = row["probe_balanced_accuracy"]
+        table.add_row(name, row["family"], str(row["classes"]), f"{row['own_balanced_accuracy']:.3f}",
+                      f"{row['null_balanced_accuracy']:.3f}", f"{row['chance_balanced_accuracy']:.3f}",
+                      "-" if probe is None else f"{probe:.3f}",
+                      "-" if row["own_over_probe"] is None else f"{row['own_over_probe']:.2f}",
+                      "yes" if row["admitted"] else f"no: {row['excluded_because']}")
     console.print(table)
 
 
@@ -297,6 +365,21 @@ def _show_task(spec, console: Console) -> None:
     console.print(examples)
 
 
+def _export_split(name: str, split: str, suite_name: str) -> None:
+    """Write one split of a task, as the suite draws it, to standard output as JSON lines."""
+    from transferbench.task import load_suite, load_task, load_task_data
+
+    suite = load_suite(suite_name)
+    spec = load_task(name)
+    if spec.name not in [load_task(t).name for t in suite.tasks]:
+        raise TransferbenchError(f"task {spec.name} is not in suite {suite.name}; pass --suite with a suite that lists it")
+    data = getattr(load_task_data(spec, suite), split)
+    for row in data:
+        record = {"text": row["text"], **({"text_pair": row["text_pair"]} if spec.is_pair else {}),
+                  "label": spec.label_names[row["label"]]}
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def cmd_tasks(args, console: Console) -> int:
     from transferbench.task import list_suites, list_tasks, load_task
 
@@ -304,6 +387,11 @@ def cmd_tasks(args, console: Console) -> int:
         if not args.name:
             raise TransferbenchError("usage: transferbench tasks show NAME")
         _show_task(load_task(args.name), console)
+        return 0
+    if args.action == "export":
+        if not args.name:
+            raise TransferbenchError("usage: transferbench tasks export NAME --split train|dev|test [--suite S]")
+        _export_split(args.name, args.split, args.suite)
         return 0
     table = Table(title="Tasks")
     for column in ("name", "family", "classes", "labels", "source"):

@@ -12,18 +12,23 @@ Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are
                     the indicator on the leaderboard, e.g. skill_overlap(p=0.05)
     suite           str, the task suite
     backbone        str, the frozen backbone (Hugging Face id or local path)
-    transfer_kind   "zero_shot" | "init_gain"
+    transfer_kind   "zero_shot" | "zero_shot_relative" | "init_gain" (transferbench.protocol)
     tasks           [str], the task names, the order of rows and columns
     seeds           [int], the prompt-tuning seeds the transfer was averaged over
     scores          {source: {target: float | null}}  the indicator's predictions
     transfer        {source: {target: float | null}}  the measured transfer
     metrics         transferbench.evaluation.Evaluation as a dict (includes its bootstrap seed)
+    reference       str | null, the hash of the reference ground truth the transfer comes from
+                    (transferbench.reference); a table ranks only files with one reference hash
+    excluded_targets {task: reason}: targets the reference does not admit (their transfer
+                    column is null)
     manifest        free-form provenance: config, package versions, data hashes, git commit,
                     created_at (ISO 8601 UTC; the newest of two duplicates wins on the leaderboard)
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -41,7 +46,7 @@ from transferbench.errors import TransferbenchError
 from transferbench.evaluation import Evaluation, Metric, evaluate_indicator
 from transferbench.store import atomic_write_bytes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: reference hash, excluded targets, protocol transfer kinds
 METRIC_TOLERANCE = 1e-6
 """Stored and recomputed metrics may differ by this much (absolute) before a file is rejected."""
 
@@ -53,7 +58,7 @@ MAX_BOOTSTRAP = 100_000
 MAX_K = 1000
 MAX_SEED = 2**32 - 1
 
-TransferKind = Literal["zero_shot", "init_gain"]
+TransferKind = Literal["zero_shot", "zero_shot_relative", "init_gain"]
 Matrix = dict[str, dict[str, Metric]]
 
 
@@ -95,6 +100,8 @@ class ResultFile(BaseModel):
     transfer: Matrix
     metrics: Evaluation
     manifest: dict[str, Any] = {}
+    reference: str | None = None
+    excluded_targets: dict[str, str] = {}
 
     # Where `load_results` read it from (not part of the file).
     _path: Path | None = PrivateAttr(default=None)
@@ -144,6 +151,8 @@ def make_result(
     n_bootstrap: int = 10000,
     seed: int = 0,
     k_values: Sequence[int] = (1, 3),
+    reference: str | None = None,
+    excluded_targets: dict[str, str] | None = None,
 ) -> ResultFile:
     """Score the indicator with `evaluate_indicator` and package everything as a ResultFile.
 
@@ -171,6 +180,8 @@ def make_result(
             transfer=_matrix(transfer_f, tasks),
             metrics=metrics,
             manifest=full_manifest,
+            reference=reference,
+            excluded_targets=dict(excluded_targets or {}),
         )
     except ValidationError as exc:
         raise TransferbenchError(f"cannot build the result of {indicator!r}: {_one_line(exc)}") from None
@@ -196,14 +207,17 @@ def _slug(text: str) -> str:
 
 
 def result_filename(result: ResultFile) -> str:
-    """`<suite>__<backbone>__<transfer_kind>__<indicator>[-<8 hex of params>].json`.
+    """`<suite>__<backbone>__<transfer_kind>__<indicator>[-<8 hex of params>]__seeds-<s>__ref-<8 hex>.json`.
 
-    Deterministic: the same indicator with the same params on the same setting gets the same name.
+    Named by everything that produced it: the reference hash pins the suite's content, the
+    backbone revision, the seeds and the measured transfer, so two settings never share a name,
+    and the same indicator with the same params on the same setting always gets the same one.
     """
     name = _slug(result.indicator.name)
     if result.indicator.params:
         name += "-" + hashlib.sha256(result.indicator.params_key().encode()).hexdigest()[:8]
-    parts = [_slug(result.suite), _slug(result.backbone), result.transfer_kind, name]
+    parts = [_slug(result.suite), _slug(result.backbone), result.transfer_kind, name,
+             "seeds-" + "-".join(str(seed) for seed in result.seeds), f"ref-{(result.reference or 'none')[:8]}"]
     return "__".join(parts) + ".json"
 
 
@@ -318,8 +332,49 @@ def read_result(path: Path) -> ResultFile:
         problem = str(exc)
     if problem:
         raise TransferbenchError(problem)
+    problem = reference_problem(result)
+    if problem:
+        raise TransferbenchError(problem)
     result._path = Path(path)
     return result
+
+
+@functools.lru_cache(maxsize=8)
+def _shipped(suite: str, backbone: str):
+    from transferbench.reference import load_shipped
+
+    return load_shipped(suite, backbone)
+
+
+def reference_problem(result: ResultFile) -> str:
+    """'' if the file's measured transfer is its reference's, else why not.
+
+    For a setting with a shipped reference, a file must name that reference's hash and carry
+    exactly its transfer matrix and excluded targets: a file cannot bring its own ground truth.
+    Files of settings without a shipped reference are ranked only with files of the same hash.
+    """
+    from transferbench.reference import bundle_name, pinned_hashes
+
+    name = bundle_name(result.suite, result.backbone)
+    pinned = pinned_hashes().get(name)
+    if pinned is None:
+        return ""
+    if result.reference != pinned:
+        return (f"scored against reference {str(result.reference)[:12]}, not the shipped reference {name} "
+                f"({pinned[:12]}); score it again with `transferbench run`")
+    reference = _shipped(result.suite, result.backbone)
+    if result.transfer_kind not in reference.transfer:
+        return f"the shipped reference {name} has no transfer kind {result.transfer_kind!r}"
+    expected = reference.matrix(result.transfer_kind)
+    _, transfer = dataframes(result)
+    if list(transfer.index) != list(expected.index):
+        return f"its tasks differ from those of the shipped reference {name}"
+    same = ((transfer - expected).abs() <= 1e-12) | (transfer.isna() & expected.isna())
+    if not same.to_numpy().all():
+        return f"its transfer matrix differs from the shipped reference {name} ({pinned[:12]}); it was edited"
+    if result.excluded_targets != reference.excluded_targets():
+        return f"its excluded targets differ from the shipped reference {name}"
+    return ""
 
 
 def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Path, str]]]:

@@ -26,6 +26,7 @@ from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, checked_score
 from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
+from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
 from transferbench.task import SuiteSpec, TaskData, TaskSpec
 
@@ -52,7 +53,7 @@ class Benchmark:
 
     def __init__(self, suite: SuiteSpec, backbone: str, seeds: list[int],
                  store: ArtifactStore | None = None, console: Console | None = None,
-                 executor: Executor | None = None):
+                 executor: Executor | None = None, reference: Reference | None = None):
         if not seeds:
             raise TransferbenchError("at least one seed is needed (e.g. --seeds 0)")
         self.suite = suite
@@ -69,6 +70,8 @@ class Benchmark:
         self._memo: dict[tuple, Any] = {}
         self._loaded_artifacts: dict[tuple[str, str], dict[str, Any]] = {}
         self._progress: Progress | None = None
+        # A shipped reference supplies the prompts and the measured transfer: nothing is trained.
+        self._reference = reference
 
     # ---- stage 1: data (built in this process, shared with units run by the local executor) ------
     def data(self, task: str) -> TaskData:
@@ -142,6 +145,8 @@ class Benchmark:
         """Train (or load) the prompt of every (task, seed) in `pairs`, as one batch of units."""
         jobs = []
         for task, seed in dict.fromkeys(pairs):
+            if self._shipped_prompt(task, seed) is not None:
+                continue
             key = self._prompt_key(task, seed)
             if not self._has("prompts", key):
                 jobs.append(_Job(Unit(units.train_prompt_unit, (self.context, task, seed)), [("prompts", key)]))
@@ -152,9 +157,24 @@ class Benchmark:
         self.train_prompts((name, seed) for seed in self.seeds for name in self.tasks)
 
     def source_prompt(self, task: str, seed: int) -> dict[str, Any]:
-        """{"prompt", "dev_accuracy", "test_accuracy", "best_step", "losses"} for a task's own prompt."""
+        """{"prompt", "dev_accuracy", "test_accuracy", "test_predictions", "best_step"} for a task's
+        own prompt: from the shipped reference when there is one, else trained (or loaded)."""
+        shipped = self._shipped_prompt(task, seed)
+        if shipped is not None:
+            return shipped
         self.train_prompts([(task, seed)])
         return self._artifact_of("prompts", self._prompt_key(task, seed))
+
+    def _shipped_prompt(self, task: str, seed: int) -> dict[str, Any] | None:
+        reference = self._reference
+        if reference is None or reference.root is None or f"{task}/{seed}" not in reference.prompts:
+            return None
+        predictions = reference.predictions[f"own/{task}/{seed}"]
+        labels = reference.predictions[f"labels/{task}"]
+        meta = reference.info["prompts"][f"{task}/{seed}"]
+        return {"prompt": torch.from_numpy(reference.prompt(task, seed)), "dev_accuracy": meta["dev_accuracy"],
+                "test_accuracy": float(np.mean(predictions == labels)),
+                "test_predictions": torch.from_numpy(predictions), "best_step": meta["best_step"]}
 
     # ---- stage 3: measured transfer ------------------------------------------------------------
     def measure_transfer(self, kinds: Iterable[str] = TRANSFER_KINDS) -> None:
@@ -203,11 +223,6 @@ class Benchmark:
                                  [("transfer", key)]))
         return jobs
 
-    def zero_shot_row(self, target: str, seed: int) -> dict[str, float]:
-        """Test accuracy on `target` of every other task's prompt, with the target's verbalizer."""
-        self._execute("zero-shot transfer", self._zero_shot_jobs(target, seed))
-        return {s: float(self.cell("zero_shot", s, target, seed)["accuracy"]) for s in self.tasks if s != target}
-
     def cell(self, kind: str, source: str | None, target: str, seed: int) -> dict[str, Any]:
         """The stored artifact of one measured cell: {"accuracy", "predictions"} of `source`'s
         prompt (None: the null prompt for zero_shot, the default initialisation for init) on
@@ -215,63 +230,28 @@ class Benchmark:
         key = self._zero_shot_key(source, target, seed) if kind == "zero_shot" else self._init_key(source, target, seed)
         return self._artifact_of("transfer", key)
 
-    def zero_shot_transfer(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Relative performance (Su et al. 2022) per ordered pair, mean and std over seeds.
+    def probe_predictions(self, task: str) -> np.ndarray:
+        """Test predictions of the task's linear probe on frozen features (`units.probe_unit`)."""
+        key = self.store.key("probe", {**self.backbone_identity(), **self.task_identity(task), "artifact": "probe",
+                                       "max_length": self.config.max_length, "bf16": self.config.bf16,
+                                       "code": ARTIFACT_CODE_VERSION})
+        if not self._has("probe", key):
+            self._execute("linear probes", [_Job(Unit(units.probe_unit, (self.context, task)), [("probe", key)])])
+        return self._artifact_of("probe", key)["predictions"].numpy().astype(np.int64)
 
-        `relative[s, t] = acc(prompt_s on t) / acc(prompt_t on t)`, both on t's test split with t's
-        verbalizer; the diagonal is NaN. So is the column of a target whose own prompt scores 0:
-        the ratio is undefined there, and the evaluation leaves that target uncovered.
-        """
-        self.measure_transfer(["zero_shot"])
-
-        def cell(source: str, target: str, seed: int, row: dict[str, float]) -> float:
-            own = float(self.source_prompt(target, seed)["test_accuracy"])
-            return row[source] / own if own > 0 else float("nan")
-
-        return self._transfer_matrix(self.zero_shot_row, cell)
-
-    def init_accuracy(self, source: str | None, target: str, seed: int) -> float:
-        """Test accuracy on `target` after `init_steps` of prompt tuning from `source`'s prompt
-        (or, with `source=None`, from the default initialisation), same seed and data order."""
-        self._execute("initialisation transfer", self._init_jobs([source], target, seed))
-        return float(self._artifact_of("transfer", self._init_key(source, target, seed))["accuracy"])
-
-    def init_gain_row(self, target: str, seed: int) -> dict[str | None, float]:
-        return {s: self.init_accuracy(s, target, seed) for s in [None, *self.tasks] if s != target}
-
-    def init_gain_transfer(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Initialisation gain per ordered pair, mean and std over seeds.
-
-        `gain[s, t] = acc(t's prompt trained init_steps from s's prompt) - acc(same budget from
-        the default initialisation)`, same seed and data order, on t's test split.
-        """
-        self.measure_transfer(["init_gain"])
-
-        def cell(source: str, target: str, seed: int, row: dict) -> float:
-            return row[source] - row[None]
-
-        return self._transfer_matrix(self.init_gain_row, cell)
-
-    def _transfer_matrix(self, row_of, cell) -> tuple[pd.DataFrame, pd.DataFrame]:
-        names = list(self.tasks)
-        per_seed = np.full((len(self.seeds), len(names), len(names)), np.nan)
-        for k, seed in enumerate(self.seeds):
-            for j, target in enumerate(names):
-                row = row_of(target, seed)
-                for i, source in enumerate(names):
-                    if source != target:
-                        per_seed[k, i, j] = cell(source, target, seed, row)
-        mean = pd.DataFrame(per_seed.mean(0), index=names, columns=names)
-        spread = pd.DataFrame(per_seed.std(0), index=names, columns=names)
-        return mean, spread
+    # ---- stage 3: the reference ground truth ------------------------------------------------------
+    def reference(self) -> Reference:
+        """The measured transfer this benchmark scores against: the reference it was given (shipped,
+        hash-checked), else one collected now from the store, measuring whatever is missing."""
+        if self._reference is None:
+            self._reference = collect_reference(self)
+        return self._reference
 
     def transfer(self, kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Measured transfer of `kind` ("zero_shot" or "init_gain"): (mean, std over seeds)."""
-        if kind == "zero_shot":
-            return self.zero_shot_transfer()
-        if kind == "init_gain":
-            return self.init_gain_transfer()
-        raise TransferbenchError(f"unknown transfer kind {kind!r}; use zero_shot or init_gain")
+        """Measured transfer of `kind` (`transferbench.protocol.TRANSFER_KINDS`): (mean over seeds,
+        bootstrap standard error); targets the reference excludes are NaN columns."""
+        reference = self.reference()
+        return reference.matrix(kind, "mean"), reference.matrix(kind, "se")
 
     # ---- stage 3: artifacts for indicators -----------------------------------------------------
     def prepare_artifacts(self, names: Iterable[str]) -> None:

@@ -202,16 +202,37 @@ def mask_activations_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.
 
 
 @torch.no_grad()
-def text_embedding_unit(ctx: UnitContext, task: str) -> dict[str, torch.Tensor]:
-    """{"embedding"}: mean over training inputs of the frozen backbone's mean-pooled output, no prompt."""
+def pooled_features(ctx: UnitContext, task: str, split: str) -> torch.Tensor:
+    """The frozen backbone's mean-pooled output `[examples, hidden]` on a split, without a prompt."""
     suite = loaded(ctx)
-    backbone, encoded = suite.backbone, suite.encoded(task, "train")
+    backbone, encoded = suite.backbone, suite.encoded(task, split)
     pad = backbone.tokenizer.pad_token_id
-    total = torch.zeros(backbone.hidden_size)
+    out = torch.zeros(len(encoded), backbone.hidden_size)
     with autocast(ctx.config):
         for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
             batch = encoded.batch(index, pad)
             kwargs = {k: v for k, v in batch.items() if k in backbone.tokenizer.model_input_names}
             hidden = backbone.encoder(**kwargs).last_hidden_state
-            total += mean_pool(hidden, batch["attention_mask"]).float().sum(0)
-    return {"embedding": total / len(encoded)}
+            out[index] = mean_pool(hidden, batch["attention_mask"]).float()
+    return out
+
+
+def text_embedding_unit(ctx: UnitContext, task: str) -> dict[str, torch.Tensor]:
+    """{"embedding"}: mean over training inputs of the frozen backbone's mean-pooled output, no prompt."""
+    return {"embedding": pooled_features(ctx, task, "train").mean(0)}
+
+
+def probe_unit(ctx: UnitContext, task: str) -> dict[str, torch.Tensor]:
+    """{"predictions"}: test predictions of a linear probe, the yardstick for prompt quality.
+
+    An L2-regularised logistic regression (scikit-learn, lbfgs, C=1, class-balanced weights) on the
+    frozen backbone's mean-pooled features of the train split, i.e. what a linear classifier can
+    read off the same frozen representation the prompt steers.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    suite = loaded(ctx)
+    features = {split: pooled_features(ctx, task, split).numpy() for split in ("train", "test")}
+    probe = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced")
+    probe.fit(features["train"], suite.encoded(task, "train").labels.numpy())
+    return {"predictions": torch.from_numpy(probe.predict(features["test"]).astype("int64"))}

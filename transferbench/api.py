@@ -1,0 +1,164 @@
+"""The library entry points: score indicators against a reference and build or verify references.
+
+The command line (`transferbench.cli`) is argument parsing and printing over these functions, so a
+notebook gets exactly what `transferbench run` computes::
+
+    import transferbench
+    results = transferbench.run(indicators=["random"], suite="smoke")
+    results.table()          # one row per (indicator, transfer kind): pandas DataFrame
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from rich.console import Console
+
+from transferbench.errors import TransferbenchError
+from transferbench.protocol import TRANSFER_KINDS
+from transferbench.reference import Reference
+
+# Rough rates of the packaged backbone on a 2-core CPU (examples per second, bf16), used only to
+# tell a user how long a reference build will take before it starts (see benchmarks/README.md).
+TRAIN_EXAMPLES_PER_SECOND = 50
+EVAL_EXAMPLES_PER_SECOND = 400
+
+
+@dataclass
+class Results:
+    """What `run` produced: one result file per (indicator, transfer kind), and the reference."""
+
+    results: list  # transferbench.results.ResultFile
+    reference: Reference
+    wall_seconds: float
+    paths: list[Path] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        """One row per (transfer kind, indicator): mean ρ with its CI and the secondary metrics."""
+        rows = []
+        for result in self.results:
+            rows.append({"transfer_kind": result.transfer_kind, "indicator": result.indicator.label(),
+                         "baseline": result.indicator.baseline, **result.metrics.summary()})
+        return pd.DataFrame(rows)
+
+    def per_target(self) -> pd.DataFrame:
+        """Per-target metrics of every (transfer kind, indicator)."""
+        rows = []
+        for result in self.results:
+            for target in result.metrics.per_target:
+                rows.append({"transfer_kind": result.transfer_kind, "indicator": result.indicator.label(),
+                             **target.model_dump()})
+        return pd.DataFrame(rows)
+
+
+def build_estimate(bench) -> str:
+    """A rough duration of measuring `bench`'s reference on this kind of machine, as a phrase."""
+    config, n_tasks, n_seeds = bench.config, len(bench.tasks), len(bench.seeds)
+    sizes = [bench.suite.sizes_for(name) for name in bench.tasks]
+    train = n_seeds * n_tasks * config.steps * config.batch_size + n_seeds * n_tasks * n_tasks * config.init_steps * config.batch_size
+    test = sum(s.test for s in sizes) * n_seeds * (2 * n_tasks + 2)
+    seconds = train / TRAIN_EXAMPLES_PER_SECOND + test / EVAL_EXAMPLES_PER_SECOND
+    return (f"{n_tasks * n_seeds} prompts and {n_tasks * (n_tasks - 1) * n_seeds} ordered pairs of each transfer kind: "
+            f"roughly {seconds / 60:.0f} min on a 2-core CPU from a cold cache (less for what the cache holds)")
+
+
+def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | None = None, executor=None,
+                  console: Console | None = None, use_shipped: bool = True):
+    """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
+    the suite's content, backbone, seeds and data; else one that will measure its own."""
+    from transferbench.reference import load_shipped, suite_problem
+    from transferbench.runner import Benchmark
+    from transferbench.task import load_suite
+
+    spec = load_suite(suite)
+    seeds = list(seeds) if seeds is not None else list(spec.seeds)
+    console = console or Console(stderr=True, markup=False)
+    shipped = load_shipped(spec.name, backbone) if use_shipped else None
+    bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, reference=shipped)
+    if shipped is not None:
+        problem = suite_problem(shipped, bench)
+        if problem:
+            console.print(f"not using the shipped reference {shipped.root.name} ({shipped.hash[:12]}): {problem}")
+            bench = Benchmark(spec, backbone, seeds, console=console, executor=executor)
+    return bench
+
+
+def ensure_reference(bench, console: Console | None = None) -> Reference:
+    """The benchmark's reference: the shipped one, or one measured now and saved in the cache
+    (`<cache>/references/`, so it has a hash and is measured once)."""
+    from transferbench.reference import bundle_name, read_bundle, save
+
+    if bench._reference is not None:
+        return bench._reference
+    console = console or bench.console
+    folder = bench.store.root / "references" / bundle_name(bench.suite.name, bench.backbone_name)
+    console.print(f"no shipped reference for suite {bench.suite.name} on {bench.backbone_name} with seeds "
+                  f"{bench.seeds}: measuring it first ({build_estimate(bench)})")
+    reference = bench.reference()
+    save(reference, folder)
+    bench._reference = read_bundle(folder, reference.hash)
+    return bench._reference
+
+
+def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, started: float | None = None) -> list:
+    """Score each indicator against the benchmark's reference: one ResultFile per (kind, indicator)."""
+    from transferbench.manifest import build_manifest
+    from transferbench.results import make_result
+
+    started = started if started is not None else time.perf_counter()
+    reference = ensure_reference(bench)
+    bench.prepare_artifacts({name for indicator in indicators for name in indicator.requires})
+    scored = [(indicator, bench.indicator_scores(indicator)) for indicator in indicators]
+    data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
+                   "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
+    config = {"suite": bench.suite.model_dump(mode="json"), "backbone": bench.backbone_identity(),
+              "prompt": bench.config.to_dict(), "seeds": bench.seeds, "threads_per_unit": bench.context.threads,
+              "reference": reference.hash}
+    results = []
+    for kind in kinds:
+        transfer = reference.matrix(kind)
+        for indicator, scores in scored:
+            defaults = indicator.defaults()
+            params = {k: v for k, v in indicator.get_params().items() if defaults.get(k, object()) != v}
+            manifest = build_manifest(
+                {**config, "indicator": {"name": indicator.name, "params": indicator.get_params()}}, data,
+                {"wall_seconds": round(time.perf_counter() - started, 1)})
+            results.append(make_result(
+                scores, transfer, indicator=indicator.name, suite=bench.suite.name, backbone=bench.backbone_name,
+                transfer_kind=kind, seeds=bench.seeds, params=params, description=indicator.description,
+                baseline=indicator.baseline, manifest=manifest, reference=reference.hash,
+                excluded_targets=reference.excluded_targets()))
+    return results
+
+
+def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: str = "minilm",
+        seeds: Sequence[int] | None = None, kinds: Sequence[str] = TRANSFER_KINDS, executor=None,
+        submissions_dir: Path | None = None, console: Console | None = None) -> Results:
+    """Score `indicators` (registered names with optional `:k=v` parameters, `file.py:Class`, or
+    "all") on `suite` and `backbone` against its reference (the shipped one, or measured first).
+
+    Writes result files to `submissions_dir` when given; never writes anything else but the cache.
+    """
+    from transferbench.executors import LocalExecutor
+    from transferbench.indicator import all_indicator_names, make_indicator
+    from transferbench.results import write_result
+
+    unknown = [kind for kind in kinds if kind not in TRANSFER_KINDS]
+    if unknown:
+        raise TransferbenchError(f"unknown transfer kind {unknown[0]!r}; use one of {', '.join(TRANSFER_KINDS)}")
+    names: list[str] = []
+    for spec in indicators:
+        names += all_indicator_names() if spec == "all" else [spec]
+    built = [make_indicator(spec) for spec in dict.fromkeys(names)]  # fail fast on bad names
+    started = time.perf_counter()
+    executor = executor or LocalExecutor()
+    bench = benchmark_for(suite, backbone, seeds, executor=executor, console=console)
+    with executor, bench.progress():
+        results = score(bench, built, kinds, started)
+    paths = [write_result(result, submissions_dir) for result in results] if submissions_dir else []
+    return Results(results=results, reference=bench.reference(), wall_seconds=time.perf_counter() - started,
+                   paths=paths)

@@ -1,0 +1,144 @@
+"""The measurement protocol of the reference ground truth: every formula that turns per-example
+test predictions into measured transfer, its uncertainty, and target admission.
+
+Stage 3 of the pipeline, after the units have produced predictions (`transferbench.units`) and
+before indicators are scored against the result (`transferbench.reference` ships it). Each
+formula lives here once; docs/protocol.md explains why each choice was made.
+
+Notation: `m(p -> t)` is the balanced accuracy on target t's test split of prompt p with t's
+verbalizer; `null` is the untrained initial prompt of the same seed (`prompt.initial_prompt`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Kinds of measured transfer a reference holds (rows = source, columns = target).
+TRANSFER_KINDS = ("zero_shot", "zero_shot_relative", "init_gain")
+TRANSFER_KIND_HELP = {
+    "zero_shot": "a source prompt used as-is on the target, corrected for chance and for the untrained prompt: "
+                 "(m(s->t) - m(null->t)) / (m(t->t) - m(null->t)), m = balanced accuracy",
+    "zero_shot_relative": "Su et al. (2022)'s relative performance acc(s->t) / acc(t->t), plain accuracy",
+    "init_gain": "balanced accuracy after init_steps of tuning from the source prompt minus the same budget "
+                 "from the default initialisation (same seed and data order)",
+}
+ADMISSION_ALPHA = 0.01
+N_BOOTSTRAP = 2000
+BOOTSTRAP_SEED = 0
+
+
+def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
+                      num_classes: int | None = None) -> np.ndarray:
+    """Mean over classes of the recall, `(1/K) sum_c |{i: y_i = c, yhat_i = c}| / |{i: y_i = c}|`
+    (Brodersen et al. 2010), over the classes present in `labels`.
+
+    `predictions` is `[..., n]`; `weights` (`[B, n]` example counts of bootstrap resamples, or
+    None for every example once) gives one value per resample: shape `predictions.shape[:-1]` or
+    `[B, *predictions.shape[:-1]]`. A constant prediction scores exactly 1/K, whatever the class
+    balance, which is why the protocol uses it: "beats the majority class" becomes "beats 1/K".
+    """
+    classes = np.unique(labels) if num_classes is None else np.arange(num_classes)
+    correct = predictions == labels
+    w = np.ones((1, labels.shape[0])) if weights is None else np.asarray(weights, dtype=float)
+    recalls = []
+    for c in classes:
+        in_class = (labels == c).astype(float)
+        if in_class.sum() == 0:
+            continue
+        hits = np.einsum("bn,...n->b...", w, correct * in_class)
+        total = (w @ in_class).reshape((-1,) + (1,) * (correct.ndim - 1))
+        recalls.append(hits / np.maximum(total, 1e-12))
+    value = np.mean(recalls, axis=0)
+    return value[0] if weights is None else value
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Plain accuracy, same shapes as `balanced_accuracy` (Su et al. report it)."""
+    correct = (predictions == labels).astype(float)
+    if weights is None:
+        return correct.mean(-1)
+    w = np.asarray(weights, dtype=float)
+    return np.einsum("bn,...n->b...", w, correct) / w.sum(1).reshape((-1,) + (1,) * (correct.ndim - 1))
+
+
+def normalised_transfer(source: np.ndarray, own: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """`(m(s->t) - m(null->t)) / (m(t->t) - m(null->t))`: 0 = no better than the untrained prompt,
+    1 = as good as the target's own prompt. Undefined (NaN) when the own prompt does not beat the
+    null prompt, which admission (`admission`) rules out for every target in the tables."""
+    gap = own - null
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(gap > 0, (source - null) / np.where(gap > 0, gap, 1.0), np.nan)
+
+
+def relative_performance(source: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Su et al. (NAACL 2022), Sec. 4: `acc(s->t) / acc(t->t)` (NaN when the own accuracy is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(own > 0, source / np.where(own > 0, own, 1.0), np.nan)
+
+
+def resamples(n_examples: int, n_seeds: int, n_bootstrap: int = N_BOOTSTRAP,
+              seed: int = BOOTSTRAP_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap draws over test examples and seeds: (example weights `[B, n]`, seed indices `[B, S]`).
+
+    One draw resamples the test examples (multinomial counts, shared by every arm of a cell so
+    differences are paired) and, independently, the seeds with replacement.
+    """
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_examples, np.full(n_examples, 1.0 / n_examples), size=n_bootstrap)
+    seeds = rng.integers(0, n_seeds, size=(n_bootstrap, n_seeds))
+    return weights.astype(float), seeds
+
+
+@dataclass
+class CellEstimate:
+    """One measured quantity: mean over seeds, per-seed values, and bootstrap uncertainty."""
+
+    mean: float
+    per_seed: list[float]
+    std_over_seeds: float  # sample std (ddof=1); NaN with one seed, never 0
+    se: float  # bootstrap standard error over test examples and seeds
+    ci_low: float
+    ci_high: float
+
+
+def estimate(per_seed: np.ndarray, boot_per_seed: np.ndarray, seed_draws: np.ndarray) -> CellEstimate:
+    """Summarise one cell from its per-seed values `[S]` and bootstrap values `[B, S]` (the value of
+    each seed under each example resample), averaging over the resampled seeds of each draw."""
+    boot = np.take_along_axis(boot_per_seed, seed_draws, axis=1)
+    with np.errstate(invalid="ignore"):
+        boot_mean = np.nanmean(boot, axis=1) if np.isfinite(boot).any() else np.full(len(boot), np.nan)
+    finite = boot_mean[np.isfinite(boot_mean)]
+    std = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+    return CellEstimate(
+        mean=float(np.mean(per_seed)), per_seed=[float(v) for v in per_seed], std_over_seeds=std,
+        se=float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan"),
+        ci_low=float(np.percentile(finite, 2.5)) if len(finite) else float("nan"),
+        ci_high=float(np.percentile(finite, 97.5)) if len(finite) else float("nan"),
+    )
+
+
+def one_sided_p(boot_difference: np.ndarray) -> float:
+    """Bootstrap p-value of "difference <= 0" against "> 0": `(1 + #{b: d_b <= 0}) / (1 + B)`
+    (Davison & Hinkley 1997, ch. 4; the +1 keeps p above zero with finitely many draws)."""
+    return float((1 + np.sum(boot_difference <= 0)) / (1 + len(boot_difference)))
+
+
+def admission(own_boot: np.ndarray, null_boot: np.ndarray, num_classes: int,
+              alpha: float = ADMISSION_ALPHA) -> tuple[bool, float, float, str]:
+    """Whether a target enters the tables: its own prompt must beat the majority class (balanced
+    accuracy 1/K) and the null prompt, each one-sided at `alpha`, over the bootstrap of test
+    examples and seeds (`own_boot`, `null_boot`: seed-averaged bootstrap values `[B]`).
+
+    Returns (admitted, p vs majority, p vs null, reason when excluded).
+    """
+    p_majority = one_sided_p(own_boot - 1.0 / num_classes)
+    p_null = one_sided_p(own_boot - null_boot)
+    reasons = []
+    if p_majority >= alpha:
+        reasons.append(f"own prompt does not beat the majority class (balanced accuracy 1/{num_classes}), "
+                       f"p = {p_majority:.3f}")
+    if p_null >= alpha:
+        reasons.append(f"own prompt does not beat the untrained null prompt, p = {p_null:.3f}")
+    return not reasons, p_majority, p_null, "; ".join(reasons)
