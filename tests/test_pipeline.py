@@ -9,6 +9,7 @@ import pytest
 
 from transferbench import units
 from transferbench.cli import main
+from transferbench.protocol import TRANSFER_KINDS
 
 ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding"]
 
@@ -32,9 +33,9 @@ def test_run_every_builtin_indicator_writes_results_and_leaderboard(workdir, tin
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     files = sorted((workdir / "submissions").glob("*.json"))
-    assert len(files) == 2 * len(ALL_BUILTIN)  # one per indicator and transfer kind
+    assert len(files) == len(TRANSFER_KINDS) * len(ALL_BUILTIN)  # one per indicator and transfer kind
     kinds = {json.loads(f.read_text())["transfer_kind"] for f in files}
-    assert kinds == {"zero_shot", "init_gain"}
+    assert kinds == set(TRANSFER_KINDS)
     result = json.loads(next(f for f in files if "zero_shot" in f.name).read_text())
     manifest = result["manifest"]
     assert manifest["config"]["seeds"] == [0]
@@ -45,13 +46,16 @@ def test_run_every_builtin_indicator_writes_results_and_leaderboard(workdir, tin
     assert result["transfer_kind"] == "zero_shot" and len(result["tasks"]) == 4
     for name in ("README.md", "leaderboard.csv", "leaderboard.json"):
         assert (workdir / "leaderboard" / name).exists()
-    assert "skill_overlap" in out and "Own-prompt test accuracy" in out
+    assert "skill_overlap" in out and "Targets of the reference" in out
+    # every file names the reference it was scored against, measured first and saved in the cache
+    assert len({json.loads(f.read_text())["reference"] for f in files}) == 1
+    assert "no shipped reference for suite tiny" in err and "roughly" in err
 
     # the leaderboard is rebuilt from the result files alone
     code, out, err = run_cli(capsys, "leaderboard", "--format", "json")
     assert code == 0
     board = json.loads(out)
-    assert len(board["tables"]) == 2  # transfer kinds are never ranked together
+    assert len(board["tables"]) == len(TRANSFER_KINDS)  # transfer kinds are never ranked together
     rows = board["tables"][0]["rows"]
     assert {row["indicator"].split("(")[0] for row in rows} == set(ALL_BUILTIN)
     assert any(row["baseline"] for row in rows)

@@ -20,6 +20,9 @@ import pytest
 
 from transferbench.errors import TransferbenchError, UnknownNameError
 from transferbench.task import (
+    _usable_examples,
+    cross_task_leaks,
+    normalise,
     SuiteSpec,
     TaskData,
     TaskSpec,
@@ -239,6 +242,22 @@ def test_user_local_task_loads_with_deterministic_disjoint_stratified_splits(tmp
         assert counts == {0: size // 3, 1: 2 * size // 3}
     # majority (positive) is 2/3 of test
     assert data.majority_accuracy() == pytest.approx(2 / 3)
+
+
+def test_tasks_sharing_texts_get_joint_splits(tmp_path):
+    """Two tasks over one corpus: no dev/test text of either is in the other's train split."""
+    balanced_csv(tmp_path / "data.csv")
+    first = load_task(str(local_task_yaml(tmp_path)))
+    second = first.model_copy(update={"name": "my_task_copy"})
+    second._yaml_path = first.yaml_path
+    sizes = suite(train=60, dev=20, test=30)
+    data = {spec.name: load_task_data(spec, sizes) for spec in (first, second)}
+    assert cross_task_leaks(data) == []
+    # not vacuous: both tasks draw from the same 180 texts, so splits drawn per task would leak
+    def texts(d):
+        return set(d.train["text"]) | set(d.dev["text"]) | set(d.test["text"])
+
+    assert len(texts(data["my_task"]) & texts(data["my_task_copy"])) >= 100
 
 
 def test_split_seed_changes_the_split(tmp_path):
@@ -552,6 +571,18 @@ def test_real_tasks_load_with_smoke_sizes(name, real_cache):
     assert all(abs(train_counts[c] - test_counts[c]) <= 1 for c in range(spec.num_classes))
     assert 0 < data.majority_accuracy() < 1
     assert load_task_data(spec, smoke).data_hash == data.data_hash
+
+
+@pytest.mark.integration
+def test_rotten_tomatoes_derived_tasks_do_not_test_on_each_others_training_texts(real_cache):
+    """rt_sentiment, rt_subjectivity and vader_movies share snippets; the default suite's splits are joint."""
+    suite_spec = load_suite("default")
+    names = ("rt_sentiment", "rt_subjectivity", "vader_movies")
+    data = {name: load_task_data(load_task(name), suite_spec) for name in names}
+    pools = {name: set(normalise(_usable_examples(load_task(name))["text"])) for name in names}
+    assert len(pools["rt_sentiment"] & pools["vader_movies"]) > 1000  # the corpora do overlap
+    assert len(pools["rt_sentiment"] & pools["rt_subjectivity"]) > 1000
+    assert cross_task_leaks(data) == []
 
 
 @pytest.mark.integration

@@ -5,3 +5,11 @@ Pipeline (data flows one way): tasks -> source prompts -> artifacts -> indicator
 """
 
 __version__ = "0.1.0"
+
+
+def run(*args, **kwargs):
+    """Score indicators against a reference; see `transferbench.api.run` (imported on first use,
+    so `import transferbench` stays light)."""
+    from transferbench.api import run as _run
+
+    return _run(*args, **kwargs)

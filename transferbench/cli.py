@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("action", choices=["build", "verify", "show"])
     reference.add_argument("--suite", default="default", help="task suite (default: %(default)s)")
     reference.add_argument("--backbone", default="minilm", type=_backbone, help="backbone (default: %(default)s)")
-    reference.add_argument("--out", type=Path, default=None,
-                           help="build: folder that receives the bundle (default: reference/ of this checkout)")
+    reference.add_argument("--root", type=Path, default=None,
+                           help="folder of bundles and their index.json (default: the shipped reference/ folder)")
     reference.add_argument("--cells", type=int, default=4,
                            help="verify: cells to re-compute from the shipped prompts (default: %(default)s)")
     reference.add_argument("--seed", type=int, default=0, help="verify: which cells are drawn (default: %(default)s)")
@@ -201,12 +201,15 @@ def cmd_reference(args, console: Console) -> int:
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
             "wall_seconds": round(time.perf_counter() - started, 1), "device": "cpu",
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
-        root = args.out or ref.shipped_root()
+        root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")
         console.print(f"wrote {root / ref.bundle_name(bench.suite.name, args.backbone)} (sha256 {digest})")
         _print_task_report(built, console)
         return 0
-    shipped = ref.load_shipped(args.suite, args.backbone)  # checks every hash
+    from transferbench.task import load_suite
+
+    suite_name = load_suite(args.suite).name
+    shipped = ref.load_shipped(suite_name, args.backbone, args.root)  # checks every hash
     if shipped is None:
         raise TransferbenchError(f"no shipped reference for suite {args.suite} on {args.backbone}; build one with "
                                  f"`transferbench reference build --suite {args.suite} --backbone {args.backbone}`")

@@ -107,8 +107,7 @@ def estimate(per_seed: np.ndarray, boot_per_seed: np.ndarray, seed_draws: np.nda
     """Summarise one cell from its per-seed values `[S]` and bootstrap values `[B, S]` (the value of
     each seed under each example resample), averaging over the resampled seeds of each draw."""
     boot = np.take_along_axis(boot_per_seed, seed_draws, axis=1)
-    with np.errstate(invalid="ignore"):
-        boot_mean = np.nanmean(boot, axis=1) if np.isfinite(boot).any() else np.full(len(boot), np.nan)
+    boot_mean = boot.mean(axis=1)  # NaN where a resampled seed's value is undefined; left out below
     finite = boot_mean[np.isfinite(boot_mean)]
     std = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
     return CellEstimate(

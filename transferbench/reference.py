@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,7 +56,10 @@ def shipped_root() -> Path:
 
 
 def bundle_name(suite: str, backbone: str) -> str:
-    return f"{suite}__{backbone.replace('/', '-')}"
+    """`<suite>__<backbone>`, the backbone made file-name safe (a Hugging Face id or path keeps its
+    distinguishing parts: `org/model` -> `org-model`)."""
+    safe = re.sub(r"[^A-Za-z0-9._]+", "-", backbone).strip("-.")
+    return f"{suite}__{safe or 'backbone'}"
 
 
 def sha256_file(path: Path) -> str:
