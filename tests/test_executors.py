@@ -67,8 +67,11 @@ def test_units_are_pure_same_inputs_give_bit_identical_tensors(cache, tiny_backb
     assert_same_artifact(own, units.train_prompt_unit(ctx, "pos_a", 0))
     other = units.train_prompt_unit(ctx, "topic_a", 0)["prompt"]
     prompt = own["prompt"]
-    prompts = {"pos_a": prompt, "topic_a": other}
-    assert units.zero_shot_row_unit(ctx, "pos_b", 0, prompts) == units.zero_shot_row_unit(ctx, "pos_b", 0, prompts)
+    prompts = {"pos_a": prompt, "topic_a": other, None: None}  # None: the null prompt of the seed
+    first, second = units.zero_shot_row_unit(ctx, "pos_b", 0, prompts), units.zero_shot_row_unit(ctx, "pos_b", 0, prompts)
+    assert set(first) == set(prompts)
+    for source in prompts:
+        assert_same_artifact(first[source], second[source])
     for init in (prompt, None):
         assert_same_artifact(units.init_accuracy_unit(ctx, init, "pos_b", 0), units.init_accuracy_unit(ctx, init, "pos_b", 0))
     assert_same_artifact(units.skill_neurons_unit(ctx, "pos_a", 0, prompt), units.skill_neurons_unit(ctx, "pos_a", 0, prompt))

@@ -113,3 +113,28 @@ def test_without_dev_the_final_prompt_is_returned(backbone):
     with_dev = train_prompt(backbone, split, split, verbalizer, config, seed=0)  # one eval, at the last step
     without = train_prompt(backbone, split, None, verbalizer, config, seed=0)
     assert torch.equal(with_dev.prompt, without.prompt) and without.best_step == 4
+
+
+def test_device_cuda_without_a_gpu_is_one_error_line(capsys):
+    import torch
+
+    from transferbench.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    code = main(["run", "-i", "random", "--suite", "smoke", "--device", "cuda"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "no CUDA GPU" in lines[0], err
+
+
+def test_auto_device_on_a_cpu_machine_is_the_cpu():
+    import torch
+
+    from transferbench.backbone import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"

@@ -190,6 +190,34 @@ def resolve_backbone(name: str) -> tuple[str, str]:
     return name, "hub"
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` (CUDA if available, else Apple MPS if available, else CPU), `cpu`, `cuda`, `cuda:N`
+    or `mps`; a device this machine lacks is one TransferbenchError."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TransferbenchError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TransferbenchError(f"--device {name}: this machine (or this torch build) has no CUDA GPU; "
+                                     "use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TransferbenchError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise TransferbenchError(f"--device {name}: Apple MPS is not available here; use --device cpu or auto")
+    elif device.type != "cpu":
+        raise TransferbenchError(f"--device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
 class Backbone:
     """A frozen encoder plus its tokenizer, with access to every layer's FFN activations.
 
@@ -197,7 +225,7 @@ class Backbone:
     scored by it at the mask position) and "cosine" otherwise (see `transferbench.prompt`).
     """
 
-    def __init__(self, name: str = DEFAULT_BACKBONE):
+    def __init__(self, name: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu"):
         from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -227,6 +255,8 @@ class Backbone:
                 "or a Hugging Face id on a machine with network access"
             ) from None
         self.head = "mlm" if has_mlm_head else "cosine"
+        self.device = resolve_device(str(device))
+        self.model.to(self.device)
         self.model.eval()
         self.model.requires_grad_(False)  # frozen: only soft prompts ever receive gradients
         self.config = self.encoder.config

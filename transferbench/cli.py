@@ -48,6 +48,8 @@ def _backbone(text: str) -> str:
 
 
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
                         help="where units of work run: local = in this process (default); ray = as Ray tasks "
                              "(needs pip install 'transferbench[ray]'; see docs/scaling.md)")
@@ -65,8 +67,13 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
 def _executor(args):
     from transferbench.executors import make_executor
 
+    from transferbench.backbone import resolve_device
+
+    gpus = args.gpus_per_task
+    if args.executor == "ray" and not gpus and resolve_device(args.device).type == "cuda":
+        gpus = 1  # Ray hides every GPU from a task that reserves none
     return make_executor(args.executor, address=args.ray_address, num_cpus=args.ray_num_cpus,
-                         num_gpus_per_task=args.gpus_per_task, threads_per_unit=args.unit_threads)
+                         num_gpus_per_task=gpus, threads_per_unit=args.unit_threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +175,7 @@ def cmd_run(args, console: Console) -> int:
     executor = _executor(args)
     started = time.perf_counter()
     bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor,
-                              console=Console(stderr=True, markup=False))
+                              console=Console(stderr=True, markup=False), device=args.device)
     with executor, bench.progress():
         results = api.score(bench, indicators, kinds, started)
     reference = bench.reference()
@@ -192,14 +199,14 @@ def cmd_reference(args, console: Console) -> int:
         executor = _executor(args)
         started = time.perf_counter()
         bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
-                              use_shipped=False)
+                              use_shipped=False, device=args.device)
         console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
         with executor, bench.progress():
             built = ref.collect(bench)
         import torch
 
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
-            "wall_seconds": round(time.perf_counter() - started, 1), "device": "cpu",
+            "wall_seconds": round(time.perf_counter() - started, 1), "device": str(bench.device),
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
         root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")
@@ -222,7 +229,8 @@ def cmd_reference(args, console: Console) -> int:
         raise TransferbenchError(problem)
     console.print("tasks.json and transfer.json match what the stored predictions give")
     executor = _executor(args)
-    bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False))
+    bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
+                          device=args.device)
     problem = ref.suite_problem(shipped, bench)
     if problem:
         raise TransferbenchError(f"{shipped.root}: {problem}")

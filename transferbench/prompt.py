@@ -162,7 +162,7 @@ class Verbalizer:
             with torch.no_grad():
                 encodings = []
                 for words in label_words:
-                    batch = tokenizer(list(words), padding=True, return_tensors="pt")
+                    batch = tokenizer(list(words), padding=True, return_tensors="pt").to(backbone.device)
                     hidden = backbone.encoder(**batch).last_hidden_state
                     encodings.append(mean_pool(hidden, batch["attention_mask"]).mean(0))
                 self.label_encodings = F.normalize(torch.stack(encodings), dim=-1)
@@ -170,7 +170,7 @@ class Verbalizer:
     def logits(self, output: "PromptedOutput") -> torch.Tensor:
         """Label logits `[B, labels]`, always in float32: under bf16 autocast a matrix product
         would round them to ~0.1 at this scale and make close labels tie."""
-        with torch.autocast("cpu", enabled=False):
+        with torch.autocast(self.backbone.device.type, enabled=False):
             if self.backbone.head == "mlm":
                 vocab_logits = self.backbone.mlm_head(output.mask_hidden.float())
                 return torch.stack([vocab_logits[:, ids].mean(-1) for ids in self.word_ids], dim=-1)
@@ -199,16 +199,18 @@ def prompted_forward(
     `prompt` is `[n, H]` (one prompt for the batch) or `[B, n, H]` (one prompt per example, which
     lets many prompts be evaluated in one batched forward pass).
     """
-    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    device = backbone.device
+    ids, mask, types = (batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids"))
     size = ids.shape[0]
     embed = backbone.word_embeddings
     words = embed(ids)
+    prompt = prompt.to(device)
     if prompt.dim() == 2:
         prompt = prompt.unsqueeze(0).expand(size, -1, -1)
     n = prompt.shape[1]
-    mask_token = embed(torch.tensor([backbone.tokenizer.mask_token_id])).expand(size, 1, -1)
+    mask_token = embed(torch.tensor([backbone.tokenizer.mask_token_id], device=device)).expand(size, 1, -1)
     inputs = torch.cat([words[:, :1], prompt.to(words.dtype), mask_token, words[:, 1:]], dim=1)
-    ones = torch.ones((size, n + 1), dtype=mask.dtype)
+    ones = torch.ones((size, n + 1), dtype=mask.dtype, device=device)
     attention = torch.cat([mask[:, :1], ones, mask[:, 1:]], dim=1)
     kwargs = {"inputs_embeds": inputs, "attention_mask": attention}
     if "token_type_ids" in backbone.tokenizer.model_input_names:
@@ -217,10 +219,21 @@ def prompted_forward(
     return PromptedOutput(hidden, attention, hidden[:, n + 1])
 
 
-def autocast(config: PromptConfig):
-    """bfloat16 autocast on CPU when enabled (its matrix multiply is ~4x fp32 on this machine)."""
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The device's best reduced precision: bfloat16 on CPUs (its matrix multiply is ~4x fp32 on
+    our 2-core machine) and on GPUs that support it, else float16 (which needs a gradient scaler)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(config: PromptConfig, device: torch.device | None = None):
+    """Reduced-precision autocast on `device` (default CPU) when `config.bf16` is on."""
+    device = device or torch.device("cpu")
     if config.bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=autocast_dtype(device))
     return nullcontext()
 
 
@@ -233,7 +246,7 @@ def initial_prompt(backbone: Backbone, length: int, seed: int) -> torch.Tensor:
     vocab = backbone.word_embeddings.weight
     low = min(1000, vocab.shape[0] // 2)  # skip special and unused tokens at the start of BERT vocabularies
     ids = torch.randint(low, vocab.shape[0], (length,), generator=generator)
-    return vocab[ids].detach().clone().float()
+    return vocab[ids.to(vocab.device)].detach().float().cpu().clone()
 
 
 @torch.no_grad()
@@ -244,10 +257,10 @@ def predict(
     """Predicted label index for every example of `split`."""
     predictions = np.zeros(len(split), dtype=np.int64)
     pad = backbone.tokenizer.pad_token_id
-    with autocast(config):
+    with autocast(config, backbone.device):
         for index in split.length_sorted_batches(config.eval_batch_size):
             output = prompted_forward(backbone, prompt, split.batch(index, pad))
-            predictions[index] = verbalizer.logits(output).argmax(-1).numpy()
+            predictions[index] = verbalizer.logits(output).argmax(-1).cpu().numpy()
     return predictions
 
 
@@ -266,13 +279,13 @@ def predict_many(
     predictions = np.zeros((count, len(split)), dtype=np.int64)
     pad = backbone.tokenizer.pad_token_id
     per_pass = max(1, config.eval_batch_size // count)
-    with autocast(config):
+    with autocast(config, backbone.device):
         for index in split.length_sorted_batches(per_pass):
             batch = split.batch(index, pad)
             tiled = {k: v.repeat(count, 1) for k, v in batch.items()}
             rows = prompts.repeat_interleave(len(index), dim=0)
             logits = verbalizer.logits(prompted_forward(backbone, rows, tiled))
-            predictions[:, index] = logits.argmax(-1).view(count, len(index)).numpy()
+            predictions[:, index] = logits.argmax(-1).view(count, len(index)).cpu().numpy()
     return predictions
 
 
@@ -312,9 +325,12 @@ def train_prompt(
 
 def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> TrainedPrompt:
     torch.manual_seed(seed)
+    device = backbone.device
     prompt = (init.clone().float() if init is not None else initial_prompt(backbone, config.prompt_length, seed))
-    prompt.requires_grad_(True)
+    prompt = prompt.to(device).requires_grad_(True)
     optimizer = torch.optim.AdamW([prompt], lr=config.lr, weight_decay=0.0)
+    # float16 autocast (GPUs without bfloat16) needs loss scaling; a disabled scaler is a no-op
+    scaler = torch.amp.GradScaler(device.type, enabled=config.bf16 and autocast_dtype(device) == torch.float16)
     order = torch.Generator().manual_seed(seed + 1)
     pad = backbone.tokenizer.pad_token_id
     best = (-1.0, 0, prompt.detach().clone())
@@ -325,11 +341,12 @@ def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> Tr
             permutation += torch.randperm(len(train), generator=order).tolist()
         index, permutation = permutation[: config.batch_size], permutation[config.batch_size :]
         batch = train.batch(index, pad)
-        with autocast(config):
+        with autocast(config, backbone.device):
             logits = verbalizer.logits(prompted_forward(backbone, prompt, batch))
-        loss = F.cross_entropy(logits.float(), train.labels[index])
-        loss.backward()
-        optimizer.step()
+        loss = F.cross_entropy(logits.float(), train.labels[index].to(device))
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if dev is None and step == config.steps:  # no selection: the final prompt
@@ -342,7 +359,7 @@ def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> Tr
             progress()
     if not all(math.isfinite(x) for x in losses):
         raise TransferbenchError("prompt training diverged (non-finite loss); lower `lr` in the suite's training block")
-    return TrainedPrompt(prompt=best[2], dev_accuracy=best[0], best_step=best[1], losses=losses)
+    return TrainedPrompt(prompt=best[2].cpu(), dev_accuracy=best[0], best_step=best[1], losses=losses)
 
 
 @contextmanager
@@ -356,7 +373,7 @@ def capture_ffn(backbone: Backbone, positions: slice | list[int]):
 
     def hook(layer: int):
         def record(_module, _inputs, output):
-            per_layer[layer] = output[:, positions].detach().float()
+            per_layer[layer] = output[:, positions].detach().float().cpu()
             if layer == backbone.num_layers - 1:
                 captured.append(torch.stack(per_layer, dim=1))  # type: ignore[arg-type]
 

@@ -232,6 +232,11 @@ def collect(bench, *, build_manifest: dict[str, Any] | None = None) -> Reference
                 label = source or NULL
                 predictions[f"zero_shot/{label}/{task}/{seed}"] = _int(bench.cell("zero_shot", source, task, seed))
                 predictions[f"init/{label}/{task}/{seed}"] = _int(bench.cell("init", source, task, seed))
+    # When the measurements were made: the store's files of the prompts and cells (a build may be
+    # resumed over several sessions, so the collect time alone says little).
+    stamps = [bench.store.path(stage, key).stat().st_mtime for stage, key in bench.measured_keys()]
+    span = {"first_artifact_utc": _utc(min(stamps)), "last_artifact_utc": _utc(max(stamps)),
+            "artifact_span_seconds": round(max(stamps) - min(stamps), 1)} if stamps else {}
     info = {
         "format": FORMAT_VERSION,
         "suite": bench.suite.model_dump(mode="json"),
@@ -246,10 +251,16 @@ def collect(bench, *, build_manifest: dict[str, Any] | None = None) -> Reference
                      "admission_alpha": protocol.ADMISSION_ALPHA, "null_prompt": "prompt.initial_prompt(seed)",
                      "metric": "balanced accuracy"},
         "prompts": prompt_meta,
-        "build": {**(build_manifest or {}), "collect_seconds": round(time.perf_counter() - started, 1)},
+        "build": {**(build_manifest or {}), **span, "collect_seconds": round(time.perf_counter() - started, 1)},
     }
     tasks, transfer = derive_tables(info, predictions)
     return Reference(info=info, prompts=prompts, predictions=predictions, tasks=tasks, transfer=transfer)
+
+
+def _utc(timestamp: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def _int(cell: dict[str, Any]) -> np.ndarray:

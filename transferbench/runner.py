@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from transferbench import units
-from transferbench.backbone import Backbone
+from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, checked_score
@@ -53,7 +53,7 @@ class Benchmark:
 
     def __init__(self, suite: SuiteSpec, backbone: str, seeds: list[int],
                  store: ArtifactStore | None = None, console: Console | None = None,
-                 executor: Executor | None = None, reference: Reference | None = None):
+                 executor: Executor | None = None, reference: Reference | None = None, device: str = "cpu"):
         if not seeds:
             raise TransferbenchError("at least one seed is needed (e.g. --seeds 0)")
         self.suite = suite
@@ -65,8 +65,9 @@ class Benchmark:
         where = str(suite.yaml_path) if suite.yaml_path else f"suite {suite.name}"
         self.config = PromptConfig.from_overrides(dict(suite.training), where=where)
         self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite.task_specs()}
+        self.device = resolve_device(device)
         self.context = units.UnitContext(suite, backbone, self.config, tuple(self.tasks),
-                                         threads=self.executor.threads_per_unit)
+                                         threads=self.executor.threads_per_unit, device=str(self.device))
         self._memo: dict[tuple, Any] = {}
         self._loaded_artifacts: dict[tuple[str, str], dict[str, Any]] = {}
         self._progress: Progress | None = None
@@ -107,7 +108,11 @@ class Benchmark:
     def prompt_inputs(self, task: str, seed: int) -> dict[str, Any]:
         config = {k: v for k, v in self.config.to_dict().items() if k not in TRANSFER_ONLY_SETTINGS}
         return {**self.backbone_identity(), **self.task_identity(task), "config": config,
-                "seed": seed, "code": PROMPT_CODE_VERSION}
+                "seed": seed, "code": PROMPT_CODE_VERSION, **self._device_key()}
+
+    def _device_key(self) -> dict[str, str]:
+        """Measured numbers depend on the device's kernels; CPU keys stay as they always were."""
+        return {} if self.device.type == "cpu" else {"device": self.device.type}
 
     def _prompt_key(self, task: str, seed: int) -> str:
         return self.store.key("prompts", self.prompt_inputs(task, seed))
@@ -119,7 +124,7 @@ class Benchmark:
 
     def _zero_shot_key(self, source: str | None, target: str, seed: int) -> str:
         source_inputs = self.prompt_inputs(source, seed) if source else self.null_inputs(seed)
-        return self.store.key("transfer", {"source": source_inputs,
+        return self.store.key("transfer", {**self._device_key(), "source": source_inputs,
                                            "target": self.task_identity(target), "kind": "zero_shot"})
 
     def _init_key(self, source: str | None, target: str, seed: int) -> str:
@@ -222,6 +227,17 @@ class Benchmark:
                 jobs.append(_Job(Unit(units.init_accuracy_unit, (self.context, init, target, seed)),
                                  [("transfer", key)]))
         return jobs
+
+    def measured_keys(self) -> list[tuple[str, str]]:
+        """(stage, key) of every stored prompt and measured cell of the reference protocol."""
+        keys = [("prompts", self._prompt_key(t, seed)) for seed in self.seeds for t in self.tasks]
+        for seed in self.seeds:
+            for target in self.tasks:
+                for source in [None, *self.tasks]:
+                    if source != target:
+                        keys += [("transfer", self._zero_shot_key(source, target, seed)),
+                                 ("transfer", self._init_key(source, target, seed))]
+        return [(stage, key) for stage, key in keys if self.store.path(stage, key).exists()]
 
     def cell(self, kind: str, source: str | None, target: str, seed: int) -> dict[str, Any]:
         """The stored artifact of one measured cell: {"accuracy", "predictions"} of `source`'s

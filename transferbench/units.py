@@ -40,11 +40,13 @@ class UnitContext:
     config: PromptConfig
     tasks: tuple[str, ...]
     threads: int = 1
+    device: str = "cpu"  # where units compute (`backbone.resolve_device`); a Ray task uses the GPU it reserved
 
     @cached_property
     def fingerprint(self) -> str:
         return content_key({"suite": self.suite.model_dump(mode="json"), "backbone": self.backbone,
-                            "config": self.config.to_dict(), "tasks": list(self.tasks), "threads": self.threads})
+                            "config": self.config.to_dict(), "tasks": list(self.tasks), "threads": self.threads,
+                            "device": self.device})
 
 
 class LoadedSuite:
@@ -60,7 +62,7 @@ class LoadedSuite:
 
     @cached_property
     def backbone(self) -> Backbone:
-        return Backbone(self.ctx.backbone)
+        return Backbone(self.ctx.backbone, device=self.ctx.device)
 
     def data(self, task: str) -> TaskData:
         if task not in self._data:
@@ -156,7 +158,7 @@ def ffn_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: st
     backbone, encoded = suite.backbone, suite.encoded(task, split)
     out = torch.zeros(len(encoded), backbone.num_layers, len(positions), backbone.ffn_width)
     pad = backbone.tokenizer.pad_token_id
-    with capture_ffn(backbone, positions) as captured, autocast(ctx.config):
+    with capture_ffn(backbone, positions) as captured, autocast(ctx.config, backbone.device):
         for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
             prompted_forward(backbone, prompt, encoded.batch(index, pad))
             out[index] = captured.pop()
@@ -195,7 +197,7 @@ def mask_activations_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.
     backbone = loaded(ctx).backbone
     tokenizer = backbone.tokenizer
     ids = torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]])
-    with capture_ffn(backbone, position) as captured, autocast(ctx.config):
+    with capture_ffn(backbone, position) as captured, autocast(ctx.config, backbone.device):
         prompted_forward(backbone, prompt, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
                                             "token_type_ids": torch.zeros_like(ids)})
     return {"activations": captured[0][0, :, 0]}
@@ -208,12 +210,12 @@ def pooled_features(ctx: UnitContext, task: str, split: str) -> torch.Tensor:
     backbone, encoded = suite.backbone, suite.encoded(task, split)
     pad = backbone.tokenizer.pad_token_id
     out = torch.zeros(len(encoded), backbone.hidden_size)
-    with autocast(ctx.config):
+    with autocast(ctx.config, backbone.device):
         for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
             batch = encoded.batch(index, pad)
-            kwargs = {k: v for k, v in batch.items() if k in backbone.tokenizer.model_input_names}
+            kwargs = {k: v.to(backbone.device) for k, v in batch.items() if k in backbone.tokenizer.model_input_names}
             hidden = backbone.encoder(**kwargs).last_hidden_state
-            out[index] = mean_pool(hidden, batch["attention_mask"]).float()
+            out[index] = mean_pool(hidden, batch["attention_mask"].to(backbone.device)).float().cpu()
     return out
 
 
