@@ -10,7 +10,8 @@ import pytest
 from transferbench import units
 from transferbench.cli import main
 
-ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding"]
+ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding",
+               "same_family"]
 
 
 def run_cli(capsys, *args):
