@@ -17,6 +17,7 @@ from transferbench.results import (
     dataframes,
     load_results,
     make_result,
+    per_seed_frames,
     result_filename,
     write_result,
 )
@@ -225,3 +226,89 @@ def test_duplicate_files_on_disk_are_named_in_the_note(tmp_path, monkeypatch):
     write_leaderboard(results, tmp_path / "board")
     readme = (tmp_path / "board" / "README.md").read_text()
     assert "kept the newest (subs/new/" in readme and "ignored subs/old/" in readme
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional schema fields: families and the measured transfer per seed.
+
+FAMILIES = {"sst2": "sentiment", "rotten": "sentiment", "tweets": "sentiment", "amazon": "sentiment",
+            "nyt": "sentiment", "bbc": "topic", "snli": "nli", "empathy": "emotion"}
+
+
+def seeded_result(name, noise, *, seed=0, baseline=False, n_seeds=3):
+    """A result with families and `n_seeds` per-seed transfer matrices whose mean is `transfer`."""
+    rng = np.random.default_rng(100 + seed)
+    per_seed = [transfer_matrix() + rng.normal(scale=0.05, size=(8, 8)) for _ in range(n_seeds)]
+    transfer = sum(per_seed) / n_seeds
+    scores = transfer + np.random.default_rng(seed).normal(scale=noise, size=transfer.shape)
+    return make_result(
+        scores, transfer, indicator=name, baseline=baseline, suite="sentiment",
+        backbone="sentence-transformers/all-MiniLM-L6-v2", transfer_kind="zero_shot",
+        seeds=list(range(n_seeds)), manifest={"created_at": "2025-01-01T00:00:00+00:00"}, n_bootstrap=200,
+        families=FAMILIES, transfer_per_seed=per_seed, n_permutations=300,
+    )
+
+
+def test_families_and_per_seed_transfer_round_trip_and_feed_the_metrics(tmp_path):
+    r = seeded_result("skill_overlap", 0.2)
+    assert r.families == FAMILIES and len(r.transfer_per_seed) == 3
+    assert r.metrics.n_targets_within_family == 5  # the 5 sentiment targets have 4 same-family sources
+    assert not math.isnan(r.metrics.partial_spearman) and r.metrics.permutation_p < 0.05
+    write_result(r, tmp_path)
+    (loaded,), problems = load_results(tmp_path)
+    assert problems == []
+    assert loaded.model_dump(mode="json") == r.model_dump(mode="json")
+    frames = per_seed_frames(loaded)
+    pd.testing.assert_frame_equal(sum(frames) / 3, dataframes(loaded)[1])
+
+
+def test_a_file_whose_families_were_edited_no_longer_reproduces(tmp_path):
+    path = write_result(seeded_result("skill_overlap", 0.2), tmp_path)
+    data = json.loads(path.read_text())
+    data["families"]["bbc"] = "sentiment"
+    path.write_text(json.dumps(data))
+    results, problems = load_results(tmp_path)
+    assert results == [] and "do not reproduce" in problems[0][1]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["families"].pop("bbc"), "families must name the family of every task"),
+        (lambda d: d["families"].update(bbc=""), "empty family name"),
+        (lambda d: d["transfer_per_seed"].pop(), "2 matrices for 3 seeds"),
+        (lambda d: d["transfer_per_seed"][1].pop("nyt"), r"transfer_per_seed\[1\] must have every task"),
+        (lambda d: d["transfer_per_seed"][0]["sst2"].update(nyt=5.0), "not the mean over seeds"),
+    ],
+)
+def test_schema_rejects_inconsistent_families_and_per_seed_transfer(edit, message):
+    data = seeded_result("random", 1.0).model_dump(mode="json")
+    edit(data)
+    with pytest.raises(ValueError, match=message):
+        ResultFile.model_validate(data)
+
+
+def test_a_missing_seed_value_is_accepted_with_either_mean_convention():
+    data = seeded_result("random", 1.0).model_dump(mode="json")
+    values = [m["sst2"]["nyt"] for m in data["transfer_per_seed"]]
+    data["transfer_per_seed"][0]["sst2"]["nyt"] = None
+    data["transfer"]["sst2"]["nyt"] = None  # NaN-propagating mean
+    ResultFile.model_validate(data)
+    data["transfer"]["sst2"]["nyt"] = sum(values[1:]) / 2  # mean of the seeds that have a value
+    ResultFile.model_validate(data)
+
+
+def test_a_file_written_before_the_new_fields_still_loads(tmp_path):
+    old = result("random", 1.0, baseline=True)
+    data = old.model_dump(mode="json")
+    del data["families"], data["transfer_per_seed"]
+    new_keys = ("within_family_spearman", "n_targets_within_family", "across_family_spearman",
+                "n_targets_across_family", "partial_spearman", "n_permutations", "permutation_p")
+    for key in new_keys:
+        del data["metrics"][key]
+    for target in data["metrics"]["per_target"].values():
+        del target["within_family"], target["across_family"], target["partial"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    (loaded,), problems = load_results(tmp_path)
+    assert problems == [] and loaded.metrics.n_permutations == 0
+    assert math.isnan(loaded.metrics.permutation_p) and math.isnan(loaded.metrics.within_family_spearman)
