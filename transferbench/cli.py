@@ -172,7 +172,8 @@ def cmd_run(args, console: Console) -> int:
             results.append(make_result(
                 scores, transfer, indicator=indicator.name, suite=suite.name, backbone=args.backbone,
                 transfer_kind=kind, seeds=seeds, params=params, description=indicator.description,
-                baseline=indicator.baseline, manifest=manifest))
+                baseline=indicator.baseline, manifest=manifest,
+                families={name: spec.family for name, spec in bench.tasks.items()}))
     # Results are written only once every indicator and transfer kind succeeded.
     paths = [write_result(result, args.submissions_dir) for result in results]
     _print_task_report(report, console)
