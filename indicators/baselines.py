@@ -1,4 +1,5 @@
-"""Baselines every transferability table carries: random, source data size, task embedding."""
+"""Baselines every transferability table carries: random, source data size, task embedding,
+same family."""
 
 from __future__ import annotations
 
@@ -51,3 +52,20 @@ class TaskEmbedding(Indicator):
     def score(self, source, target) -> float:
         a, b = np.asarray(source.text_embedding, float), np.asarray(target.text_embedding, float)
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@register_indicator("same_family")
+class SameFamily(Indicator):
+    """1 if the source task belongs to the target task's family (e.g. both sentiment), else 0.
+
+    Knows nothing but the family labels of the task cards. Tasks of one family transfer to each
+    other much better than across families, so this baseline alone earns a high mean rho: an
+    indicator is only informative beyond the family if it beats this row, and its within-family
+    and partial rho (where this baseline is undefined: its scores are constant there) are above 0.
+    """
+
+    description = "1 if source and target share a family, else 0"
+    baseline = True
+
+    def score(self, source, target) -> float:
+        return 1.0 if source.family == target.family else 0.0

@@ -14,7 +14,12 @@ from transferbench.evaluation import (
     evaluate_indicator,
     ndcg_at_k,
     paired_test,
+    partial_spearman,
+    permutation_p_value,
+    rank_intervals,
     regret_at_k,
+    seed_splits,
+    split_seed_tau,
     top1_hit,
 )
 
@@ -263,3 +268,149 @@ def test_evaluate_module_loads_offline_and_agrees(monkeypatch):
     assert out["mean_spearman"] == pytest.approx(expected.mean_spearman, abs=1e-12)
     assert out["per_target"] == pytest.approx(expected.per_target_spearman())
     assert out["n_targets_covered"] == expected.n_targets_covered
+
+
+# ---------------------------------------------------------------------------------------------
+# Family-aware verdicts, permutation test, rank stability: hand-checkable cases.
+
+
+def test_partial_spearman_known_answers():
+    # Ranks s = [4, 3, 2, 1], g = [3, 4, 1, 2]: plain rho = 1 - 6*4/(4*15) = 0.6, but within each
+    # family group the order is reversed: residuals (+.5, -.5) vs (-.5, +.5) in both groups -> -1.
+    s, g = np.array([4.0, 3, 2, 1]), np.array([3.0, 4, 1, 2])
+    assert partial_spearman(s, g, np.array([1, 1, 0, 0])) == pytest.approx(-1.0)
+    # Residuals of [1..5] given z = [1,1,1,0,0]: (-1, 0, 1 | -.5, .5); of [2,1,4,3,5]:
+    # (-1/3, -4/3, 5/3 | -1, 1); dot = 2 + 1 = 3, norms^2 = 2.5 and 60/9 -> 3 / sqrt(50/3).
+    value = partial_spearman(np.arange(1.0, 6), np.array([2.0, 1, 4, 3, 5]), np.array([1, 1, 1, 0, 0]))
+    assert value == pytest.approx(3 / math.sqrt(50 / 3))
+    # No family split: the plain Spearman rho (0.8 here).
+    assert partial_spearman(np.arange(1.0, 6), np.array([2.0, 1, 4, 3, 5]), np.zeros(5)) == pytest.approx(0.8)
+    # Scores that are the family indicator itself carry nothing beyond it: undefined.
+    assert math.isnan(partial_spearman(np.array([1.0, 1, 0, 0]), s, np.array([1, 1, 0, 0])))
+
+
+FAMILY_TASKS = ["a", "b", "c", "d", "e", "f"]
+FAMILIES = {"a": "A", "b": "A", "c": "A", "d": "A", "e": "B", "f": "B"}
+
+
+def family_case():
+    """transfer = 10 * same family + r_source; scores = 10 * same family - r_source (r = 1..6):
+    right about the family, backwards inside each family group."""
+    r = {task: i + 1 for i, task in enumerate(FAMILY_TASKS)}
+    same = np.array([[FAMILIES[s] == FAMILIES[t] for t in FAMILY_TASKS] for s in FAMILY_TASKS], float)
+    rank = np.array([[r[s]] * 6 for s in FAMILY_TASKS], float)
+    return square(10 * same - rank, FAMILY_TASKS), square(10 * same + rank, FAMILY_TASKS)
+
+
+def test_within_across_and_partial_rho_separate_family_detection_from_ranking():
+    scores, transfer = family_case()
+    result = evaluate_indicator(scores, transfer, families=FAMILIES, n_bootstrap=100)
+    # Target a: transfer ranks e1 f2 b3 c4 d5, score ranks f1 e2 d3 c4 b5: sum d^2 = 10,
+    # rho = 1 - 60/120 = 0.5 (same for b, c, d); the headline rewards family detection.
+    assert result.per_target["a"].spearman == pytest.approx(0.5)
+    # Within: a-d have 3 same-family sources, ranked backwards; e, f have 1 (undefined).
+    assert result.within_family_spearman == pytest.approx(-1.0)
+    assert result.n_targets_within_family == 4
+    assert math.isnan(result.per_target["e"].within_family)
+    # Across: a-d have only 2 other-family sources (undefined); e, f have 4, ranked backwards.
+    assert result.across_family_spearman == pytest.approx(-1.0)
+    assert result.n_targets_across_family == 2
+    assert math.isnan(result.per_target["a"].across_family)
+    assert result.partial_spearman == pytest.approx(-1.0)
+    assert result.per_target["e"].partial == pytest.approx(-1.0)
+
+
+def test_family_metrics_need_families_and_same_family_scores_are_undefined_within():
+    scores, transfer = family_case()
+    plain = evaluate_indicator(scores, transfer, n_bootstrap=100)
+    assert math.isnan(plain.within_family_spearman) and math.isnan(plain.partial_spearman)
+    assert plain.n_targets_within_family == 0
+    same = square([[float(FAMILIES[s] == FAMILIES[t]) for t in FAMILY_TASKS] for s in FAMILY_TASKS], FAMILY_TASKS)
+    result = evaluate_indicator(same, transfer, families=FAMILIES, n_bootstrap=100)
+    assert result.mean_spearman > 0.5  # the family alone ranks well ...
+    assert math.isnan(result.within_family_spearman)  # ... and says nothing inside a family
+    assert math.isnan(result.partial_spearman)
+    with pytest.raises(TransferbenchError, match="no family for task 'f'"):
+        evaluate_indicator(scores, transfer, families={k: v for k, v in FAMILIES.items() if k != "f"})
+
+
+def test_permutation_p_known_answers():
+    # One target, 3 sources, perfect ranking: 1 of the 3! = 6 orders reaches rho = 1, so p -> 1/6
+    # (a two-sided test would give 1/3).
+    perfect = (np.array([1.0, 2, 3]), np.array([1.0, 2, 3]))
+    assert permutation_p_value([perfect], n_permutations=20000, seed=1) == pytest.approx(1 / 6, abs=0.01)
+    # Two such targets: both shuffles must be perfect, 1/36.
+    assert permutation_p_value([perfect, perfect], n_permutations=20000) == pytest.approx(1 / 36, abs=0.004)
+    # 3 targets of 10 sources ranked perfectly: no shuffle reaches it, p = (1 + 0) / (1 + n).
+    ten = (np.arange(10.0), np.arange(10.0))
+    assert permutation_p_value([ten] * 3, n_permutations=99) == pytest.approx(1 / 100)
+    # Backwards: every shuffle is at least as good, p = 1.
+    assert permutation_p_value([(-np.arange(10.0), np.arange(10.0))], n_permutations=99) == 1.0
+    assert math.isnan(permutation_p_value([], n_permutations=99))
+
+
+def test_permutation_p_is_stored_seeded_and_small_for_a_good_indicator():
+    transfer = random_transfer()
+    good = evaluate_indicator(transfer, transfer, n_bootstrap=100, n_permutations=999)
+    assert good.permutation_p == pytest.approx(1 / 1000)
+    noisy = transfer + np.random.default_rng(3).normal(scale=2.0, size=transfer.shape)
+    first = evaluate_indicator(noisy, transfer, n_bootstrap=100, seed=5, n_permutations=500)
+    again = evaluate_indicator(noisy, transfer, n_bootstrap=100, seed=5, n_permutations=500)
+    assert first.permutation_p == again.permutation_p and first.n_permutations == 500
+    assert math.isnan(evaluate_indicator(noisy, transfer, n_bootstrap=100, n_permutations=0).permutation_p)
+
+
+SEED_TASKS = ["a", "b", "c", "d", "e"]
+
+
+def seed_case():
+    """Per target, its 4 sources (in task order) get transfer [10, 20, 30, 40] on seed 0 and
+    [2, 1, 4, 3] on seed 1; the mean [6, 10.5, 17, 21.5] keeps seed 0's order.
+    Indicator A predicts seed 0 (rho 1 on seed 0 and on the mean, 0.6 on seed 1), B predicts
+    seed 1 (0.6, 1, and 0.6 on the mean), C is A reversed (always last)."""
+    seed0, seed1 = (square(np.full((5, 5), np.nan), SEED_TASKS) for _ in range(2))
+    for target in SEED_TASKS:
+        sources = [s for s in SEED_TASKS if s != target]
+        seed0.loc[sources, target] = [10.0, 20, 30, 40]
+        seed1.loc[sources, target] = [2.0, 1, 4, 3]
+    return seed0, seed1
+
+
+def test_rank_intervals_resample_seeds_as_well_as_targets():
+    seed0, seed1 = seed_case()
+    scores = [seed0, seed1, -seed0]  # A, B, C
+    per_seed = [[seed0, seed1]] * 3
+    # Seeds drawn {1, 1} (probability 1/4) put B first, else A: both span ranks 1-2.
+    assert rank_intervals(scores, per_seed, n_bootstrap=2000) == [(1, 2), (1, 2), (3, 3)]
+    # With only the mean transfer (targets alone resampled) the order never changes.
+    mean = [[(seed0 + seed1) / 2]] * 3
+    assert rank_intervals(scores, mean, n_bootstrap=2000) == [(1, 1), (2, 2), (3, 3)]
+    with pytest.raises(TransferbenchError, match="same"):
+        rank_intervals(scores, [[seed0, seed1], [seed0], [seed0]])
+
+
+def test_identical_indicators_share_the_best_rank():
+    seed0, seed1 = seed_case()
+    assert rank_intervals([seed0, seed0, -seed0], [[seed0, seed1]] * 3, n_bootstrap=200) == [(1, 1), (1, 1), (3, 3)]
+
+
+def test_split_seed_tau_known_answers():
+    seed0, seed1 = seed_case()
+    scores = [seed0, seed1, -seed0]
+    # Seed 0 alone: means A 1, B 0.6, C -1; seed 1 alone: A 0.6, B 1, C -0.6.
+    # Pairs: (A, B) discordant, (A, C) and (B, C) concordant: tau = (2 - 1) / 3.
+    tau, n_splits, reason = split_seed_tau(scores, [[seed0, seed1]] * 3)
+    assert (tau, n_splits, reason) == (pytest.approx(1 / 3), 1, "")
+    # Seeds that agree reproduce the ranking exactly.
+    assert split_seed_tau(scores, [[seed0, seed0, seed0]] * 3)[0] == pytest.approx(1.0)
+    tau, n_splits, reason = split_seed_tau(scores, [[seed0]] * 3)
+    assert math.isnan(tau) and n_splits == 0 and "fewer than 2 seeds" in reason
+    assert "fewer than 2 indicators" in split_seed_tau(scores[:1], [[seed0, seed1]])[2]
+
+
+def test_seed_splits_are_disjoint_halves_each_once():
+    assert seed_splits(1) == []
+    assert seed_splits(2) == [([0], [1])]
+    assert seed_splits(3) == [([0], [1, 2]), ([1], [0, 2]), ([2], [0, 1])]
+    assert seed_splits(4) == [([0, 1], [2, 3]), ([0, 2], [1, 3]), ([0, 3], [1, 2])]
+    assert len(seed_splits(6)) == 10

@@ -85,6 +85,18 @@ def test_baselines_random_is_seeded_and_data_size_reads_source():
     assert checked_score(make_indicator("data_size"), a, b) == 100.0
 
 
+def test_same_family_baseline_scores_one_for_a_shared_family_and_reads_no_artifact():
+    def task(name, family):
+        return TaskView(name, family, 2, frozenset(), lambda task, artifact: pytest.fail("read an artifact"))
+
+    same_family = make_indicator("same_family")
+    assert same_family.baseline and same_family.requires == ()
+    sst2, imdb, snli = task("sst2", "sentiment"), task("imdb", "sentiment"), task("snli", "nli")
+    assert checked_score(same_family, sst2, imdb) == 1.0
+    assert checked_score(same_family, snli, imdb) == 0.0
+    assert checked_score(same_family, imdb, snli) == 0.0
+
+
 def test_undeclared_artifact_is_refused():
     class Sneaky(Indicator):
         requires = ("prompts",)

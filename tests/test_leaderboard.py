@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -10,13 +11,23 @@ import pytest
 from rich.console import Console
 
 from transferbench.errors import TransferbenchError
-from transferbench.leaderboard import COLUMNS, build_tables, leaderboard_json, render_rich, write_leaderboard
+from transferbench.leaderboard import (
+    COLUMNS,
+    build_tables,
+    leaderboard_csv,
+    leaderboard_json,
+    render_html,
+    render_markdown,
+    render_rich,
+    write_leaderboard,
+)
 from transferbench.results import (
     SCHEMA_VERSION,
     ResultFile,
     dataframes,
     load_results,
     make_result,
+    per_seed_frames,
     result_filename,
     write_result,
 )
@@ -182,7 +193,7 @@ def test_leaderboard_files_are_deterministic(submissions, tmp_path):
     assert " *" in readme  # random is significantly below prompt_cosine
     assert "broken.json" in readme and "Skipped" in readme
     csv = pd.read_csv(first[1])
-    assert list(csv.columns) == ["suite", "backbone", "transfer_kind", *COLUMNS]
+    assert list(csv.columns) == ["suite", "backbone", "transfer_kind", *COLUMNS, "split_seed_tau"]
     assert len(csv) == 3
     board = json.loads(contents[2])
     assert board["tables"][0]["rows"][0]["sig"] is None
@@ -225,3 +236,181 @@ def test_duplicate_files_on_disk_are_named_in_the_note(tmp_path, monkeypatch):
     write_leaderboard(results, tmp_path / "board")
     readme = (tmp_path / "board" / "README.md").read_text()
     assert "kept the newest (subs/new/" in readme and "ignored subs/old/" in readme
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional schema fields: families and the measured transfer per seed.
+
+FAMILIES = {"sst2": "sentiment", "rotten": "sentiment", "tweets": "sentiment", "amazon": "sentiment",
+            "nyt": "sentiment", "bbc": "topic", "snli": "nli", "empathy": "emotion"}
+
+
+def seeded_result(name, noise, *, seed=0, baseline=False, n_seeds=3):
+    """A result with families and `n_seeds` per-seed transfer matrices whose mean is `transfer`."""
+    rng = np.random.default_rng(100 + seed)
+    per_seed = [transfer_matrix() + rng.normal(scale=0.05, size=(8, 8)) for _ in range(n_seeds)]
+    transfer = sum(per_seed) / n_seeds
+    scores = transfer + np.random.default_rng(seed).normal(scale=noise, size=transfer.shape)
+    return make_result(
+        scores, transfer, indicator=name, baseline=baseline, suite="sentiment",
+        backbone="sentence-transformers/all-MiniLM-L6-v2", transfer_kind="zero_shot",
+        seeds=list(range(n_seeds)), manifest={"created_at": "2025-01-01T00:00:00+00:00"}, n_bootstrap=200,
+        families=FAMILIES, transfer_per_seed=per_seed, n_permutations=300,
+    )
+
+
+def test_families_and_per_seed_transfer_round_trip_and_feed_the_metrics(tmp_path):
+    r = seeded_result("skill_overlap", 0.2)
+    assert r.families == FAMILIES and len(r.transfer_per_seed) == 3
+    assert r.metrics.n_targets_within_family == 5  # the 5 sentiment targets have 4 same-family sources
+    assert not math.isnan(r.metrics.partial_spearman) and r.metrics.permutation_p < 0.05
+    write_result(r, tmp_path)
+    (loaded,), problems = load_results(tmp_path)
+    assert problems == []
+    assert loaded.model_dump(mode="json") == r.model_dump(mode="json")
+    frames = per_seed_frames(loaded)
+    pd.testing.assert_frame_equal(sum(frames) / 3, dataframes(loaded)[1])
+
+
+def test_a_file_whose_families_were_edited_no_longer_reproduces(tmp_path):
+    path = write_result(seeded_result("skill_overlap", 0.2), tmp_path)
+    data = json.loads(path.read_text())
+    data["families"]["bbc"] = "sentiment"
+    path.write_text(json.dumps(data))
+    results, problems = load_results(tmp_path)
+    assert results == [] and "do not reproduce" in problems[0][1]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["families"].pop("bbc"), "families must name the family of every task"),
+        (lambda d: d["families"].update(bbc=""), "empty family name"),
+        (lambda d: d["transfer_per_seed"].pop(), "2 matrices for 3 seeds"),
+        (lambda d: d["transfer_per_seed"][1].pop("nyt"), r"transfer_per_seed\[1\] must have every task"),
+        (lambda d: d["transfer_per_seed"][0]["sst2"].update(nyt=5.0), "not the mean over seeds"),
+    ],
+)
+def test_schema_rejects_inconsistent_families_and_per_seed_transfer(edit, message):
+    data = seeded_result("random", 1.0).model_dump(mode="json")
+    edit(data)
+    with pytest.raises(ValueError, match=message):
+        ResultFile.model_validate(data)
+
+
+def test_a_missing_seed_value_is_accepted_with_either_mean_convention():
+    data = seeded_result("random", 1.0).model_dump(mode="json")
+    values = [m["sst2"]["nyt"] for m in data["transfer_per_seed"]]
+    data["transfer_per_seed"][0]["sst2"]["nyt"] = None
+    data["transfer"]["sst2"]["nyt"] = None  # NaN-propagating mean
+    ResultFile.model_validate(data)
+    data["transfer"]["sst2"]["nyt"] = sum(values[1:]) / 2  # mean of the seeds that have a value
+    ResultFile.model_validate(data)
+
+
+def test_a_file_written_before_the_new_fields_still_loads(tmp_path):
+    old = result("random", 1.0, baseline=True)
+    data = old.model_dump(mode="json")
+    del data["families"], data["transfer_per_seed"]
+    new_keys = ("within_family_spearman", "n_targets_within_family", "across_family_spearman",
+                "n_targets_across_family", "partial_spearman", "n_permutations", "permutation_p")
+    for key in new_keys:
+        del data["metrics"][key]
+    for target in data["metrics"]["per_target"].values():
+        del target["within_family"], target["across_family"], target["partial"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    (loaded,), problems = load_results(tmp_path)
+    assert problems == [] and loaded.metrics.n_permutations == 0
+    assert math.isnan(loaded.metrics.permutation_p) and math.isnan(loaded.metrics.within_family_spearman)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict columns: family-aware rho, permutation p, rank interval, split-seed tau.
+
+
+def same_family_result():
+    base = seeded_result("random", 1.0)
+    scores = pd.DataFrame(
+        [[float(FAMILIES[s] == FAMILIES[t]) for t in TASKS] for s in TASKS], index=TASKS, columns=TASKS
+    )
+    return make_result(
+        scores, dataframes(base)[1], indicator="same_family", baseline=True, suite="sentiment",
+        backbone="sentence-transformers/all-MiniLM-L6-v2", transfer_kind="zero_shot", seeds=[0, 1, 2],
+        manifest={"created_at": "2025-01-01T00:00:00+00:00"}, n_bootstrap=200, families=FAMILIES,
+        transfer_per_seed=per_seed_frames(base), n_permutations=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def verdict_tables():
+    results = [seeded_result("skill_overlap", 0.02), seeded_result("random", 5.0, seed=2, baseline=True),
+               seeded_result("prompt_cosine", 0.5, seed=1), same_family_result()]
+    return results, build_tables(results)
+
+
+def test_table_has_family_permutation_and_rank_columns(verdict_tables):
+    _, tables = verdict_tables
+    table = next(iter(tables.values()))
+    assert table["indicator"].iloc[0] == "skill_overlap"
+    rows = table.set_index("indicator")
+    good, rnd, same = rows.loc["skill_overlap"], rows.loc["random"], rows.loc["same_family"]
+    assert (good["rank_low"], good["rank_high"]) == (1, 1)  # far ahead whatever targets or seeds are drawn
+    assert (table["rank_low"] <= table["rank_high"]).all() and table["rank_high"].max() <= len(table)
+    assert good["permutation_p"] < 0.01 and rnd["permutation_p"] > good["permutation_p"]
+    assert good["within_family"] > 0.8 and good["within_family_targets"] == 5
+    assert good["across_family_targets"] == 8 and good["partial_spearman"] > 0.8
+    # The family baseline is undefined inside a family and once the family is controlled.
+    assert math.isnan(same["within_family"]) and same["within_family_targets"] == 0
+    assert math.isnan(same["partial_spearman"])
+    assert table.attrs["rank_resampled"] == "targets and seeds" and table.attrs["rank_note"] == ""
+    assert table.attrs["split_seed_splits"] == 3 and -1 <= table.attrs["split_seed_tau"] <= 1
+
+
+def test_every_format_shows_the_new_columns_and_the_split_seed_tau(verdict_tables):
+    results, tables = verdict_tables
+    readme = render_markdown(tables)
+    header = next(line for line in readme.splitlines() if line.startswith("| #"))
+    for column in ("perm. p", "rank 95%", "within ρ", "across ρ", "partial ρ"):
+        assert column in header
+    row = next(line for line in readme.splitlines() if line.startswith("| 1 | skill_overlap"))
+    assert "| 1–1 |" in row and "(5) |" in row
+    assert "split-seed τ = " in readme and "mean of 3 splits" in readme
+    assert "same_family" in readme and "knows more than the family" in readme
+    csv = pd.read_csv(io.StringIO(leaderboard_csv(tables)))
+    assert {"within_family", "across_family", "partial_spearman", "permutation_p", "rank_low", "rank_high"} <= set(csv)
+    assert csv["split_seed_tau"].nunique() == 1
+    board = leaderboard_json(results)
+    assert board["tables"][0]["split_seed_splits"] == 3 and board["tables"][0]["rank_resampled"] == "targets and seeds"
+    assert board["tables"][0]["rows"][0]["rank_low"] == 1
+    page = render_html(results)
+    headers = re.findall(r"<th [^>]*>", page)
+    assert len(headers) == 17 and all('title="' in h for h in headers)
+    assert re.search(r'data-key="within_family"[^>]*title="Mean ρ over the sources of the target&#x27;s own family', page)
+    assert "knows more than the family" in page.split("</table>")[1]
+    assert "split-seed τ = " in page
+
+
+def test_without_per_seed_transfer_the_board_says_what_it_resampled(submissions):
+    results, _ = load_results(submissions)
+    table = next(iter(build_tables(results).values()))
+    assert table.attrs["rank_resampled"] == "targets only"
+    assert "3 of 3 result files carry no per-seed transfer" in table.attrs["rank_note"]
+    assert math.isnan(table.attrs["split_seed_tau"])
+    assert "split-seed τ: – (3 of 3 result files carry no per-seed transfer)" in render_markdown(build_tables(results))
+    assert list(table["rank_low"]) == [1, 2, 3]  # skill_overlap and random are far apart
+
+
+def test_one_seed_gives_no_split_seed_tau_and_says_why():
+    results = [seeded_result("skill_overlap", 0.1, n_seeds=1), seeded_result("random", 5.0, seed=2, n_seeds=1)]
+    table = next(iter(build_tables(results).values()))
+    assert math.isnan(table.attrs["split_seed_tau"]) and "fewer than 2 seeds" in table.attrs["split_seed_reason"]
+
+
+def test_rich_table_fits_100_columns_and_prints_the_split_seed_tau(verdict_tables):
+    _, tables = verdict_tables
+    buffer = io.StringIO()
+    render_rich(tables, Console(file=buffer, width=250, color_system=None))
+    text = buffer.getvalue()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
+    assert "perm. p" in text and "rank 95%" in text and "within ρ" in text and "split-seed τ = " in text

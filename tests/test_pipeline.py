@@ -11,7 +11,8 @@ from transferbench import units
 from transferbench.cli import main
 from transferbench.protocol import TRANSFER_KINDS
 
-ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding"]
+ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding",
+               "same_family"]
 
 
 def run_cli(capsys, *args):

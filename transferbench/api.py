@@ -132,7 +132,8 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
                 scores, transfer, indicator=indicator.name, suite=bench.suite.name, backbone=bench.backbone_name,
                 transfer_kind=kind, seeds=bench.seeds, params=params, description=indicator.description,
                 baseline=indicator.baseline, manifest=manifest, reference=reference.hash,
-                excluded_targets=reference.excluded_targets()))
+                excluded_targets=reference.excluded_targets(), families=reference.families(),
+                transfer_per_seed=reference.per_seed(kind)))
     return results
 
 

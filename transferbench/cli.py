@@ -289,7 +289,7 @@ def _rebuild_and_print(args, console: Console, only: tuple[str, str] | None = No
     write_leaderboard(results, args.leaderboard_dir, problems)
     tables = build_tables(results)
     if only is not None:
-        tables = {key: table for key, table in tables.items() if key[:2] == only}
+        tables = {key: table for key, table in tables.items() if (key.suite, key.backbone) == only}
     render_rich(tables, console)
     for path, reason in problems:
         console.print(f"skipped {path}: {reason}", style="yellow", markup=False)

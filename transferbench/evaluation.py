@@ -14,14 +14,23 @@ Ties in the indicator's ranking (for NDCG@k, Regret@k and the top-1 hit) are bro
 *pessimistically*: among sources with the same score, the one with the lower measured transfer is
 ranked first (then by source name). An indicator thus never gains from ties, and the three
 ranking metrics always agree with each other.
+
+Family-aware verdicts. Tasks of one family (e.g. two sentiment tasks) transfer to each other far
+better than across families, so an indicator that only detects "same family" already earns a high
+mean rho. Given each task's family, `evaluate_indicator` also reports the mean rho over the
+target's same-family sources only (within), over other-family sources only (across), the partial
+rho with the family indicator controlled, and a permutation p-value against "no information".
+Table-level uncertainty of the ranking (a bootstrap over targets and seeds, and the split-seed
+check) takes every result of one table at once: `rank_intervals` and `split_seed_tau`.
 """
 
 from __future__ import annotations
 
 import itertools
+import warnings
 import math
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Sequence
+from typing import Annotated, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,6 +78,12 @@ class TargetEvaluation(BaseModel):
     top1_hit: Metric = math.nan
     ndcg: dict[int, Metric] = {}
     regret: dict[int, Metric] = {}
+    within_family: Metric = math.nan
+    """Spearman rho over the sources of the target's own family (NaN: fewer than MIN_SOURCES)."""
+    across_family: Metric = math.nan
+    """Spearman rho over the sources of the other families (NaN: fewer than MIN_SOURCES)."""
+    partial: Metric = math.nan
+    """Spearman partial rho with the same-family indicator controlled (`partial_spearman`)."""
 
 
 class Evaluation(BaseModel):
@@ -102,6 +117,19 @@ class Evaluation(BaseModel):
     n_pairs: int
     """Valid off-diagonal (source, target) pairs: both matrices have a value."""
     per_target: dict[str, TargetEvaluation]
+    within_family_spearman: Metric = math.nan
+    """Mean over targets of the rho among same-family sources (targets with >= MIN_SOURCES of
+    them); NaN when the file names no families or no target qualifies."""
+    n_targets_within_family: int = 0
+    across_family_spearman: Metric = math.nan
+    """Mean over targets of the rho among other-family sources (>= MIN_SOURCES of them)."""
+    n_targets_across_family: int = 0
+    partial_spearman: Metric = math.nan
+    """Mean over targets of the Spearman partial rho given the same-family indicator."""
+    n_permutations: int = 0
+    """0: no permutation test (files written before it existed)."""
+    permutation_p: Metric = math.nan
+    """One-sided p of mean_spearman against "no information" (`permutation_p_value`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN as None); `Evaluation.from_dict` reverses it exactly."""
@@ -125,6 +153,10 @@ class Evaluation(BaseModel):
             "top1_rate": self.top1_rate,
             "mean_kendall": self.mean_kendall,
             "mean_weighted_tau": self.mean_weighted_tau,
+            "within_family_spearman": self.within_family_spearman,
+            "across_family_spearman": self.across_family_spearman,
+            "partial_spearman": self.partial_spearman,
+            "permutation_p": self.permutation_p,
         }
         flat.update({f"mean_regret@{k}": v for k, v in sorted(self.mean_regret.items())})
         flat.update({f"mean_ndcg@{k}": v for k, v in sorted(self.mean_ndcg.items())})
@@ -233,14 +265,113 @@ def target_spearman(scores: Iterable[float], transfer: Iterable[float]) -> float
     return math.nan if coverage_problem(s, g) else spearman(s, g)
 
 
+def _standardised_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank) centred to mean 0 and scaled to norm 1, so the
+    dot product of two such vectors is their Spearman rho; all zeros when the values are constant."""
+    ranks = stats.rankdata(values, axis=-1)
+    centred = ranks - ranks.mean(axis=-1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, centred / np.where(norm > 0, norm, 1.0), 0.0)
+
+
+def partial_spearman(scores: np.ndarray, transfer: np.ndarray, same_family: np.ndarray) -> float:
+    """Spearman partial correlation of scores and transfer with the family indicator controlled:
+
+        r_x = average ranks of x;  z_s = 1 if source s shares the target's family else 0
+        e_x = r_x - (least-squares fit of r_x on [1, z])  (= r_x minus the mean of r_x in its z group)
+        rho_partial = Pearson(e_scores, e_transfer)
+
+    Why: same-family sources transfer best, so a plain rho rewards an indicator that only detects
+    the family; the residuals keep only what the scores say *within* each group (a same-family
+    indicator's residual scores are all 0). This is the rank version of the first-order partial
+    correlation (Fisher 1924; Conover, "Practical Nonparametric Statistics", 1999). When z is
+    constant it equals the plain Spearman rho. NaN when either residual vector is all 0.
+    """
+    group = np.asarray(same_family, dtype=bool)
+    residuals = []
+    for values in (scores, transfer):
+        ranks = stats.rankdata(values)
+        fitted = np.empty_like(ranks)
+        for member in (True, False):
+            if (group == member).any():
+                fitted[group == member] = ranks[group == member].mean()
+        residuals.append(ranks - fitted)
+    e_s, e_g = residuals
+    scale = np.linalg.norm(e_s) * np.linalg.norm(e_g)
+    if scale <= 1e-12:
+        return math.nan
+    return float(e_s @ e_g / scale)
+
+
+def family_spearman(
+    scores: np.ndarray, transfer: np.ndarray, same_family: np.ndarray
+) -> tuple[float, float]:
+    """(within, across): the Spearman rho over the sources that share the target's family, and
+    over the sources of other families, each under the coverage rule (NaN with fewer than
+    MIN_SOURCES sources or a constant vector).
+
+    Why MIN_SOURCES (3) sources and not more: it is the rule every other per-target rho uses, and
+    the smallest sample whose rho is not forced to +-1. In a suite with families of 5, 3, 3 and 1
+    tasks only the targets of the 5-task family get a within-family rho (4 same-family sources);
+    the count of such targets is reported next to the mean so a reader sees how thin it is.
+    """
+    group = np.asarray(same_family, dtype=bool)
+    return (
+        target_spearman(scores[group], transfer[group]),
+        target_spearman(scores[~group], transfer[~group]),
+    )
+
+
+def permutation_p_value(
+    targets: Sequence[tuple[np.ndarray, np.ndarray]], *, n_permutations: int = 2000, seed: int = 0
+) -> float:
+    """One-sided permutation test of the mean per-target Spearman rho against "no information".
+
+    Null hypothesis: within each target the indicator's scores are exchangeable over the sources
+    (they carry no information about transfer). Each permutation shuffles the scores within every
+    target independently (`numpy.random.default_rng(seed)`, targets in the given order) and
+    recomputes the mean rho over the same targets;
+
+        p = (1 + #{permutations with mean rho >= observed mean rho}) / (1 + n_permutations)
+
+    (Phipson & Smyth, "Permutation p-values should never be zero", 2010). One-sided because an
+    indicator that ranks sources backwards is not "better than chance". `targets` holds the
+    (scores, transfer) valid pairs of each covered target. NaN when there are none, or
+    n_permutations is 0. Ties keep their average ranks under shuffling, so the rho of a shuffle
+    is the dot product of shuffled standardised ranks: the test is exact for ties too.
+    """
+    if not targets or n_permutations <= 0:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    null = np.zeros(n_permutations)
+    observed = 0.0
+    for scores, transfer in targets:
+        r_s, r_g = _standardised_ranks(scores), _standardised_ranks(transfer)
+        observed += float(r_s @ r_g)
+        null += rng.permuted(np.tile(r_s, (n_permutations, 1)), axis=1) @ r_g
+    observed /= len(targets)
+    null /= len(targets)
+    hits = int((null >= observed - 1e-9).sum())  # equal means count as "as extreme"
+    return (1 + hits) / (1 + n_permutations)
+
+
 def evaluate_target(
-    scores: pd.Series, transfer: pd.Series, k_values: Sequence[int] = (1, 3)
+    scores: pd.Series,
+    transfer: pd.Series,
+    k_values: Sequence[int] = (1, 3),
+    same_family: pd.Series | None = None,
 ) -> TargetEvaluation:
     """All metrics of one target; `scores` and `transfer` are indexed by source name and must
-    not contain the target itself."""
+    not contain the target itself. `same_family` (bool per source): whether the source shares
+    the target's family; without it the family metrics are NaN."""
     s, g = valid_pairs(scores, transfer)
     keep = ~(scores.isna().to_numpy() | transfer.isna().to_numpy())
     names = [str(name) for name in scores.index[keep]]
+    family: dict[str, float] = {}
+    if same_family is not None:
+        z = same_family.to_numpy(dtype=bool)[keep]
+        family["within_family"], family["across_family"] = family_spearman(s, g, z)
     problem = coverage_problem(s, g)
     if problem:
         return TargetEvaluation(
@@ -249,7 +380,10 @@ def evaluate_target(
             reason=problem,
             ndcg={k: math.nan for k in k_values},
             regret={k: math.nan for k in k_values},
+            **family,
         )
+    if same_family is not None:
+        family["partial"] = partial_spearman(s, g, z)
     return TargetEvaluation(
         n_sources=len(s),
         covered=True,
@@ -259,6 +393,7 @@ def evaluate_target(
         top1_hit=top1_hit(s, g, names),
         ndcg={k: ndcg_at_k(s, g, names, k) for k in k_values},
         regret={k: regret_at_k(s, g, names, k) for k in k_values},
+        **family,
     )
 
 
@@ -322,9 +457,14 @@ def evaluate_indicator(
     n_bootstrap: int = 10000,
     seed: int = 0,
     k_values: Sequence[int] = (1, 3),
+    families: Mapping[str, str] | None = None,
+    n_permutations: int = 2000,
 ) -> Evaluation:
     """Score an indicator: per-target metrics, their means over covered targets, the bootstrap
-    95% CI of the mean Spearman (targets resampled), and the pooled Spearman over all pairs.
+    95% CI of the mean Spearman (targets resampled), the pooled Spearman over all pairs, and the
+    permutation p (`permutation_p_value`, seeded with `seed`; `n_permutations` 0 skips it).
+    With `families` (task -> family, every task): the within-family, across-family and partial
+    rho (`family_spearman`, `partial_spearman`), each averaged over the targets where it is defined.
 
     `scores` and `transfer` are square frames, rows = source task, columns = target task, with the
     same task names; higher score = more transfer predicted. See the module docstring for how NaN,
@@ -334,14 +474,25 @@ def evaluate_indicator(
     k_values = sorted({int(k) for k in k_values})
     if not k_values or k_values[0] < 1:
         raise TransferbenchError(f"k_values must be positive integers, got {k_values}")
+    if n_permutations < 0:
+        raise TransferbenchError(f"n_permutations must be 0 (no test) or positive, got {n_permutations}")
     tasks = list(scores.index)
+    if families is not None:
+        missing = [str(task) for task in tasks if str(task) not in families]
+        if missing:
+            raise TransferbenchError(f"families names no family for task {missing[0]!r}")
     per_target: dict[str, TargetEvaluation] = {}
     pooled_s: list[np.ndarray] = []
     pooled_g: list[np.ndarray] = []
     for target in tasks:
         sources = [task for task in tasks if task != target]
         s_col, g_col = scores.loc[sources, target], transfer.loc[sources, target]
-        per_target[str(target)] = evaluate_target(s_col, g_col, k_values)
+        same_family = None
+        if families is not None:
+            same_family = pd.Series(
+                [families[str(source)] == families[str(target)] for source in sources], index=sources
+            )
+        per_target[str(target)] = evaluate_target(s_col, g_col, k_values, same_family)
         s, g = valid_pairs(s_col, g_col)
         pooled_s.append(s)
         pooled_g.append(g)
@@ -351,6 +502,13 @@ def evaluate_indicator(
     covered = [t for t in per_target.values() if t.covered]
     rhos = [t.spearman for t in covered]
     ci_low, ci_high = bootstrap_mean_ci(rhos, n_bootstrap=n_bootstrap, seed=seed)
+    covered_pairs = [
+        valid_pairs(scores.loc[[s for s in tasks if s != t], t], transfer.loc[[s for s in tasks if s != t], t])
+        for t in tasks
+        if per_target[str(t)].covered
+    ]
+    within = [t.within_family for t in per_target.values() if not math.isnan(t.within_family)]
+    across = [t.across_family for t in per_target.values() if not math.isnan(t.across_family)]
     return Evaluation(
         mean_spearman=mean_of_defined(rhos),
         ci_low=ci_low,
@@ -368,6 +526,13 @@ def evaluate_indicator(
         n_targets_covered=len(covered),
         n_pairs=int(all_s.size),
         per_target=per_target,
+        within_family_spearman=mean_of_defined(within),
+        n_targets_within_family=len(within),
+        across_family_spearman=mean_of_defined(across),
+        n_targets_across_family=len(across),
+        partial_spearman=mean_of_defined(t.partial for t in covered),
+        n_permutations=n_permutations,
+        permutation_p=permutation_p_value(covered_pairs, n_permutations=n_permutations, seed=seed),
     )
 
 
@@ -405,3 +570,182 @@ def paired_test(
     signs = rng.choice((1.0, -1.0), size=(n_resamples, n))
     hits = int((np.abs(signs @ diffs / n) >= observed - tolerance).sum())
     return (1 + hits) / (1 + n_resamples)
+
+
+# ---------------------------------------------------------------------------------------------
+# Table level: how stable is the ranking of the indicators of one table?
+#
+# Both functions take, per indicator (one result file), its score matrix and its measured transfer
+# per seed (`transfer_per_seed[i]` = one source x target frame per seed; the mean over seeds is the
+# transfer the file was scored against). All indicators of a table must have the same number of
+# seeds. A target's sources are those with a score and a measured transfer (mean over seeds); a
+# per-seed value missing for such a pair is filled with that pair's mean over the other seeds.
+
+MAX_SEED_SPLITS = 100
+"""`split_seed_tau` averages over at most this many seed splits (the first, in a fixed order)."""
+
+
+def _per_seed_columns(
+    scores: pd.DataFrame, per_seed: Sequence[pd.DataFrame], target: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scores, transfer per seed [seeds, sources]) of one target's valid sources, or None when
+    the target is not covered (fewer than MIN_SOURCES sources or constant scores)."""
+    if target not in scores.columns:
+        return None
+    sources = [s for s in scores.index if s != target]
+    s = scores.loc[sources, target].to_numpy(dtype=float)
+    g = np.stack([frame.loc[sources, target].to_numpy(dtype=float) for frame in per_seed])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: the pair is missing
+        mean = np.nanmean(g, axis=0)
+    keep = ~(np.isnan(s) | np.isnan(mean))
+    s, g, mean = s[keep], g[:, keep], mean[keep]
+    if len(s) < MIN_SOURCES or np.ptp(s) == 0:
+        return None
+    g = np.where(np.isnan(g), mean, g)
+    return s, g
+
+
+def _mean_rho_per_seed_weights(
+    scores: pd.DataFrame, per_seed: Sequence[pd.DataFrame], targets: Sequence[str], weights: np.ndarray
+) -> np.ndarray:
+    """rho[b, t]: per target, the Spearman rho of the scores against the transfer averaged over
+    seeds with `weights[b]` (rows sum to 1); NaN for uncovered targets or constant transfer."""
+    rho = np.full((weights.shape[0], len(targets)), np.nan)
+    for j, target in enumerate(targets):
+        columns = _per_seed_columns(scores, per_seed, target)
+        if columns is None:
+            continue
+        s, g = columns
+        transfer = weights @ g  # [replicates, sources]
+        r_g = _standardised_ranks(transfer)
+        constant = np.ptp(transfer, axis=1) <= 1e-12 * np.maximum(1.0, np.abs(transfer).max(axis=1))
+        rho[:, j] = np.where(constant, np.nan, r_g @ _standardised_ranks(s))
+    return rho
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    counts = (~np.isnan(values)).sum(axis=-1)
+    sums = np.nansum(values, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _competition_ranks(means: np.ndarray) -> np.ndarray:
+    """Rank 1 = highest mean, ties share the best rank, undefined (NaN) means rank last.
+    `means` is [indicators, replicates]; returns integer ranks of the same shape."""
+    filled = np.where(np.isnan(means), -np.inf, means)
+    return 1 + (filled[None, :, :] > filled[:, None, :]).sum(axis=1)
+
+
+def rank_intervals(
+    scores: Sequence[pd.DataFrame],
+    transfer_per_seed: Sequence[Sequence[pd.DataFrame]],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[tuple[int, int]]:
+    """Each indicator's `level` percentile interval of its rank in a bootstrap over targets AND
+    seeds (Efron & Tibshirani 1993; rank intervals as in Goldstein & Spiegelhalter, "League
+    tables and their limitations", JRSS A 1996).
+
+    One replicate b (`numpy.random.default_rng(seed)`): draw n_targets targets with replacement
+    from the targets of the first indicator's matrix, and n_seeds seed positions with replacement;
+    the replicate's transfer is the mean of the drawn seeds' transfer (a seed drawn twice counts
+    twice); for every indicator, mean_rho_b = the mean over the drawn targets of the per-target
+    Spearman rho against that transfer (undefined targets skipped); the indicators are ranked by
+    mean_rho_b (1 = best, ties share the best rank, undefined last). An indicator's interval is
+    the (1-level)/2 and (1+level)/2 quantiles of its ranks (values that occurred). Why seeds too:
+    the measured transfer is itself a noisy average over prompt-tuning seeds; a rank that flips
+    when other seeds are drawn is not established. With one seed (or per-seed transfer unknown,
+    pass the mean as the single seed) it is a bootstrap over targets only.
+    """
+    if not scores:
+        return []
+    n_seeds = {len(per_seed) for per_seed in transfer_per_seed}
+    if len(n_seeds) != 1 or 0 in n_seeds:
+        raise TransferbenchError("rank_intervals needs the same (non-zero) number of seeds for every indicator")
+    n_seeds_value = n_seeds.pop()
+    targets = [str(task) for task in scores[0].columns]
+    rng = np.random.default_rng(seed)
+    target_draw = rng.integers(0, len(targets), size=(n_bootstrap, len(targets)))
+    seed_draw = rng.integers(0, n_seeds_value, size=(n_bootstrap, n_seeds_value))
+    weights = (seed_draw[:, :, None] == np.arange(n_seeds_value)).sum(axis=1) / n_seeds_value
+    means = np.stack([
+        _nanmean_rows(np.take_along_axis(_mean_rho_per_seed_weights(s, g, targets, weights), target_draw, axis=1))
+        for s, g in zip(scores, transfer_per_seed)
+    ])
+    ranks = _competition_ranks(means)
+    bounds = np.quantile(ranks, [(1 - level) / 2, (1 + level) / 2], axis=1, method="inverted_cdf")
+    return [(int(low), int(high)) for low, high in bounds.T]
+
+
+def seed_splits(n_seeds: int) -> list[tuple[list[int], list[int]]]:
+    """Every split of the seed positions 0..n-1 into two disjoint halves (sizes floor(n/2) and
+    ceil(n/2)), each unordered split once, in lexicographic order, at most MAX_SEED_SPLITS.
+    3 seeds: [0]|[1, 2], [1]|[0, 2], [2]|[0, 1]; 4 seeds: [0, 1]|[2, 3], [0, 2]|[1, 3], [0, 3]|[1, 2]."""
+    if n_seeds < 2:
+        return []
+    splits = []
+    for first in itertools.combinations(range(n_seeds), n_seeds // 2):
+        if n_seeds % 2 == 0 and 0 not in first:
+            break  # the other half of a split already listed
+        splits.append((list(first), [k for k in range(n_seeds) if k not in first]))
+        if len(splits) == MAX_SEED_SPLITS:
+            break
+    return splits
+
+
+def split_seed_tau(
+    scores: Sequence[pd.DataFrame], transfer_per_seed: Sequence[Sequence[pd.DataFrame]]
+) -> tuple[float, int, str]:
+    """(tau, number of splits, reason): is the indicator ranking reproducible on fresh seeds?
+
+    For each split of the seeds into two disjoint halves A and B (`seed_splits`), every
+    indicator's mean per-target Spearman rho is computed against the transfer averaged over A,
+    and again over B; tau is Kendall's tau-b between the two vectors of means (i.e. between the
+    two rankings of the indicators; indicators undefined in either half left out), averaged over
+    the splits where it is defined. 1: both halves rank the indicators identically; near 0: the
+    ranking is seed noise. NaN with a reason (instead of a number) when there are fewer than 2
+    seeds or 2 indicators, or the seed counts differ.
+    """
+    if len(scores) < 2:
+        return math.nan, 0, "fewer than 2 indicators"
+    n_seeds = {len(per_seed) for per_seed in transfer_per_seed}
+    if len(n_seeds) != 1:
+        return math.nan, 0, "the result files have different numbers of seeds"
+    splits = seed_splits(n_seeds.pop())
+    if not splits:
+        return math.nan, 0, "fewer than 2 seeds with per-seed transfer"
+    taus = []
+    for half_a, half_b in splits:
+        a, b = (
+            np.array([
+                _mean_rho(s, _seed_mean([per_seed[k] for k in half]))
+                for s, per_seed in zip(scores, transfer_per_seed)
+            ])
+            for half in (half_a, half_b)
+        )
+        keep = ~(np.isnan(a) | np.isnan(b))
+        if keep.sum() >= 2 and np.ptp(a[keep]) > 0 and np.ptp(b[keep]) > 0:
+            taus.append(kendall_tau_b(a[keep], b[keep]))
+    if not taus:
+        return math.nan, len(splits), "no split ranks 2 indicators with defined, distinct means"
+    return float(np.mean(taus)), len(splits), ""
+
+
+def _seed_mean(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Cell-wise mean over seeds, ignoring a seed's missing value (NaN only if all are missing)."""
+    stacked = np.stack([frame.to_numpy(dtype=float) for frame in frames])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return pd.DataFrame(np.nanmean(stacked, axis=0), index=frames[0].index, columns=frames[0].columns)
+
+
+def _mean_rho(scores: pd.DataFrame, transfer: pd.DataFrame) -> float:
+    """Mean over targets of `target_spearman` (the headline of `evaluate_indicator`)."""
+    return mean_of_defined(
+        target_spearman(scores.loc[[s for s in scores.index if s != t], t], transfer.loc[[s for s in scores.index if s != t], t])
+        for t in scores.columns
+    )

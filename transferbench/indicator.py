@@ -117,6 +117,7 @@ for _name, _target in {
     "random": "transferbench.indicators.baselines:RandomIndicator",
     "data_size": "transferbench.indicators.baselines:DataSize",
     "task_embedding": "transferbench.indicators.baselines:TaskEmbedding",
+    "same_family": "transferbench.indicators.baselines:SameFamily",
 }.items():
     INDICATORS.add(_name, _target)
 

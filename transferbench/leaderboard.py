@@ -17,17 +17,26 @@ import math
 import re
 import webbrowser
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import pandas as pd
 
-from transferbench.evaluation import paired_test
+from transferbench.evaluation import paired_test, rank_intervals, split_seed_tau
 from transferbench.plots import CAPTIONS, PLOT_KINDS, plot_filename, setting_plots
-from transferbench.results import ResultFile, result_json
+from transferbench.results import ResultFile, dataframes, per_seed_frames, result_json
 from transferbench.store import atomic_write_bytes
 
-TableKey = tuple[str, str, str]
-"""(suite, backbone, transfer_kind)."""
+class TableKey(NamedTuple):
+    """What one table ranks: results of one setting, scored against one reference ground truth."""
+
+    suite: str
+    backbone: str
+    transfer_kind: str
+    reference: str  # first 12 hex digits of the reference hash ("none" for files without one)
+
+    def plot_stem(self) -> str:
+        """The backbone part of plot file names: backbone plus reference, so settings never collide."""
+        return f"{self.backbone}-ref-{self.reference}"
 
 COLUMNS = [
     "rank",
@@ -36,6 +45,14 @@ COLUMNS = [
     "mean_spearman",
     "ci_low",
     "ci_high",
+    "permutation_p",
+    "rank_low",
+    "rank_high",
+    "within_family",
+    "within_family_targets",
+    "across_family",
+    "across_family_targets",
+    "partial_spearman",
     "top1_rate",
     "regret@1",
     "regret@3",
@@ -48,7 +65,10 @@ COLUMNS = [
 ]
 PLOT_TITLES = {"transfer": "measured transfer", "scatter": "scores vs transfer", "spearman": "per-target ρ"}
 SIGNIFICANCE_LEVEL = 0.05
-LEADERBOARD_VERSION = 1
+LEADERBOARD_VERSION = 2
+RANK_BOOTSTRAP = 1000
+"""Replicates of the table-level bootstrap over targets and seeds behind the rank intervals."""
+RANK_BOOTSTRAP_SEED = 0
 
 EXPLANATION = (
     "Each row is one indicator; `mean ρ` is the mean over target tasks of the Spearman correlation "
@@ -58,8 +78,52 @@ EXPLANATION = (
     "indicator's top k (lower is better); NDCG@3, Kendall tau-b, weighted tau are per-target means; "
     "pooled = one Spearman over all pairs; covered = targets with enough valid, non-constant data.",
     "`p vs above` = two-sided paired sign-flip test of the per-target Spearman against the row "
-    "ranked just above; `*` marks p < 0.05. Rows marked (baseline) are reference indicators."
+    "ranked just above; `*` marks p < 0.05. Rows marked (baseline) are reference indicators.",
+    "`perm. p` = one-sided permutation test of mean ρ against an indicator with no information "
+    "(scores shuffled within each target). `rank 95%` = the 95% interval of the row's rank when "
+    "targets and prompt-tuning seeds are resampled (bootstrap); `split-seed τ` under a table = "
+    "Kendall τ between the rankings computed on two disjoint halves of the seeds (1 = the same "
+    "order, near 0 = the order is seed noise).",
 )
+
+FAMILY_EXPLANATION = (
+    "Sources of the target's own family (e.g. two sentiment tasks) transfer best, so an indicator "
+    "that only detects the family already earns a high mean ρ: compare every row with the "
+    "`same_family` baseline. `within ρ` (same-family sources only, targets with at least 3 of "
+    "them; the number of such targets in brackets), `across ρ` (other-family sources only) and "
+    "`partial ρ` (the family indicator controlled) show whether an indicator knows more than the "
+    "family."
+)
+
+# Tooltip (HTML title attribute) of each display column.
+COLUMN_HELP = {
+    "rank": "Position by mean ρ (the ranking column).",
+    "indicator": "The indicator and its non-default parameters; (baseline) marks reference indicators.",
+    "mean_spearman": "Mean over targets of the Spearman ρ between the indicator's scores and the measured "
+                     "transfer over the sources, with a bootstrap 95% CI over targets. Higher is better.",
+    "permutation_p": "One-sided permutation p of mean ρ against no information: the scores shuffled within "
+                     "each target, seeded. Small = better than chance.",
+    "rank_interval": "95% interval of this row's rank in a bootstrap over targets and seeds (1 = best). "
+                     "Overlapping intervals: the order of those rows is not established.",
+    "within_family": "Mean ρ over the sources of the target's own family only (targets with >= 3 such "
+                     "sources; their number in brackets). Does the indicator rank tasks inside a family?",
+    "across_family": "Mean ρ over the sources of other families only (targets with >= 3 such sources; "
+                     "their number in brackets).",
+    "partial_spearman": "Mean over targets of the Spearman partial ρ with the same-family indicator "
+                        "controlled: what the scores know beyond the family.",
+    "top1_rate": "Share of targets whose best source is the indicator's first choice.",
+    "regret@1": "Relative transfer lost by taking the indicator's first choice instead of the best "
+                "source (lower is better).",
+    "regret@3": "Relative transfer lost by taking the best of the indicator's top 3 (lower is better).",
+    "ndcg@3": "Mean NDCG@3 with the measured transfer, min-max scaled per target, as relevance.",
+    "kendall": "Mean per-target Kendall τ-b.",
+    "weighted_tau": "Mean per-target weighted Kendall τ (errors at the top weigh most).",
+    "pooled_spearman": "One Spearman ρ over all (source, target) pairs pooled (secondary).",
+    "targets_covered": "Targets with enough valid, non-constant data to be scored.",
+    "sig": "Two-sided paired sign-flip test of the per-target ρ against the row ranked just above; "
+           "* = p < 0.05.",
+}
+
 
 
 def _newest_first_key(result: ResultFile) -> tuple[str, str]:
@@ -109,6 +173,12 @@ def _row(result: ResultFile) -> dict[str, Any]:
         "mean_spearman": m.mean_spearman,
         "ci_low": m.ci_low,
         "ci_high": m.ci_high,
+        "permutation_p": m.permutation_p,
+        "within_family": m.within_family_spearman,
+        "within_family_targets": m.n_targets_within_family,
+        "across_family": m.across_family_spearman,
+        "across_family_targets": m.n_targets_across_family,
+        "partial_spearman": m.partial_spearman,
         "top1_rate": m.top1_rate,
         "regret@1": m.mean_regret.get(1, math.nan),
         "regret@3": m.mean_regret.get(3, math.nan),
@@ -133,12 +203,44 @@ def _ranked(results: Sequence[ResultFile]) -> list[ResultFile]:
     )
 
 
+def _stability(ordered: Sequence[ResultFile]) -> tuple[list[tuple[int, int]], dict[str, Any]]:
+    """Rank intervals (in `ordered` order) and the split-seed check of one table.
+
+    Both need every file's transfer per seed, with the same number of seeds; otherwise the
+    rank bootstrap resamples targets only and the split-seed tau is NaN, and the notes say why.
+    """
+    if not ordered:
+        return [], {}
+    scores = [dataframes(result)[0] for result in ordered]
+    per_seed = [per_seed_frames(result) for result in ordered]
+    missing = sum(1 for frames in per_seed if not frames)
+    info: dict[str, Any] = {"rank_resampled": "targets and seeds", "rank_note": ""}
+    if missing or len({len(frames) for frames in per_seed}) > 1:
+        why = (
+            f"{missing} of {len(ordered)} result files carry no per-seed transfer" if missing
+            else "the result files have different numbers of seeds"
+        )
+        info["rank_resampled"] = "targets only"
+        info["rank_note"] = f"rank intervals resample targets only: {why}"
+        per_seed = [[dataframes(result)[1]] for result in ordered]
+        tau, splits, reason = math.nan, 0, why
+    else:
+        tau, splits, reason = split_seed_tau(scores, per_seed)
+    intervals = rank_intervals(scores, per_seed, n_bootstrap=RANK_BOOTSTRAP, seed=RANK_BOOTSTRAP_SEED)
+    info.update(split_seed_tau=tau, split_seed_splits=splits, split_seed_reason=reason)
+    return intervals, info
+
+
 def _table(ordered: Sequence[ResultFile]) -> pd.DataFrame:
-    """The table of one setting's results, already in rank order."""
+    """The table of one setting's results, already in rank order; `attrs` holds the split-seed
+    check (`split_seed_tau`, `split_seed_splits`, `split_seed_reason`) and how the rank intervals
+    were resampled (`rank_resampled`, `rank_note`)."""
+    intervals, stability = _stability(ordered)
     rows = []
     for position, result in enumerate(ordered):
         row = _row(result)
         row["rank"] = position + 1
+        row["rank_low"], row["rank_high"] = intervals[position]
         row["sig"] = math.nan
         if position > 0:
             row["sig"] = paired_test(
@@ -147,8 +249,10 @@ def _table(ordered: Sequence[ResultFile]) -> pd.DataFrame:
             )
         rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame["rank"] = frame["rank"].astype(int)
+    for column in ("rank", "rank_low", "rank_high", "within_family_targets", "across_family_targets"):
+        frame[column] = frame[column].astype(int)
     frame["baseline"] = frame["baseline"].astype(bool)
+    frame.attrs.update(stability)
     return frame
 
 
@@ -156,10 +260,14 @@ def _settings(results: Iterable[ResultFile]) -> dict[TableKey, tuple[list[Result
     """(suite, backbone, transfer_kind) -> (deduplicated results in rank order, notes), keys sorted."""
     groups: dict[TableKey, list[ResultFile]] = {}
     for result in results:
-        groups.setdefault((result.suite, result.backbone, result.transfer_kind), []).append(result)
+        key = TableKey(result.suite, result.backbone, result.transfer_kind, (result.reference or "none")[:12])
+        groups.setdefault(key, []).append(result)
     settings = {}
     for key in sorted(groups):
         kept, notes = _deduplicate(groups[key])
+        excluded = kept[0].excluded_targets if kept else {}
+        notes = [*(f"target {task} is excluded by the reference: {reason}" for task, reason in sorted(excluded.items())),
+                 *notes]
         settings[key] = (_ranked(kept), notes)
     return settings
 
@@ -198,6 +306,32 @@ def _with_ci(row: pd.Series) -> str:
     return f"{row['mean_spearman']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
 
 
+def _p_value(p: float) -> str:
+    if math.isnan(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _rank_interval(row: pd.Series) -> str:
+    return f"{int(row['rank_low'])}–{int(row['rank_high'])}"
+
+
+def _family_rho(row: pd.Series, column: str) -> str:
+    if math.isnan(row[column]):
+        return "–"
+    return f"{row[column]:.2f} ({int(row[column + '_targets'])})"
+
+
+def split_seed_line(table: pd.DataFrame) -> str:
+    """The split-seed check printed under a table, e.g. `split-seed τ = 0.71 (3 splits of 3 seeds)`."""
+    tau = table.attrs.get("split_seed_tau", math.nan)
+    if math.isnan(tau):
+        reason = table.attrs.get("split_seed_reason") or "not computed"
+        return f"split-seed τ: – ({reason})"
+    splits = table.attrs.get("split_seed_splits", 0)
+    return f"split-seed τ = {tau:.2f} (Kendall τ between the rankings on two disjoint seed halves, mean of {splits} split{'s' if splits != 1 else ''})"
+
+
 def _significance(p: float) -> str:
     if math.isnan(p):
         return ""
@@ -209,14 +343,16 @@ def _label(row: pd.Series) -> str:
 
 
 def _title(key: TableKey) -> str:
-    suite, backbone, kind = key
-    return f"suite {suite} · backbone {backbone} · transfer {kind}"
+    return f"suite {key.suite} · backbone {key.backbone} · transfer {key.transfer_kind} · reference {key.reference}"
 
 
 DISPLAY_HEADERS = [
-    "#", "indicator", "mean ρ [95% CI]", "top-1", "regret@1", "regret@3", "NDCG@3",
-    "Kendall", "w. tau", "pooled ρ", "covered", "p vs above",
+    "#", "indicator", "mean ρ [95% CI]", "perm. p", "rank 95%", "within ρ", "across ρ", "partial ρ",
+    "top-1", "regret@1", "regret@3", "NDCG@3", "Kendall", "w. tau", "pooled ρ", "covered", "p vs above",
 ]
+RICH_HEADERS = ["#", "indicator", "mean ρ [95% CI]", "perm. p", "rank 95%", "within ρ", "partial ρ",
+                "p vs above"]
+"""The terminal shows these (about 100 characters wide); --format md|csv|json|html has every column."""
 
 
 def _display_cells(row: pd.Series) -> list[str]:
@@ -224,6 +360,11 @@ def _display_cells(row: pd.Series) -> list[str]:
         str(row["rank"]),
         _label(row),
         _with_ci(row),
+        _p_value(row["permutation_p"]),
+        _rank_interval(row),
+        _family_rho(row, "within_family"),
+        _family_rho(row, "across_family"),
+        _number(row["partial_spearman"], 2),
         _number(row["top1_rate"], 2),
         _number(row["regret@1"]),
         _number(row["regret@3"]),
@@ -250,7 +391,7 @@ def render_markdown(
     `plot_links`: setting -> {plot kind: relative path of its PNG}, linked under the table.
     """
     lines = ["# transferbench leaderboard", ""]
-    for paragraph in EXPLANATION:
+    for paragraph in (*EXPLANATION, FAMILY_EXPLANATION):
         lines += [paragraph, ""]
     if not tables:
         lines += ["No valid result files yet.", ""]
@@ -261,6 +402,9 @@ def render_markdown(
         for _, row in table.iterrows():
             lines.append("| " + " | ".join(_markdown_cell(c) for c in _display_cells(row)) + " |")
         lines.append("")
+        lines += [split_seed_line(table), ""]
+        if table.attrs.get("rank_note"):
+            lines += [f"Note: {table.attrs['rank_note']}", ""]
         for note in table.attrs.get("notes", []):
             lines.append(f"Note: {note}")
         if table.attrs.get("notes"):
@@ -296,13 +440,18 @@ def _tables_json(
                 "suite": suite,
                 "backbone": backbone,
                 "transfer_kind": kind,
+                "reference": reference,
                 "notes": list(table.attrs.get("notes", [])),
+                "split_seed_tau": _json_value(table.attrs.get("split_seed_tau", math.nan)),
+                "split_seed_splits": table.attrs.get("split_seed_splits", 0),
+                "split_seed_reason": table.attrs.get("split_seed_reason", ""),
+                "rank_resampled": table.attrs.get("rank_resampled", ""),
                 "rows": [
                     {column: _json_value(row[column]) for column in COLUMNS}
                     for _, row in table.iterrows()
                 ],
             }
-            for (suite, backbone, kind), table in tables.items()
+            for (suite, backbone, kind, reference), table in tables.items()
         ],
         "skipped": [
             {"path": _shown_path(path), "reason": reason}
@@ -315,20 +464,24 @@ def leaderboard_json(
     results: Iterable[ResultFile], problems: Sequence[tuple[Path, str]] = ()
 ) -> dict[str, Any]:
     """The leaderboard as JSON-ready data (NaN as None): {leaderboard_version, columns,
-    tables: [{suite, backbone, transfer_kind, notes, rows: [{column: value}]}], skipped}."""
+    tables: [{suite, backbone, transfer_kind, notes, split_seed_tau, split_seed_splits,
+    split_seed_reason, rank_resampled, rows: [{column: value}]}], skipped}."""
     return _tables_json(build_tables(results), problems)
 
 
 def leaderboard_csv(tables: dict[TableKey, pd.DataFrame]) -> str:
-    """All tables stacked, with suite, backbone and transfer_kind as the first columns."""
+    """All tables stacked, with suite, backbone and transfer_kind as the first columns and the
+    table's split-seed tau (the same on every row of a table) as the last."""
     frames = []
-    for (suite, backbone, kind), table in tables.items():
+    for (suite, backbone, kind, reference), table in tables.items():
         frame = table.copy()
+        frame.insert(0, "reference", reference)
+        frame["split_seed_tau"] = table.attrs.get("split_seed_tau", math.nan)
         frame.insert(0, "transfer_kind", kind)
         frame.insert(0, "backbone", backbone)
         frame.insert(0, "suite", suite)
         frames.append(frame)
-    header = ["suite", "backbone", "transfer_kind", *COLUMNS]
+    header = ["suite", "backbone", "transfer_kind", "reference", *COLUMNS, "split_seed_tau"]
     stacked = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=header)
     return stacked.to_csv(index=False, lineterminator="\n", float_format="%.6g")
 
@@ -353,7 +506,8 @@ def write_leaderboard(
     plots = _setting_plots(settings)
     directory = Path(leaderboard_dir)
     plot_links = {
-        key: {kind: f"plots/{plot_filename(*key, kind)}" for kind in images} for key, images in plots.items()
+        key: {kind: f"plots/{plot_filename(key.suite, key.plot_stem(), key.transfer_kind, kind)}" for kind in images}
+        for key, images in plots.items()
     }
     outputs = {
         "README.md": render_markdown(tables, problems, plot_links),
@@ -390,6 +544,11 @@ HTML_COLUMNS = [
     ("rank", "number", "asc"),
     ("indicator", "text", "asc"),
     ("mean_spearman", "number", "desc"),
+    ("permutation_p", "number", "asc"),
+    ("rank_interval", "number", "asc"),
+    ("within_family", "number", "desc"),
+    ("across_family", "number", "desc"),
+    ("partial_spearman", "number", "desc"),
     ("top1_rate", "number", "desc"),
     ("regret@1", "number", "asc"),
     ("regret@3", "number", "asc"),
@@ -420,6 +579,8 @@ table.board th[aria-sort="descending"] button::after { content: " \\25BC"; color
 table.board tbody tr:hover { background: #f3f8fc; }
 table.board tr.baseline { color: #777; }
 span.mark { color: #777; font-size: 0.85em; }
+table.board th[title] button { text-decoration: underline dotted #999; }
+p.stability { font-size: 0.9rem; margin: 0.2rem 0; }
 td.sig-yes { font-weight: 600; }
 .note { color: #8a5300; font-size: 0.9rem; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -491,6 +652,8 @@ def _sort_value(row: pd.Series, key: str) -> str:
         return _label(row)
     if key == "targets_covered":
         return str(row["targets_covered"]).split("/")[0]
+    if key == "rank_interval":  # by the upper end, then the lower: the surest first
+        return repr(int(row["rank_high"]) + int(row["rank_low"]) / 1000)
     value = _json_value(row[key])
     return "" if value is None else repr(value)
 
@@ -500,7 +663,8 @@ def _html_table(table: pd.DataFrame) -> list[str]:
     for header, (key, kind, first) in zip(DISPLAY_HEADERS, HTML_COLUMNS):
         css = ' class="text"' if kind == "text" else ""
         lines.append(
-            f'<th scope="col"{css} data-key="{html.escape(key)}" data-type="{kind}" data-first="{first}">'
+            f'<th scope="col"{css} data-key="{html.escape(key)}" data-type="{kind}" data-first="{first}"'
+            f' title="{html.escape(COLUMN_HELP[key])}">'
             f'<button type="button">{html.escape(header)}</button></th>'
         )
     lines.append("</tr></thead>")
@@ -552,10 +716,14 @@ def _render_html(
     if not tables:
         lines.append("<p>No valid result files yet.</p>")
     for key, table in tables.items():
-        anchor = "setting-" + plot_filename(*key, "table").removesuffix(".png")
+        anchor = "setting-" + plot_filename(key.suite, key.plot_stem(), key.transfer_kind, "table").removesuffix(".png")
         lines.append(f'<section id="{html.escape(anchor)}">')
         lines.append(f"<h2>{html.escape(_title(key))}</h2>")
         lines += _html_table(table)
+        lines.append(f'<p class="explain">{_inline_markdown(FAMILY_EXPLANATION)}</p>')
+        lines.append(f'<p class="stability">{html.escape(split_seed_line(table))}</p>')
+        if table.attrs.get("rank_note"):
+            lines.append(f'<p class="note">Note: {html.escape(table.attrs["rank_note"])}</p>')
         for note in table.attrs.get("notes", []):
             lines.append(f'<p class="note">Note: {html.escape(note)}</p>')
         for kind, png in plots.get(key, {}).items():
@@ -595,18 +763,29 @@ def open_in_browser(path: Path) -> bool:
 
 
 def render_rich(tables: dict[TableKey, pd.DataFrame], console: Any) -> None:
-    """Print one rich Table per setting: CI as `0.41 [0.12, 0.66]`, baselines dimmed, `*` for
-    p < 0.05 against the row above."""
+    """Print one rich Table per setting with the `RICH_HEADERS` columns (about 100 characters
+    wide): CI as `0.41 [0.12, 0.66]`, baselines dimmed, `*` for p < 0.05 against the row above;
+    the split-seed check under each table. The other columns are in --format md|csv|json|html."""
+    from rich import box
     from rich.table import Table
 
     if not tables:
         console.print("No valid result files.")
+    shown = [DISPLAY_HEADERS.index(header) for header in RICH_HEADERS]
     for key, table in tables.items():
-        view = Table(title=_title(key), caption="* p < 0.05 against the row above (paired sign-flip test)")
-        for header in DISPLAY_HEADERS:
+        view = Table(
+            title=_title(key), box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+            caption="* p < 0.05 against the row above (paired sign-flip test); "
+                    "more columns: --format md|csv|json|html",
+        )
+        for header in RICH_HEADERS:
             view.add_column(header, justify="left" if header == "indicator" else "right")
         for _, row in table.iterrows():
-            view.add_row(*_display_cells(row), style="dim" if row["baseline"] else None)
+            cells = _display_cells(row)
+            view.add_row(*(cells[i] for i in shown), style="dim" if row["baseline"] else None)
         console.print(view)
+        console.print(split_seed_line(table), markup=False)
+        if table.attrs.get("rank_note"):
+            console.print(f"note: {table.attrs['rank_note']}", markup=False)
         for note in table.attrs.get("notes", []):
             console.print(f"note: {note}", markup=False)

@@ -16,7 +16,13 @@ Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are
     tasks           [str], the task names, the order of rows and columns
     seeds           [int], the prompt-tuning seeds the transfer was averaged over
     scores          {source: {target: float | null}}  the indicator's predictions
-    transfer        {source: {target: float | null}}  the measured transfer
+    transfer        {source: {target: float | null}}  the measured transfer (mean over seeds)
+    families        {task: family}, optional ({} = unknown): enables the within-family,
+                    across-family and partial rho; when given, every task has one
+    transfer_per_seed  [{source: {target: float | null}}], optional ([] = unknown): the measured
+                    transfer of each entry of `seeds`, in that order, same tasks as `transfer`,
+                    whose mean over seeds (ignoring a seed's null) `transfer` must equal; the
+                    leaderboard's rank intervals and split-seed check need it
     metrics         transferbench.evaluation.Evaluation as a dict (includes its bootstrap seed)
     reference       str | null, the hash of the reference ground truth the transfer comes from
                     (transferbench.reference); a table ranks only files with one reference hash
@@ -36,7 +42,7 @@ import re
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
@@ -57,6 +63,8 @@ MAX_TASKS = 200
 MAX_BOOTSTRAP = 100_000
 MAX_K = 1000
 MAX_SEED = 2**32 - 1
+MAX_PERMUTATIONS = 20_000
+MAX_SEEDS = 100
 
 TransferKind = Literal["zero_shot", "zero_shot_relative", "init_gain"]
 Matrix = dict[str, dict[str, Metric]]
@@ -102,6 +110,8 @@ class ResultFile(BaseModel):
     manifest: dict[str, Any] = {}
     reference: str | None = None
     excluded_targets: dict[str, str] = {}
+    families: dict[str, str] = {}
+    transfer_per_seed: list[Matrix] = []
 
     # Where `load_results` read it from (not part of the file).
     _path: Path | None = PrivateAttr(default=None)
@@ -125,7 +135,36 @@ class ResultFile(BaseModel):
                 raise ValueError(f"{label} must have every task in `tasks` as source and target")
             if any(math.isinf(v) for row in matrix.values() for v in row.values()):
                 raise ValueError(f"{label} holds an infinite value")
+        if self.families and set(self.families) != expected:
+            raise ValueError("families must name the family of every task in `tasks` and nothing else")
+        if any(not family for family in self.families.values()):
+            raise ValueError("families holds an empty family name")
+        if self.transfer_per_seed:
+            self._check_per_seed(expected)
         return self
+
+    def _check_per_seed(self, expected: set[str]) -> None:
+        if len(self.transfer_per_seed) != len(self.seeds):
+            raise ValueError(
+                f"transfer_per_seed has {len(self.transfer_per_seed)} matrices for {len(self.seeds)} seeds"
+            )
+        for k, matrix in enumerate(self.transfer_per_seed):
+            if set(matrix) != expected or any(set(row) != expected for row in matrix.values()):
+                raise ValueError(f"transfer_per_seed[{k}] must have every task in `tasks` as source and target")
+            if any(math.isinf(v) for row in matrix.values() for v in row.values()):
+                raise ValueError(f"transfer_per_seed[{k}] holds an infinite value")
+        for source, row in self.transfer.items():
+            for target, mean in row.items():
+                values = [m[source][target] for m in self.transfer_per_seed]
+                defined = [v for v in values if not math.isnan(v)]
+                # A runner may average with NaN propagating (mean NaN when any seed is missing).
+                if math.isnan(mean):
+                    if len(defined) == len(values):
+                        raise ValueError(f"transfer[{source!r}][{target!r}] is null but every seed has a value")
+                elif not defined or abs(sum(defined) / len(defined) - mean) > METRIC_TOLERANCE:
+                    raise ValueError(
+                        f"transfer[{source!r}][{target!r}] is not the mean over seeds of transfer_per_seed"
+                    )
 
     def created_at(self) -> str:
         return str(self.manifest.get("created_at", ""))
@@ -153,15 +192,28 @@ def make_result(
     k_values: Sequence[int] = (1, 3),
     reference: str | None = None,
     excluded_targets: dict[str, str] | None = None,
+    families: Mapping[str, str] | None = None,
+    transfer_per_seed: Sequence[pd.DataFrame] | None = None,
+    n_permutations: int = 2000,
 ) -> ResultFile:
     """Score the indicator with `evaluate_indicator` and package everything as a ResultFile.
 
-    `manifest` gets `created_at` (now, UTC) and `transferbench_version` unless already given.
+    `families` (task -> family) enables the family-aware metrics; `transfer_per_seed` (one frame
+    per entry of `seeds`, whose mean is `transfer`) enables the leaderboard's seed bootstrap and
+    split-seed check. `manifest` gets `created_at` (now, UTC) and `transferbench_version` unless
+    already given.
     """
-    metrics = evaluate_indicator(scores, transfer, n_bootstrap=n_bootstrap, seed=seed, k_values=k_values)
+    families = {str(task): str(family) for task, family in (families or {}).items()}
+    metrics = evaluate_indicator(
+        scores, transfer, n_bootstrap=n_bootstrap, seed=seed, k_values=k_values,
+        families=families or None, n_permutations=n_permutations,
+    )
     tasks = [str(task) for task in scores.index]
     scores_f = scores.astype(float).rename(index=str, columns=str)
     transfer_f = transfer.astype(float).rename(index=str, columns=str)
+    per_seed = [
+        _matrix(frame.astype(float).rename(index=str, columns=str), tasks) for frame in (transfer_per_seed or [])
+    ]
     full_manifest = dict(manifest or {})
     full_manifest.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     full_manifest.setdefault("transferbench_version", __version__)
@@ -182,6 +234,8 @@ def make_result(
             manifest=full_manifest,
             reference=reference,
             excluded_targets=dict(excluded_targets or {}),
+            families={task: families[task] for task in tasks if task in families},
+            transfer_per_seed=per_seed,
         )
     except ValidationError as exc:
         raise TransferbenchError(f"cannot build the result of {indicator!r}: {_one_line(exc)}") from None
@@ -198,6 +252,17 @@ def dataframes(result: ResultFile) -> tuple[pd.DataFrame, pd.DataFrame]:
         )
 
     return frame(result.scores), frame(result.transfer)
+
+
+def per_seed_frames(result: ResultFile) -> list[pd.DataFrame]:
+    """`transfer_per_seed` as square frames (rows = source), one per seed; [] when not recorded."""
+    return [
+        pd.DataFrame(
+            [[matrix[s][t] for t in result.tasks] for s in result.tasks],
+            index=list(result.tasks), columns=list(result.tasks), dtype=float,
+        )
+        for matrix in result.transfer_per_seed
+    ]
 
 
 def _slug(text: str) -> str:
@@ -266,7 +331,8 @@ def check_result(result: ResultFile) -> str:
     stored = result.metrics
     scores, transfer = dataframes(result)
     recomputed = evaluate_indicator(
-        scores, transfer, n_bootstrap=stored.n_bootstrap, seed=stored.seed, k_values=stored.k_values
+        scores, transfer, n_bootstrap=stored.n_bootstrap, seed=stored.seed, k_values=stored.k_values,
+        families=result.families or None, n_permutations=stored.n_permutations,
     )
     found = _first_difference(stored.to_dict(), recomputed.to_dict())
     if found:
@@ -283,6 +349,10 @@ def _settings_problem(result: ResultFile) -> str:
         return f"metrics.n_bootstrap must be between 1 and {MAX_BOOTSTRAP}, got {metrics.n_bootstrap}"
     if not 0 <= metrics.seed <= MAX_SEED:
         return f"metrics.seed must be between 0 and {MAX_SEED}, got {metrics.seed}"
+    if not 0 <= metrics.n_permutations <= MAX_PERMUTATIONS:
+        return f"metrics.n_permutations must be between 0 and {MAX_PERMUTATIONS}, got {metrics.n_permutations}"
+    if len(result.seeds) > MAX_SEEDS:
+        return f"seeds must list at most {MAX_SEEDS} seeds, got {len(result.seeds)}"
     if not metrics.k_values or any(not 1 <= k <= MAX_K for k in metrics.k_values):
         return f"metrics.k_values must be integers between 1 and {MAX_K}, got {metrics.k_values}"
     return ""
