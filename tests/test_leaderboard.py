@@ -69,7 +69,7 @@ def test_filename_names_what_produced_the_result():
     assert name.endswith(".json") and "/" not in name
     assert name == result_filename(result("skill_overlap", 0.2, params={"p": 0.05}))
     assert name != result_filename(result("skill_overlap", 0.1, params={"p": 0.1}))
-    assert result_filename(result("random", 1.0)).endswith("__zero_shot__random.json")
+    assert result_filename(result("random", 1.0)).endswith("__zero_shot__random__seeds-0-1__ref-none.json")
 
 
 def test_write_load_round_trip(tmp_path):
@@ -94,10 +94,10 @@ def test_write_load_round_trip(tmp_path):
 def test_bad_files_are_reported_by_name_and_left_out(submissions):
     (submissions / "broken.json").write_text("{not json")
     (submissions / "nested").mkdir()
-    future = json.loads(next(submissions.glob("*random.json")).read_text())
-    future["schema_version"] = 2
+    future = json.loads(next(submissions.glob("*random*.json")).read_text())
+    future["schema_version"] = 99
     (submissions / "nested" / "future.json").write_text(json.dumps(future))
-    tampered = json.loads(next(submissions.glob("*prompt_cosine.json")).read_text())
+    tampered = json.loads(next(submissions.glob("*prompt_cosine*.json")).read_text())
     tampered["metrics"]["mean_spearman"] += 0.2
     (submissions / "tampered.json").write_text(json.dumps(tampered))
     edited = json.loads(next(submissions.glob("*skill_overlap-*.json")).read_text())
@@ -111,7 +111,7 @@ def test_bad_files_are_reported_by_name_and_left_out(submissions):
     reasons = {path.name: reason for path, reason in problems}
     assert set(reasons) == {"broken.json", "future.json", "tampered.json", "edited.json", "extra.json"}
     assert "not readable JSON" in reasons["broken.json"]
-    assert "schema_version is 2" in reasons["future.json"]
+    assert "schema_version is 99" in reasons["future.json"]
     assert "do not reproduce" in reasons["tampered.json"] and "mean_spearman" in reasons["tampered.json"]
     assert "do not reproduce" in reasons["edited.json"]
     assert "surprise" in reasons["extra.json"]
@@ -126,7 +126,7 @@ def test_missing_submissions_folder_is_a_user_error(tmp_path):
 def test_table_ranks_by_mean_spearman_with_significance(submissions):
     results, _ = load_results(submissions)
     tables = build_tables(results)
-    assert list(tables) == [("sentiment", "sentence-transformers/all-MiniLM-L6-v2", "zero_shot")]
+    assert list(tables) == [("sentiment", "sentence-transformers/all-MiniLM-L6-v2", "zero_shot", "none")]
     table = next(iter(tables.values()))
     assert list(table.columns) == COLUMNS
     assert list(table["indicator"]) == ["skill_overlap(p=0.05)", "prompt_cosine", "random"]
@@ -147,7 +147,7 @@ def test_different_suites_backbones_and_kinds_are_never_ranked_together():
         result("skill_overlap", 0.1, kind="init_gain"),
     ]
     tables = build_tables(results)
-    assert sorted((suite, kind) for suite, _, kind in tables) == [
+    assert sorted((key.suite, key.transfer_kind) for key in tables) == [
         ("sentiment", "init_gain"), ("sentiment", "zero_shot"), ("topics", "zero_shot")
     ]
     assert [len(t) for t in tables.values()] == [1, 1, 2]
@@ -193,7 +193,7 @@ def test_leaderboard_files_are_deterministic(submissions, tmp_path):
     assert " *" in readme  # random is significantly below prompt_cosine
     assert "broken.json" in readme and "Skipped" in readme
     csv = pd.read_csv(first[1])
-    assert list(csv.columns) == ["suite", "backbone", "transfer_kind", *COLUMNS, "split_seed_tau"]
+    assert list(csv.columns) == ["suite", "backbone", "transfer_kind", "reference", *COLUMNS, "split_seed_tau"]
     assert len(csv) == 3
     board = json.loads(contents[2])
     assert board["tables"][0]["rows"][0]["sig"] is None
