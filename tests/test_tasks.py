@@ -111,7 +111,7 @@ def test_builtin_suites_validate():
     assert len(smoke.tasks) >= 4  # every target needs >= 3 sources for a rank correlation
     assert (smoke.train, smoke.dev, smoke.test) == (64, 32, 64)
     assert smoke.training["steps"] <= 20
-    assert len(suites["default"].tasks) == 8
+    assert len(suites["default"].tasks) == 12
     assert set(suites["full"].tasks) == {t.name for t in list_tasks() if t.offline}
     paper = [load_task(t) for t in suites["paper"].tasks]
     assert paper and not any(t.offline for t in paper)
@@ -236,12 +236,13 @@ def test_user_local_task_loads_with_deterministic_disjoint_stratified_splits(tmp
     # disjoint
     texts = [set(getattr(data, s)["text"]) for s in ("train", "dev", "test")]
     assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
-    # stratified: the 1:2 ratio of the source in every split
+    # stratified: about the 1:2 ratio of the source in every split (each split is stratified by
+    # the class shares of its zone, `text_zone`, which differ from the task's by sampling noise)
     for split, size in (("train", 60), ("dev", 30), ("test", 45)):
         counts = collections.Counter(getattr(data, split)["label"])
-        assert counts == {0: size // 3, 1: 2 * size // 3}
-    # majority (positive) is 2/3 of test
-    assert data.majority_accuracy() == pytest.approx(2 / 3)
+        assert abs(counts[0] - size // 3) <= 3 and counts[0] + counts[1] == size
+    # majority (positive) is about 2/3 of test
+    assert data.majority_accuracy() == pytest.approx(2 / 3, abs=0.07)
 
 
 def test_tasks_sharing_texts_get_joint_splits(tmp_path):
@@ -257,7 +258,7 @@ def test_tasks_sharing_texts_get_joint_splits(tmp_path):
     def texts(d):
         return set(d.train["text"]) | set(d.dev["text"]) | set(d.test["text"])
 
-    assert len(texts(data["my_task"]) & texts(data["my_task_copy"])) >= 100
+    assert len(texts(data["my_task"]) & texts(data["my_task_copy"])) >= 50
 
 
 def test_split_seed_changes_the_split(tmp_path):
@@ -279,12 +280,14 @@ def test_duplicates_are_removed_before_splitting(tmp_path):
     ]
     balanced_csv(tmp_path / "data.csv", extra_rows=duplicates[:4])
     spec = load_task(str(local_task_yaml(tmp_path)))
-    data = load_task_data(spec, suite(120, 29, 30))  # needs every usable example
+    data = load_task_data(spec, suite(60, 20, 30))
     assert data.source_size == 179
     everything = list(data.train["text"]) + list(data.dev["text"]) + list(data.test["text"])
     normalised = [" ".join(t.lower().split()) for t in everything]
-    assert len(normalised) == len(set(normalised)) == 179
-    assert "lovely film number 0" not in normalised
+    assert len(normalised) == len(set(normalised)) == 110
+    pool = [" ".join(t.lower().split()) for t in _usable_examples(spec)["text"]]
+    assert len(pool) == len(set(pool)) == 179
+    assert "lovely film number 0" not in pool
 
     balanced_csv(tmp_path / "data.csv", extra_rows=duplicates)
     with pytest.raises(TransferbenchError, match=r"raw labels '3' .*'drop_labels'"):
@@ -293,9 +296,9 @@ def test_duplicates_are_removed_before_splitting(tmp_path):
 
 def test_pair_duplicates_are_keyed_by_the_pair(tmp_path):
     rows = ["premise,hypothesis,gold"]
-    rows += [f"a dog runs,the animal moves {i},entailment" for i in range(20)]
-    rows += [f"a dog runs,the cat sleeps {i},contradiction" for i in range(20)]
-    rows += ["A dog  runs,the cat sleeps 0,contradiction", "a dog runs,the cat sleeps 1,entailment"]
+    rows += [f"a dog runs {i},the animal moves {i},entailment" for i in range(20)]
+    rows += [f"a dog runs {i},the cat sleeps {i},contradiction" for i in range(20)]
+    rows += ["A dog  runs 0,the cat sleeps 0,contradiction", "a dog runs 1,the cat sleeps 1,entailment"]
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     path = write(tmp_path / "pairs.yaml", """
         name: pairs
@@ -312,7 +315,7 @@ def test_pair_duplicates_are_keyed_by_the_pair(tmp_path):
         citation: x
     """)
     spec = load_task(str(path))
-    data = load_task_data(spec, suite(20, 9, 10))
+    data = load_task_data(spec, suite(10, 4, 5))
     assert spec.is_pair and data.source_size == 39  # 'the cat sleeps 1' disagreed: dropped
     pairs = list(zip(data.train["text"], data.train["text_pair"]))
     assert all(p and h for p, h in pairs)
@@ -321,9 +324,10 @@ def test_pair_duplicates_are_keyed_by_the_pair(tmp_path):
 def test_data_hash_changes_when_the_data_changes(tmp_path):
     csv = balanced_csv(tmp_path / "data.csv", n_per_class=30)
     spec = load_task(str(local_task_yaml(tmp_path)))
-    sizes = suite(45, 20, 25)  # every example is used, so any edit lands in a split
+    sizes = suite(30, 10, 20)
     before = load_task_data(spec, sizes)
-    csv.write_text(csv.read_text().replace("lovely film number 7,", "lovely movie number 7,"))
+    used = before.test["text"][0]  # an example in a split, so the edit lands in one
+    csv.write_text(csv.read_text().replace(f"{used},", f"{used} edited,"))
     after = load_task_data(spec, sizes)
     assert before.data_hash != after.data_hash
     assert len(before.data_hash) == 64
@@ -332,7 +336,7 @@ def test_data_hash_changes_when_the_data_changes(tmp_path):
 def test_too_few_examples_is_an_error(tmp_path):
     balanced_csv(tmp_path / "data.csv", n_per_class=10)
     spec = load_task(str(local_task_yaml(tmp_path)))
-    with pytest.raises(TransferbenchError, match=r"has 30 usable examples .* needs 40"):
+    with pytest.raises(TransferbenchError, match=r"has 30 usable examples .* needs (20|10) there"):
         load_task_data(spec, suite(20, 10, 10))
 
 
@@ -392,9 +396,9 @@ def test_hub_source_against_a_local_dataset_folder(tmp_path):
         "sentence,label\n" + "".join(f"fine thing {i},1\npoor thing {i},0\nunlabelled {i},-1\n" for i in range(5)))
     spec = hub_task(tmp_path, str(folder))
     assert not spec.offline
-    data = load_task_data(spec, suite(20, 10, 20))
+    data = load_task_data(spec, suite(15, 5, 10))
     assert data.source_size == 50
-    assert collections.Counter(data.test["label"]) == {0: 10, 1: 10}
+    assert set(collections.Counter(data.test["label"])) == {0, 1} and len(data.test) == 10
 
 
 def test_hub_source_offline_is_one_clear_line(tmp_path, monkeypatch):
@@ -473,7 +477,7 @@ def test_pypi_nested_tsv_with_score_labels_reads_from_a_prepopulated_cache(tmp_p
         labels: {negative: negative, positive: positive}
         verbalizers: {negative: [bad], positive: [good]}
     """)
-    data = load_task_data(spec, suite(10, 4, 6))
+    data = load_task_data(spec, suite(8, 4, 6))
     # 3.1, 0.5, 1.0 positive; -2.0, -0.5 negative; 0.1 dropped (and texts are unique per row)
     assert data.source_size == 25
     every = list(data.train["text"]) + list(data.dev["text"]) + list(data.test["text"])
