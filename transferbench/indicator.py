@@ -328,6 +328,22 @@ def checked_score(indicator: Indicator, source: TaskView, target: TaskView,
     return value
 
 
+def measured_costs() -> dict[str, dict[str, Any]]:
+    """Measured seconds of one `score` call per pair of each built-in indicator (default
+    parameters, artifacts already loaded), from `indicators/costs.json`, which
+    `benchmarks/indicator_cost.py --write` produces: `{"setting": {...}, "seconds_per_pair":
+    {name: float}}`. Empty when the file is missing."""
+    from importlib import resources
+
+    try:
+        text = resources.files("transferbench.indicators").joinpath("costs.json").read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        return {}
+    import json
+
+    return json.loads(text)
+
+
 def all_indicator_names() -> list[str]:
     _load_entry_points()
     return INDICATORS.names()
