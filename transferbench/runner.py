@@ -78,7 +78,7 @@ ARTIFACT_SPECS: dict[str, ArtifactSpec] = {
     "probe_ranking": ArtifactSpec(
         "task", units.probe_ranking_unit, stage="activations", serve=lambda a: a["rank"].numpy(),
         settings={"examples": units.PROBE_EXAMPLES, "l1": units.PROBE_L1, "l2": units.PROBE_L2,
-                  "positions": "prompt_mean"}),
+                  "max_iter": units.PROBE_MAX_ITER, "positions": "prompt_mean"}),
 }
 
 
