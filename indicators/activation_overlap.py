@@ -41,6 +41,7 @@ class ActivationOverlap(Indicator):
     """
 
     requires = ("mask_activations", "mask_activations_task")
+    kind = "neuron"
     description = "overlapping rate of activated FFN neurons at [MASK] (Su et al. 2022)"
 
     def __init__(self, layers: str = "all", inputs: str = "prompt"):

@@ -16,6 +16,7 @@ class RandomIndicator(Indicator):
 
     description = "uniform random score per pair (seeded)"
     baseline = True
+    kind = "baseline"
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -32,6 +33,7 @@ class DataSize(Indicator):
     requires = ("train_size",)
     description = "size of the source task's labelled data"
     baseline = True
+    kind = "baseline"
 
     def score(self, source, target) -> float:
         return float(source.train_size)
@@ -48,6 +50,7 @@ class TaskEmbedding(Indicator):
     requires = ("text_embedding",)
     description = "cosine of mean backbone embeddings of the two tasks' inputs (Vu et al. 2020)"
     baseline = True
+    kind = "baseline"
 
     def score(self, source, target) -> float:
         a, b = np.asarray(source.text_embedding, float), np.asarray(target.text_embedding, float)

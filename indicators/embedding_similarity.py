@@ -42,6 +42,7 @@ class EmbeddingSimilarity(Indicator):
     """Similarity of the source and target soft prompts, averaged over seeds (equal seeds paired)."""
 
     requires = ("prompts",)
+    kind = "prompt"
     description = "similarity of the two trained soft prompts (Su et al. 2022)"
 
     def __init__(self, measure: str = "cosine"):

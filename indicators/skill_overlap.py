@@ -1,4 +1,7 @@
-"""Skill-neuron overlap: do the two tasks' prompts rely on the same FFN neurons?"""
+"""Skill-neuron indicators: do the two tasks' prompts rely on the same FFN neurons?
+
+`skill_on` is Wang et al.'s (EMNLP 2022) Sec. 6.2 indicator; `skill_overlap` is our variant.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from transferbench.indicator import Indicator, register_indicator
+from transferbench.indicators.activation_overlap import overlap_rate
 from transferbench.neurons import DEFAULT_FRACTION, select
 
 
@@ -17,15 +21,18 @@ def jaccard(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
 
 @register_indicator("skill_overlap")
 class SkillOverlap(Indicator):
-    """Overlap of the skill neurons (Wang et al., EMNLP 2022) of the source and target prompts.
+    """Overlap of the two tasks' skill-neuron *sets*: our variant, not the paper's indicator.
 
-    `measure="jaccard"`: Jaccard index of the selected sets (top fraction `p` of each layer, or of
-    all neurons with `selection="global"`). `measure="weighted"`: Spearman correlation of the two
-    tasks' full predictivity score vectors (no selection).
+    Skill neurons are Wang et al.'s (EMNLP 2022); their transferability indicator compares
+    activation states on skill neurons (`skill_on`). This one compares which neurons are skill
+    neurons. `measure="jaccard"`: Jaccard index of the selected sets (top fraction `p` of each
+    layer, or of all neurons with `selection="global"`). `measure="weighted"`: Spearman
+    correlation of the two tasks' full predictivity score vectors (no selection).
     """
 
     requires = ("skill_scores",)
-    description = "overlap of skill neurons (Wang et al. 2022) selected at the prompt positions"
+    kind = "neuron"
+    description = "ours: Jaccard of the two tasks' skill-neuron sets (neurons of Wang et al. 2022)"
 
     def __init__(self, p: float = DEFAULT_FRACTION, selection: str = "per_layer", measure: str = "jaccard"):
         if selection not in ("per_layer", "global"):
@@ -44,3 +51,48 @@ class SkillOverlap(Indicator):
             return float(spearmanr(a.ravel(), b.ravel()).statistic)
         per_layer = self.selection == "per_layer"
         return jaccard(select(a, self.p, per_layer), select(b, self.p, per_layer))
+
+
+NEURON_SETS = ("union", "target")
+
+
+@register_indicator("skill_on")
+class SkillOn(Indicator):
+    """Wang et al. (EMNLP 2022), Sec. 6.2: Su et al.'s overlapping rate of activated neurons (ON)
+    at the [MASK] position, computed on skill neurons only.
+
+    `ON = |b_s AND b_t| / sqrt(|b_s| |b_t|)` (`activation_overlap.overlap_rate`) with
+    `b = 1[a > 0]` over the selected neurons, `a` the FFN activations at [MASK] of each task's
+    prompt alone (`mask_activations`), averaged over seeds. Selected neurons: the top fraction
+    `p` of each layer by `skill_scores`, of both tasks (`neurons="union"`) or of the target only
+    (`neurons="target"`). 0 when no selected neuron fires for one of the two prompts.
+
+    What the reference code fixes and what we assumed: THU-KEG/Skill-Neuron dumps the activations
+    this needs (`src/probe.py`, branch `probe_type == "prompt_act"`, calling
+    `trainer.probe_prompt` in `src/trainer.py`, which keeps position 0 of each layer's
+    intermediate output: the first [MASK] of the prompt-only `empty` dataset, per the README's
+    "prompt_act" entry) but holds no code that turns them into the indicator (that branch does not
+    run as published: it passes an undefined `pos`). So the binarisation at 0 is Su et al.'s ON
+    (NAACL 2022, Sec. 5.2), and the union of both tasks' skill neurons (symmetric in the two
+    tasks) is our assumption; `neurons="target"` is the other reading.
+    """
+
+    requires = ("skill_scores", "mask_activations")
+    kind = "neuron"
+    description = "ON at [MASK] restricted to skill neurons (Wang et al. 2022, Sec. 6.2)"
+
+    def __init__(self, p: float = DEFAULT_FRACTION, neurons: str = "union"):
+        if neurons not in NEURON_SETS:
+            raise ValueError(f"neurons must be one of {', '.join(NEURON_SETS)}, got {neurons!r}")
+        self.p = float(p)
+        if not 0 < self.p <= 1:
+            raise ValueError(f"p must be in (0, 1], got {p!r}")
+        self.neurons = neurons
+
+    def score(self, source, target) -> float:
+        selected = select(target.skill_scores, self.p)
+        if self.neurons == "union":
+            selected = selected | select(source.skill_scores, self.p)
+        rates = [overlap_rate(a[selected] > 0, b[selected] > 0)
+                 for a, b in zip(source.mask_activations, target.mask_activations)]
+        return float(np.mean(rates))

@@ -194,3 +194,86 @@ def test_registering_a_builtin_name_twice_is_an_error(monkeypatch):
         class Impostor(Indicator):
             def score(self, source, target):
                 return 0.0
+
+
+# ---- skill_on, probe_overlap, the estimator indicators, kinds ---------------------------------------
+
+def test_skill_on_is_on_restricted_to_skill_neurons():
+    # two layers of four neurons; p = 0.5 selects two per layer
+    scores_a = np.array([[0.4, 0.3, 0.0, 0.0], [0.0, 0.0, 0.3, 0.2]])  # a: {0,1} and {2,3}
+    scores_b = np.array([[0.4, 0.0, 0.3, 0.0], [0.0, 0.0, 0.3, 0.2]])  # b: {0,2} and {2,3}
+    acts_a = np.array([[1.0, 1.0, -1.0, 5.0], [1.0, -1.0, 1.0, 1.0]])
+    acts_b = np.array([[1.0, -1.0, 1.0, 5.0], [-1.0, 1.0, 1.0, -1.0]])
+    source = view("a", {"skill_scores": scores_a, "mask_activations": [acts_a]})
+    target = view("b", {"skill_scores": scores_b, "mask_activations": [acts_b]})
+    # union: layer 0 {0,1,2}, layer 1 {2,3}. Active a: (0,0) (0,1) (1,2) (1,3) = 4; b: (0,0) (0,2) (1,2) = 3;
+    # both: (0,0) (1,2) = 2 -> 2 / sqrt(12). Neuron (0,3) fires for both but is no skill neuron.
+    assert checked_score(make_indicator("skill_on:p=0.5"), source, target) == pytest.approx(2 / math.sqrt(12))
+    # target only: layer 0 {0,2}, layer 1 {2,3}. a: (0,0) (1,2) (1,3) = 3; b: (0,0) (0,2) (1,2) = 3; both 2
+    assert checked_score(make_indicator("skill_on:p=0.5,neurons=target"), source, target) == pytest.approx(2 / 3)
+    # identical activations overlap fully, whatever the skill neurons; seeds are averaged
+    same = view("c", {"skill_scores": scores_b, "mask_activations": [acts_a, acts_b]})
+    assert checked_score(make_indicator("skill_on"), same, same) == pytest.approx(1.0)
+    with pytest.raises(TransferbenchError, match="neurons must be"):
+        make_indicator("skill_on:neurons=both")
+
+
+def test_probe_overlap_is_jaccard_of_top_ranked_neurons():
+    rank_a = np.array([[0, 1, 4, 5], [2, 3, 6, 7]])  # top 2 per layer: {0,1} and {0,1}
+    rank_b = np.array([[0, 4, 1, 5], [7, 6, 3, 2]])  # {0,2} and {2,3}
+    source, target = view("a", {"probe_ranking": [rank_a]}), view("b", {"probe_ranking": [rank_b]})
+    # per layer: |∩| = 1 + 0, |∪| = 3 + 4 -> 1/7
+    assert checked_score(make_indicator("probe_overlap:p=0.5"), source, target) == pytest.approx(1 / 7)
+    # global top 4 (p = 0.5 of 8): a = ranks 0-3 = (0,0) (0,1) (1,0) (1,1); b = (0,0) (0,2) (1,2) (1,3) -> 1/7
+    assert checked_score(make_indicator("probe_overlap:p=0.5,selection=global"), source, target) == pytest.approx(1 / 7)
+    two_seeds = view("c", {"probe_ranking": [rank_a, rank_b]})
+    assert checked_score(make_indicator("probe_overlap:p=0.5"), two_seeds, view("d", {"probe_ranking": [rank_a, rank_a]})) \
+        == pytest.approx((1 + 1 / 7) / 2)
+
+
+def pair_view(name, outputs):
+    return TaskView(name, "fam", 2, frozenset({"pair_outputs"}), lambda task, artifact: outputs)
+
+
+def test_estimator_indicators_average_the_formulas_over_seeds():
+    from transferbench.estimators import h_score, leep, logme, nce
+    from transferbench.indicator import PairOutputs
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    cells = []
+    for _ in range(2):
+        logits = rng.normal(size=(40, 3)).astype(np.float32)
+        probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+        cells.append(PairOutputs(rng.normal(size=(40, 6)).astype(np.float32), probs, labels))
+    source, target = pair_view("src", {}), pair_view("tgt", {"src": cells})
+    expected = {
+        "logme": np.mean([logme(c.features, labels) for c in cells]),
+        "h_score": np.mean([h_score(c.features, labels) for c in cells]),
+        "leep": np.mean([leep(c.source_probs.astype(np.float64) / c.source_probs.sum(1, keepdims=True), labels)
+                         for c in cells]),
+        "nce": np.mean([nce(c.source_probs.argmax(1), labels) for c in cells]),
+    }
+    for name, value in expected.items():
+        assert checked_score(make_indicator(name), source, target) == pytest.approx(value), name
+
+
+def test_estimator_indicators_reach_their_maximum_when_the_source_predicts_the_target():
+    from transferbench.indicator import PairOutputs
+
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    # the source's label z = 1 - y, with certainty: NCE and LEEP reach their maximum 0
+    probs = np.eye(2, dtype=np.float32)[1 - labels]
+    features = np.eye(2, dtype=np.float32)[labels] + 0.01 * np.arange(6, dtype=np.float32)[:, None]
+    target = pair_view("tgt", {"src": [PairOutputs(features, probs, labels)]})
+    assert checked_score(make_indicator("nce"), pair_view("src", {}), target) == pytest.approx(0.0)
+    assert checked_score(make_indicator("leep"), pair_view("src", {}), target) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_every_builtin_indicator_has_a_kind():
+    from transferbench.indicator import INDICATORS, KINDS
+
+    for name in INDICATORS.names():
+        cls = INDICATORS.get(name)
+        assert cls.kind in KINDS, name
+        assert cls.baseline == (cls.kind == "baseline"), name

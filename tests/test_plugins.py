@@ -18,7 +18,7 @@ from transferbench import indicator as indicator_module
 from transferbench.cli import main
 from transferbench.errors import TransferbenchError
 from transferbench.indicator import (
-    ARTIFACTS, DEFAULT_TIME_LIMIT, INDICATORS, Indicator, TaskView, checked_score, make_indicator,
+    ARTIFACTS, DEFAULT_TIME_LIMIT, INDICATORS, Indicator, PairOutputs, TaskView, checked_score, make_indicator,
 )
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "indicators.md"
@@ -191,9 +191,12 @@ def test_docs_example_scores_task_views(tmp_path, fresh_registry):
         "text_embedding": rng.normal(size=8),
         "samples": [("a fine film", None, "pos"), ("a dull film", None, "neg")],
         "train_size": 100,
+        "pair_outputs": {"src": [PairOutputs(rng.normal(size=(6, 8)), np.full((6, 2), 0.5), np.arange(6) % 2)],
+                         "tgt": [PairOutputs(rng.normal(size=(6, 8)), np.full((6, 2), 0.5), np.arange(6) % 2)]},
+        "probe_ranking": [rng.permutation(48).reshape(3, 16) for _ in range(2)],
     }
     assert set(fake) == set(ARTIFACTS), "add a synthetic value for the new artifact"
-    other = {k: (v if k in ("samples", "train_size") else
+    other = {k: (v if k in ("samples", "train_size", "pair_outputs", "probe_ranking") else
                  [x + 0.1 for x in v] if isinstance(v, list) else v + 0.1) for k, v in fake.items()}
     source = TaskView("src", "sentiment", 2, frozenset(declared), lambda t, a: fake[a])
     target = TaskView("tgt", "sentiment", 2, frozenset(declared), lambda t, a: other[a])

@@ -321,16 +321,29 @@ def cmd_leaderboard(args, console: Console) -> int:
 
 
 def cmd_indicators(args, console: Console) -> int:
-    from transferbench.indicator import INDICATORS, all_indicator_names
+    from transferbench.indicator import INDICATORS, KINDS, all_indicator_names, measured_costs
 
-    table = Table(title="Indicators")
-    for column in ("name", "kind", "parameters (defaults)", "description"):
-        table.add_column(column)
+    costs = measured_costs()
+    seconds = costs.get("seconds_per_pair", {})
+    suite = costs.get("setting", {}).get("suite")
+    cost_column = f"ms per pair ({suite} suite)" if suite else "ms per pair"
+    by_kind: dict[str, list[str]] = {}
     for name in all_indicator_names():
-        cls = INDICATORS.get(name)
-        params = ", ".join(f"{k}={v!r}" for k, v in cls.defaults().items()) or "-"
-        table.add_row(name, "baseline" if cls.baseline else "indicator", params, cls.description)
-    console.print(table)
+        by_kind.setdefault(INDICATORS.get(name).kind or "other", []).append(name)
+    for kind in [*KINDS, *sorted(set(by_kind) - set(KINDS))]:
+        if kind not in by_kind:
+            continue
+        table = Table(title=f"Indicators: {kind}")
+        for column in ("name", "parameters (defaults)", cost_column, "description"):
+            table.add_column(column)
+        for name in by_kind[kind]:
+            cls = INDICATORS.get(name)
+            params = ", ".join(f"{k}={v!r}" for k, v in cls.defaults().items()) or "-"
+            cost = f"{1000 * seconds[name]:.3g}" if name in seconds else "-"
+            table.add_row(name, params, cost, cls.description)
+        console.print(table)
+    console.print("ms per pair: one score() call with its artifacts loaded (benchmarks/indicator_cost.py); "
+                  "computing the artifacts is shared and cached, and not included.", markup=False)
     return 0
 
 

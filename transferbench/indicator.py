@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, NamedTuple
 
 import numpy as np
 import yaml
@@ -35,7 +35,28 @@ ARTIFACTS: dict[str, str] = {
     "text_embedding": "mean frozen-backbone sentence embedding of the task's training inputs, no prompt [hidden]",
     "samples": "up to 32 training examples: list of (text, text_pair, label name)",
     "train_size": "number of usable labelled examples in the task's source (before subsampling)",
+    "pair_outputs": "read on the target view: {source name: one PairOutputs per seed}, the backbone's outputs "
+                    "on the target's first 256 train examples with the source's prompt",
+    "probe_ranking": "elastic-net probe rank of each neuron (0 = most important), int [layers, ffn_width] per seed",
 }
+
+# What `Indicator.kind` may be: which family of evidence an indicator reads (`transferbench
+# indicators` groups by it). `None` (the default of a user's class) is listed as "other".
+KINDS = ("neuron", "prompt", "estimator", "baseline")
+
+
+class PairOutputs(NamedTuple):
+    """One (source, target, seed) cell of the `pair_outputs` artifact: the frozen backbone run on
+    the target's first `PAIR_EXAMPLES` train examples with the *source* task's prompt.
+
+    `features` `float32 [n, hidden]`: mean-pooled last hidden states (the prompt, [MASK] and text
+    positions, as the verbalizer pools them); `source_probs` `float32 [n, source_classes]`: softmax
+    of the source task's verbalizer logits (its own label words); `target_labels` `int64 [n]`.
+    """
+
+    features: np.ndarray
+    source_probs: np.ndarray
+    target_labels: np.ndarray
 
 
 class TaskView:
@@ -78,6 +99,8 @@ class Indicator:
     requires: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     baseline: ClassVar[bool] = False
+    # One of `KINDS` (every built-in sets it; baselines also set `baseline = True`).
+    kind: ClassVar[str | None] = None
     registered_name: ClassVar[str | None] = None
 
     def score(self, source: TaskView, target: TaskView) -> float:
@@ -118,6 +141,12 @@ for _name, _target in {
     "data_size": "transferbench.indicators.baselines:DataSize",
     "task_embedding": "transferbench.indicators.baselines:TaskEmbedding",
     "same_family": "transferbench.indicators.baselines:SameFamily",
+    "skill_on": "transferbench.indicators.skill_overlap:SkillOn",
+    "probe_overlap": "transferbench.indicators.probe_overlap:ProbeOverlap",
+    "logme": "transferbench.indicators.estimators:LogME",
+    "leep": "transferbench.indicators.estimators:LEEP",
+    "nce": "transferbench.indicators.estimators:NCE",
+    "h_score": "transferbench.indicators.estimators:HScore",
 }.items():
     INDICATORS.add(_name, _target)
 
@@ -298,6 +327,22 @@ def checked_score(indicator: Indicator, source: TaskView, target: TaskView,
     if not math.isfinite(value):
         raise TransferbenchError(f"{where} returned {value}; scores must be finite")
     return value
+
+
+def measured_costs() -> dict[str, dict[str, Any]]:
+    """Measured seconds of one `score` call per pair of each built-in indicator (default
+    parameters, artifacts already loaded), from `indicators/costs.json`, which
+    `benchmarks/indicator_cost.py --write` produces: `{"setting": {...}, "seconds_per_pair":
+    {name: float}}`. Empty when the file is missing."""
+    from importlib import resources
+
+    try:
+        text = resources.files("transferbench.indicators").joinpath("costs.json").read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        return {}
+    import json
+
+    return json.loads(text)
 
 
 def all_indicator_names() -> list[str]:

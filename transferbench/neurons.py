@@ -96,7 +96,7 @@ def select(scores: np.ndarray, fraction: float = DEFAULT_FRACTION, per_layer: bo
     return mask
 
 
-def probe_ranking(activations, labels, l1: float, l2: float) -> np.ndarray:
+def probe_ranking(activations, labels, l1: float, l2: float, max_iter: int = 5000) -> np.ndarray:
     """Neuron indices ranked by the weights of an elastic-net logistic probe, most important first.
 
     Durrani et al. 2020, "Analyzing Individual Neurons in Pre-trained Language Models" (EMNLP),
@@ -118,7 +118,9 @@ def probe_ranking(activations, labels, l1: float, l2: float) -> np.ndarray:
 
     `activations`: `[examples, neurons]`; `labels`: `[examples]` (any hashable class labels, at
     least two classes). `l1, l2 >= 0`, not both zero (an unpenalised probe does not converge on
-    separable data).
+    separable data). `max_iter` caps saga's epochs (it stops earlier at tolerance 1e-6); a cap
+    below convergence gives the ranking of a partly fitted probe, a cost bound that the caller
+    states (see `transferbench.units.probe_ranking_unit`).
     """
     # scikit-learn rather than a torch probe: saga solves this convex problem to a tolerance,
     # deterministically for a fixed random_state, with no learning rate or epoch count to choose.
@@ -138,7 +140,7 @@ def probe_ranking(activations, labels, l1: float, l2: float) -> np.ndarray:
         raise TransferbenchError(f"probe_ranking: l1 and l2 must be >= 0 and not both 0 (got l1={l1}, l2={l2})")
     strength = l1 + 2 * l2
     options = dict(C=1.0 / (x.shape[0] * strength), l1_ratio=l1 / strength, solver="saga",
-                   max_iter=5000, tol=1e-6, random_state=0)
+                   max_iter=max_iter, tol=1e-6, random_state=0)
     # scikit-learn 1.8 deprecated `penalty` (l1_ratio alone selects the elastic net); before 1.8
     # l1_ratio is ignored unless penalty="elasticnet".
     if tuple(int(part) for part in sklearn.__version__.split(".")[:2]) < (1, 8):

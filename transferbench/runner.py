@@ -11,7 +11,7 @@ nothing that is already there, and a crashed worker never leaves a half-written 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -24,7 +24,7 @@ from transferbench import units
 from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
-from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, checked_score
+from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, PairOutputs, TaskView, checked_score
 from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
@@ -46,6 +46,41 @@ class _Job:
     keys: list[tuple[str, str]]
     # Splits the unit's result into one artifact per key (most units return exactly one).
     unpack: Callable[[Any], list[dict[str, Any]]] = lambda result: [result]
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """The one declaration of an artifact computed by a unit from trained prompts: from it alone the
+    driver plans the units, keys and stores their results, and serves the artifact to `TaskView`s.
+
+    - `per="task"`: `unit(ctx, task, seed, prompt) -> {name: tensor}` with the task's own prompt,
+      one store entry per (task, seed); a view serves `[serve(entry) for each seed]`.
+    - `per="pair"`: `unit(ctx, target, seed, {source: prompt}) -> {source: {name: tensor}}`, one
+      unit per (target, seed) for all missing sources, one store entry per (source, target, seed);
+      the *target's* view serves `{source: [serve(entry) for each seed]}`.
+
+    `stage` is the store folder (one of `transferbench.store.STAGES`), `settings` everything else
+    the unit's output depends on (sizes, penalties: part of the store key), and `code` the version
+    to bump when the unit changes what it computes. See docs/indicators.md, "Adding an artifact".
+    """
+
+    per: str
+    unit: Callable[..., Any]
+    serve: Callable[[dict[str, Any]], Any]
+    stage: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    code: int = 1
+
+
+ARTIFACT_SPECS: dict[str, ArtifactSpec] = {
+    "pair_outputs": ArtifactSpec(
+        "pair", units.pair_outputs_unit, stage="pair_outputs", settings={"examples": units.PAIR_EXAMPLES},
+        serve=lambda a: PairOutputs(a["features"].numpy(), a["source_probs"].numpy(), a["target_labels"].numpy())),
+    "probe_ranking": ArtifactSpec(
+        "task", units.probe_ranking_unit, stage="activations", serve=lambda a: a["rank"].numpy(),
+        settings={"examples": units.PROBE_EXAMPLES, "l1": units.PROBE_L1, "l2": units.PROBE_L2,
+                  "max_iter": units.PROBE_MAX_ITER, "positions": "prompt_mean"}),
+}
 
 
 class Benchmark:
@@ -277,11 +312,13 @@ class Benchmark:
         unknown = sorted(names - set(ARTIFACTS))
         if unknown:
             raise TransferbenchError(f"unknown artifact {unknown[0]!r}; known: {', '.join(ARTIFACTS)}")
-        if names & {"prompts", "skill_scores", "mask_activations", "mask_activations_task"}:
+        if names & {"prompts", "skill_scores", "mask_activations", "mask_activations_task", *ARTIFACT_SPECS}:
             self.train_all()
         jobs: list[_Job] = []
         for task in self.tasks:
             for seed in self.seeds:
+                for name in sorted(names & set(ARTIFACT_SPECS)):
+                    jobs += self._declared_jobs(name, task, seed)
                 if "skill_scores" in names:
                     jobs += self._skill_jobs(task, seed)
                 for name in ("mask_activations", "mask_activations_task"):
@@ -312,6 +349,43 @@ class Benchmark:
             return []
         return [_Job(Unit(units.text_embedding_unit, (self.context, task)), [("text_embedding", key)])]
 
+    def _declared_key(self, name: str, task: str, seed: int, target: str | None = None) -> str:
+        """Store key of an `ARTIFACT_SPECS` artifact: of (task, seed), or of (source=task, target, seed)."""
+        spec = ARTIFACT_SPECS[name]
+        inputs = {"artifact": name, "settings": spec.settings, "code": spec.code}
+        if target is None:
+            return self.store.key(spec.stage, {"prompt": self.prompt_inputs(task, seed), **inputs})
+        return self.store.key(spec.stage, {"source": self.prompt_inputs(task, seed),
+                                           "target": self.task_identity(target), **inputs})
+
+    def _declared_jobs(self, name: str, task: str, seed: int) -> list[_Job]:
+        """The missing units of an `ARTIFACT_SPECS` artifact for (task, seed); for a pair artifact,
+        `task` is the target and one unit covers every missing source."""
+        spec = ARTIFACT_SPECS[name]
+        if spec.per == "task":
+            key = self._declared_key(name, task, seed)
+            if self._has(spec.stage, key):
+                return []
+            prompt = self.source_prompt(task, seed)["prompt"]
+            return [_Job(Unit(spec.unit, (self.context, task, seed, prompt)), [(spec.stage, key)])]
+        keys = {s: self._declared_key(name, s, seed, target=task) for s in self.tasks if s != task}
+        missing = [s for s, key in keys.items() if not self._has(spec.stage, key)]
+        if not missing:
+            return []
+        prompts = {s: self.source_prompt(s, seed)["prompt"] for s in missing}
+        return [_Job(Unit(spec.unit, (self.context, task, seed, prompts)), [(spec.stage, keys[s]) for s in missing],
+                     lambda row: [row[s] for s in missing])]
+
+    def declared_artifact(self, name: str, task: str) -> Any:
+        """An `ARTIFACT_SPECS` artifact as views serve it: per seed, or {source: per seed} for a pair
+        artifact read on the target `task`."""
+        spec = ARTIFACT_SPECS[name]
+        self._execute(name.replace("_", " "), [job for seed in self.seeds for job in self._declared_jobs(name, task, seed)])
+        if spec.per == "task":
+            return [spec.serve(self._artifact_of(spec.stage, self._declared_key(name, task, seed))) for seed in self.seeds]
+        return {s: [spec.serve(self._artifact_of(spec.stage, self._declared_key(name, s, seed, target=task)))
+                    for seed in self.seeds] for s in self.tasks if s != task}
+
     def artifact(self, task: str, name: str) -> Any:
         """The artifact `name` (see `transferbench.indicator.ARTIFACTS`) of `task`."""
         key = (task, name)
@@ -320,6 +394,8 @@ class Benchmark:
         return self._memo[key]
 
     def _compute_artifact(self, task: str, name: str) -> Any:
+        if name in ARTIFACT_SPECS:
+            return self.declared_artifact(name, task)
         if name == "prompts":
             return [self.source_prompt(task, seed)["prompt"].numpy() for seed in self.seeds]
         if name == "skill_scores":

@@ -24,7 +24,8 @@ from transferbench.errors import TransferbenchError
 
 # Every folder the cache holds: the store's stages plus the downloads and unpacked models.
 # `cache --clear` accepts only these names, so no user text ever becomes a path to delete.
-STAGES = ("prompts", "transfer", "skill_neurons", "activations", "text_embedding", "probe", "downloads", "models")
+STAGES = ("prompts", "transfer", "skill_neurons", "activations", "text_embedding", "pair_outputs", "probe",
+          "downloads", "models")
 
 
 def cache_root() -> Path:

@@ -8,18 +8,20 @@ anywhere, be retried, or run twice, and always gives the same tensors for the sa
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from transferbench.backbone import Backbone
-from transferbench.neurons import predictivity
+from transferbench.neurons import predictivity, probe_ranking
 from transferbench.prompt import (
-    EncodedSplit, PromptConfig, Verbalizer, accuracy, autocast, capture_ffn, encode_split, initial_prompt,
-    mean_pool, predict, predict_many, prompted_forward, train_prompt,
+    EncodedSplit, PromptConfig, PromptedOutput, Verbalizer, accuracy, autocast, capture_ffn, encode_split,
+    initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompt,
 )
 from transferbench.store import content_key
 from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
@@ -238,3 +240,87 @@ def probe_unit(ctx: UnitContext, task: str) -> dict[str, torch.Tensor]:
     probe = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced")
     probe.fit(features["train"], suite.encoded(task, "train").labels.numpy())
     return {"predictions": torch.from_numpy(probe.predict(features["test"]).astype("int64"))}
+
+
+# ---- stage 3: artifacts declared in `transferbench.runner.ARTIFACT_SPECS` ---------------------------
+# The first this many train examples of a target feed the pair-level estimators (LogME, LEEP, NCE,
+# H-score): a cap that keeps 132 pairs x 3 seeds of the default suite affordable on a CPU.
+PAIR_EXAMPLES = 256
+# The first this many train examples, and the probe's penalties, of the NeuroX-style probe ranking.
+PROBE_EXAMPLES = 512
+PROBE_L1 = 1e-3
+PROBE_L2 = 1e-3
+# saga epochs of that probe. To tolerance 1e-6 it needs thousands of epochs on 512 x 9216
+# activations (over 5 minutes per task and seed on a shared 2-core CPU; 50 epochs took 64 s there),
+# so the ranking is that of a probe stopped after this many epochs: on synthetic data with 50
+# informative neurons among 9216, 50 epochs already ranked all 50 first.
+PROBE_MAX_ITER = 100
+
+
+def first_examples(encoded: EncodedSplit, count: int) -> EncodedSplit:
+    """The first `count` examples of a tokenized split (splits are shuffled when they are made)."""
+    types = encoded.token_type_ids[:count] if encoded.token_type_ids is not None else None
+    return EncodedSplit(encoded.input_ids[:count], types, encoded.labels[:count].clone())
+
+
+@torch.no_grad()
+def pair_outputs_unit(ctx: UnitContext, target: str, seed: int,
+                      prompts: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """{source: {"features", "source_probs", "target_labels"}} on `target`'s first `PAIR_EXAMPLES`
+    train examples, for every source prompt in `prompts` (see `transferbench.indicator.PairOutputs`).
+
+    All sources run in one batched pass, one prompt per row (the trick of `predict_many`); each
+    source's rows are scored with the source's own verbalizer, so `source_probs` is the source
+    classifier's distribution over the source's labels, as LEEP and NCE need.
+    """
+    suite = loaded(ctx)
+    backbone = suite.backbone
+    train = first_examples(suite.encoded(target, "train"), PAIR_EXAMPLES)
+    sources = list(prompts)
+    count, size = len(sources), len(train)
+    stacked = torch.stack([prompts[s] for s in sources])
+    verbalizers = [suite.verbalizer(s) for s in sources]
+    features = torch.zeros(count, size, backbone.hidden_size)
+    probs = [torch.zeros(size, suite.specs[s].num_classes) for s in sources]
+    pad = backbone.tokenizer.pad_token_id
+    with autocast(ctx.config, backbone.device):
+        for index in train.length_sorted_batches(max(1, ctx.config.eval_batch_size // count)):
+            batch = train.batch(index, pad)
+            rows = stacked.repeat_interleave(len(index), dim=0)  # row k * len(index) + i: source k, example i
+            output = prompted_forward(backbone, rows, {k: v.repeat(count, 1) for k, v in batch.items()})
+            pooled = mean_pool(output.hidden.float(), output.attention_mask)
+            features[:, index] = pooled.view(count, len(index), -1).cpu()
+            for k, verbalizer in enumerate(verbalizers):
+                part = slice(k * len(index), (k + 1) * len(index))
+                own = PromptedOutput(output.hidden[part], output.attention_mask[part], output.mask_hidden[part])
+                probs[k][index] = verbalizer.logits(own).softmax(-1).cpu()
+    return {s: {"features": features[k].clone(), "source_probs": probs[k], "target_labels": train.labels.clone()}
+            for k, s in enumerate(sources)}
+
+
+@torch.no_grad()
+def probe_ranking_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{"rank"}: `int64 [layers, ffn_width]`, each FFN neuron's position (0 = most important) in
+    the ranking of `transferbench.neurons.probe_ranking` (l1 = `PROBE_L1`, l2 = `PROBE_L2`) on the task's first
+    `PROBE_EXAMPLES` train examples with its own prompt.
+
+    A neuron's input to the probe is its activation averaged over the prompt positions: one
+    feature per neuron (`layers * ffn_width` features) rather than one per (neuron, position),
+    which, with at most `PROBE_MAX_ITER` saga epochs, keeps the probe's cost bounded.
+    """
+    suite = loaded(ctx)
+    backbone = suite.backbone
+    train = first_examples(suite.encoded(task, "train"), PROBE_EXAMPLES)
+    activations = torch.zeros(len(train), backbone.num_layers * backbone.ffn_width)
+    pad = backbone.tokenizer.pad_token_id
+    with capture_ffn(backbone, list(range(1, 1 + prompt.shape[0]))) as captured, autocast(ctx.config, backbone.device):
+        for index in train.length_sorted_batches(ctx.config.eval_batch_size):
+            prompted_forward(backbone, prompt, train.batch(index, pad))
+            activations[index] = captured.pop().mean(2).flatten(1)  # [B, layers, positions, ffn] -> [B, layers * ffn]
+    with warnings.catch_warnings():  # stopping at PROBE_MAX_ITER before tolerance is the plan
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        order = probe_ranking(activations.numpy(), train.labels.numpy(), l1=PROBE_L1, l2=PROBE_L2,
+                              max_iter=PROBE_MAX_ITER)
+    rank = torch.empty(order.size, dtype=torch.long)
+    rank[torch.from_numpy(order)] = torch.arange(order.size)
+    return {"rank": rank.view(backbone.num_layers, backbone.ffn_width)}
