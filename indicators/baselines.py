@@ -69,6 +69,7 @@ class SameFamily(Indicator):
 
     description = "1 if source and target share a family, else 0"
     baseline = True
+    kind = "baseline"
 
     def score(self, source, target) -> float:
         return 1.0 if source.family == target.family else 0.0

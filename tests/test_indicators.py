@@ -14,8 +14,8 @@ from transferbench.indicators.skill_overlap import jaccard
 
 
 def view(name, artifacts, declared=None):
-    declared = frozenset(artifacts if declared is None else declared)
-    return TaskView(name, "fam", 2, declared, lambda task, artifact: artifacts[artifact])
+    declared = set(artifacts if declared is None else declared)
+    return TaskView(name, "fam", 2, {k: v for k, v in artifacts.items() if k in declared})
 
 
 def test_overlap_rate_is_cosine_of_binary_vectors():
@@ -87,7 +87,7 @@ def test_baselines_random_is_seeded_and_data_size_reads_source():
 
 def test_same_family_baseline_scores_one_for_a_shared_family_and_reads_no_artifact():
     def task(name, family):
-        return TaskView(name, family, 2, frozenset(), lambda task, artifact: pytest.fail("read an artifact"))
+        return TaskView(name, family, 2, {})
 
     same_family = make_indicator("same_family")
     assert same_family.baseline and same_family.requires == ()
@@ -232,7 +232,7 @@ def test_probe_overlap_is_jaccard_of_top_ranked_neurons():
 
 
 def pair_view(name, outputs):
-    return TaskView(name, "fam", 2, frozenset({"pair_outputs"}), lambda task, artifact: outputs)
+    return TaskView(name, "fam", 2, {"pair_outputs": outputs})
 
 
 def test_estimator_indicators_average_the_formulas_over_seeds():

@@ -26,7 +26,7 @@ EXAMPLE_HEADING = "## A complete example"
 
 
 def view(name, artifacts, family="fam"):
-    return TaskView(name, family, 2, frozenset(artifacts), lambda task, artifact: artifacts[artifact])
+    return TaskView(name, family, 2, artifacts)
 
 
 @pytest.fixture()
@@ -198,8 +198,8 @@ def test_docs_example_scores_task_views(tmp_path, fresh_registry):
     assert set(fake) == set(ARTIFACTS), "add a synthetic value for the new artifact"
     other = {k: (v if k in ("samples", "train_size", "pair_outputs", "probe_ranking") else
                  [x + 0.1 for x in v] if isinstance(v, list) else v + 0.1) for k, v in fake.items()}
-    source = TaskView("src", "sentiment", 2, frozenset(declared), lambda t, a: fake[a])
-    target = TaskView("tgt", "sentiment", 2, frozenset(declared), lambda t, a: other[a])
+    source = TaskView("src", "sentiment", 2, {a: fake[a] for a in declared})
+    target = TaskView("tgt", "sentiment", 2, {a: other[a] for a in declared})
     value = checked_score(indicator, source, target, time_limit=DEFAULT_TIME_LIMIT)
     assert isinstance(value, float) and np.isfinite(value)
     # parameters given on the command line reach the instance under their own names

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -206,3 +207,39 @@ def test_library_api_returns_a_dataframe(cache, tiny_backbone, tiny_suite):
     table = results.table()
     assert list(table["indicator"]) == ["random"] and "mean_spearman" in table.columns
     assert len(results.reference.hash) == 64
+
+
+SNOOP = '''
+import gc
+from transferbench.indicator import Indicator
+
+FOUND = []
+
+class Snoop(Indicator):
+    """Tries every path from its views to measured transfer."""
+    requires = ("prompts",)
+
+    def score(self, source, target):
+        for view in (source, target):
+            FOUND.append(getattr(getattr(view, "_provider", None), "__self__", None))
+            for holder in gc.get_referrers(view):
+                FOUND.append(holder if hasattr(holder, "transfer") or hasattr(holder, "_reference") else None)
+        return 0.0
+'''
+
+
+def test_an_indicator_cannot_reach_measured_transfer_through_its_views(built, tiny_backbone, tiny_suite, capsys,
+                                                                       monkeypatch, tmp_path, cache):
+    root, folder = built
+    shutil.rmtree(cache / "transfer")
+    monkeypatch.setattr(reference, "shipped_root", lambda: root)
+    monkeypatch.chdir(tmp_path)
+    plugin = tmp_path / "snoop.py"
+    plugin.write_text(SNOOP)
+    code, out, err = run_cli(capsys, "run", "-i", f"{plugin}:Snoop", "--suite", tiny_suite,
+                             "--backbone", tiny_backbone, "--transfer", "zero_shot")
+    assert code == 0, err
+    module = next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(plugin))
+    assert module.FOUND and not any(module.FOUND)
+    # and scoring against the shipped reference put no measured transfer in the store to read
+    assert not (cache / "transfer").exists()

@@ -18,7 +18,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, NamedTuple
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import yaml
@@ -62,26 +63,27 @@ class PairOutputs(NamedTuple):
 class TaskView:
     """What an indicator sees of one task: its name and family, and the artifacts it declared.
 
-    Artifacts are computed lazily (and cached) by the runner through `provider(task, artifact)`.
-    Asking for an undeclared artifact is an error, so an indicator's inputs are explicit.
+    A sealed, read-only view: it holds the declared artifacts themselves (computed by the runner
+    before scoring), never the runner, the store or measured transfer. Asking for an undeclared
+    artifact is an error, so an indicator's inputs are explicit.
     """
 
-    def __init__(self, name: str, family: str, num_classes: int, declared: frozenset[str],
-                 provider: Callable[[str, str], Any]):
+    __slots__ = ("name", "family", "num_classes", "_artifacts")
+
+    def __init__(self, name: str, family: str, num_classes: int, artifacts: Mapping[str, Any]):
         self.name = name
         self.family = family
         self.num_classes = num_classes
-        self._declared = declared
-        self._provider = provider
+        self._artifacts = MappingProxyType(dict(artifacts))
 
     def __getattr__(self, artifact: str) -> Any:
         if artifact.startswith("_") or artifact not in ARTIFACTS:
             raise AttributeError(artifact)
-        if artifact not in self._declared:
+        if artifact not in self._artifacts:
             raise TransferbenchError(
                 f"indicator reads artifact {artifact!r} without declaring it: add it to `requires`"
             )
-        return self._provider(self.name, artifact)
+        return self._artifacts[artifact]
 
     def __repr__(self) -> str:
         return f"TaskView({self.name!r}, family={self.family!r})"

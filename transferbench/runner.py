@@ -438,12 +438,11 @@ class Benchmark:
         """The indicator's score for every ordered pair of distinct tasks (NaN on the diagonal)."""
         declared = frozenset(indicator.requires)
         self.prepare_artifacts(declared)  # every unit up front, through the executor, with progress
-        views = {name: TaskView(name, spec.family, spec.num_classes, declared, self.artifact)
+        # Sealed views: each holds only its task's declared artifacts, no path back to this object.
+        views = {name: TaskView(name, spec.family, spec.num_classes,
+                                {artifact: self.artifact(name, artifact) for artifact in sorted(declared)})
                  for name, spec in self.tasks.items()}
         names = list(self.tasks)
-        for name in names:
-            for artifact in sorted(declared):
-                self.artifact(name, artifact)
         scores = pd.DataFrame(np.nan, index=names, columns=names)
         for s in names:
             for t in names:
