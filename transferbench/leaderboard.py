@@ -22,6 +22,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import pandas as pd
 
 from transferbench.evaluation import paired_test, rank_intervals, split_seed_tau
+from transferbench.protocol import TRANSFER_KIND_HELP
 from transferbench.plots import CAPTIONS, PLOT_KINDS, plot_filename, setting_plots
 from transferbench.results import ResultFile, dataframes, per_seed_frames, result_json
 from transferbench.store import atomic_write_bytes
@@ -266,7 +267,9 @@ def _settings(results: Iterable[ResultFile]) -> dict[TableKey, tuple[list[Result
     for key in sorted(groups):
         kept, notes = _deduplicate(groups[key])
         excluded = kept[0].excluded_targets if kept else {}
-        notes = [*(f"target {task} is excluded by the reference: {reason}" for task, reason in sorted(excluded.items())),
+        meaning = TRANSFER_KIND_HELP.get(key.transfer_kind)
+        notes = [*([f"measured transfer: {meaning} (docs/protocol.md)"] if meaning else []),
+                 *(f"target {task} is excluded by the reference: {reason}" for task, reason in sorted(excluded.items())),
                  *notes]
         settings[key] = (_ranked(kept), notes)
     return settings
