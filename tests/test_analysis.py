@@ -366,15 +366,3 @@ def test_perturbation_procedure_runs_on_a_real_task(real_cache):
     with analysis.perturb_neurons(bench.backbone, everything, "zero"):
         zeroed = predict(bench.backbone, own["prompt"], test, verbalizer, bench.config)
     assert (zeroed != predict(bench.backbone, own["prompt"], test, verbalizer, bench.config)).any()
-
-
-@pytest.mark.integration
-def test_zeroing_skill_neurons_hurts_more_than_random_neurons(real_cache):
-    """Wang et al.'s finding on rt_sentiment with the default suite's prompt (trained once, cached)."""
-    bench, own, scores, test, verbalizer = _rt_sentiment("default")
-    table = analysis.perturbation_test(bench.backbone, own["prompt"], test, verbalizer, bench.config, scores,
-                                       fractions=[0.05, 0.1], draws=5)
-    zero = table[table["mode"] == "zero"].set_index(["p", "neurons"])
-    hurt_more = [zero.loc[(p, "skill"), "accuracy"] < zero.loc[(p, "random"), "accuracy"]
-                 - zero.loc[(p, "random"), "accuracy_std"] for p in (0.05, 0.1)]
-    assert any(hurt_more), zero

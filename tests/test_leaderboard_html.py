@@ -67,7 +67,8 @@ def test_plots_are_fixed_size_pngs_named_by_setting(board):
     folder, paths = board
     written = sorted(p.name for p in paths if p.parent == folder / "plots")
     expected = sorted(
-        plot_filename("sentiment", BACKBONE, kind, plot) for kind in ("zero_shot", "init_gain") for plot in PLOT_KINDS
+        plot_filename("sentiment", f"{BACKBONE}-ref-none", kind, plot) for kind in ("zero_shot", "init_gain")
+        for plot in PLOT_KINDS
     )
     assert written == expected
     assert sorted(p.name for p in (folder / "plots").iterdir()) == expected
