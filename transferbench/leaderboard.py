@@ -15,6 +15,7 @@ import html
 import json
 import math
 import re
+import textwrap
 import webbrowser
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
@@ -791,4 +792,5 @@ def render_rich(tables: dict[TableKey, pd.DataFrame], console: Any) -> None:
         if table.attrs.get("rank_note"):
             console.print(f"note: {table.attrs['rank_note']}", markup=False)
         for note in table.attrs.get("notes", []):
-            console.print(f"note: {note}", markup=False)
+            # wrapped to the table's 100 columns, whatever the terminal's width
+            console.print(textwrap.fill(f"note: {note}", width=100, subsequent_indent="  "), markup=False)
