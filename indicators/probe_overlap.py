@@ -6,7 +6,7 @@ import numpy as np
 
 from transferbench.indicator import Indicator, register_indicator
 from transferbench.indicators.skill_overlap import jaccard
-from transferbench.neurons import DEFAULT_FRACTION, select
+from transferbench.neurons import DEFAULT_FRACTION, neuron_fraction, select
 
 
 @register_indicator("probe_overlap")
@@ -27,9 +27,7 @@ class ProbeOverlap(Indicator):
     def __init__(self, p: float = DEFAULT_FRACTION, selection: str = "per_layer"):
         if selection not in ("per_layer", "global"):
             raise ValueError(f"selection must be 'per_layer' or 'global', got {selection!r}")
-        self.p = float(p)
-        if not 0 < self.p <= 1:
-            raise ValueError(f"p must be in (0, 1], got {p!r}")
+        self.p = neuron_fraction(p)
         self.selection = selection
 
     def score(self, source, target) -> float:

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from transferbench.indicator import Indicator, register_indicator
 from transferbench.indicators.activation_overlap import overlap_rate
-from transferbench.neurons import DEFAULT_FRACTION, select
+from transferbench.neurons import DEFAULT_FRACTION, neuron_fraction, select
 
 
 def jaccard(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
@@ -39,9 +39,7 @@ class SkillOverlap(Indicator):
             raise ValueError(f"selection must be 'per_layer' or 'global', got {selection!r}")
         if measure not in ("jaccard", "weighted"):
             raise ValueError(f"measure must be 'jaccard' or 'weighted', got {measure!r}")
-        self.p = float(p)
-        if not 0 < self.p <= 1:
-            raise ValueError(f"p must be in (0, 1], got {p!r}")
+        self.p = neuron_fraction(p)
         self.selection = selection
         self.measure = measure
 
@@ -84,9 +82,7 @@ class SkillOn(Indicator):
     def __init__(self, p: float = DEFAULT_FRACTION, neurons: str = "union"):
         if neurons not in NEURON_SETS:
             raise ValueError(f"neurons must be one of {', '.join(NEURON_SETS)}, got {neurons!r}")
-        self.p = float(p)
-        if not 0 < self.p <= 1:
-            raise ValueError(f"p must be in (0, 1], got {p!r}")
+        self.p = neuron_fraction(p)
         self.neurons = neurons
 
     def score(self, source, target) -> float:

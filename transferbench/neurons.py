@@ -76,6 +76,15 @@ def predictivity(train_activations, eval_activations, eval_labels) -> np.ndarray
     return best.numpy()
 
 
+def neuron_fraction(p: float) -> float:
+    """`p` as a float in (0, 1], the share of neurons an indicator selects; ValueError otherwise
+    (the indicator registry turns it into one line naming the indicator)."""
+    fraction = float(p)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"p must be in (0, 1], got {p!r}")
+    return fraction
+
+
 def select(scores: np.ndarray, fraction: float = DEFAULT_FRACTION, per_layer: bool = True) -> np.ndarray:
     """Boolean mask `[layers, ffn_width]` of skill neurons: the top `floor(fraction * ffn_width)`
     neurons of each layer (the original code's per-layer selection), or with `per_layer=False`

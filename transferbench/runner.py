@@ -450,21 +450,6 @@ class Benchmark:
                     scores.loc[s, t] = checked_score(indicator, views[s], views[t], time_limit=DEFAULT_TIME_LIMIT)
         return scores
 
-    def task_report(self) -> pd.DataFrame:
-        """Each task's own-prompt accuracy (mean over seeds) next to its majority-class baseline."""
-        self.train_all()
-        rows = []
-        for name, spec in self.tasks.items():
-            own = [self.source_prompt(name, seed) for seed in self.seeds]
-            rows.append({
-                "task": name, "family": spec.family, "classes": spec.num_classes,
-                "test_accuracy": float(np.mean([o["test_accuracy"] for o in own])),
-                "test_accuracy_std": float(np.std([o["test_accuracy"] for o in own])),
-                "dev_accuracy": float(np.mean([o["dev_accuracy"] for o in own])),
-                "majority_accuracy": self.data(name).majority_accuracy(),
-            })
-        return pd.DataFrame(rows)
-
     # ---- plumbing ------------------------------------------------------------------------------
     def _has(self, stage: str, key: str) -> bool:
         """Whether the store holds a readable artifact (a corrupt file is removed and counts as missing)."""
