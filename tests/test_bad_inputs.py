@@ -423,3 +423,34 @@ def test_leaderboard_into_a_file_is_one_line(tmp_path, capsys):
     assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]) == 2
     assert "--leaderboard-dir" in _one_error_line(capsys.readouterr().err)
     assert (tmp_path / "board").read_text() == "keep me"
+
+
+# ---- inputs added with the reference ground truth: one line, exit 2 ---------------------------
+
+def _exits_with_one_line(capsys, argv, message):
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
+
+
+def test_suite_eval_share_out_of_range_is_one_line(tmp_path, capsys):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    suite.write_text(suite.read_text() + "eval_share: 1.5\n")
+    _exits_with_one_line(capsys, ["run", "-i", "random", "--suite", str(suite)], "eval_share")
+
+
+def test_reference_verify_without_a_bundle_is_one_line(tmp_path, capsys):
+    _exits_with_one_line(capsys, ["reference", "verify", "--suite", "smoke", "--root", str(tmp_path)],
+                    "no shipped reference for suite smoke")
+
+
+def test_tasks_export_of_a_task_outside_the_suite_is_one_line(capsys):
+    _exits_with_one_line(capsys, ["tasks", "export", "bbc_topic", "--split", "test", "--suite", "smoke"],
+                    "is not in suite smoke")
+
+
+def test_unknown_device_is_one_line(capsys):
+    _exits_with_one_line(capsys, ["run", "-i", "random", "--suite", "smoke", "--device", "tpu"], "--device")
