@@ -70,6 +70,13 @@ def step_flops(shape: tuple[int, int], params: int, layers: int, hidden: int) ->
     return batch * (4 * params * length + 12 * layers * length**2 * hidden)
 
 
+def forward_flops(shape: tuple[int, int], params: int, layers: int, hidden: int) -> float:
+    """FLOPs of one forward pass (no backward), counted as in `step_flops`: 2 * params * L for the
+    linear layers + 4 * layers * L^2 * H for attention, per sequence of L positions."""
+    batch, length = shape
+    return batch * (2 * params * length + 4 * layers * length**2 * hidden)
+
+
 # ---- a typical PEFT prompt-tuning loop ---------------------------------------------------------------
 def peft_prompt_model(model_dir: str, prompt_length: int, init: torch.Tensor | None, init_mode: str, tokenizer):
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
