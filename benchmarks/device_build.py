@@ -2,6 +2,7 @@
 and how far its transfer matrices are from the shipped (CPU-built) reference.
 
     python benchmarks/device_build.py --suite default --device cuda --root /tmp/gpu-ref --json build.json
+    python benchmarks/device_build.py --suite default --device cuda --prompts-per-pass 12 --root /tmp/gpu-ref12
 
 It runs `transferbench reference build` in this process with a pre-hook on the backbone that
 records the shape of every encoder call (rows x positions, and whether a backward pass follows),
@@ -99,7 +100,7 @@ def run(args) -> dict:
     _record_calls()
     started = time.perf_counter()
     code = main(["reference", "build", "--suite", args.suite, "--backbone", args.backbone, "--device", args.device,
-                 "--root", str(args.root)])
+                 "--root", str(args.root), "--prompts-per-pass", str(args.prompts_per_pass)])
     wall = time.perf_counter() - started
     if code != 0:
         raise SystemExit(code)
@@ -114,7 +115,8 @@ def run(args) -> dict:
                 for rows, length, grad in CALLS)
     result = {
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-        "torch": torch.__version__, "suite": args.suite, "wall_seconds": round(wall, 1),
+        "torch": torch.__version__, "suite": args.suite, "prompts_per_pass": args.prompts_per_pass,
+        "wall_seconds": round(wall, 1),
         "encoder_calls": len(CALLS), "training_calls": sum(g for *_, g in CALLS),
         "rows": sum(r for r, *_ in CALLS), "estimated_pflop": flops / 1e15,
         "achieved_tflops": flops / wall / 1e12, "bf16_peak_tflops": peak,
@@ -131,6 +133,7 @@ if __name__ == "__main__":
     parser.add_argument("--suite", default="default")
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--prompts-per-pass", type=int, default=1, help="see `transferbench reference --help`")
     parser.add_argument("--root", type=Path, required=True, help="folder the built bundle is written to")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
