@@ -4,6 +4,7 @@ nothing outside the intended output is lost or changed. Add a case here for ever
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from transferbench.cli import main
 from transferbench.errors import TransferbenchError
+from transferbench.indicator import Indicator
 from transferbench.results import make_result, write_result
 from transferbench.store import ArtifactStore
 
@@ -313,10 +315,12 @@ def _isolated(tmp_path: Path, monkeypatch) -> list[str]:
             "--leaderboard-dir", str(tmp_path / "board")]
 
 
-# ---- 8. (part) plugins: any exception, SystemExit included, becomes one line ------------------
+# ---- 8. plugins: any exception, SystemExit and KeyboardInterrupt included, becomes one line ----
 
 PLUGIN = '''
+import os
 import sys
+import time
 from transferbench.indicator import Indicator
 
 {module_level}
@@ -324,35 +328,96 @@ from transferbench.indicator import Indicator
 class Bad(Indicator):
     requires = ()
 
-    def __init__(self, mode: str = "ok"):
+    def __init__(self, mode: str = "exit"):
         if mode == "ctor":
             raise RuntimeError("constructor exploded")
+        if mode == "ctor_interrupt":
+            raise KeyboardInterrupt
         self.mode = mode
 
     def score(self, source, target):
+        if self.mode == "interrupt":
+            raise KeyboardInterrupt("plugin pressed ctrl-c")
+        if self.mode == "swallow":  # no exception raised into this loop can end it
+            while True:
+                try:
+                    time.sleep(0.05)
+                except BaseException:
+                    pass
+        if self.mode == "os_exit":
+            os._exit(7)
         raise SystemExit(0)
 '''
 
+# case: (module-level code, indicator parameters, expected line)
+PLUGIN_FAILURES = {
+    "import_exit": ("sys.exit(3)", "", "failed to import: SystemExit: 3"),
+    "import_interrupt": ("raise KeyboardInterrupt", "", "failed to import: KeyboardInterrupt"),
+    "constructor": ("", ":mode=ctor", "its constructor raised RuntimeError: constructor exploded"),
+    "constructor_interrupt": ("", ":mode=ctor_interrupt", "its constructor raised KeyboardInterrupt"),
+    "score_exit": ("", ":mode=exit", "on pair a -> b raised SystemExit: 0"),
+    "score_interrupt": ("", ":mode=interrupt", "on pair a -> b raised KeyboardInterrupt: plugin pressed ctrl-c"),
+    "score_swallows_base_exception": ("", ":mode=swallow", "on pair a -> b exceeded the time limit of 0.5 s"),
+    "score_ends_its_process": ("", ":mode=os_exit", "on pair a -> b ended the scoring process (exit status 7)"),
+}
 
-@pytest.mark.parametrize("case", ["import_exit", "constructor", "score_exit"])
+
+@pytest.mark.parametrize("case", sorted(PLUGIN_FAILURES))
 def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkeypatch, case):
-    from types import SimpleNamespace
+    from transferbench.indicator import TaskView, checked_score, make_indicator
 
-    from transferbench.indicator import checked_score, make_indicator
-
+    module_level, params, message = PLUGIN_FAILURES[case]
     file = tmp_path / f"plugin_{case}.py"
-    file.write_text(PLUGIN.format(module_level="sys.exit(3)" if case == "import_exit" else ""))
-    if case == "score_exit":
-        indicator = make_indicator(f"{file}:Bad")
-        view = SimpleNamespace(name="a")
-        with pytest.raises(TransferbenchError, match=r"on pair a -> a raised SystemExit"):
-            checked_score(indicator, view, view)
+    file.write_text(PLUGIN.format(module_level=module_level))
+    spec = f"{file}:Bad{params}"
+    if case.startswith("score"):  # the run's own path: `checked_score` with a limit scores in a child process
+        a, b = TaskView("a", "f", 2, {}), TaskView("b", "f", 2, {})
+        started = time.monotonic()
+        with pytest.raises(TransferbenchError) as info:
+            checked_score(make_indicator(spec), a, b, time_limit=0.5)
+        assert message in str(info.value) and "\n" not in str(info.value), info.value
+        assert time.monotonic() - started < 3
         return
-    spec = f"{file}:Bad" + (":mode=ctor" if case == "constructor" else "")
     assert main(["run", "-i", spec, *_isolated(tmp_path, monkeypatch)]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [file.name]  # nothing written
+
+
+@pytest.mark.parametrize("mode", ["interrupt", "swallow"])
+def test_plugin_failing_in_a_run_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, real_cache, mode):
+    """End to end on the shipped smoke reference (no compute: the plugin declares no artifact)."""
+    from transferbench import runner
+
+    monkeypatch.setattr(runner, "DEFAULT_TIME_LIMIT", 0.5)
+    file = tmp_path / "plugin.py"
+    file.write_text(PLUGIN.format(module_level=""))
+    cache_before = sorted(p.relative_to(real_cache) for p in real_cache.rglob("*"))
+    args = ["run", "-i", f"{file}:Bad:mode={mode}", "--suite", "smoke", "--transfer", "zero_shot",
+            "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert {"import_exit": "failed to import: SystemExit: 3",
-            "constructor": "its constructor raised RuntimeError: constructor exploded"}[case] in line, line
+    assert {"interrupt": "raised KeyboardInterrupt: plugin pressed ctrl-c",
+            "swallow": "exceeded the time limit of 0.5 s"}[mode] in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plugin.py"]
+    assert sorted(p.relative_to(real_cache) for p in real_cache.rglob("*")) == cache_before
+
+
+def test_the_users_own_ctrl_c_still_interrupts_plugin_code():
+    """Only a KeyboardInterrupt the plugin raises itself becomes an error line; a real SIGINT
+    (the user's Ctrl-C) arriving in plugin code stops the run as before."""
+    import signal
+
+    from transferbench.indicator import TaskView, checked_score
+
+    class WaitsForCtrlC(Indicator):
+        def score(self, source, target):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+            return 0.0
+
+    a = TaskView("a", "f", 2, {})
+    with pytest.raises(KeyboardInterrupt):
+        checked_score(WaitsForCtrlC(), a, a)
 
 
 # ---- 9. command-line values ---------------------------------------------------------------------
