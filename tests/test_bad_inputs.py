@@ -28,6 +28,13 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
+def _the_error_line(err: str) -> str:
+    """The one `error:` line of a run that also printed progress notes (e.g. "measuring it first")."""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
 def _result(name: str = "good", *, suite: str = "s", seed: int = 0):
     rng = np.random.default_rng(seed)
     transfer = pd.DataFrame(rng.uniform(0.3, 1.0, (4, 4)), index=TASKS, columns=TASKS)
@@ -488,6 +495,195 @@ def test_leaderboard_into_a_file_is_one_line(tmp_path, capsys):
     assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]) == 2
     assert "--leaderboard-dir" in _one_error_line(capsys.readouterr().err)
     assert (tmp_path / "board").read_text() == "keep me"
+
+
+def _fail_writes_under(monkeypatch, folder: Path, err: int, *, after: int = 0) -> list[str]:
+    """Make the file system refuse (`err`) every write that reaches `fsync` under `folder`, after
+    the first `after` succeeded; returns the paths written successfully. Running as root, a
+    read-only folder or a full disk cannot be had for real, so the refusal is injected where the
+    kernel would report it."""
+    import errno
+
+    written: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.startswith(str(folder)):
+            if len(written) >= after:
+                raise OSError(err, os.strerror(err))
+            written.append(path)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if err == errno.EROFS:  # a read-only file system refuses creating the file in the first place
+        real_mkstemp = __import__("tempfile").mkstemp
+
+        def mkstemp(*args, dir=None, **kwargs):
+            if dir is not None and str(dir).startswith(str(folder)):
+                raise OSError(err, os.strerror(err), str(dir))
+            return real_mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr("tempfile.mkstemp", mkstemp)
+    return written
+
+
+def _tiny_run(tmp_path, monkeypatch, tiny_backbone) -> list[str]:
+    from conftest import build_tiny_suite
+
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    suite = build_tiny_suite(tmp_path / "tasks")
+    return ["run", "-i", "random", "--suite", str(suite), "--backbone", str(tiny_backbone), "--transfer", "zero_shot",
+            "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+
+
+@pytest.mark.parametrize("case", ["read_only", "no_free_space"])
+def test_cache_that_cannot_take_new_artifacts_fails_before_compute(tmp_path, capsys, monkeypatch, tiny_backbone,
+                                                                  case):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from transferbench.executors import LocalExecutor
+
+    args = _tiny_run(tmp_path, monkeypatch, tiny_backbone)
+    if case == "read_only":
+        _fail_writes_under(monkeypatch, tmp_path / "cache", errno.EROFS)
+        expected = "Read-only file system"
+    else:
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+        expected = "only 4 KiB free (at least 16 MiB needed"
+    computed = []
+    monkeypatch.setattr(LocalExecutor, "run", lambda self, units, *a, **k: computed.append(units))
+    assert main(args) == 2
+    line = _the_error_line(capsys.readouterr().err)
+    assert f"cannot write {tmp_path / 'cache'}" in line and expected in line and "TRANSFERBENCH_CACHE" in line, line
+    assert computed == [] and not (tmp_path / "submissions").exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_disk_filling_up_mid_compute_keeps_what_was_computed(tmp_path, capsys, monkeypatch, tiny_backbone):
+    import errno
+
+    from transferbench.store import ArtifactStore
+
+    args = _tiny_run(tmp_path, monkeypatch, tiny_backbone)
+    written = _fail_writes_under(monkeypatch, tmp_path / "cache", errno.ENOSPC, after=2)
+    assert main(args) == 2
+    line = _the_error_line(capsys.readouterr().err)
+    assert "No space left on device" in line and str(tmp_path / "cache") in line, line
+    files = sorted(p for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert len(written) == 2 and len(files) == 2  # both kept, no temporary file left behind
+    assert {Path(w).name.split(".")[1] for w in written} == {p.stem for p in files}
+    for path in files:  # and each is a whole, loadable artifact
+        assert ArtifactStore(tmp_path / "cache").load(path.parent.name, path.stem) is not None
+    assert not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.parametrize("err, after", [("ENOSPC", 0), ("ENOSPC", 2), ("EROFS", 0)])
+def test_leaderboard_that_cannot_be_written_is_one_line_and_keeps_the_old_board(tmp_path, capsys, monkeypatch, err,
+                                                                                after):
+    """All or nothing: the disk filling up after some of the board's files were written leaves
+    the previous board exactly as it was."""
+    import errno
+
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "README.md").write_text("the previous board")
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    _fail_writes_under(monkeypatch, board, getattr(errno, err), after=after)
+    assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(board)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"cannot write {board}" in line and os.strerror(getattr(errno, err)) in line, line
+    assert [p.name for p in board.rglob("*") if p.is_file()] == ["README.md"]
+    assert (board / "README.md").read_text() == "the previous board"
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_result_files_are_written_all_or_none(tmp_path, monkeypatch):
+    """`run` writes its result files in one `write_results` call: a disk filling up after the first
+    file leaves the submissions folder as it was (the scores are recomputed from the cache)."""
+    import errno
+
+    from transferbench.results import write_results
+
+    folder = tmp_path / "submissions"
+    kept = write_result(_result("earlier"), folder)
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    _fail_writes_under(monkeypatch, folder, errno.ENOSPC, after=1)
+    with pytest.raises(TransferbenchError, match=r"cannot write .*submissions.*: No space left on device"):
+        write_results([_result("one", seed=1), _result("two", seed=2)], folder)
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before and kept.is_file()
+
+
+# ---- 12. a killed run leaves nothing behind that lasts --------------------------------------------
+
+KILLED_DOWNLOADER = """
+import sys
+from pathlib import Path
+
+from transferbench import sources
+
+sys.executable = sys.argv[1]  # `pip` is this fake: it records its pid and sleeps
+sources.fetch_distribution("pkg", "1.0", "0" * 64, "wheel")
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's bookkeeping is left
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="PR_SET_PDEATHSIG and /proc are Linux")
+def test_killed_run_leaves_no_download_running_and_its_folder_is_cleaned_next_start(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    from transferbench import sources, store
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(cache))
+    pid_file = tmp_path / "pip.pid"
+    fake_pip = tmp_path / "fake_pip.sh"
+    fake_pip.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 120\n")
+    fake_pip.chmod(0o755)
+    script = tmp_path / "downloader.py"
+    script.write_text(KILLED_DOWNLOADER)
+    run = subprocess.Popen([sys.executable, str(script), str(fake_pip)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pip_pid = int(pid_file.read_text())
+        assert _alive(pip_pid)
+        run.send_signal(signal.SIGKILL)  # no cleanup code of transferbench can run
+        run.wait()
+        deadline = time.monotonic() + 5
+        while _alive(pip_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pip_pid), "pip download outlived the killed run"
+    finally:
+        run.kill()
+    leftovers = list((cache / "downloads").glob(".pip-*"))
+    assert len(leftovers) == 1
+    old = time.time() - 2 * store.LEFTOVER_GRACE_SECONDS
+    os.utime(leftovers[0], (old, old))
+    with store.working_folder(cache / "downloads", ".pip-") as live:  # another run, downloading right now
+        os.utime(live, (old, old))
+        wheel = cache / "downloads" / "pkg==1.0-wheel" / "pkg-1.0-py3-none-any.whl"
+        wheel.parent.mkdir(parents=True)
+        wheel.write_bytes(b"a wheel")
+        sha = __import__("hashlib").sha256(b"a wheel").hexdigest()
+        assert sources.fetch_distribution("pkg", "1.0", sha, "wheel") == wheel  # the next start
+        assert not leftovers[0].exists() and live.is_dir()
+    assert not live.exists()
 
 
 # ---- inputs added with the reference ground truth: one line, exit 2 ---------------------------

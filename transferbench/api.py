@@ -159,7 +159,7 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
     """
     from transferbench.executors import LocalExecutor
     from transferbench.indicator import all_indicator_names, make_indicator
-    from transferbench.results import write_result
+    from transferbench.results import write_results
 
     unknown = [kind for kind in kinds if kind not in TRANSFER_KINDS]
     if unknown:
@@ -173,6 +173,6 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
     bench = benchmark_for(suite, backbone, seeds, executor=executor, console=console, device=device)
     with executor, bench.progress():
         results = score(bench, built, kinds, started)
-    paths = [write_result(result, submissions_dir) for result in results] if submissions_dir else []
+    paths = write_results(results, submissions_dir) if submissions_dir else []
     return Results(results=results, reference=bench.reference(), wall_seconds=time.perf_counter() - started,
                    paths=paths)

@@ -470,6 +470,8 @@ class Benchmark:
         """Run the jobs' units through the executor; store each result in the driver as it arrives."""
         if not jobs:
             return
+        for stage in sorted({stage for job in jobs for stage, _ in job.keys}):
+            self.store.check_writable(stage)  # a read-only or full cache fails here, before compute
         advance = self._advance(description, len(jobs)) or (lambda: None)
 
         def store_result(index: int, result: Any) -> None:
