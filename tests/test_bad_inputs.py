@@ -427,6 +427,59 @@ def test_the_users_own_ctrl_c_still_interrupts_plugin_code():
         checked_score(WaitsForCtrlC(), a, a)
 
 
+@pytest.mark.parametrize("module_level, message", [
+    ("sys.exit(3)", "indicator 'broken_plugin' failed to import: SystemExit: 3"),
+    ("raise ImportError('needs a package that is not installed')",
+     "indicator 'broken_plugin' failed to import: ImportError: needs a package that is not installed"),
+])
+def test_installed_plugin_failing_to_import_is_one_line(tmp_path, capsys, monkeypatch, module_level, message):
+    """An entry-point plugin is imported only when used; its import failing is one line too."""
+    import sys
+
+    from transferbench.indicator import INDICATORS
+
+    (tmp_path / "broken_plugin_module.py").write_text(PLUGIN.format(module_level=module_level))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delitem(sys.modules, "broken_plugin_module", raising=False)
+    monkeypatch.setitem(INDICATORS._entries, "broken_plugin", "broken_plugin_module:Bad")
+    assert main(["run", "-i", "broken_plugin", *_isolated(tmp_path, monkeypatch)]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken_plugin_module.py"]
+
+
+def test_ctrl_c_while_a_plugin_hangs_stops_the_run_and_its_scoring_process(tmp_path):
+    import signal
+    import threading
+
+    from transferbench.indicator import TaskView, score_pairs
+
+    pid_file = tmp_path / "child.pid"
+
+    class Hangs(Indicator):
+        def score(self, source, target):
+            pid_file.write_text(str(os.getpid()))
+            while True:
+                try:
+                    time.sleep(0.05)
+                except BaseException:
+                    pass
+
+    def press_ctrl_c():
+        while not pid_file.exists():
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    a = TaskView("a", "f", 2, {})
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        score_pairs(Hangs(), [(a, a)], time_limit=30)
+    assert time.monotonic() - started < 10
+    child = int(pid_file.read_text())
+    assert not Path(f"/proc/{child}").exists()  # killed and reaped
+
+
 # ---- 9. command-line values ---------------------------------------------------------------------
 
 def test_indicator_parameter_list_is_parsed_as_one_value():
@@ -486,6 +539,17 @@ def test_output_folder_that_is_a_file_fails_before_compute(tmp_path, capsys, mon
     assert main(["run", "-i", "random", *args]) == 2
     assert "is not a folder" in _one_error_line(capsys.readouterr().err)
     assert in_the_way.read_text() == "keep me" and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("what", ["file", "missing"])
+def test_leaderboard_from_a_submissions_dir_that_is_no_folder_is_one_line(tmp_path, capsys, what):
+    folder = tmp_path / "submissions"
+    if what == "file":
+        folder.write_text("keep me")
+    assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"submissions folder {folder} {'is not a folder' if what == 'file' else 'does not exist'}" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["submissions"] if what == "file" else [])
 
 
 def test_leaderboard_into_a_file_is_one_line(tmp_path, capsys):

@@ -145,7 +145,7 @@ def test_fast_plugin_passes_within_time_limit():
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
-def test_time_limit_restores_an_outer_alarm():
+def test_time_limit_leaves_the_callers_alarm_and_ctrl_c_handler_alone():
     fired = []
     previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
     try:
@@ -153,6 +153,7 @@ def test_time_limit_restores_an_outer_alarm():
         checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=0.5)
         remaining, _ = signal.getitimer(signal.ITIMER_REAL)
         assert 4.0 < remaining <= 5.0 and not fired
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -238,7 +238,8 @@ def make_indicator(spec: str) -> Indicator:
         cls = _load_file_class(path + ".py", class_name)
     else:
         name, _, param_text = spec.partition(":")
-        cls = INDICATORS.get(name)
+        with _plugin_guard(f"indicator {name!r} failed to import:"):  # an installed plugin's module
+            cls = INDICATORS.get(name)
     params = parse_params(param_text, spec)
     unknown = sorted(set(params) - set(cls.param_names()))
     if unknown:

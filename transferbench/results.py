@@ -459,7 +459,8 @@ def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Pa
     (a tampered or stale file)."""
     root = Path(submissions_dir)
     if not root.is_dir():
-        raise TransferbenchError(f"submissions folder {root} does not exist")
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise TransferbenchError(f"submissions folder {root} {problem}; pass the folder of result files")
     results: list[ResultFile] = []
     problems: list[tuple[Path, str]] = []
     for path in sorted(root.rglob("*.json")):
