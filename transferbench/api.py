@@ -165,7 +165,7 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
     """
     from transferbench.executors import LocalExecutor
     from transferbench.indicator import all_indicator_names, make_indicator
-    from transferbench.results import write_result
+    from transferbench.results import write_results
 
     unknown = [kind for kind in kinds if kind not in TRANSFER_KINDS]
     if unknown:
@@ -180,6 +180,6 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
                           prompts_per_pass=prompts_per_pass)
     with executor, bench.progress():
         results = score(bench, built, kinds, started)
-    paths = [write_result(result, submissions_dir) for result in results] if submissions_dir else []
+    paths = write_results(results, submissions_dir) if submissions_dir else []
     return Results(results=results, reference=bench.reference(), wall_seconds=time.perf_counter() - started,
                    paths=paths)

@@ -170,7 +170,7 @@ def _check_output_folder(option: str, folder: Path) -> None:
 def cmd_run(args, console: Console) -> int:
     from transferbench import api
     from transferbench.indicator import make_indicator
-    from transferbench.results import result_filename, write_result
+    from transferbench.results import result_filename, write_results
 
     _check_output_folder("--submissions-dir", args.submissions_dir)
     _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
@@ -185,11 +185,11 @@ def cmd_run(args, console: Console) -> int:
         results = api.score(bench, indicators, kinds, started)
     reference = bench.reference()
     _print_task_report(reference, console)
-    # Results are written only once every indicator and transfer kind succeeded.
-    for result in results:
-        existed = (args.submissions_dir / result_filename(result)).exists()
-        path = write_result(result, args.submissions_dir)
-        console.print(f"{'replaced' if existed else 'wrote'} {path}")
+    # Results are written only once every indicator and transfer kind succeeded, and all or none.
+    existed = {args.submissions_dir / result_filename(result) for result in results if
+               (args.submissions_dir / result_filename(result)).exists()}
+    for path in write_results(results, args.submissions_dir):
+        console.print(f"{'replaced' if path in existed else 'wrote'} {path}")
     _rebuild_and_print(args, console, only=(bench.suite.name, args.backbone))
     console.print(f"done in {time.perf_counter() - started:.0f} s (scored against reference {reference.hash[:12]})")
     return 0

@@ -26,7 +26,7 @@ from transferbench.evaluation import paired_test, rank_intervals, split_seed_tau
 from transferbench.protocol import TRANSFER_KIND_HELP
 from transferbench.plots import CAPTIONS, PLOT_KINDS, plot_filename, setting_plots
 from transferbench.results import ResultFile, dataframes, per_seed_frames, result_json
-from transferbench.store import atomic_write_bytes
+from transferbench.store import atomic_write_many
 
 class TableKey(NamedTuple):
     """What one table ranks: results of one setting, scored against one reference ground truth."""
@@ -522,21 +522,13 @@ def write_leaderboard(
         + "\n",
         "index.html": _render_html(tables, plots, problems),
     }
-    paths = []
-    for key, images in plots.items():
-        for kind, png in images.items():
-            path = directory / plot_links[key][kind]
-            atomic_write_bytes(path, png)
-            paths.append(path)
+    images = {directory / plot_links[key][kind]: png for key, pngs in plots.items() for kind, png in pngs.items()}
+    pages = {directory / name: text.encode("utf-8") for name, text in outputs.items()}
+    atomic_write_many({**images, **pages})  # a full disk leaves the previous board whole
     for stale in sorted((directory / "plots").glob("*.png")):
-        if stale not in paths:
+        if stale not in images:
             stale.unlink()
-    written = []
-    for name, text in outputs.items():
-        path = directory / name
-        atomic_write_bytes(path, text.encode("utf-8"))
-        written.append(path)
-    return written + paths
+    return list(pages) + list(images)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_
 from transferbench import __version__
 from transferbench.errors import TransferbenchError
 from transferbench.evaluation import Evaluation, Metric, evaluate_indicator
-from transferbench.store import atomic_write_bytes
+from transferbench.store import atomic_write_many
 
 SCHEMA_VERSION = 2  # 2: reference hash, excluded targets, protocol transfer kinds
 METRIC_TOLERANCE = 1e-6
@@ -294,9 +294,14 @@ def result_json(result: ResultFile) -> bytes:
 
 def write_result(result: ResultFile, submissions_dir: Path) -> Path:
     """Write `result` atomically to `submissions_dir / result_filename(result)`; return the path."""
-    path = Path(submissions_dir) / result_filename(result)
-    atomic_write_bytes(path, result_json(result))
-    return path
+    return write_results([result], submissions_dir)[0]
+
+
+def write_results(results: Sequence[ResultFile], submissions_dir: Path) -> list[Path]:
+    """Write every result file, all or none (`atomic_write_many`); return their paths."""
+    files = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
+    atomic_write_many(files)
+    return list(files)
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -454,7 +459,8 @@ def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Pa
     (a tampered or stale file)."""
     root = Path(submissions_dir)
     if not root.is_dir():
-        raise TransferbenchError(f"submissions folder {root} does not exist")
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise TransferbenchError(f"submissions folder {root} {problem}; pass the folder of result files")
     results: list[ResultFile] = []
     problems: list[tuple[Path, str]] = []
     for path in sorted(root.rglob("*.json")):

@@ -24,7 +24,7 @@ from transferbench import units
 from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
-from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, PairOutputs, TaskView, checked_score
+from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, PairOutputs, TaskView, score_pairs
 from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
@@ -472,11 +472,11 @@ class Benchmark:
                                 {artifact: self.artifact(name, artifact) for artifact in sorted(declared)})
                  for name, spec in self.tasks.items()}
         names = list(self.tasks)
+        pairs = [(s, t) for s in names for t in names if s != t]
+        values = score_pairs(indicator, [(views[s], views[t]) for s, t in pairs], time_limit=DEFAULT_TIME_LIMIT)
         scores = pd.DataFrame(np.nan, index=names, columns=names)
-        for s in names:
-            for t in names:
-                if s != t:
-                    scores.loc[s, t] = checked_score(indicator, views[s], views[t], time_limit=DEFAULT_TIME_LIMIT)
+        for (s, t), value in zip(pairs, values, strict=True):
+            scores.loc[s, t] = value
         return scores
 
     # ---- plumbing ------------------------------------------------------------------------------
@@ -499,6 +499,8 @@ class Benchmark:
         """Run the jobs' units through the executor; store each result in the driver as it arrives."""
         if not jobs:
             return
+        for stage in sorted({stage for job in jobs for stage, _ in job.keys}):
+            self.store.check_writable(stage)  # a read-only or full cache fails here, before compute
         advance = self._advance(description, len(jobs)) or (lambda: None)
 
         def store_result(index: int, result: Any) -> None:
