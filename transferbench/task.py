@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from transferbench.errors import TransferbenchError, UnknownNameError
 from transferbench.registry import did_you_mean
-from transferbench.sources import HubSource, LocalSource, PypiSource, Source
+from transferbench.sources import SOURCES, HubSource, LocalSource, Source
 
 __all__ = [
     "TaskSpec", "SuiteSpec", "SplitSizes", "TaskData", "LabelFromScore", "load_task", "load_suite", "list_tasks",
@@ -275,7 +275,7 @@ def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
     for i, part in enumerate(loc[:-1]):
         if part == "source":
             tag = loc[i + 1] if i + 1 < len(loc) else None
-            current = {"pypi": PypiSource, "local": LocalSource, "hub": HubSource}.get(tag)
+            current = SOURCES.get(tag) if isinstance(tag, str) and tag in SOURCES else None
             break
         field = current.model_fields.get(part) if isinstance(current, type) else None
         options = (field.annotation, *typing.get_args(field.annotation)) if field else ()
