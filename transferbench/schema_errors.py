@@ -19,7 +19,7 @@ def field_name(loc: tuple) -> str:
     parts = []
     for i, part in enumerate(loc):
         # skip pydantic's discriminator tag ("source", "pypi", "sha256") and validator names
-        if i > 0 and loc[i - 1] == "source" and part in {"pypi", "local", "hub"}:
+        if i > 0 and loc[i - 1] == "source" and part in SOURCES:
             continue
         if isinstance(part, str) and "[" in part:
             continue
@@ -38,7 +38,7 @@ def one_line(where: str, exc: ValidationError, model: type[BaseModel], count_mod
         known = known_fields(model, err["loc"])
         message = "unknown field" + (did_you_mean(str(err["loc"][-1]), known) if known else "")
     elif err["type"] == "union_tag_invalid":
-        message = "source 'type' must be one of 'pypi', 'local', 'hub'"
+        message = "source 'type' must be one of " + ", ".join(repr(name) for name in SOURCES.names())
     elif "input" in err and not isinstance(err["input"], (dict, list)):
         message += f" (got {err['input']!r})"
     more = len(exc.errors()) - 1
