@@ -9,7 +9,8 @@ import torch
 
 from transferbench import units
 from transferbench.indicator import ARTIFACTS, Indicator, PairOutputs, make_indicator
-from transferbench.runner import ARTIFACT_SPECS, ArtifactSpec, Benchmark
+from transferbench.errors import TransferbenchError
+from transferbench.runner import ARTIFACT_SPECS, ArtifactSpec, Benchmark, declare_artifact, isolated_artifacts
 from transferbench.store import ArtifactStore
 from transferbench.task import load_suite
 
@@ -77,13 +78,22 @@ def prompt_norm_unit(ctx, task, seed, prompt):
     return {"norms": prompt.norm(dim=1)}
 
 
-def test_a_new_artifact_needs_an_artifacts_line_a_unit_and_a_spec(bench, monkeypatch):
-    # the three places docs/indicators.md ("Adding an artifact") names, and nothing else
-    monkeypatch.setitem(ARTIFACTS, "prompt_norms", "norm of each prompt token, [prompt_length] per seed")
-    monkeypatch.setitem(ARTIFACT_SPECS, "prompt_norms", ArtifactSpec(
-        "task", prompt_norm_unit, serve=lambda a: a["norms"].numpy(), stage="activations"))
+@pytest.fixture()
+def no_new_artifacts():
+    with isolated_artifacts():
+        yield
 
-    class NormGap(Indicator):
+
+def test_a_new_artifact_is_one_declaration_a_unit_and_an_indicator(bench, no_new_artifacts):
+    # what docs/indicators.md ("Adding an artifact") names, and nothing else: one declaration ...
+    declare_artifact("prompt_norms", ArtifactSpec(
+        "task", prompt_norm_unit, serve=lambda a: a["norms"].numpy(), stage="activations",
+        description="norm of each prompt token, [prompt_length] per seed"))
+    assert ARTIFACTS["prompt_norms"].startswith("norm of each") and "prompt_norms" in ARTIFACT_SPECS
+    with pytest.raises(TransferbenchError, match="declared twice"):
+        declare_artifact("pair_outputs", ARTIFACT_SPECS["pair_outputs"])
+
+    class NormGap(Indicator):  # ... and one indicator class that reads it (the unit is above)
         requires = ("prompt_norms",)
 
         def score(self, source, target):

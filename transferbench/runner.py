@@ -60,8 +60,9 @@ class ArtifactSpec:
       the *target's* view serves `{source: [serve(entry) for each seed]}`.
 
     `stage` is the store folder (one of `transferbench.store.STAGES`), `settings` everything else
-    the unit's output depends on (sizes, penalties: part of the store key), and `code` the version
-    to bump when the unit changes what it computes. See docs/indicators.md, "Adding an artifact".
+    the unit's output depends on (sizes, penalties: part of the store key), `code` the version
+    to bump when the unit changes what it computes, and `description` what indicator authors read
+    in `indicator.ARTIFACTS`. See docs/indicators.md, "Adding an artifact".
     """
 
     per: str
@@ -70,6 +71,7 @@ class ArtifactSpec:
     stage: str
     settings: dict[str, Any] = field(default_factory=dict)
     code: int = 1
+    description: str = ""
 
 
 ARTIFACT_SPECS: dict[str, ArtifactSpec] = {
@@ -81,6 +83,28 @@ ARTIFACT_SPECS: dict[str, ArtifactSpec] = {
         settings={"examples": units.PROBE_EXAMPLES, "l1": units.PROBE_L1, "l2": units.PROBE_L2,
                   "max_iter": units.PROBE_MAX_ITER, "positions": "prompt_mean"}),
 }
+
+
+def declare_artifact(name: str, spec: ArtifactSpec) -> None:
+    """Add an artifact with one declaration: its spec here and its description in
+    `indicator.ARTIFACTS`, so indicators may declare it in `requires` and views serve it."""
+    if name in ARTIFACTS or name in ARTIFACT_SPECS:
+        raise TransferbenchError(f"artifact {name!r} is declared twice; choose another name")
+    ARTIFACT_SPECS[name] = spec
+    ARTIFACTS[name] = spec.description
+
+
+@contextlib.contextmanager
+def isolated_artifacts() -> Iterator[None]:
+    """Artifacts declared in the block are forgotten afterwards (for tests)."""
+    specs, descriptions = dict(ARTIFACT_SPECS), dict(ARTIFACTS)
+    try:
+        yield
+    finally:
+        ARTIFACT_SPECS.clear()
+        ARTIFACT_SPECS.update(specs)
+        ARTIFACTS.clear()
+        ARTIFACTS.update(descriptions)
 
 
 class Benchmark:
