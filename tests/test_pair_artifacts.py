@@ -1,4 +1,4 @@
-"""Artifacts declared in `runner.ARTIFACT_SPECS`: the pair-level outputs behind the estimators,
+"""Artifacts declared in `artifact_specs.ARTIFACT_SPECS`: the pair-level outputs behind the estimators,
 the probe ranking, and what adding a new artifact takes (the places docs/indicators.md lists)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import torch
 from transferbench import units
 from transferbench.indicator import ARTIFACTS, Indicator, PairOutputs, make_indicator
 from transferbench.errors import TransferbenchError
-from transferbench.runner import ARTIFACT_SPECS, ArtifactSpec, Benchmark, declare_artifact, isolated_artifacts
+from transferbench.artifact_specs import ARTIFACT_SPECS, ArtifactSpec, declare_artifact, isolated_artifacts
+from transferbench.runner import Benchmark
 from transferbench.store import ArtifactStore
 from transferbench.task import load_suite
 

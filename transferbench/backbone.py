@@ -306,15 +306,6 @@ class Backbone:
     def word_embeddings(self) -> nn.Embedding:
         return self.encoder.get_input_embeddings()
 
-    def identity(self) -> dict[str, str]:
-        """What identifies these weights in cache keys and manifests."""
-        return {"backbone": self.name, "revision": self.revision}
-
-    def describe(self) -> str:
-        return json.dumps(
-            {"name": self.name, "layers": self.num_layers, "ffn": self.ffn_width, "head": self.head}
-        )
-
 
 def tiny_backbone_folder(folder: Path, *, mlm_head: bool = False, seed: int = 0) -> Path:
     """Write a tiny randomly initialised BERT (2 layers, hidden 32) with a real tokenizer vocabulary.

@@ -21,6 +21,10 @@ Bundle layout (`reference/<suite>__<backbone>/`):
     transfer.json        per transfer kind: mean, per-seed, std over seeds, bootstrap se and CI
     MANIFEST.json        sha256 of every file above; the bundle's hash is the sha256 of this file,
                          pinned in reference/index.json
+
+Over 400 lines because the bundle is one contract: what `collect` and `save` write is exactly what
+`read_bundle` and `verify` check and recompute, and keeping both sides in one file is what keeps
+them from drifting apart. The formulas themselves are in `transferbench.protocol`.
 """
 
 from __future__ import annotations
