@@ -42,7 +42,9 @@ ARTIFACT_CODE_VERSION = 2  # 2: skill-neuron thresholds from train, balanced acc
 SAMPLE_COUNT = 32
 # Settings that only affect measured transfer, so changing them never retrains source prompts.
 TRANSFER_ONLY_SETTINGS = ("init_steps",)
-TRANSFER_KINDS = ("zero_shot", "init_gain")
+# What `measure_transfer` runs: zero-shot evaluations and initialisation runs of every pair, the
+# cells every kind of `transferbench.protocol.TRANSFER_KINDS` is computed from.
+MEASURED_CELLS = ("zero_shot", "init_gain")
 
 
 @dataclass
@@ -189,7 +191,7 @@ class Benchmark:
                 "test_predictions": torch.from_numpy(predictions), "best_step": meta["best_step"]}
 
     # ---- stage 3: measured transfer ------------------------------------------------------------
-    def measure_transfer(self, kinds: Iterable[str] = TRANSFER_KINDS) -> None:
+    def measure_transfer(self, kinds: Iterable[str] = MEASURED_CELLS) -> None:
         """Measure (or load) every pair of each transfer kind, all kinds in one batch of units.
 
         Zero-shot: one unit per (target, seed) evaluating the missing source prompts together
@@ -198,7 +200,7 @@ class Benchmark:
         """
         kinds = list(dict.fromkeys(kinds))
         for kind in kinds:
-            if kind not in TRANSFER_KINDS:
+            if kind not in MEASURED_CELLS:
                 raise TransferbenchError(f"unknown transfer kind {kind!r}; use zero_shot or init_gain")
         self.train_all()
         jobs: list[_Job] = []
