@@ -63,6 +63,10 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--unit-threads", type=int,
                         help="PyTorch threads per unit of work, and CPUs per Ray task; CPU numerics depend on it, "
                              "so runs agree exactly only at equal values (default: all cores for local, 1 for ray)")
+    common.add_argument("--prompts-per-pass", type=int,
+                        help="prompts trained together in one forward/backward pass when a reference is measured "
+                             "(fills a GPU; numbers then differ from one-at-a-time training by rounding, so it keys "
+                             f"the cache; default: {_default('prompts_per_pass')})")
     return common
 
 
@@ -189,7 +193,8 @@ def cmd_run(args, console: Console) -> int:
     executor = _executor(args)
     started = time.perf_counter()
     bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor,
-                              console=Console(stderr=True, markup=False), device=args.device)
+                              console=Console(stderr=True, markup=False), device=args.device,
+                              prompts_per_pass=args.prompts_per_pass)
     with executor, bench.progress():
         results = api.score(bench, indicators, kinds, started)
     reference = bench.reference()
@@ -213,7 +218,7 @@ def cmd_reference(args, console: Console) -> int:
         executor = _executor(args)
         started = time.perf_counter()
         bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
-                              use_shipped=False, device=args.device)
+                              use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass)
         console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
         with executor, bench.progress():
             built = ref.collect(bench)
@@ -221,6 +226,7 @@ def cmd_reference(args, console: Console) -> int:
 
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
             "wall_seconds": round(time.perf_counter() - started, 1), "device": str(bench.device),
+            "prompts_per_pass": bench.prompts_per_pass,
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
         root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")

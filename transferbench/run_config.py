@@ -38,6 +38,7 @@ class RunConfig(BaseModel):
     ray_num_cpus: int | None = None
     gpus_per_task: float = 0
     unit_threads: int | None = None
+    prompts_per_pass: int = 1
 
     @field_validator("suite")
     @classmethod
@@ -87,9 +88,9 @@ class RunConfig(BaseModel):
             raise ValueError(f"{value!r} is not a registered executor{did_you_mean(value, EXECUTORS.names())}")
         return value
 
-    @field_validator("unit_threads")
+    @field_validator("unit_threads", "prompts_per_pass")
     @classmethod
-    def _positive_threads(cls, value: int | None) -> int | None:
+    def _at_least_one(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
             raise ValueError(f"must be at least 1, got {value}")
         return value
