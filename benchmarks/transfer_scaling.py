@@ -2,7 +2,7 @@
 
 For the first 4, 8 and 12 tasks of the `full` suite, every ordered pair (source, target) is
 evaluated two ways, back to back per target so that a load change on a shared machine hits both:
-one prompt at a time (`predict` per pair, what `Benchmark.zero_shot_accuracy` does) and all sources
+one prompt at a time (`predict` per pair) and all sources
 of a target in one batched pass (`predict_many`). Only the matrix time matters, so the source
 prompts are trained for a few steps, in a cache of their own (never the default suite's cache).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferbench.indicator import Indicator, register_indicator
+from transferbench.indicator import Indicator
 
 
 def overlap_rate(active_a: np.ndarray, active_b: np.ndarray) -> float:
@@ -30,7 +30,6 @@ def parse_layers(layers: str, num_layers: int) -> list[int]:
     return list(range(start - 1, end))
 
 
-@register_indicator("activation_overlap")
 class ActivationOverlap(Indicator):
     """ON between the binarised FFN activations at the [MASK] position of the two prompts.
 

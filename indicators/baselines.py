@@ -7,10 +7,9 @@ import hashlib
 
 import numpy as np
 
-from transferbench.indicator import Indicator, register_indicator
+from transferbench.indicator import Indicator
 
 
-@register_indicator("random")
 class RandomIndicator(Indicator):
     """A uniform random score per (source, target) pair, reproducible from `seed`."""
 
@@ -26,7 +25,6 @@ class RandomIndicator(Indicator):
         return int.from_bytes(digest[:8], "big") / 2**64
 
 
-@register_indicator("data_size")
 class DataSize(Indicator):
     """The number of usable labelled examples in the source task's data (larger sources help more)."""
 
@@ -39,7 +37,6 @@ class DataSize(Indicator):
         return float(source.train_size)
 
 
-@register_indicator("task_embedding")
 class TaskEmbedding(Indicator):
     """Cosine of the two tasks' mean frozen-backbone sentence embeddings, no prompt.
 
@@ -57,7 +54,6 @@ class TaskEmbedding(Indicator):
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-@register_indicator("same_family")
 class SameFamily(Indicator):
     """1 if the source task belongs to the target task's family (e.g. both sentiment), else 0.
 

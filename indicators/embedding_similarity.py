@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferbench.indicator import Indicator, register_indicator
+from transferbench.indicator import Indicator
 
 MEASURES = ("cosine", "token_cosine", "euclidean", "token_euclidean")
 
@@ -37,7 +37,6 @@ def prompt_similarity(p1: np.ndarray, p2: np.ndarray, measure: str) -> float:
     raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
 
 
-@register_indicator("embedding_similarity")
 class EmbeddingSimilarity(Indicator):
     """Similarity of the source and target soft prompts, averaged over seeds (equal seeds paired)."""
 

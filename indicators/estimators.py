@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from transferbench import estimators
-from transferbench.indicator import Indicator, PairOutputs, register_indicator
+from transferbench.indicator import Indicator, PairOutputs
 
 
 class _PairEstimator(Indicator):
@@ -26,7 +26,6 @@ class _PairEstimator(Indicator):
         return float(np.mean([self.estimate(outputs) for outputs in target.pair_outputs[source.name]]))
 
 
-@register_indicator("logme")
 class LogME(_PairEstimator):
     """LogME (You et al., ICML 2021) of the source-prompted features for the target labels."""
 
@@ -36,7 +35,6 @@ class LogME(_PairEstimator):
         return estimators.logme(outputs.features, outputs.target_labels)
 
 
-@register_indicator("h_score")
 class HScore(_PairEstimator):
     """H-score (Bao et al., ICIP 2019) of the source-prompted features for the target labels."""
 
@@ -46,7 +44,6 @@ class HScore(_PairEstimator):
         return estimators.h_score(outputs.features, outputs.target_labels)
 
 
-@register_indicator("leep")
 class LEEP(_PairEstimator):
     """LEEP (Nguyen et al., ICML 2020): the source prompt's verbalizer distribution over the
     source's labels, on target examples, as the source classifier."""
@@ -59,7 +56,6 @@ class LEEP(_PairEstimator):
         return estimators.leep(probs / probs.sum(1, keepdims=True), outputs.target_labels)
 
 
-@register_indicator("nce")
 class NCE(_PairEstimator):
     """NCE (Tran et al., ICCV 2019) with the source prompt's hard prediction (argmax of its
     verbalizer distribution over the source's labels) on target examples."""

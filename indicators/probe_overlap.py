@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferbench.indicator import Indicator, register_indicator
+from transferbench.indicator import Indicator
 from transferbench.indicators.skill_overlap import jaccard
 from transferbench.neurons import DEFAULT_FRACTION, neuron_fraction, select
 
 
-@register_indicator("probe_overlap")
 class ProbeOverlap(Indicator):
     """Jaccard index of the top-`p` neurons of the source and target probe rankings, NeuroX-style
     (Durrani et al., EMNLP 2020; `transferbench.neurons.probe_ranking`), averaged over seeds.

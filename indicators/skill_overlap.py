@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from transferbench.indicator import Indicator, register_indicator
+from transferbench.indicator import Indicator
 from transferbench.indicators.activation_overlap import overlap_rate
 from transferbench.neurons import DEFAULT_FRACTION, neuron_fraction, select
 
@@ -19,7 +19,6 @@ def jaccard(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
     return float(np.logical_and(mask_a, mask_b).sum() / union) if union else 0.0
 
 
-@register_indicator("skill_overlap")
 class SkillOverlap(Indicator):
     """Overlap of the two tasks' skill-neuron *sets*: our variant, not the paper's indicator.
 
@@ -54,7 +53,6 @@ class SkillOverlap(Indicator):
 NEURON_SETS = ("union", "target")
 
 
-@register_indicator("skill_on")
 class SkillOn(Indicator):
     """Wang et al. (EMNLP 2022), Sec. 6.2: Su et al.'s overlapping rate of activated neurons (ON)
     at the [MASK] position, computed on skill neurons only.

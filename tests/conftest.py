@@ -64,6 +64,21 @@ def build_tiny_suite(folder: Path, *, steps: int = 4) -> Path:
     return suite
 
 
+@pytest.fixture()
+def isolated_registries():
+    """Registrations made by the test (indicators, backbones, executors, transfer kinds, data
+    sources) are undone afterwards: `transferbench.registry.isolated` over every registry."""
+    import transferbench.backbone  # noqa: F401  (each module defines its registry on import)
+    import transferbench.executors  # noqa: F401
+    import transferbench.indicator  # noqa: F401
+    import transferbench.protocol  # noqa: F401
+    import transferbench.sources  # noqa: F401
+    from transferbench.registry import isolated
+
+    with isolated():
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
     return tiny_backbone_folder(tmp_path_factory.mktemp("tiny_backbone"))

@@ -128,7 +128,7 @@ def test_file_and_indicator_names_with_markup_are_shown_literally(tmp_path, caps
 # ---- 2. the unpacked backbone is verified on every load ----------------------------------------
 
 @pytest.fixture
-def fake_packaged(tmp_path, monkeypatch):
+def fake_packaged(tmp_path, monkeypatch, isolated_registries):
     """A packaged alias whose 'wheel' is a local zip holding a model folder (no download)."""
     import zipfile
 
@@ -140,7 +140,7 @@ def fake_packaged(tmp_path, monkeypatch):
         archive.writestr("fake/model/model.safetensors", bytes(range(256)) * 64)
     spec = backbone.PackagedBackbone(wheels=(backbone.Wheel("fake", "0.1", "0" * 64),), model_dir="fake/model",
                                      description="test")
-    monkeypatch.setitem(backbone.PACKAGED_BACKBONES, "fake", spec)
+    backbone.BACKBONES.add("fake", spec)
     monkeypatch.setattr(sources, "fetch_distribution", lambda *args, **kwargs: wheel)
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
     return spec

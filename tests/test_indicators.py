@@ -141,11 +141,7 @@ def test_unknown_names_and_parameters_suggest_close_ones():
         make_indicator("embedding_similarity:measure=manhattan")
 
 
-def test_decorator_registration_and_params_from_spec(monkeypatch):
-    from transferbench.indicator import INDICATORS
-
-    monkeypatch.setattr(INDICATORS, "_entries", dict(INDICATORS._entries))  # keep the registry clean
-
+def test_decorator_registration_and_params_from_spec(isolated_registries):
     @register_indicator("test_constant")
     class Constant(Indicator):
         description = "constant"
@@ -185,10 +181,7 @@ def test_indicator_from_file(tmp_path):
         make_indicator(f"{tmp_path}/nope.py:X")
 
 
-def test_registering_a_builtin_name_twice_is_an_error(monkeypatch):
-    from transferbench.indicator import INDICATORS
-
-    monkeypatch.setattr(INDICATORS, "_entries", dict(INDICATORS._entries))
+def test_registering_a_builtin_name_twice_is_an_error(isolated_registries):
     with pytest.raises(ValueError, match="registered twice"):
         @register_indicator("skill_overlap")
         class Impostor(Indicator):

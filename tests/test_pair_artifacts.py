@@ -1,4 +1,4 @@
-"""Artifacts declared in `runner.ARTIFACT_SPECS`: the pair-level outputs behind the estimators,
+"""Artifacts declared in `artifact_specs.ARTIFACT_SPECS`: the pair-level outputs behind the estimators,
 the probe ranking, and what adding a new artifact takes (the places docs/indicators.md lists)."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import torch
 
 from transferbench import units
 from transferbench.indicator import ARTIFACTS, Indicator, PairOutputs, make_indicator
-from transferbench.runner import ARTIFACT_SPECS, ArtifactSpec, Benchmark
+from transferbench.errors import TransferbenchError
+from transferbench.artifact_specs import ARTIFACT_SPECS, ArtifactSpec, declare_artifact, isolated_artifacts
+from transferbench.runner import Benchmark
 from transferbench.store import ArtifactStore
 from transferbench.task import load_suite
 
@@ -77,13 +79,22 @@ def prompt_norm_unit(ctx, task, seed, prompt):
     return {"norms": prompt.norm(dim=1)}
 
 
-def test_a_new_artifact_needs_an_artifacts_line_a_unit_and_a_spec(bench, monkeypatch):
-    # the three places docs/indicators.md ("Adding an artifact") names, and nothing else
-    monkeypatch.setitem(ARTIFACTS, "prompt_norms", "norm of each prompt token, [prompt_length] per seed")
-    monkeypatch.setitem(ARTIFACT_SPECS, "prompt_norms", ArtifactSpec(
-        "task", prompt_norm_unit, serve=lambda a: a["norms"].numpy(), stage="activations"))
+@pytest.fixture()
+def no_new_artifacts():
+    with isolated_artifacts():
+        yield
 
-    class NormGap(Indicator):
+
+def test_a_new_artifact_is_one_declaration_a_unit_and_an_indicator(bench, no_new_artifacts):
+    # what docs/indicators.md ("Adding an artifact") names, and nothing else: one declaration ...
+    declare_artifact("prompt_norms", ArtifactSpec(
+        "task", prompt_norm_unit, serve=lambda a: a["norms"].numpy(), stage="activations",
+        description="norm of each prompt token, [prompt_length] per seed"))
+    assert ARTIFACTS["prompt_norms"].startswith("norm of each") and "prompt_norms" in ARTIFACT_SPECS
+    with pytest.raises(TransferbenchError, match="declared twice"):
+        declare_artifact("pair_outputs", ARTIFACT_SPECS["pair_outputs"])
+
+    class NormGap(Indicator):  # ... and one indicator class that reads it (the unit is above)
         requires = ("prompt_norms",)
 
         def score(self, source, target):

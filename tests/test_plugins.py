@@ -17,6 +17,7 @@ import pytest
 from transferbench import indicator as indicator_module
 from transferbench.cli import main
 from transferbench.errors import TransferbenchError
+from transferbench.registry import rescanned
 from transferbench.indicator import (
     ARTIFACTS, DEFAULT_TIME_LIMIT, INDICATORS, Indicator, PairOutputs, TaskView, checked_score, make_indicator,
 )
@@ -30,10 +31,10 @@ def view(name, artifacts, family="fam"):
 
 
 @pytest.fixture()
-def fresh_registry(monkeypatch):
+def fresh_registry():
     """Let a test register indicators and rescan entry points; everything is restored afterwards."""
-    monkeypatch.setattr(INDICATORS, "_entries", dict(INDICATORS._entries))
-    monkeypatch.setattr(indicator_module, "_entry_points_loaded", False)
+    with rescanned(INDICATORS):
+        yield
 
 
 # ---- entry points ---------------------------------------------------------------------------------

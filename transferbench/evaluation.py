@@ -22,25 +22,31 @@ target's same-family sources only (within), over other-family sources only (acro
 rho with the family indicator controlled, and a permutation p-value against "no information".
 Table-level uncertainty of the ranking (a bootstrap over targets and seeds, and the split-seed
 check) takes every result of one table at once: `rank_intervals` and `split_seed_tau`.
+
+This module holds the result models and assembles them (`evaluate_target`, `evaluate_indicator`);
+the per-target metric formulas are in `transferbench.target_metrics`, the table-level verdict
+statistics in `transferbench.verdict_statistics` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import itertools
-import warnings
 import math
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
-from scipy import stats
 
 from transferbench.errors import TransferbenchError
-
-MIN_SOURCES = 3
-"""A target needs at least this many sources with both a score and a measured transfer."""
+from transferbench.target_metrics import (  # noqa: F401  (re-exported: the metrics' public names)
+    MIN_SOURCES, bootstrap_mean_ci, coverage_problem, family_spearman, indicator_order,
+    kendall_tau_b, mean_of_defined, ndcg_at_k, partial_spearman, permutation_p_value, regret_at_k, spearman,
+    target_spearman, top1_hit, valid_pairs, weighted_tau,
+)
+from transferbench.verdict_statistics import (  # noqa: F401  (re-exported)
+    MAX_SEED_SPLITS, paired_test, rank_intervals, seed_splits, split_seed_tau,
+)
 
 PER_TARGET_SPEARMAN_METRIC = Path(__file__).parent / "metrics" / "per_target_spearman"
 """The headline as a local `evaluate` module: `evaluate.load(str(PER_TARGET_SPEARMAN_METRIC))`."""
@@ -172,190 +178,6 @@ class Evaluation(BaseModel):
 # The formulas, each defined once. All take the valid (non-NaN) values of one target's sources.
 
 
-def spearman(scores: np.ndarray, transfer: np.ndarray) -> float:
-    """Spearman rho: the Pearson correlation of the two rank vectors, ties given average ranks.
-
-    The standard score of transferability indicators (e.g. Su et al., NAACL 2022; Agostinelli
-    et al., "How stable are transferability metrics evaluations?", ECCV 2022).
-    """
-    return float(stats.spearmanr(scores, transfer).statistic)
-
-
-def kendall_tau_b(scores: np.ndarray, transfer: np.ndarray) -> float:
-    """Kendall tau-b = (P - Q) / sqrt((P + Q + T_x) * (P + Q + T_y)), P/Q concordant/discordant
-    pairs, T_x/T_y pairs tied in one variable only (Kendall, Biometrika 1945)."""
-    return float(stats.kendalltau(scores, transfer, variant="b").statistic)
-
-
-def weighted_tau(scores: np.ndarray, transfer: np.ndarray) -> float:
-    """Weighted Kendall tau with scipy's defaults: hyperbolic weight 1/(r+1) on the rank r,
-    additive pair weights, averaged over ranking by (scores, transfer) and by (transfer, scores)
-    (Vigna, "A weighted correlation index for rankings with ties", WWW 2015). Errors at the top
-    of the ranking (the sources one would pick) weigh most (Agostinelli et al., ECCV 2022)."""
-    return float(stats.weightedtau(scores, transfer).statistic)
-
-
-def indicator_order(scores: np.ndarray, transfer: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Source positions in the indicator's order: highest score first; ties broken
-    pessimistically (lower measured transfer first), then by source name."""
-    return np.array(
-        sorted(range(len(scores)), key=lambda i: (-scores[i], transfer[i], names[i])), dtype=int
-    )
-
-
-def ndcg_at_k(scores: np.ndarray, transfer: np.ndarray, names: Sequence[str], k: int) -> float:
-    """NDCG@k = DCG@k / IDCG@k (Jarvelin & Kekalainen, TOIS 2002), with linear gain:
-
-        rel_s = (g_s - min_s' g_s') / (max_s' g_s' - min_s' g_s')   (measured transfer min-max
-                                                                     scaled to [0, 1] within
-                                                                     the target's sources)
-        DCG@k = sum_{i=1..k} rel_{pi(i)} / log2(i + 1),  pi = the indicator's order,
-
-    and IDCG@k the same sum over sources sorted by rel. No clipping is needed: rel is in [0, 1].
-    The best source has rel 1, so IDCG@k >= 1 whenever the transfer is not constant.
-    """
-    relevance = (transfer - transfer.min()) / (transfer.max() - transfer.min())
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    chosen = relevance[indicator_order(scores, transfer, names)][:k]
-    ideal = np.sort(relevance)[::-1][:k]
-    return float((chosen * discount[: len(chosen)]).sum() / (ideal * discount[: len(ideal)]).sum())
-
-
-def regret_at_k(scores: np.ndarray, transfer: np.ndarray, names: Sequence[str], k: int) -> float:
-    """Regret@k = (max_s g_s - max_{s in top-k by indicator} g_s) / |max_s g_s|; 0 is perfect,
-    lower is better (Renggli et al., "Which model to transfer?", CVPR 2022 use this form).
-    NaN when max_s g_s == 0 (the relative regret is undefined)."""
-    best = transfer.max()
-    if best == 0:
-        return math.nan
-    picked = transfer[indicator_order(scores, transfer, names)[:k]].max()
-    return float((best - picked) / abs(best))
-
-
-def top1_hit(scores: np.ndarray, transfer: np.ndarray, names: Sequence[str]) -> float:
-    """1 if the indicator's first choice (ties broken pessimistically) has the best measured
-    transfer (any source tied for best counts), else 0."""
-    first = indicator_order(scores, transfer, names)[0]
-    return float(transfer[first] == transfer.max())
-
-
-def coverage_problem(scores: np.ndarray, transfer: np.ndarray) -> str:
-    """Why a target cannot be scored ('' if it can): too few sources or a constant vector,
-    for which every correlation is undefined."""
-    if len(scores) < MIN_SOURCES:
-        return f"{len(scores)} valid sources (need {MIN_SOURCES})"
-    if np.ptp(scores) == 0:
-        return "indicator scores are constant"
-    if np.ptp(transfer) == 0:
-        return "measured transfer is constant"
-    return ""
-
-
-def valid_pairs(scores: Iterable[float], transfer: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The two vectors with every position where either is NaN dropped."""
-    s = np.asarray(list(scores), dtype=float)
-    g = np.asarray(list(transfer), dtype=float)
-    keep = ~(np.isnan(s) | np.isnan(g))
-    return s[keep], g[keep]
-
-
-def target_spearman(scores: Iterable[float], transfer: Iterable[float]) -> float:
-    """Spearman rho of one target's sources after the NaN and coverage rules (NaN if uncovered)."""
-    s, g = valid_pairs(scores, transfer)
-    return math.nan if coverage_problem(s, g) else spearman(s, g)
-
-
-def _standardised_ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank) centred to mean 0 and scaled to norm 1, so the
-    dot product of two such vectors is their Spearman rho; all zeros when the values are constant."""
-    ranks = stats.rankdata(values, axis=-1)
-    centred = ranks - ranks.mean(axis=-1, keepdims=True)
-    norm = np.linalg.norm(centred, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, centred / np.where(norm > 0, norm, 1.0), 0.0)
-
-
-def partial_spearman(scores: np.ndarray, transfer: np.ndarray, same_family: np.ndarray) -> float:
-    """Spearman partial correlation of scores and transfer with the family indicator controlled:
-
-        r_x = average ranks of x;  z_s = 1 if source s shares the target's family else 0
-        e_x = r_x - (least-squares fit of r_x on [1, z])  (= r_x minus the mean of r_x in its z group)
-        rho_partial = Pearson(e_scores, e_transfer)
-
-    Why: same-family sources transfer best, so a plain rho rewards an indicator that only detects
-    the family; the residuals keep only what the scores say *within* each group (a same-family
-    indicator's residual scores are all 0). This is the rank version of the first-order partial
-    correlation (Fisher 1924; Conover, "Practical Nonparametric Statistics", 1999). When z is
-    constant it equals the plain Spearman rho. NaN when either residual vector is all 0.
-    """
-    group = np.asarray(same_family, dtype=bool)
-    residuals = []
-    for values in (scores, transfer):
-        ranks = stats.rankdata(values)
-        fitted = np.empty_like(ranks)
-        for member in (True, False):
-            if (group == member).any():
-                fitted[group == member] = ranks[group == member].mean()
-        residuals.append(ranks - fitted)
-    e_s, e_g = residuals
-    scale = np.linalg.norm(e_s) * np.linalg.norm(e_g)
-    if scale <= 1e-12:
-        return math.nan
-    return float(e_s @ e_g / scale)
-
-
-def family_spearman(
-    scores: np.ndarray, transfer: np.ndarray, same_family: np.ndarray
-) -> tuple[float, float]:
-    """(within, across): the Spearman rho over the sources that share the target's family, and
-    over the sources of other families, each under the coverage rule (NaN with fewer than
-    MIN_SOURCES sources or a constant vector).
-
-    Why MIN_SOURCES (3) sources and not more: it is the rule every other per-target rho uses, and
-    the smallest sample whose rho is not forced to +-1. In a suite with families of 5, 3, 3 and 1
-    tasks only the targets of the 5-task family get a within-family rho (4 same-family sources);
-    the count of such targets is reported next to the mean so a reader sees how thin it is.
-    """
-    group = np.asarray(same_family, dtype=bool)
-    return (
-        target_spearman(scores[group], transfer[group]),
-        target_spearman(scores[~group], transfer[~group]),
-    )
-
-
-def permutation_p_value(
-    targets: Sequence[tuple[np.ndarray, np.ndarray]], *, n_permutations: int = 2000, seed: int = 0
-) -> float:
-    """One-sided permutation test of the mean per-target Spearman rho against "no information".
-
-    Null hypothesis: within each target the indicator's scores are exchangeable over the sources
-    (they carry no information about transfer). Each permutation shuffles the scores within every
-    target independently (`numpy.random.default_rng(seed)`, targets in the given order) and
-    recomputes the mean rho over the same targets;
-
-        p = (1 + #{permutations with mean rho >= observed mean rho}) / (1 + n_permutations)
-
-    (Phipson & Smyth, "Permutation p-values should never be zero", 2010). One-sided because an
-    indicator that ranks sources backwards is not "better than chance". `targets` holds the
-    (scores, transfer) valid pairs of each covered target. NaN when there are none, or
-    n_permutations is 0. Ties keep their average ranks under shuffling, so the rho of a shuffle
-    is the dot product of shuffled standardised ranks: the test is exact for ties too.
-    """
-    if not targets or n_permutations <= 0:
-        return math.nan
-    rng = np.random.default_rng(seed)
-    null = np.zeros(n_permutations)
-    observed = 0.0
-    for scores, transfer in targets:
-        r_s, r_g = _standardised_ranks(scores), _standardised_ranks(transfer)
-        observed += float(r_s @ r_g)
-        null += rng.permuted(np.tile(r_s, (n_permutations, 1)), axis=1) @ r_g
-    observed /= len(targets)
-    null /= len(targets)
-    hits = int((null >= observed - 1e-9).sum())  # equal means count as "as extreme"
-    return (1 + hits) / (1 + n_permutations)
-
-
 def evaluate_target(
     scores: pd.Series,
     transfer: pd.Series,
@@ -395,27 +217,6 @@ def evaluate_target(
         regret={k: regret_at_k(s, g, names, k) for k in k_values},
         **family,
     )
-
-
-def bootstrap_mean_ci(
-    values: Sequence[float], *, n_bootstrap: int = 10000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean (Efron & Tibshirani 1993): resample the values (one
-    per target) with replacement `n_bootstrap` times with `numpy.random.default_rng(seed)`, and
-    take the (1-level)/2 and (1+level)/2 quantiles of the resampled means. NaN if no values."""
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(n_bootstrap, data.size))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
-
-
-def mean_of_defined(values: Iterable[float]) -> float:
-    """Mean of the non-NaN values; NaN if there are none."""
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
 
 
 def _checked_matrices(scores: pd.DataFrame, transfer: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -533,219 +334,4 @@ def evaluate_indicator(
         partial_spearman=mean_of_defined(t.partial for t in covered),
         n_permutations=n_permutations,
         permutation_p=permutation_p_value(covered_pairs, n_permutations=n_permutations, seed=seed),
-    )
-
-
-def paired_test(
-    per_target_a: dict[str, float],
-    per_target_b: dict[str, float],
-    *,
-    n_resamples: int = 10000,
-    seed: int = 0,
-) -> float:
-    """Two-sided paired permutation (sign-flip) test of mean_t (a_t - b_t) = 0.
-
-    Over the targets where both values are defined, d_t = a_t - b_t; under the null each d_t is
-    equally likely to have either sign (Fisher 1935; Good, "Permutation Tests", 2000). The p-value
-    is the share of sign assignments whose |mean| is >= the observed |mean|: exact over all 2^n
-    assignments when 2^n <= n_resamples, else Monte Carlo with `default_rng(seed)` and the
-    (1 + hits) / (1 + n_resamples) correction. NaN when no target is shared.
-    """
-    common = sorted(
-        t
-        for t in set(per_target_a) & set(per_target_b)
-        if not (math.isnan(per_target_a[t]) or math.isnan(per_target_b[t]))
-    )
-    if not common:
-        return math.nan
-    diffs = np.array([per_target_a[t] - per_target_b[t] for t in common])
-    observed = abs(diffs.mean())
-    tolerance = 1e-12 * max(1.0, observed)  # equal means must count as "as extreme"
-    n = diffs.size
-    if 2**n <= n_resamples:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
-        extreme = np.abs(signs @ diffs / n) >= observed - tolerance
-        return float(extreme.mean())
-    rng = np.random.default_rng(seed)
-    signs = rng.choice((1.0, -1.0), size=(n_resamples, n))
-    hits = int((np.abs(signs @ diffs / n) >= observed - tolerance).sum())
-    return (1 + hits) / (1 + n_resamples)
-
-
-# ---------------------------------------------------------------------------------------------
-# Table level: how stable is the ranking of the indicators of one table?
-#
-# Both functions take, per indicator (one result file), its score matrix and its measured transfer
-# per seed (`transfer_per_seed[i]` = one source x target frame per seed; the mean over seeds is the
-# transfer the file was scored against). All indicators of a table must have the same number of
-# seeds. A target's sources are those with a score and a measured transfer (mean over seeds); a
-# per-seed value missing for such a pair is filled with that pair's mean over the other seeds.
-
-MAX_SEED_SPLITS = 100
-"""`split_seed_tau` averages over at most this many seed splits (the first, in a fixed order)."""
-
-
-def _per_seed_columns(
-    scores: pd.DataFrame, per_seed: Sequence[pd.DataFrame], target: str
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(scores, transfer per seed [seeds, sources]) of one target's valid sources, or None when
-    the target is not covered (fewer than MIN_SOURCES sources or constant scores)."""
-    if target not in scores.columns:
-        return None
-    sources = [s for s in scores.index if s != target]
-    s = scores.loc[sources, target].to_numpy(dtype=float)
-    g = np.stack([frame.loc[sources, target].to_numpy(dtype=float) for frame in per_seed])
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: the pair is missing
-        mean = np.nanmean(g, axis=0)
-    keep = ~(np.isnan(s) | np.isnan(mean))
-    s, g, mean = s[keep], g[:, keep], mean[keep]
-    if len(s) < MIN_SOURCES or np.ptp(s) == 0:
-        return None
-    g = np.where(np.isnan(g), mean, g)
-    return s, g
-
-
-def _mean_rho_per_seed_weights(
-    scores: pd.DataFrame, per_seed: Sequence[pd.DataFrame], targets: Sequence[str], weights: np.ndarray
-) -> np.ndarray:
-    """rho[b, t]: per target, the Spearman rho of the scores against the transfer averaged over
-    seeds with `weights[b]` (rows sum to 1); NaN for uncovered targets or constant transfer."""
-    rho = np.full((weights.shape[0], len(targets)), np.nan)
-    for j, target in enumerate(targets):
-        columns = _per_seed_columns(scores, per_seed, target)
-        if columns is None:
-            continue
-        s, g = columns
-        transfer = weights @ g  # [replicates, sources]
-        r_g = _standardised_ranks(transfer)
-        constant = np.ptp(transfer, axis=1) <= 1e-12 * np.maximum(1.0, np.abs(transfer).max(axis=1))
-        rho[:, j] = np.where(constant, np.nan, r_g @ _standardised_ranks(s))
-    return rho
-
-
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
-    counts = (~np.isnan(values)).sum(axis=-1)
-    sums = np.nansum(values, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _competition_ranks(means: np.ndarray) -> np.ndarray:
-    """Rank 1 = highest mean, ties share the best rank, undefined (NaN) means rank last.
-    `means` is [indicators, replicates]; returns integer ranks of the same shape."""
-    filled = np.where(np.isnan(means), -np.inf, means)
-    return 1 + (filled[None, :, :] > filled[:, None, :]).sum(axis=1)
-
-
-def rank_intervals(
-    scores: Sequence[pd.DataFrame],
-    transfer_per_seed: Sequence[Sequence[pd.DataFrame]],
-    *,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> list[tuple[int, int]]:
-    """Each indicator's `level` percentile interval of its rank in a bootstrap over targets AND
-    seeds (Efron & Tibshirani 1993; rank intervals as in Goldstein & Spiegelhalter, "League
-    tables and their limitations", JRSS A 1996).
-
-    One replicate b (`numpy.random.default_rng(seed)`): draw n_targets targets with replacement
-    from the targets of the first indicator's matrix, and n_seeds seed positions with replacement;
-    the replicate's transfer is the mean of the drawn seeds' transfer (a seed drawn twice counts
-    twice); for every indicator, mean_rho_b = the mean over the drawn targets of the per-target
-    Spearman rho against that transfer (undefined targets skipped); the indicators are ranked by
-    mean_rho_b (1 = best, ties share the best rank, undefined last). An indicator's interval is
-    the (1-level)/2 and (1+level)/2 quantiles of its ranks (values that occurred). Why seeds too:
-    the measured transfer is itself a noisy average over prompt-tuning seeds; a rank that flips
-    when other seeds are drawn is not established. With one seed (or per-seed transfer unknown,
-    pass the mean as the single seed) it is a bootstrap over targets only.
-    """
-    if not scores:
-        return []
-    n_seeds = {len(per_seed) for per_seed in transfer_per_seed}
-    if len(n_seeds) != 1 or 0 in n_seeds:
-        raise TransferbenchError("rank_intervals needs the same (non-zero) number of seeds for every indicator")
-    n_seeds_value = n_seeds.pop()
-    targets = [str(task) for task in scores[0].columns]
-    rng = np.random.default_rng(seed)
-    target_draw = rng.integers(0, len(targets), size=(n_bootstrap, len(targets)))
-    seed_draw = rng.integers(0, n_seeds_value, size=(n_bootstrap, n_seeds_value))
-    weights = (seed_draw[:, :, None] == np.arange(n_seeds_value)).sum(axis=1) / n_seeds_value
-    means = np.stack([
-        _nanmean_rows(np.take_along_axis(_mean_rho_per_seed_weights(s, g, targets, weights), target_draw, axis=1))
-        for s, g in zip(scores, transfer_per_seed)
-    ])
-    ranks = _competition_ranks(means)
-    bounds = np.quantile(ranks, [(1 - level) / 2, (1 + level) / 2], axis=1, method="inverted_cdf")
-    return [(int(low), int(high)) for low, high in bounds.T]
-
-
-def seed_splits(n_seeds: int) -> list[tuple[list[int], list[int]]]:
-    """Every split of the seed positions 0..n-1 into two disjoint halves (sizes floor(n/2) and
-    ceil(n/2)), each unordered split once, in lexicographic order, at most MAX_SEED_SPLITS.
-    3 seeds: [0]|[1, 2], [1]|[0, 2], [2]|[0, 1]; 4 seeds: [0, 1]|[2, 3], [0, 2]|[1, 3], [0, 3]|[1, 2]."""
-    if n_seeds < 2:
-        return []
-    splits = []
-    for first in itertools.combinations(range(n_seeds), n_seeds // 2):
-        if n_seeds % 2 == 0 and 0 not in first:
-            break  # the other half of a split already listed
-        splits.append((list(first), [k for k in range(n_seeds) if k not in first]))
-        if len(splits) == MAX_SEED_SPLITS:
-            break
-    return splits
-
-
-def split_seed_tau(
-    scores: Sequence[pd.DataFrame], transfer_per_seed: Sequence[Sequence[pd.DataFrame]]
-) -> tuple[float, int, str]:
-    """(tau, number of splits, reason): is the indicator ranking reproducible on fresh seeds?
-
-    For each split of the seeds into two disjoint halves A and B (`seed_splits`), every
-    indicator's mean per-target Spearman rho is computed against the transfer averaged over A,
-    and again over B; tau is Kendall's tau-b between the two vectors of means (i.e. between the
-    two rankings of the indicators; indicators undefined in either half left out), averaged over
-    the splits where it is defined. 1: both halves rank the indicators identically; near 0: the
-    ranking is seed noise. NaN with a reason (instead of a number) when there are fewer than 2
-    seeds or 2 indicators, or the seed counts differ.
-    """
-    if len(scores) < 2:
-        return math.nan, 0, "fewer than 2 indicators"
-    n_seeds = {len(per_seed) for per_seed in transfer_per_seed}
-    if len(n_seeds) != 1:
-        return math.nan, 0, "the result files have different numbers of seeds"
-    splits = seed_splits(n_seeds.pop())
-    if not splits:
-        return math.nan, 0, "fewer than 2 seeds with per-seed transfer"
-    taus = []
-    for half_a, half_b in splits:
-        a, b = (
-            np.array([
-                _mean_rho(s, _seed_mean([per_seed[k] for k in half]))
-                for s, per_seed in zip(scores, transfer_per_seed)
-            ])
-            for half in (half_a, half_b)
-        )
-        keep = ~(np.isnan(a) | np.isnan(b))
-        if keep.sum() >= 2 and np.ptp(a[keep]) > 0 and np.ptp(b[keep]) > 0:
-            taus.append(kendall_tau_b(a[keep], b[keep]))
-    if not taus:
-        return math.nan, len(splits), "no split ranks 2 indicators with defined, distinct means"
-    return float(np.mean(taus)), len(splits), ""
-
-
-def _seed_mean(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Cell-wise mean over seeds, ignoring a seed's missing value (NaN only if all are missing)."""
-    stacked = np.stack([frame.to_numpy(dtype=float) for frame in frames])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return pd.DataFrame(np.nanmean(stacked, axis=0), index=frames[0].index, columns=frames[0].columns)
-
-
-def _mean_rho(scores: pd.DataFrame, transfer: pd.DataFrame) -> float:
-    """Mean over targets of `target_spearman` (the headline of `evaluate_indicator`)."""
-    return mean_of_defined(
-        target_spearman(scores.loc[[s for s in scores.index if s != t], t], transfer.loc[[s for s in scores.index if s != t], t])
-        for t in scores.columns
     )

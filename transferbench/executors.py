@@ -14,6 +14,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 
 from transferbench.errors import TransferbenchError
+from transferbench.registry import Registry
 
 
 class Unit(NamedTuple):
@@ -32,8 +33,8 @@ class Executor:
     `threads_per_unit`: the intra-op PyTorch threads each unit runs with (`UnitContext.threads`).
     """
 
-    name = "executor"
     threads_per_unit = 1
+    registered_name: str | None = None  # set by `EXECUTORS`
 
     def run(self, units: Sequence[Unit], description: str, on_result: OnResult | None = None) -> list[Any]:
         raise NotImplementedError
@@ -50,6 +51,13 @@ class Executor:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    @classmethod
+    def from_options(cls, *, address: str | None, num_cpus: int | None, num_gpus_per_task: float,
+                     threads_per_unit: int | None) -> "Executor":
+        """Build from the command line's executor options (`--ray-address`, ...), rejecting with
+        one TransferbenchError the ones this executor cannot use. Every executor implements it."""
+        raise NotImplementedError
+
 
 class LocalExecutor(Executor):
     """Runs units in order in this process (the default; needs nothing beyond transferbench).
@@ -57,10 +65,14 @@ class LocalExecutor(Executor):
     Each unit uses `threads` PyTorch threads (default: PyTorch's default, one per core).
     """
 
-    name = "local"
-
     def __init__(self, threads: int | None = None):
         self.threads_per_unit = threads or torch.get_num_threads()
+
+    @classmethod
+    def from_options(cls, *, address, num_cpus, num_gpus_per_task, threads_per_unit) -> "LocalExecutor":
+        if address is not None:
+            raise TransferbenchError("--ray-address needs --executor ray")
+        return cls(threads=threads_per_unit)
 
     def __repr__(self) -> str:
         return f"LocalExecutor(threads={self.threads_per_unit!r})"
@@ -87,8 +99,6 @@ class RayExecutor(Executor):
     exception raised by a unit itself is not retried (units are deterministic) and is re-raised here.
     """
 
-    name = "ray"
-
     def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus_per_task: float = 0,
                  cpus_per_task: int = 1, max_retries: int = 3):
         if cpus_per_task < 1:
@@ -101,6 +111,15 @@ class RayExecutor(Executor):
         self.threads_per_unit = cpus_per_task
         self._started = False
         self._remote: dict[Callable, Any] = {}
+
+    @classmethod
+    def from_options(cls, *, address, num_cpus, num_gpus_per_task, threads_per_unit) -> "RayExecutor":
+        try:
+            import ray  # noqa: F401  (fail before any work starts)
+        except ImportError:
+            raise TransferbenchError(MISSING_RAY) from None
+        return cls(address=address, num_cpus=num_cpus, num_gpus_per_task=num_gpus_per_task,
+                   cpus_per_task=threads_per_unit or 1)
 
     def __repr__(self) -> str:
         return (f"RayExecutor(address={self.address!r}, num_cpus={self.num_cpus!r}, "
@@ -172,20 +191,15 @@ def _unwrap(exc: Exception, description: str) -> Exception:
     return RuntimeError(f"a Ray task of step {description!r} failed:\n{exc}")
 
 
+EXECUTORS: Registry[Executor] = Registry("executor", Executor, group="transferbench.executors")
+EXECUTORS.add("local", LocalExecutor)
+EXECUTORS.add("ray", RayExecutor)
+
+
 def make_executor(name: str, *, address: str | None = None, num_cpus: int | None = None,
                   num_gpus_per_task: float = 0, threads_per_unit: int | None = None) -> Executor:
-    """The executor named on the command line (`--executor local|ray`)."""
+    """The executor registered as `name` (`--executor local|ray`, or an installed plugin's)."""
     if threads_per_unit is not None and threads_per_unit < 1:
         raise TransferbenchError(f"--unit-threads must be at least 1, got {threads_per_unit}")
-    if name == "local":
-        if address is not None:
-            raise TransferbenchError("--ray-address needs --executor ray")
-        return LocalExecutor(threads=threads_per_unit)
-    if name == "ray":
-        try:
-            import ray  # noqa: F401  (fail before any work starts)
-        except ImportError:
-            raise TransferbenchError(MISSING_RAY) from None
-        return RayExecutor(address=address, num_cpus=num_cpus, num_gpus_per_task=num_gpus_per_task,
-                           cpus_per_task=threads_per_unit or 1)
-    raise TransferbenchError(f"unknown executor {name!r}; use local or ray")
+    return EXECUTORS.get(name).from_options(address=address, num_cpus=num_cpus, num_gpus_per_task=num_gpus_per_task,
+                                            threads_per_unit=threads_per_unit)

@@ -9,7 +9,6 @@ and `--indicator path/to/file.py:ClassName`.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -23,7 +22,7 @@ import time
 import warnings
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import yaml
@@ -136,9 +135,10 @@ class Indicator:
         return f"{type(self).__name__}({params})"
 
 
-INDICATORS: Registry[Indicator] = Registry("indicator", Indicator)
+INDICATORS: Registry[Indicator] = Registry("indicator", Indicator, group="transferbench.indicators")
 register_indicator = INDICATORS.register
 
+# The one registration of each built-in: imported only when first looked up.
 for _name, _target in {
     "skill_overlap": "transferbench.indicators.skill_overlap:SkillOverlap",
     "activation_overlap": "transferbench.indicators.activation_overlap:ActivationOverlap",
@@ -155,19 +155,6 @@ for _name, _target in {
     "h_score": "transferbench.indicators.estimators:HScore",
 }.items():
     INDICATORS.add(_name, _target)
-
-_entry_points_loaded = False
-
-
-def _load_entry_points() -> None:
-    """Register indicators that installed packages declare in the `transferbench.indicators` group."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for entry in importlib.metadata.entry_points(group="transferbench.indicators"):
-        if entry.name not in INDICATORS:
-            INDICATORS.add(entry.name, entry.value)
 
 
 def _load_file_class(path: str, class_name: str) -> type[Indicator]:
@@ -231,7 +218,6 @@ def make_indicator(spec: str) -> Indicator:
     Forms: `name`, `name:p=0.05,measure=weighted`, `path/to/file.py:ClassName`, and
     `path/to/file.py:ClassName:param=value`.
     """
-    _load_entry_points()
     if ".py:" in spec:
         path, _, rest = spec.partition(".py:")
         class_name, _, param_text = rest.partition(":")
@@ -463,5 +449,4 @@ def measured_costs() -> dict[str, dict[str, Any]]:
 
 
 def all_indicator_names() -> list[str]:
-    _load_entry_points()
     return INDICATORS.names()

@@ -11,19 +11,14 @@ verbalizer; `null` is the untrained initial prompt of the same seed (`prompt.ini
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 
-# Kinds of measured transfer a reference holds (rows = source, columns = target).
-TRANSFER_KINDS = ("zero_shot", "zero_shot_relative", "init_gain")
-TRANSFER_KIND_HELP = {
-    "zero_shot": "a source prompt used as-is on the target, corrected for chance and for the untrained prompt: "
-                 "(m(s->t) - m(null->t)) / (m(t->t) - m(null->t)), m = balanced accuracy",
-    "zero_shot_relative": "Su et al. (2022)'s relative performance acc(s->t) / acc(t->t), plain accuracy",
-    "init_gain": "balanced accuracy after init_steps of tuning from the source prompt minus the same budget "
-                 "from the default initialisation (same seed and data order)",
-}
+from transferbench.registry import Registry
+
 ADMISSION_ALPHA = 0.01
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
@@ -141,3 +136,73 @@ def admission(own_boot: np.ndarray, null_boot: np.ndarray, num_classes: int,
     if p_null >= alpha:
         reasons.append(f"own prompt does not beat the untrained null prompt, p = {p_null:.3f}")
     return not reasons, p_majority, p_null, "; ".join(reasons)
+
+
+# ---- kinds of measured transfer ---------------------------------------------------------------------
+
+NULL = "(null)"  # the untrained initial prompt, named as a source
+
+# `arm(prefix, source=None, metric=balanced_accuracy)`: one arm of a target's cells, as (per seed
+# [S], bootstrap [B, S]) of `metric` over the stored test predictions `prefix/source/target/seed`
+# (`own/target/seed` when `source` is None); `transferbench.reference` provides it per target.
+Arm = Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class TransferKind:
+    """One kind of measured transfer a reference holds (rows = source, columns = target):
+    what it means, and its cell formula `cell(arm, source) -> (per seed, bootstrap)`."""
+
+    description: str
+    cell: Callable[[Arm, str], tuple[np.ndarray, np.ndarray]]
+
+
+def zero_shot_cell(arm: Arm, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """`normalised_transfer` of the source prompt used as-is on the target (balanced accuracy)."""
+    (ms, ms_b), (own, own_b), (null, null_b) = arm("zero_shot", source), arm("own"), arm("zero_shot", NULL)
+    return normalised_transfer(ms, own, null), normalised_transfer(ms_b, own_b, null_b)
+
+
+def zero_shot_relative_cell(arm: Arm, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """`relative_performance` of the source prompt on the target (plain accuracy)."""
+    (acc, acc_b), (own, own_b) = arm("zero_shot", source, accuracy), arm("own", None, accuracy)
+    return relative_performance(acc, own), relative_performance(acc_b, own_b)
+
+
+def init_gain_cell(arm: Arm, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced accuracy after `init_steps` from the source prompt minus the same budget from the
+    default initialisation (the null prompt)."""
+    (gain, gain_b), (base, base_b) = arm("init", source), arm("init", NULL)
+    return gain - base, gain_b - base_b
+
+
+# Reported in registration order; installed packages add kinds in the entry-point group
+# `transferbench.transfer_kinds` (a "module:attr" naming a TransferKind).
+TRANSFER_KINDS: Registry[TransferKind] = Registry("transfer kind", TransferKind,
+                                                  group="transferbench.transfer_kinds", ordered=True)
+TRANSFER_KINDS.add("zero_shot", TransferKind(
+    "a source prompt used as-is on the target, corrected for chance and for the untrained prompt: "
+    "(m(s->t) - m(null->t)) / (m(t->t) - m(null->t)), m = balanced accuracy", zero_shot_cell))
+TRANSFER_KINDS.add("zero_shot_relative", TransferKind(
+    "Su et al. (2022)'s relative performance acc(s->t) / acc(t->t), plain accuracy", zero_shot_relative_cell))
+TRANSFER_KINDS.add("init_gain", TransferKind(
+    "balanced accuracy after init_steps of tuning from the source prompt minus the same budget "
+    "from the default initialisation (same seed and data order)", init_gain_cell))
+
+
+class _KindDescriptions(Mapping):
+    """`TRANSFER_KIND_HELP[kind]`: each registered kind's description, read from the registry."""
+
+    def __getitem__(self, kind: str) -> str:
+        if kind not in TRANSFER_KINDS:
+            raise KeyError(kind)
+        return TRANSFER_KINDS.get(kind).description
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TRANSFER_KINDS)
+
+    def __len__(self) -> int:
+        return len(TRANSFER_KINDS)
+
+
+TRANSFER_KIND_HELP: Mapping[str, str] = _KindDescriptions()

@@ -21,6 +21,10 @@ Bundle layout (`reference/<suite>__<backbone>/`):
     transfer.json        per transfer kind: mean, per-seed, std over seeds, bootstrap se and CI
     MANIFEST.json        sha256 of every file above; the bundle's hash is the sha256 of this file,
                          pinned in reference/index.json
+
+Over 400 lines because the bundle is one contract: what `collect` and `save` write is exactly what
+`read_bundle` and `verify` check and recompute, and keeping both sides in one file is what keeps
+them from drifting apart. The formulas themselves are in `transferbench.protocol`.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from transferbench import protocol
+from transferbench.protocol import NULL
 from transferbench.errors import TransferbenchError
 
-NULL = "(null)"
 FORMAT_VERSION = 1
 FILES = ("bundle.json", "prompts.safetensors", "predictions.safetensors", "tasks.json", "transfer.json")
 # Re-run cells must agree with the stored predictions on this share of test examples: CPU bf16
@@ -148,16 +152,20 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
         weights, seed_draws = protocol.resamples(len(labels), len(seeds), n_boot,
                                                  boot_seed + names.index(target))
 
+        arms: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
         def arm(prefix: str, source: str | None = None, metric=protocol.balanced_accuracy):
-            stacked = np.stack([predictions[f"{prefix}/{target}/{seed}" if source is None
-                                            else f"{prefix}/{source}/{target}/{seed}"] for seed in seeds])
-            kwargs = {"num_classes": k} if metric is protocol.balanced_accuracy else {}
-            return metric(stacked, labels, **kwargs), metric(stacked, labels, weights, **kwargs)  # [S], [B, S]
+            if (prefix, source, metric) not in arms:  # each arm computed once per target
+                stacked = np.stack([predictions[f"{prefix}/{target}/{seed}" if source is None
+                                                else f"{prefix}/{source}/{target}/{seed}"] for seed in seeds])
+                kwargs = {"num_classes": k} if metric is protocol.balanced_accuracy else {}
+                arms[prefix, source, metric] = (metric(stacked, labels, **kwargs),
+                                                metric(stacked, labels, weights, **kwargs))  # [S], [B, S]
+            return arms[prefix, source, metric]
 
         own, own_b = arm("own")
         null, null_b = arm("zero_shot", NULL)
-        own_acc, own_acc_b = arm("own", metric=protocol.accuracy)
-        init_null, init_null_b = arm("init", NULL)
+        own_acc, _ = arm("own", metric=protocol.accuracy)
         seed_mean = lambda boot: np.take_along_axis(boot, seed_draws, axis=1).mean(1)  # noqa: E731
         admitted, p_majority, p_null, reason = protocol.admission(seed_mean(own_b), seed_mean(null_b), k)
         probe = predictions.get(f"probe/{target}")
@@ -175,20 +183,12 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
         for source in names:
             if source == target:
                 continue
-            ms, ms_b = arm("zero_shot", source)
-            acc, acc_b = arm("zero_shot", source, protocol.accuracy)
-            gi, gi_b = arm("init", source)
-            cells = {
-                "zero_shot": (protocol.normalised_transfer(ms, own, null), protocol.normalised_transfer(ms_b, own_b, null_b)),
-                "zero_shot_relative": (protocol.relative_performance(acc, own_acc),
-                                       protocol.relative_performance(acc_b, own_acc_b)),
-                "init_gain": (gi - init_null, gi_b - init_null_b),
-            }
+            cells = {name: kind.cell(arm, source) for name, kind in protocol.TRANSFER_KINDS.items()}
             for kind, (values, boot) in cells.items():
                 stats[kind].setdefault(source, {})[target] = asdict(protocol.estimate(values, boot, seed_draws))
     transfer: dict[str, dict[str, Any]] = {}
-    for kind in protocol.TRANSFER_KINDS:
-        transfer[kind] = {"description": protocol.TRANSFER_KIND_HELP[kind]}
+    for kind, declared in protocol.TRANSFER_KINDS.items():
+        transfer[kind] = {"description": declared.description}
         for statistic in ("mean", "per_seed", "std_over_seeds", "se", "ci_low", "ci_high"):
             transfer[kind][statistic] = {
                 s: {t: (None if s == t else _clean(stats[kind][s][t][statistic])) for t in names} for s in names}

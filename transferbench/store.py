@@ -19,7 +19,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -245,15 +245,3 @@ class ArtifactStore:
         count = sum(1 for f in folder.rglob("*") if f.is_file())
         shutil.rmtree(folder)
         return count
-
-    def get_or_compute(
-        self, stage: str, inputs: dict[str, Any], compute: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
-        """Return the cached artifact for `inputs`, computing and storing it if needed."""
-        key = self.key(stage, inputs)
-        cached = self.load(stage, key)
-        if cached is not None:
-            return cached
-        artifact = compute()
-        self.save(stage, key, artifact)
-        return artifact
