@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from transferbench import plots
-from transferbench.leaderboard import _display_cells, build_tables, open_in_browser, render_html, write_leaderboard
+from transferbench.leaderboard import build_tables, open_in_browser, render_html, write_leaderboard
+from transferbench.leaderboard.render import _display_cells
 from transferbench.plots import PLOT_KINDS, plot_filename, plot_size_px, task_order
 from transferbench.results import make_result
 

@@ -1,0 +1,80 @@
+"""Writing a leaderboard folder: README.md, leaderboard.csv, leaderboard.json, index.html and the plots.
+
+Files whose bytes would not change are left alone (not even touched), so rebuilding a board from
+unchanged results changes nothing on disk and nothing in `git status`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from transferbench.leaderboard.page import _render_html, _setting_plots
+from transferbench.leaderboard.render import _tables_json, leaderboard_csv, render_markdown
+from transferbench.leaderboard.tables import _settings, _tables
+from transferbench.plots import plot_filename
+from transferbench.results import ResultFile
+from transferbench.store import atomic_write_bytes
+
+
+class Written(list):
+    """Every file of the board (README.md, leaderboard.csv, leaderboard.json, index.html, then the
+    plots), with `changed`: those written because their bytes changed, and `removed`: stale plots."""
+
+    def __init__(self, paths: list[Path], changed: list[Path], removed: list[Path]):
+        super().__init__(paths)
+        self.changed = changed
+        self.removed = removed
+
+
+def write_if_changed(path: Path, content: bytes) -> bool:
+    """Write `content` to `path` atomically unless the file already holds exactly these bytes;
+    True when it wrote."""
+    try:
+        if path.is_file() and path.read_bytes() == content:
+            return False
+    except OSError:
+        pass  # unreadable: rewritten below
+    atomic_write_bytes(path, content)
+    return True
+
+
+def write_leaderboard(
+    results: Iterable[ResultFile],
+    leaderboard_dir: Path,
+    problems: Sequence[tuple[Path, str]] = (),
+) -> Written:
+    """Write README.md, leaderboard.csv, leaderboard.json, index.html and the plots (under
+    `plots/`, see `transferbench.plots`) into `leaderboard_dir`, each atomically and only when its
+    bytes change. `paths` lists them in that order.
+
+    No timestamps: rebuilding from the same results gives byte-identical files. PNGs under
+    `plots/` that belong to no current setting are removed (the folder is generated).
+    """
+    settings = _settings(results)
+    tables = _tables(settings)
+    plots = _setting_plots(settings)
+    directory = Path(leaderboard_dir)
+    plot_links = {
+        key: {kind: f"plots/{plot_filename(key.suite, key.plot_stem(), key.transfer_kind, kind)}" for kind in images}
+        for key, images in plots.items()
+    }
+    outputs = {
+        "README.md": render_markdown(tables, problems, plot_links),
+        "leaderboard.csv": leaderboard_csv(tables),
+        "leaderboard.json": json.dumps(
+            _tables_json(tables, problems), indent=2, allow_nan=False, ensure_ascii=False
+        )
+        + "\n",
+        "index.html": _render_html(tables, plots, problems),
+    }
+    files = {directory / name: text.encode("utf-8") for name, text in outputs.items()}
+    for key, images in plots.items():
+        for kind, png in images.items():
+            files[directory / plot_links[key][kind]] = png
+    removed = [stale for stale in sorted((directory / "plots").glob("*.png")) if stale not in files]
+    for stale in removed:
+        stale.unlink()
+    changed = [path for path, content in files.items() if write_if_changed(path, content)]
+    return Written(list(files), changed, removed)
