@@ -414,3 +414,55 @@ def test_rich_table_fits_100_columns_and_prints_the_split_seed_tau(verdict_table
     text = buffer.getvalue()
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
     assert "perm. p" in text and "rank 95%" in text and "within ρ" in text and "split-seed τ = " in text
+
+
+@pytest.fixture(scope="module")
+def long_name_tables():
+    """The longest built-in names, a baseline and a local result, with negative CIs (widest cells)."""
+    results = [seeded_result("embedding_similarity", 0.02), seeded_result("task_embedding", 0.5, seed=1, baseline=True),
+               seeded_result("random", 5.0, seed=2, baseline=True), seeded_result("activation_overlap", 9.0, seed=3)]
+    results[-1]._local = True
+    return build_tables(results)
+
+
+def _rich_text(tables, width, columns="default"):
+    buffer = io.StringIO()
+    render_rich(tables, Console(file=buffer, width=width, color_system=None), columns=columns)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 100, 150])
+def test_rich_table_fits_the_terminal_with_whole_names_and_one_line_cis(long_name_tables, width):
+    from transferbench.leaderboard.render import _display_cells
+
+    text = _rich_text(long_name_tables, width)
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= min(width, 100)
+    table = next(iter(long_name_tables.values()))
+    for _, row in table.iterrows():
+        label, with_ci = _display_cells(row)[1:3]
+        # the indicator (marks included) and the mean with its CI are whole, on the row's one line
+        assert any(label in line and with_ci in line for line in lines), (label, with_ci, text)
+    assert "activation_overlap (local)" in text and "task_embedding (baseline)" in text
+    assert "rank 95%" in text  # the columns a reader decides on stay as long as they fit
+    if width >= 100:
+        assert "p vs above" in text and "perm. p" in text
+    shown_all = "partial ρ" in text and "within ρ" in text
+    assert shown_all or "not shown:" in text  # a left-out column is named, with how to see it
+
+
+def test_rich_footnote_only_when_a_row_is_starred(long_name_tables, verdict_tables):
+    table = next(iter(long_name_tables.values()))
+    starred = table["sig"].lt(0.05).any()
+    assert ("* p < 0.05" in _rich_text(long_name_tables, 100)) == bool(starred)
+    unstarred = {key: frame.assign(sig=math.nan) for key, frame in long_name_tables.items()}
+    assert "* p < 0.05" not in _rich_text(unstarred, 100)
+    forced = {key: frame.assign(sig=[math.nan, 0.01, 0.5, 0.5]) for key, frame in long_name_tables.items()}
+    assert "* p < 0.05 against the row above" in _rich_text(forced, 100)
+
+
+def test_rich_columns_all_shows_every_column(long_name_tables):
+    from transferbench.leaderboard import DISPLAY_HEADERS
+
+    text = _rich_text(long_name_tables, 250, columns="all")
+    assert all(header in text for header in DISPLAY_HEADERS) and "not shown" not in text

@@ -23,6 +23,8 @@ from transferbench.protocol import TRANSFER_KINDS
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
+DEFAULT_RESULTS = Path("transferbench-results")
+"""A user's own results folder (`run` without --submit), unless $TRANSFERBENCH_RESULTS names another."""
 
 
 MAX_SEED = 2**32 - 1  # numpy and torch seeds must fit; larger values overflow deep inside training
@@ -90,16 +92,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
     run.add_argument("--transfer", choices=[*TRANSFER_KINDS, "all"], default="all",
                      help="measured transfer to evaluate against (default: %(default)s = every kind; see docs/protocol.md)")
-    run.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
-    run.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
+    run.add_argument("--submit", action="store_true",
+                     help="write the results into the project's --submissions-dir and rebuild its --leaderboard-dir "
+                          "(default: into your results folder, see --results-dir)")
+    run.add_argument("--results-dir", type=Path, default=None,
+                     help="your results folder: result files under submissions/, the board you view under "
+                          f"leaderboard/ (default: $TRANSFERBENCH_RESULTS, else ./{DEFAULT_RESULTS})")
+    run.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS,
+                     help="the project's result files: shown beside yours, written only with --submit (default: %(default)s)")
+    run.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD,
+                     help="the project's generated board, rebuilt only with --submit (default: %(default)s)")
+    run.add_argument("--columns", choices=["default", "all"], default="default",
+                     help="terminal table: the columns that fit the terminal (default) or every column (all)")
+    run.add_argument("--progress", choices=["auto", "rich", "plain"], default="auto",
+                     help="auto: bars on a terminal, plain lines otherwise; rich: bars; plain: a line every "
+                          "few seconds per stage (for logs) (default: %(default)s)")
     _add_executor_options(run)
 
-    board = commands.add_parser("leaderboard", help="rebuild the leaderboard from result files and print it")
+    board = commands.add_parser("leaderboard", help="print the leaderboard from result files (writes files only with --write)")
     board.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich",
                        help="rich: print tables; md/csv/json/html: write that format to standard output")
+    board.add_argument("--write", action="store_true",
+                       help="rebuild --leaderboard-dir from --submissions-dir (only files whose content changes)")
     board.add_argument("--open", action="store_true", help="open the generated leaderboard/index.html in a browser")
-    board.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
-    board.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
+    board.add_argument("--columns", choices=["default", "all"], default="default",
+                       help="terminal table: the columns that fit the terminal (default) or every column (all)")
+    board.add_argument("--results-dir", type=Path, default=None,
+                       help="your results folder, whose results are shown marked (local) "
+                            f"(default: $TRANSFERBENCH_RESULTS, else ./{DEFAULT_RESULTS})")
+    board.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS,
+                       help="the project's result files (default: %(default)s)")
+    board.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD,
+                       help="where --write puts the generated board (default: %(default)s)")
 
     commands.add_parser("indicators", help="list indicators with their parameters")
 
@@ -163,29 +187,48 @@ def _check_output_folder(option: str, folder: Path) -> None:
         raise TransferbenchError(f"{option} {folder}: {existing} is not writable; choose another path")
 
 
+def _results_dir(args) -> Path:
+    import os
+
+    return args.results_dir or Path(os.environ.get("TRANSFERBENCH_RESULTS") or DEFAULT_RESULTS)
+
+
 def cmd_run(args, console: Console) -> int:
+    started = time.perf_counter()
+    status = Console(stderr=True, markup=False)
+    local = None if args.submit else _results_dir(args)
+    submissions = args.submissions_dir if local is None else local / "submissions"
+    board_dir = args.leaderboard_dir if local is None else local / "leaderboard"
+    specs = _expand_all(args.indicator)
+    # The first line, before anything slow is imported: what runs and where its results go (on
+    # standard output: standard error is kept for progress and for the one line of an error).
+    console.print(f"transferbench run: {len(specs)} indicator{'s' if len(specs) != 1 else ''} "
+                 f"({', '.join(specs[:6])}{', ...' if len(specs) > 6 else ''}) on suite {args.suite}, backbone "
+                 f"{args.backbone}; results -> {submissions}" + ("" if local is None else " (yours; --submit for the project's)"),
+                 highlight=False, soft_wrap=True)
+
     from transferbench import api
     from transferbench.indicator import make_indicator
-    from transferbench.results import result_filename, write_result
+    from transferbench.results import write_result_stable
 
-    _check_output_folder("--submissions-dir", args.submissions_dir)
-    _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
-    indicators = [make_indicator(spec) for spec in _expand_all(args.indicator)]  # fail fast on bad names
+    _check_output_folder("--submissions-dir" if local is None else "--results-dir", submissions)
+    _check_output_folder("--leaderboard-dir" if local is None else "--results-dir", board_dir)
+    indicators = [make_indicator(spec) for spec in specs]  # fail fast on bad names
     kinds = list(TRANSFER_KINDS) if args.transfer == "all" else [args.transfer]
     executor = _executor(args)
-    started = time.perf_counter()
-    bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor,
-                              console=Console(stderr=True, markup=False), device=args.device)
-    with executor, bench.progress():
+    bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor, console=status,
+                              device=args.device)
+    console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
+    with executor, bench.progress(args.progress):
         results = api.score(bench, indicators, kinds, started)
     reference = bench.reference()
     _print_task_report(reference, console)
     # Results are written only once every indicator and transfer kind succeeded.
     for result in results:
-        existed = (args.submissions_dir / result_filename(result)).exists()
-        path = write_result(result, args.submissions_dir)
-        console.print(f"{'replaced' if existed else 'wrote'} {path}")
-    _rebuild_and_print(args, console, only=(bench.suite.name, args.backbone))
+        path, what = write_result_stable(result, submissions)
+        console.print(f"{what} {path}", markup=False, highlight=False)
+    _rebuild_and_print(args, console, board_dir, local_dir=None if local is None else submissions,
+                       only=(bench.suite.name, args.backbone))
     console.print(f"done in {time.perf_counter() - started:.0f} s (scored against reference {reference.hash[:12]})")
     return 0
 
@@ -281,16 +324,38 @@ def _print_task_report(reference, console: Console) -> None:
     console.print(table)
 
 
-def _rebuild_and_print(args, console: Console, only: tuple[str, str] | None = None) -> None:
-    from transferbench.leaderboard import build_tables, render_rich, write_leaderboard
+def _board_results(args, local_dir: Path | None) -> tuple[list, list]:
+    """The project's results (when its submissions folder exists) plus, from `local_dir`, the user's
+    own, marked local; and the files left out of either."""
     from transferbench.results import load_results
 
-    results, problems = load_results(args.submissions_dir)
-    write_leaderboard(results, args.leaderboard_dir, problems)
+    results, problems = [], []
+    for folder, local in ((args.submissions_dir, False), (local_dir, True)):
+        if folder is not None and folder.is_dir():
+            found, skipped = load_results(folder, local=local)
+            results += found
+            problems += skipped
+    if not args.submissions_dir.is_dir() and local_dir is None:
+        raise TransferbenchError(f"submissions folder {args.submissions_dir} does not exist; pass --submissions-dir")
+    return results, problems
+
+
+def _rebuild_and_print(args, console: Console, board_dir: Path | None, local_dir: Path | None = None,
+                       only: tuple[str, str] | None = None) -> None:
+    """Print the board of the project's results plus the user's (`local_dir`); write it into
+    `board_dir` when given (only the files whose content changes)."""
+    from transferbench.leaderboard import build_tables, render_rich, write_leaderboard
+
+    results, problems = _board_results(args, local_dir)
+    if board_dir is not None:
+        written = write_leaderboard(results, board_dir, problems)
+        console.print(f"leaderboard {board_dir}: {len(written.changed)} of {len(written)} files changed"
+                      + (f", {len(written.removed)} stale plots removed" if written.removed else ""),
+                      markup=False, highlight=False)
     tables = build_tables(results)
     if only is not None:
         tables = {key: table for key, table in tables.items() if (key.suite, key.backbone) == only}
-    render_rich(tables, console)
+    render_rich(tables, console, columns=args.columns)
     for path, reason in problems:
         console.print(f"skipped {path}: {reason}", style="yellow", markup=False)
 
@@ -299,15 +364,32 @@ def cmd_leaderboard(args, console: Console) -> int:
     from transferbench.leaderboard import (
         build_tables, leaderboard_csv, leaderboard_json, open_in_browser, render_html, render_markdown,
     )
-    from transferbench.results import load_results
 
-    if args.format == "rich":
+    local = _results_dir(args) / "submissions"
+    if args.write:
         _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
-        _rebuild_and_print(args, console)
-        if args.open and not open_in_browser((args.leaderboard_dir / "index.html").resolve()):
-            console.print(f"no browser found; open {args.leaderboard_dir / 'index.html'} yourself")
+        if not args.submissions_dir.is_dir():
+            raise TransferbenchError(f"submissions folder {args.submissions_dir} does not exist; pass --submissions-dir")
+    if args.format == "rich":
+        if args.write:  # the project's board holds the project's results only
+            _rebuild_and_print(args, console, args.leaderboard_dir)
+        else:
+            _rebuild_and_print(args, console, None, local_dir=local)
+        if args.open:
+            index = args.leaderboard_dir / "index.html"
+            if not index.is_file():
+                raise TransferbenchError(f"{index} does not exist yet; add --write to generate it")
+            if not open_in_browser(index.resolve()):
+                console.print(f"no browser found; open {index} yourself", markup=False)
         return 0
-    results, problems = load_results(args.submissions_dir)
+    results, problems = _board_results(args, None if args.write else local)
+    if args.write:
+        from transferbench.leaderboard import write_leaderboard
+
+        written = write_leaderboard(results, args.leaderboard_dir, problems)
+        Console(stderr=True, markup=False).print(
+            f"leaderboard {args.leaderboard_dir}: {len(written.changed)} of {len(written)} files changed",
+            highlight=False)
     if args.format == "html":
         text = render_html(results, problems)
     elif args.format == "json":

@@ -113,12 +113,20 @@ class ResultFile(BaseModel):
     families: dict[str, str] = {}
     transfer_per_seed: list[Matrix] = []
 
-    # Where `load_results` read it from (not part of the file).
+    # Where `load_results` read it from, and whether that was a user's own results folder rather
+    # than the project's submissions (not part of the file).
     _path: Path | None = PrivateAttr(default=None)
+    _local: bool = PrivateAttr(default=False)
 
     @property
     def path(self) -> Path | None:
         return self._path
+
+    @property
+    def local(self) -> bool:
+        """True for a result from a user's own results folder: shown marked "(local)", never
+        deduplicated against the project's submission of the same indicator."""
+        return self._local
 
     @model_validator(mode="after")
     def _consistent(self) -> ResultFile:
@@ -299,6 +307,33 @@ def write_result(result: ResultFile, submissions_dir: Path) -> Path:
     return path
 
 
+def _without_manifest(data: bytes) -> Any:
+    record = json.loads(data)
+    if isinstance(record, dict):
+        record.pop("manifest", None)
+    return record
+
+
+def write_result_stable(result: ResultFile, submissions_dir: Path) -> tuple[Path, str]:
+    """Write `result` like `write_result`, unless its file already holds the same result in every
+    field but the manifest (the provenance of one run: when, where, with which command, commit and
+    package versions). That file is then left byte-identical, so rerunning an unchanged setting
+    changes nothing in git. Returns the path and "wrote", "replaced" or "unchanged"."""
+    path = Path(submissions_dir) / result_filename(result)
+    content = result_json(result)
+    if not path.exists():
+        atomic_write_bytes(path, content)
+        return path, "wrote"
+    try:
+        unchanged = _without_manifest(_read_regular_file(path).encode()) == _without_manifest(content)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, TransferbenchError):
+        unchanged = False  # unreadable, not JSON or not a regular file: replaced below
+    if unchanged:
+        return path, "unchanged"
+    atomic_write_bytes(path, content)
+    return path, "replaced"
+
+
 def _one_line(exc: ValidationError) -> str:
     errors = exc.errors()
     first = errors[0]
@@ -447,11 +482,11 @@ def reference_problem(result: ResultFile) -> str:
     return ""
 
 
-def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Path, str]]]:
+def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[ResultFile], list[tuple[Path, str]]]:
     """Every valid `*.json` under `submissions_dir` (recursively, in sorted path order), and
     (path, one-line reason) for each file left out: malformed, wrong schema version, metric
     settings out of bounds, not a regular file (links, FIFOs), or metrics that do not reproduce
-    (a tampered or stale file)."""
+    (a tampered or stale file). `local`: the folder is a user's own results (see `ResultFile.local`)."""
     root = Path(submissions_dir)
     if not root.is_dir():
         raise TransferbenchError(f"submissions folder {root} does not exist")
@@ -460,6 +495,7 @@ def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Pa
     for path in sorted(root.rglob("*.json")):
         try:
             results.append(read_result(path))
+            results[-1]._local = local
         except TransferbenchError as exc:
             problems.append((path, " ".join(str(exc).split())))
         except Exception as exc:  # a submission is untrusted input: it never stops the others

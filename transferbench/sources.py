@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Annotated, Literal, Union
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from transferbench import progress
 from transferbench.errors import TransferbenchError
 from transferbench.store import cache_root
 
@@ -303,8 +305,12 @@ def fetch_distribution(package: str, version: str, sha256: str, dist: str) -> Pa
         if path.is_file() and _sha256_file(path) == sha256:
             return path
     folder.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    progress.note(f"downloading {package}=={version} ({dist}) into {folder.parent} ...")
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".pip-") as tmp:
         fetched = _pip_download(package, version, dist, Path(tmp), folder)
+        progress.note(f"downloaded {fetched.name}: {fetched.stat().st_size / 2**20:.1f} MiB in "
+                      f"{time.monotonic() - started:.0f} s")
         actual = _sha256_file(fetched)
         if actual != sha256:
             raise TransferbenchError(

@@ -331,6 +331,8 @@ def render_rich(tables: dict[TableKey, pd.DataFrame], console: Any, columns: str
     the columns left out and explains `*` only when a row has one; the split-seed check and the
     notes follow each table, wrapped to at most 100 columns.
     """
+    from rich.measure import Measurement
+
     if not tables:
         console.print("No valid result files.")
     width = min(RICH_WIDTH, console.width)
@@ -341,7 +343,8 @@ def render_rich(tables: dict[TableKey, pd.DataFrame], console: Any, columns: str
         dropped: list[str] = []
         view = _rich_table(key, rows, dim, [DISPLAY_HEADERS.index(h) for h in headers], dropped)
         for header in RICH_DROP_ORDER if columns != "all" else ():
-            if console.measure(view).maximum <= width:
+            natural = Measurement.get(console, console.options.update_width(10_000), view).maximum
+            if natural <= width:
                 break
             headers.remove(header)
             dropped.append(header)
