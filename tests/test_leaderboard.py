@@ -466,3 +466,33 @@ def test_rich_columns_all_shows_every_column(long_name_tables):
 
     text = _rich_text(long_name_tables, 250, columns="all")
     assert all(header in text for header in DISPLAY_HEADERS) and "not shown" not in text
+
+
+def test_submitting_an_identical_setting_again_leaves_the_file_byte_identical(tmp_path):
+    from transferbench.results import write_result_stable
+
+    first = result("random", 1.0, created_at="2025-01-01T00:00:00+00:00")
+    path, what = write_result_stable(first, tmp_path)
+    assert what == "wrote"
+    content, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    # a rerun: same numbers, another run's provenance (time, command, versions)
+    again = result("random", 1.0, created_at="2026-06-01T00:00:00+00:00")
+    again.manifest["command"] = "transferbench run -i random --submit"
+    assert write_result_stable(again, tmp_path) == (path, "unchanged")
+    assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime
+    changed = result("random", 1.1, created_at="2026-06-01T00:00:00+00:00")  # other scores: other numbers
+    assert write_result_stable(changed, tmp_path) == (path, "replaced")
+    assert json.loads(path.read_text())["manifest"]["created_at"] == "2026-06-01T00:00:00+00:00"
+
+
+def test_rewriting_a_board_touches_only_changed_files(submissions, tmp_path):
+    results, problems = load_results(submissions)
+    board = tmp_path / "board"
+    first = write_leaderboard(results, board, problems)
+    assert first.changed == list(first)
+    stamps = {path: path.stat().st_mtime_ns for path in first}
+    again = write_leaderboard(results, board, problems)
+    assert again.changed == [] and {path: path.stat().st_mtime_ns for path in again} == stamps
+    results[0]._local = True  # the board of a user: one row now marked local
+    third = write_leaderboard(results, board, problems)
+    assert board / "README.md" in third.changed and "(local)" in (board / "README.md").read_text()
