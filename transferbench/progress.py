@@ -43,7 +43,7 @@ def _duration(seconds: float) -> str:
 class _Stage:
     description: str
     units: int
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=lambda: time.monotonic())
     units_done: int = 0
     batches: int = 0
     unit_batches: int = 0  # batches done / announced in the unit in progress
