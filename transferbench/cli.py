@@ -216,6 +216,8 @@ def cmd_run(args, console: Console) -> int:
     indicators = [make_indicator(spec) for spec in specs]  # fail fast on bad names
     kinds = list(TRANSFER_KINDS) if args.transfer == "all" else [args.transfer]
     executor = _executor(args)
+    console.print(f"loading the tasks of suite {args.suite} (downloads, when not cached, are named as they start) "
+                  "and checking them against the shipped reference ...", highlight=False, soft_wrap=True)
     bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor, console=status,
                               device=args.device)
     console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
@@ -506,10 +508,14 @@ def cmd_tasks(args, console: Console) -> int:
         table.add_row(spec.name, spec.family, str(spec.num_classes), ", ".join(spec.label_names), spec.source.type)
     console.print(table)
     suites = Table(title="Suites")
-    for column in ("name", "tasks", "train/dev/test"):
+    for column in ("name", "tasks", "train/dev/test", "seeds", "split seed"):
         suites.add_column(column)
     for suite in list_suites():
-        suites.add_row(suite.name, ", ".join(suite.tasks), f"{suite.train}/{suite.dev}/{suite.test}")
+        sizes = f"{suite.train}/{suite.dev}/{suite.test}"
+        # a task with its own sizes (too few examples for the suite's) is listed with them
+        smaller = [f"{name}: {s.train}/{s.dev}/{s.test}" for name, s in sorted(suite.task_sizes.items())]
+        suites.add_row(suite.name, ", ".join(suite.tasks), "\n".join([sizes + (" except" if smaller else ""), *smaller]),
+                       ",".join(str(seed) for seed in suite.seeds), str(suite.split_seed))
     console.print(suites)
     return 0
 
