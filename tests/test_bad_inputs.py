@@ -467,6 +467,15 @@ def test_leaderboard_into_a_file_is_one_line(tmp_path, capsys):
     assert (tmp_path / "board").read_text() == "keep me"
 
 
+def test_open_without_a_generated_page_is_one_line_and_writes_nothing(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    args = ["leaderboard", "--open", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 2
+    assert "add --write" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "board").exists()  # printing never writes
+
+
 # ---- inputs added with the reference ground truth: one line, exit 2 ---------------------------
 
 def _exits_with_one_line(capsys, argv, message):

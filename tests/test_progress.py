@@ -82,3 +82,24 @@ def test_rich_mode_draws_bars_and_prints_the_finished_line():
         unit_done()
     text = buffer.getvalue()
     assert "mask activations" in text and "done: mask activations: 2 units, 1 batches" in text
+
+
+def test_a_download_is_named_when_it_starts_and_when_it_ends(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    from transferbench import sources
+
+    payload = b"a wheel's bytes"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+
+    def fake_pip(package, version, dist, into, cache_folder):
+        (into / f"{package}-{version}.whl").write_bytes(payload)
+        return into / f"{package}-{version}.whl"
+
+    monkeypatch.setattr(sources, "_pip_download", fake_pip)
+    path = sources.fetch_distribution("somepkg", "1.0", hashlib.sha256(payload).hexdigest(), "wheel")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("downloading somepkg==1.0 (wheel) into ")
+    assert lines[1].startswith("downloaded somepkg-1.0.whl: 0.0 MiB in ")
+    sources.fetch_distribution("somepkg", "1.0", hashlib.sha256(payload).hexdigest(), "wheel")
+    assert capsys.readouterr().err == "" and path.read_bytes() == payload  # cached: nothing to say

@@ -66,6 +66,15 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
                              "so runs agree exactly only at equal values (default: all cores for local, 1 for ray)")
 
 
+def _add_board_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the board a user views: which columns, and where their own results are."""
+    parser.add_argument("--columns", choices=["default", "all"], default="default",
+                        help="terminal table: the columns that fit the terminal (default) or every column (all)")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="your results folder: result files under submissions/ (shown marked local), the board "
+                             f"`run` writes under leaderboard/ (default: $TRANSFERBENCH_RESULTS, else ./{DEFAULT_RESULTS})")
+
+
 def _executor(args):
     from transferbench.executors import make_executor
 
@@ -95,18 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--submit", action="store_true",
                      help="write the results into the project's --submissions-dir and rebuild its --leaderboard-dir "
                           "(default: into your results folder, see --results-dir)")
-    run.add_argument("--results-dir", type=Path, default=None,
-                     help="your results folder: result files under submissions/, the board you view under "
-                          f"leaderboard/ (default: $TRANSFERBENCH_RESULTS, else ./{DEFAULT_RESULTS})")
     run.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS,
                      help="the project's result files: shown beside yours, written only with --submit (default: %(default)s)")
     run.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD,
                      help="the project's generated board, rebuilt only with --submit (default: %(default)s)")
-    run.add_argument("--columns", choices=["default", "all"], default="default",
-                     help="terminal table: the columns that fit the terminal (default) or every column (all)")
     run.add_argument("--progress", choices=["auto", "rich", "plain"], default="auto",
-                     help="auto: bars on a terminal, plain lines otherwise; rich: bars; plain: a line every "
-                          "few seconds per stage (for logs) (default: %(default)s)")
+                     help="auto: bars on a terminal, plain lines otherwise; rich: bars; plain: a line per stage "
+                          "at most every 15 s, for logs (default: %(default)s)")
+    _add_board_options(run)
     _add_executor_options(run)
 
     board = commands.add_parser("leaderboard", help="print the leaderboard from result files (writes files only with --write)")
@@ -115,11 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--write", action="store_true",
                        help="rebuild --leaderboard-dir from --submissions-dir (only files whose content changes)")
     board.add_argument("--open", action="store_true", help="open the generated leaderboard/index.html in a browser")
-    board.add_argument("--columns", choices=["default", "all"], default="default",
-                       help="terminal table: the columns that fit the terminal (default) or every column (all)")
-    board.add_argument("--results-dir", type=Path, default=None,
-                       help="your results folder, whose results are shown marked (local) "
-                            f"(default: $TRANSFERBENCH_RESULTS, else ./{DEFAULT_RESULTS})")
+    _add_board_options(board)
     board.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS,
                        help="the project's result files (default: %(default)s)")
     board.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD,
