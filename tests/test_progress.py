@@ -103,3 +103,26 @@ def test_a_download_is_named_when_it_starts_and_when_it_ends(tmp_path, monkeypat
     assert lines[1].startswith("downloaded somepkg-1.0.whl: 0.0 MiB in ")
     sources.fetch_distribution("somepkg", "1.0", hashlib.sha256(payload).hexdigest(), "wheel")
     assert capsys.readouterr().err == "" and path.read_bytes() == payload  # cached: nothing to say
+
+
+def test_runs_first_line_comes_before_torch_is_imported(tmp_path):
+    """The first line of `run` is printed before anything slow is imported (torch alone takes
+    seconds on a loaded machine), so it appears within a second of starting."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import transferbench.cli as cli\n"
+        "seen = []\n"
+        "original = cli.Console.print\n"
+        "def spy(self, *args, **kwargs):\n"
+        "    seen.append('torch' in sys.modules)\n"
+        "    return original(self, *args, **kwargs)\n"
+        "cli.Console.print = spy\n"
+        "status = cli.main(['run', '-i', 'random', '--suite', 'no_such_suite'])\n"
+        "print('TORCH_AT_FIRST_LINE', seen[0], 'STATUS', status, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.stdout.startswith("transferbench run: indicator random on suite no_such_suite"), done.stdout
+    assert "TORCH_AT_FIRST_LINE False STATUS 2" in done.stderr, done.stderr

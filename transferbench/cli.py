@@ -87,7 +87,10 @@ def _executor(args):
                          num_gpus_per_task=gpus, threads_per_unit=args.unit_threads)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
+    """The `transferbench` parser; `neurons=False` leaves out the `neurons` command, whose options
+    import torch (for their defaults): `main` does so for the other commands, so that `run` can
+    print its first line within a second of starting."""
     parser = argparse.ArgumentParser(prog="transferbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -150,12 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="verify: cells to re-compute from the shipped prompts (default: %(default)s)")
     reference.add_argument("--seed", type=int, default=0, help="verify: which cells are drawn (default: %(default)s)")
     _add_executor_options(reference)
-    inspect_neurons.add_parser(commands)
+    if neurons:
+        inspect_neurons.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    other_command = bool(argv) and argv[0] in {"run", "leaderboard", "indicators", "cache", "tasks", "reference"}
+    args = build_parser(neurons=not other_command).parse_args(argv)
     # Wide tables stay readable when output goes to a file or pipe (rich defaults to 80 columns).
     console = Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=200)
     try:
@@ -200,17 +206,18 @@ def cmd_run(args, console: Console) -> int:
     local = None if args.submit else _results_dir(args)
     submissions = args.submissions_dir if local is None else local / "submissions"
     board_dir = args.leaderboard_dir if local is None else local / "leaderboard"
-    specs = _expand_all(args.indicator)
-    # The first line, before anything slow is imported: what runs and where its results go (on
-    # standard output: standard error is kept for progress and for the one line of an error).
-    console.print(f"transferbench run: {len(specs)} indicator{'s' if len(specs) != 1 else ''} "
-                 f"({', '.join(specs[:6])}{', ...' if len(specs) > 6 else ''}) on suite {args.suite}, backbone "
-                 f"{args.backbone}; results -> {submissions}" + ("" if local is None else " (yours; --submit for the project's)"),
-                 highlight=False, soft_wrap=True)
+    asked = list(dict.fromkeys(args.indicator))
+    # The first line, before anything slow (torch, the plugins) is imported: what runs and where its
+    # results go (on standard output: standard error is kept for progress and an error's one line).
+    console.print(f"transferbench run: indicator{'s' if len(asked) != 1 else ''} {', '.join(asked)} on suite "
+                  f"{args.suite}, backbone {args.backbone}; results -> {submissions}"
+                  + ("" if local is None else " (yours; --submit for the project's)"), highlight=False, soft_wrap=True)
 
     from transferbench import api
     from transferbench.indicator import make_indicator
     from transferbench.results import write_result_stable
+
+    specs = _expand_all(args.indicator)
 
     _check_output_folder("--submissions-dir" if local is None else "--results-dir", submissions)
     _check_output_folder("--leaderboard-dir" if local is None else "--results-dir", board_dir)
