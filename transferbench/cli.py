@@ -202,7 +202,7 @@ def _results_dir(args) -> Path:
 
 def cmd_run(args, console: Console) -> int:
     started = time.perf_counter()
-    status = Console(stderr=True, markup=False)
+    status = Console(stderr=True, markup=False, soft_wrap=True)  # a log keeps whole lines
     local = None if args.submit else _results_dir(args)
     submissions = args.submissions_dir if local is None else local / "submissions"
     board_dir = args.leaderboard_dir if local is None else local / "leaderboard"
