@@ -496,3 +496,13 @@ def test_rewriting_a_board_touches_only_changed_files(submissions, tmp_path):
     results[0]._local = True  # the board of a user: one row now marked local
     third = write_leaderboard(results, board, problems)
     assert board / "README.md" in third.changed and "(local)" in (board / "README.md").read_text()
+
+
+def test_a_local_result_sits_beside_the_projects_result_of_the_same_indicator():
+    official = result("random", 5.0, seed=2, baseline=True, created_at="2025-01-01T00:00:00+00:00")
+    mine = result("random", 5.0, seed=3, baseline=True, created_at="2026-01-01T00:00:00+00:00")
+    mine._local = True  # newer, yet it replaces nothing of the project's
+    table = next(iter(build_tables([official, mine]).values()))
+    assert sorted(table["local"]) == [False, True] and not table.attrs["notes"][1:]
+    markdown = render_markdown(build_tables([official, mine]))
+    assert "| random (baseline) (local) |" in markdown and "| random (baseline) |" in markdown
