@@ -4,6 +4,7 @@ nothing outside the intended output is lost or changed. Add a case here for ever
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from transferbench.cli import main
 from transferbench.errors import TransferbenchError
+from transferbench.indicator import Indicator
 from transferbench.results import make_result, write_result
 from transferbench.store import ArtifactStore
 
@@ -24,6 +26,13 @@ def _one_error_line(err: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
     return lines[0]
+
+
+def _the_error_line(err: str) -> str:
+    """The one `error:` line of a run that also printed progress notes (e.g. "measuring it first")."""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
 
 
 def _result(name: str = "good", *, suite: str = "s", seed: int = 0):
@@ -314,10 +323,12 @@ def _isolated(tmp_path: Path, monkeypatch) -> list[str]:
             "--leaderboard-dir", str(tmp_path / "board")]
 
 
-# ---- 8. (part) plugins: any exception, SystemExit included, becomes one line ------------------
+# ---- 8. plugins: any exception, SystemExit and KeyboardInterrupt included, becomes one line ----
 
 PLUGIN = '''
+import os
 import sys
+import time
 from transferbench.indicator import Indicator
 
 {module_level}
@@ -325,35 +336,149 @@ from transferbench.indicator import Indicator
 class Bad(Indicator):
     requires = ()
 
-    def __init__(self, mode: str = "ok"):
+    def __init__(self, mode: str = "exit"):
         if mode == "ctor":
             raise RuntimeError("constructor exploded")
+        if mode == "ctor_interrupt":
+            raise KeyboardInterrupt
         self.mode = mode
 
     def score(self, source, target):
+        if self.mode == "interrupt":
+            raise KeyboardInterrupt("plugin pressed ctrl-c")
+        if self.mode == "swallow":  # no exception raised into this loop can end it
+            while True:
+                try:
+                    time.sleep(0.05)
+                except BaseException:
+                    pass
+        if self.mode == "os_exit":
+            os._exit(7)
         raise SystemExit(0)
 '''
 
+# case: (module-level code, indicator parameters, expected line)
+PLUGIN_FAILURES = {
+    "import_exit": ("sys.exit(3)", "", "failed to import: SystemExit: 3"),
+    "import_interrupt": ("raise KeyboardInterrupt", "", "failed to import: KeyboardInterrupt"),
+    "constructor": ("", ":mode=ctor", "its constructor raised RuntimeError: constructor exploded"),
+    "constructor_interrupt": ("", ":mode=ctor_interrupt", "its constructor raised KeyboardInterrupt"),
+    "score_exit": ("", ":mode=exit", "on pair a -> b raised SystemExit: 0"),
+    "score_interrupt": ("", ":mode=interrupt", "on pair a -> b raised KeyboardInterrupt: plugin pressed ctrl-c"),
+    "score_swallows_base_exception": ("", ":mode=swallow", "on pair a -> b exceeded the time limit of 0.5 s"),
+    "score_ends_its_process": ("", ":mode=os_exit", "on pair a -> b ended the scoring process (exit status 7)"),
+}
 
-@pytest.mark.parametrize("case", ["import_exit", "constructor", "score_exit"])
+
+@pytest.mark.parametrize("case", sorted(PLUGIN_FAILURES))
 def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkeypatch, case):
-    from types import SimpleNamespace
+    from transferbench.indicator import TaskView, checked_score, make_indicator
 
-    from transferbench.indicator import checked_score, make_indicator
-
+    module_level, params, message = PLUGIN_FAILURES[case]
     file = tmp_path / f"plugin_{case}.py"
-    file.write_text(PLUGIN.format(module_level="sys.exit(3)" if case == "import_exit" else ""))
-    if case == "score_exit":
-        indicator = make_indicator(f"{file}:Bad")
-        view = SimpleNamespace(name="a")
-        with pytest.raises(TransferbenchError, match=r"on pair a -> a raised SystemExit"):
-            checked_score(indicator, view, view)
+    file.write_text(PLUGIN.format(module_level=module_level))
+    spec = f"{file}:Bad{params}"
+    if case.startswith("score"):  # the run's own path: `checked_score` with a limit scores in a child process
+        a, b = TaskView("a", "f", 2, {}), TaskView("b", "f", 2, {})
+        started = time.monotonic()
+        with pytest.raises(TransferbenchError) as info:
+            checked_score(make_indicator(spec), a, b, time_limit=0.5)
+        assert message in str(info.value) and "\n" not in str(info.value), info.value
+        assert time.monotonic() - started < 3
         return
-    spec = f"{file}:Bad" + (":mode=ctor" if case == "constructor" else "")
     assert main(["run", "-i", spec, *_isolated(tmp_path, monkeypatch)]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [file.name]  # nothing written
+
+
+@pytest.mark.parametrize("mode", ["interrupt", "swallow"])
+def test_plugin_failing_in_a_run_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, real_cache, mode):
+    """End to end on the shipped smoke reference (no compute: the plugin declares no artifact)."""
+    from transferbench import runner
+
+    monkeypatch.setattr(runner, "DEFAULT_TIME_LIMIT", 0.5)
+    file = tmp_path / "plugin.py"
+    file.write_text(PLUGIN.format(module_level=""))
+    cache_before = sorted(p.relative_to(real_cache) for p in real_cache.rglob("*"))
+    args = ["run", "-i", f"{file}:Bad:mode={mode}", "--suite", "smoke", "--transfer", "zero_shot",
+            "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert {"import_exit": "failed to import: SystemExit: 3",
-            "constructor": "its constructor raised RuntimeError: constructor exploded"}[case] in line, line
+    assert {"interrupt": "raised KeyboardInterrupt: plugin pressed ctrl-c",
+            "swallow": "exceeded the time limit of 0.5 s"}[mode] in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plugin.py"]
+    assert sorted(p.relative_to(real_cache) for p in real_cache.rglob("*")) == cache_before
+
+
+def test_the_users_own_ctrl_c_still_interrupts_plugin_code():
+    """Only a KeyboardInterrupt the plugin raises itself becomes an error line; a real SIGINT
+    (the user's Ctrl-C) arriving in plugin code stops the run as before."""
+    import signal
+
+    from transferbench.indicator import TaskView, checked_score
+
+    class WaitsForCtrlC(Indicator):
+        def score(self, source, target):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+            return 0.0
+
+    a = TaskView("a", "f", 2, {})
+    with pytest.raises(KeyboardInterrupt):
+        checked_score(WaitsForCtrlC(), a, a)
+
+
+@pytest.mark.parametrize("module_level, message", [
+    ("sys.exit(3)", "indicator 'broken_plugin' failed to import: SystemExit: 3"),
+    ("raise ImportError('needs a package that is not installed')",
+     "indicator 'broken_plugin' failed to import: ImportError: needs a package that is not installed"),
+])
+def test_installed_plugin_failing_to_import_is_one_line(tmp_path, capsys, monkeypatch, module_level, message):
+    """An entry-point plugin is imported only when used; its import failing is one line too."""
+    import sys
+
+    from transferbench.indicator import INDICATORS
+
+    (tmp_path / "broken_plugin_module.py").write_text(PLUGIN.format(module_level=module_level))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delitem(sys.modules, "broken_plugin_module", raising=False)
+    monkeypatch.setitem(INDICATORS._entries, "broken_plugin", "broken_plugin_module:Bad")
+    assert main(["run", "-i", "broken_plugin", *_isolated(tmp_path, monkeypatch)]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken_plugin_module.py"]
+
+
+def test_ctrl_c_while_a_plugin_hangs_stops_the_run_and_its_scoring_process(tmp_path):
+    import signal
+    import threading
+
+    from transferbench.indicator import TaskView, score_pairs
+
+    pid_file = tmp_path / "child.pid"
+
+    class Hangs(Indicator):
+        def score(self, source, target):
+            pid_file.write_text(str(os.getpid()))
+            while True:
+                try:
+                    time.sleep(0.05)
+                except BaseException:
+                    pass
+
+    def press_ctrl_c():
+        while not pid_file.exists():
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    a = TaskView("a", "f", 2, {})
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        score_pairs(Hangs(), [(a, a)], time_limit=30)
+    assert time.monotonic() - started < 10
+    child = int(pid_file.read_text())
+    assert not Path(f"/proc/{child}").exists()  # killed and reaped
 
 
 # ---- 9. command-line values ---------------------------------------------------------------------
@@ -458,6 +583,17 @@ def test_output_folder_that_is_a_file_fails_before_compute(tmp_path, capsys, mon
     assert in_the_way.read_text() == "keep me" and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("what", ["file", "missing"])
+def test_leaderboard_from_a_submissions_dir_that_is_no_folder_is_one_line(tmp_path, capsys, what):
+    folder = tmp_path / "submissions"
+    if what == "file":
+        folder.write_text("keep me")
+    assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"submissions folder {folder} {'is not a folder' if what == 'file' else 'does not exist'}" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["submissions"] if what == "file" else [])
+
+
 def test_leaderboard_into_a_file_is_one_line(tmp_path, capsys):
     folder = tmp_path / "submissions"
     write_result(_result("good"), folder)
@@ -474,6 +610,195 @@ def test_open_without_a_generated_page_is_one_line_and_writes_nothing(tmp_path, 
     assert main(args) == 2
     assert "add --write" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "board").exists()  # printing never writes
+
+
+def _fail_writes_under(monkeypatch, folder: Path, err: int, *, after: int = 0) -> list[str]:
+    """Make the file system refuse (`err`) every write that reaches `fsync` under `folder`, after
+    the first `after` succeeded; returns the paths written successfully. Running as root, a
+    read-only folder or a full disk cannot be had for real, so the refusal is injected where the
+    kernel would report it."""
+    import errno
+
+    written: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.startswith(str(folder)):
+            if len(written) >= after:
+                raise OSError(err, os.strerror(err))
+            written.append(path)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if err == errno.EROFS:  # a read-only file system refuses creating the file in the first place
+        real_mkstemp = __import__("tempfile").mkstemp
+
+        def mkstemp(*args, dir=None, **kwargs):
+            if dir is not None and str(dir).startswith(str(folder)):
+                raise OSError(err, os.strerror(err), str(dir))
+            return real_mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr("tempfile.mkstemp", mkstemp)
+    return written
+
+
+def _tiny_run(tmp_path, monkeypatch, tiny_backbone) -> list[str]:
+    from conftest import build_tiny_suite
+
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    suite = build_tiny_suite(tmp_path / "tasks")
+    return ["run", "--submit", "-i", "random", "--suite", str(suite), "--backbone", str(tiny_backbone), "--transfer",
+            "zero_shot", "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+
+
+@pytest.mark.parametrize("case", ["read_only", "no_free_space"])
+def test_cache_that_cannot_take_new_artifacts_fails_before_compute(tmp_path, capsys, monkeypatch, tiny_backbone,
+                                                                  case):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from transferbench.executors import LocalExecutor
+
+    args = _tiny_run(tmp_path, monkeypatch, tiny_backbone)
+    if case == "read_only":
+        _fail_writes_under(monkeypatch, tmp_path / "cache", errno.EROFS)
+        expected = "Read-only file system"
+    else:
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+        expected = "only 4 KiB free (at least 16 MiB needed"
+    computed = []
+    monkeypatch.setattr(LocalExecutor, "run", lambda self, units, *a, **k: computed.append(units))
+    assert main(args) == 2
+    line = _the_error_line(capsys.readouterr().err)
+    assert f"cannot write {tmp_path / 'cache'}" in line and expected in line and "TRANSFERBENCH_CACHE" in line, line
+    assert computed == [] and not (tmp_path / "submissions").exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_disk_filling_up_mid_compute_keeps_what_was_computed(tmp_path, capsys, monkeypatch, tiny_backbone):
+    import errno
+
+    from transferbench.store import ArtifactStore
+
+    args = _tiny_run(tmp_path, monkeypatch, tiny_backbone)
+    written = _fail_writes_under(monkeypatch, tmp_path / "cache", errno.ENOSPC, after=2)
+    assert main(args) == 2
+    line = _the_error_line(capsys.readouterr().err)
+    assert "No space left on device" in line and str(tmp_path / "cache") in line, line
+    files = sorted(p for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert len(written) == 2 and len(files) == 2  # both kept, no temporary file left behind
+    assert {Path(w).name.split(".")[1] for w in written} == {p.stem for p in files}
+    for path in files:  # and each is a whole, loadable artifact
+        assert ArtifactStore(tmp_path / "cache").load(path.parent.name, path.stem) is not None
+    assert not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.parametrize("err, after", [("ENOSPC", 0), ("ENOSPC", 2), ("EROFS", 0)])
+def test_leaderboard_that_cannot_be_written_is_one_line_and_keeps_the_old_board(tmp_path, capsys, monkeypatch, err,
+                                                                                after):
+    """All or nothing: the disk filling up after some of the board's files were written leaves
+    the previous board exactly as it was."""
+    import errno
+
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "README.md").write_text("the previous board")
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    _fail_writes_under(monkeypatch, board, getattr(errno, err), after=after)
+    assert main(["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(board)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"cannot write {board}" in line and os.strerror(getattr(errno, err)) in line, line
+    assert [p.name for p in board.rglob("*") if p.is_file()] == ["README.md"]
+    assert (board / "README.md").read_text() == "the previous board"
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_result_files_are_written_all_or_none(tmp_path, monkeypatch):
+    """`run` writes its result files in one `write_results` call: a disk filling up after the first
+    file leaves the submissions folder as it was (the scores are recomputed from the cache)."""
+    import errno
+
+    from transferbench.results import write_results
+
+    folder = tmp_path / "submissions"
+    kept = write_result(_result("earlier"), folder)
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    _fail_writes_under(monkeypatch, folder, errno.ENOSPC, after=1)
+    with pytest.raises(TransferbenchError, match=r"cannot write .*submissions.*: No space left on device"):
+        write_results([_result("one", seed=1), _result("two", seed=2)], folder)
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before and kept.is_file()
+
+
+# ---- 12. a killed run leaves nothing behind that lasts --------------------------------------------
+
+KILLED_DOWNLOADER = """
+import sys
+from pathlib import Path
+
+from transferbench import sources
+
+sys.executable = sys.argv[1]  # `pip` is this fake: it records its pid and sleeps
+sources.fetch_distribution("pkg", "1.0", "0" * 64, "wheel")
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's bookkeeping is left
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="PR_SET_PDEATHSIG and /proc are Linux")
+def test_killed_run_leaves_no_download_running_and_its_folder_is_cleaned_next_start(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    from transferbench import sources, store
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(cache))
+    pid_file = tmp_path / "pip.pid"
+    fake_pip = tmp_path / "fake_pip.sh"
+    fake_pip.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 120\n")
+    fake_pip.chmod(0o755)
+    script = tmp_path / "downloader.py"
+    script.write_text(KILLED_DOWNLOADER)
+    run = subprocess.Popen([sys.executable, str(script), str(fake_pip)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pip_pid = int(pid_file.read_text())
+        assert _alive(pip_pid)
+        run.send_signal(signal.SIGKILL)  # no cleanup code of transferbench can run
+        run.wait()
+        deadline = time.monotonic() + 5
+        while _alive(pip_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pip_pid), "pip download outlived the killed run"
+    finally:
+        run.kill()
+    leftovers = list((cache / "downloads").glob(".pip-*"))
+    assert len(leftovers) == 1
+    old = time.time() - 2 * store.LEFTOVER_GRACE_SECONDS
+    os.utime(leftovers[0], (old, old))
+    with store.working_folder(cache / "downloads", ".pip-") as live:  # another run, downloading right now
+        os.utime(live, (old, old))
+        wheel = cache / "downloads" / "pkg==1.0-wheel" / "pkg-1.0-py3-none-any.whl"
+        wheel.parent.mkdir(parents=True)
+        wheel.write_bytes(b"a wheel")
+        sha = __import__("hashlib").sha256(b"a wheel").hexdigest()
+        assert sources.fetch_distribution("pkg", "1.0", sha, "wheel") == wheel  # the next start
+        assert not leftovers[0].exists() and live.is_dir()
+    assert not live.exists()
 
 
 # ---- inputs added with the reference ground truth: one line, exit 2 ---------------------------

@@ -6,7 +6,8 @@ import torch
 
 from transferbench.backbone import Backbone, tiny_backbone_folder
 from transferbench.prompt import (
-    PromptConfig, Verbalizer, capture_ffn, encode_split, predict, prompted_forward, train_prompt,
+    PromptConfig, TrainJob, Verbalizer, capture_ffn, encode_split, predict, prompted_forward, train_prompt,
+    train_prompts,
 )
 from transferbench.errors import TransferbenchError
 
@@ -138,3 +139,42 @@ def test_auto_device_on_a_cpu_machine_is_the_cpu():
         expected = "mps"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+
+
+def _jobs(backbone, config, seeds, flip=()):
+    """Training jobs on TEXTS (labels flipped for the seeds in `flip`, so jobs differ in data)."""
+    split = _split(backbone, config)
+    jobs = []
+    for seed in seeds:
+        labels = [1 - y for y in LABELS] if seed in flip else LABELS
+        dataset = datasets.Dataset.from_dict({"text": TEXTS[: 20 + seed], "text_pair": [""] * (20 + seed),
+                                              "label": labels[: 20 + seed]})
+        train = encode_split(backbone, dataset, config.max_length)
+        jobs.append(TrainJob(train, split, Verbalizer(backbone, [["bad"], ["good", "great"]], config.cosine_scale), seed))
+    return jobs
+
+
+def test_one_job_trains_exactly_like_train_prompt(backbone):
+    job = _jobs(backbone, CONFIG, [2])[0]
+    alone = train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=2)
+    [together] = train_prompts(backbone, [job], CONFIG)
+    assert torch.equal(alone.prompt, together.prompt) and alone.losses == together.losses
+
+
+def test_prompts_trained_together_follow_their_own_trajectories(backbone):
+    """Each prompt gets its own loss's gradient: trained with others it matches training alone (fp32,
+    so only the padded batch shape differs), and a neighbour with opposite labels does not pull it."""
+    config = PromptConfig(prompt_length=4, steps=6, batch_size=4, eval_every=3, lr=0.1, bf16=False)
+    jobs = _jobs(backbone, config, [0, 1, 5], flip={1})
+    together = train_prompts(backbone, jobs, config)
+    for job, got in zip(jobs, together):
+        alone = train_prompt(backbone, job.train, job.dev, job.verbalizer, config, seed=job.seed)
+        assert torch.allclose(got.prompt, alone.prompt, atol=1e-4), job.seed
+        assert got.best_step == alone.best_step
+        assert got.losses == pytest.approx(alone.losses, abs=1e-4)
+
+
+def test_prompts_trained_together_are_deterministic(backbone):
+    jobs = _jobs(backbone, CONFIG, [0, 3])
+    a, b = train_prompts(backbone, jobs, CONFIG), train_prompts(backbone, jobs, CONFIG)
+    assert all(torch.equal(x.prompt, y.prompt) and x.losses == y.losses for x, y in zip(a, b))

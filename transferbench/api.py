@@ -104,7 +104,8 @@ def score_plan(bench, indicators: Sequence) -> str:
 
 
 def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | None = None, executor=None,
-                  console: Console | None = None, use_shipped: bool = True, device: str = "cpu"):
+                  console: Console | None = None, use_shipped: bool = True, device: str = "cpu",
+                  prompts_per_pass: int = 1):
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
     from transferbench.reference import load_shipped, suite_problem
@@ -115,12 +116,14 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
     seeds = list(seeds) if seeds is not None else list(spec.seeds)
     console = console or Console(stderr=True, markup=False)
     shipped = load_shipped(spec.name, backbone) if use_shipped else None
-    bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, reference=shipped, device=device)
+    bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, reference=shipped, device=device,
+                      prompts_per_pass=prompts_per_pass)
     if shipped is not None:
         problem = suite_problem(shipped, bench)
         if problem:
             console.print(f"not using the shipped reference {shipped.root.name} ({shipped.hash[:12]}): {problem}")
-            bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, device=device)
+            bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, device=device,
+                              prompts_per_pass=prompts_per_pass)
     return bench
 
 
@@ -168,6 +171,8 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
               "prompt": bench.config.to_dict(), "seeds": bench.seeds, "threads_per_unit": bench.context.threads,
               "device": str(bench.device),
               "reference": reference.hash}
+    if bench.prompts_per_pass > 1:  # recorded only when used, so earlier result files stay byte-identical
+        config["prompts_per_pass"] = bench.prompts_per_pass
     results = []
     for kind in kinds:
         transfer = reference.matrix(kind)
@@ -188,7 +193,8 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
 
 def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: str = "minilm",
         seeds: Sequence[int] | None = None, kinds: Sequence[str] = TRANSFER_KINDS, executor=None,
-        submissions_dir: Path | None = None, console: Console | None = None, device: str = "auto") -> Results:
+        submissions_dir: Path | None = None, console: Console | None = None, device: str = "auto",
+        prompts_per_pass: int = 1) -> Results:
     """Score `indicators` (registered names with optional `:k=v` parameters, `file.py:Class`, or
     "all") on `suite` and `backbone` against its reference (the shipped one, or measured first).
 
@@ -196,7 +202,7 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
     """
     from transferbench.executors import LocalExecutor
     from transferbench.indicator import all_indicator_names, make_indicator
-    from transferbench.results import write_result
+    from transferbench.results import write_results
 
     unknown = [kind for kind in kinds if kind not in TRANSFER_KINDS]
     if unknown:
@@ -207,9 +213,10 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
     built = [make_indicator(spec) for spec in dict.fromkeys(names)]  # fail fast on bad names
     started = time.perf_counter()
     executor = executor or LocalExecutor()
-    bench = benchmark_for(suite, backbone, seeds, executor=executor, console=console, device=device)
+    bench = benchmark_for(suite, backbone, seeds, executor=executor, console=console, device=device,
+                          prompts_per_pass=prompts_per_pass)
     with executor, bench.progress():
         results = score(bench, built, kinds, started)
-    paths = [write_result(result, submissions_dir) for result in results] if submissions_dir else []
+    paths = write_results(results, submissions_dir) if submissions_dir else []
     return Results(results=results, reference=bench.reference(), wall_seconds=time.perf_counter() - started,
                    paths=paths)

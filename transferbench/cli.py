@@ -64,6 +64,10 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit-threads", type=int, default=None,
                         help="PyTorch threads per unit of work, and CPUs per Ray task; CPU numerics depend on it, "
                              "so runs agree exactly only at equal values (default: all cores for local, 1 for ray)")
+    parser.add_argument("--prompts-per-pass", type=int, default=1,
+                        help="prompts trained together in one forward/backward pass when a reference is measured "
+                             "(fills a GPU; numbers then differ from one-at-a-time training by rounding, so it keys "
+                             "the cache; default: %(default)s)")
 
 
 def _add_board_options(parser: argparse.ArgumentParser) -> None:
@@ -215,7 +219,7 @@ def cmd_run(args, console: Console) -> int:
 
     from transferbench import api
     from transferbench.indicator import make_indicator
-    from transferbench.results import write_result_stable
+    from transferbench.results import write_results_stable
 
     specs = _expand_all(args.indicator)
 
@@ -227,15 +231,14 @@ def cmd_run(args, console: Console) -> int:
     console.print(f"loading the tasks of suite {args.suite} (downloads, when not cached, are named as they start) "
                   "and checking them against the shipped reference ...", highlight=False, soft_wrap=True)
     bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor, console=status,
-                              device=args.device)
+                              device=args.device, prompts_per_pass=args.prompts_per_pass)
     console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
     with executor, bench.progress(args.progress):
         results = api.score(bench, indicators, kinds, started)
     reference = bench.reference()
     _print_task_report(reference, console)
-    # Results are written only once every indicator and transfer kind succeeded.
-    for result in results:
-        path, what = write_result_stable(result, submissions)
+    # Results are written only once every indicator and transfer kind succeeded, and all or none.
+    for path, what in write_results_stable(results, submissions):
         console.print(f"{what} {path}", markup=False, highlight=False)
     _rebuild_and_print(args, console, board_dir, local_dir=None if local is None else submissions,
                        only=(bench.suite.name, args.backbone))
@@ -252,7 +255,7 @@ def cmd_reference(args, console: Console) -> int:
         executor = _executor(args)
         started = time.perf_counter()
         bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
-                              use_shipped=False, device=args.device)
+                              use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass)
         console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
         with executor, bench.progress():
             built = ref.collect(bench)
@@ -260,6 +263,7 @@ def cmd_reference(args, console: Console) -> int:
 
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
             "wall_seconds": round(time.perf_counter() - started, 1), "device": str(bench.device),
+            "prompts_per_pass": bench.prompts_per_pass,
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
         root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")

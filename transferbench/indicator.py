@@ -12,14 +12,18 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import inspect
+import json
 import math
+import os
+import select
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import yaml
@@ -174,10 +178,8 @@ def _load_file_class(path: str, class_name: str) -> type[Indicator]:
     spec = importlib.util.spec_from_file_location(module_name, file)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[module_name] = module
-    try:
+    with _plugin_guard(f"indicator file {path!r} failed to import:"):  # sys.exit() there must not end the run
         spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() on import must not end the run silently
-        raise TransferbenchError(f"indicator file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, class_name, None)
     if cls is None:
         classes = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Indicator) and v is not Indicator]
@@ -236,7 +238,8 @@ def make_indicator(spec: str) -> Indicator:
         cls = _load_file_class(path + ".py", class_name)
     else:
         name, _, param_text = spec.partition(":")
-        cls = INDICATORS.get(name)
+        with _plugin_guard(f"indicator {name!r} failed to import:"):  # an installed plugin's module
+            cls = INDICATORS.get(name)
     params = parse_params(param_text, spec)
     unknown = sorted(set(params) - set(cls.param_names()))
     if unknown:
@@ -244,14 +247,11 @@ def make_indicator(spec: str) -> Indicator:
             f"indicator {cls.registered_name!r} has no parameter {unknown[0]!r}"
             f"{did_you_mean(unknown[0], cls.param_names())}"
         )
-    try:
-        indicator = cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise TransferbenchError(f"indicator {cls.registered_name!r}: {exc}") from None
-    except (Exception, SystemExit) as exc:  # plugin code: any failure is one line naming it
-        raise TransferbenchError(
-            f"indicator {cls.registered_name!r}: its constructor raised {type(exc).__name__}: {exc}"
-        ) from None
+    with _plugin_guard(f"indicator {cls.registered_name!r}: its constructor raised"):
+        try:
+            indicator = cls(**params)
+        except (TypeError, ValueError) as exc:  # a bad parameter value: the plugin's own message
+            raise TransferbenchError(f"indicator {cls.registered_name!r}: {exc}") from None
     missing = sorted(set(indicator.requires) - set(ARTIFACTS))
     if missing:
         raise TransferbenchError(
@@ -265,62 +265,70 @@ def make_indicator(spec: str) -> Indicator:
 DEFAULT_TIME_LIMIT = 60.0
 
 
-class _TimeLimitExceeded(BaseException):
-    """Raised from the SIGALRM handler. A BaseException, so a plugin's `except Exception` cannot
-    swallow it."""
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise `_TimeLimitExceeded` in the block after `seconds` of wall time.
+def _user_interrupts() -> Iterator[list[int]]:
+    """Yield a list that receives SIGINT whenever a real Ctrl-C arrives during the block, so a
+    `KeyboardInterrupt` can be told apart from one that plugin code raised itself.
 
-    Uses `signal.setitimer(ITIMER_REAL)`, so it only works in the main thread on Unix; elsewhere
-    (and with `seconds=None`) the block runs without a limit. Code stuck inside one long C call
-    (e.g. a huge matrix product) is interrupted only when that call returns. An alarm someone else
-    had set is restored afterwards, minus the time spent here.
+    Outside the main thread nothing is installed: Python delivers SIGINT's KeyboardInterrupt to
+    the main thread only, so one raised in another thread is never the user's.
     """
-    usable = (seconds is not None and seconds > 0 and hasattr(signal, "setitimer")
-              and threading.current_thread() is threading.main_thread())
-    if not usable:
-        yield
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
         return
+    previous = signal.getsignal(signal.SIGINT)
 
-    def on_alarm(signum, frame):
-        raise _TimeLimitExceeded
+    def on_sigint(signum, frame):
+        received.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
-    # None: a handler installed from C, which Python cannot reinstall; fall back to the default.
-    previous_handler = signal.signal(signal.SIGALRM, on_alarm) or signal.SIG_DFL
-    started = time.monotonic()
-    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.signal(signal.SIGINT, on_sigint)
     try:
-        yield
+        yield received
     finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _plugin_guard(failure: str) -> Iterator[None]:
+    """Run plugin code (import, constructor, `score`): anything it raises becomes one
+    `TransferbenchError` "<failure> <Type>: <message>", SystemExit and a KeyboardInterrupt the
+    plugin raises itself included. A TransferbenchError passes unchanged, and so does the user's
+    own Ctrl-C, which stops the run as usual."""
+    with _user_interrupts() as interrupts:
         try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:  # nested, so an alarm landing right here still restores the previous handler
-            signal.signal(signal.SIGALRM, previous_handler)
-            if previous_delay > 0:
-                remaining = max(previous_delay - (time.monotonic() - started), 1e-3)
-                signal.setitimer(signal.ITIMER_REAL, remaining, previous_interval)
+            yield
+        except TransferbenchError:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) and interrupts:
+                raise
+            raise TransferbenchError(f"{failure} {_describe(exc)}") from None
 
 
 def checked_score(indicator: Indicator, source: TaskView, target: TaskView,
                   time_limit: float | None = None) -> float:
     """Call `indicator.score` and turn any failure into one line naming the indicator and pair.
 
-    With `time_limit` (seconds; the runner passes `DEFAULT_TIME_LIMIT`), a call that runs longer
-    fails with "... exceeded the time limit of N s". `None` means no limit.
+    With `time_limit` (seconds), the call runs in a child process (`score_pairs`) and one that
+    runs longer fails with "... exceeded the time limit of N s". `None`: in this process, no limit.
     """
+    if time_limit is not None:
+        return score_pairs(indicator, [(source, target)], time_limit)[0]
     where = f"indicator {indicator.name!r} on pair {source.name} -> {target.name}"
-    try:
-        with _time_limit(time_limit):
+    with _plugin_guard(f"{where} raised"):  # sys.exit(0) in a plugin must not look like success
+        try:
             value = indicator.score(source, target)
-    except _TimeLimitExceeded:
-        raise TransferbenchError(f"{where} exceeded the time limit of {time_limit:g} s") from None
-    except TransferbenchError as exc:
-        raise TransferbenchError(f"{where}: {exc}") from None
-    except (Exception, SystemExit) as exc:  # sys.exit(0) in a plugin must not look like success
-        raise TransferbenchError(f"{where} raised {type(exc).__name__}: {exc}") from None
+        except TransferbenchError as exc:  # e.g. reading an artifact it did not declare
+            raise TransferbenchError(f"{where}: {exc}") from None
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.item()
     if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
@@ -329,6 +337,113 @@ def checked_score(indicator: Indicator, source: TaskView, target: TaskView,
     if not math.isfinite(value):
         raise TransferbenchError(f"{where} returned {value}; scores must be finite")
     return value
+
+
+def score_pairs(indicator: Indicator, pairs: Sequence[tuple[TaskView, TaskView]],
+                time_limit: float | None = DEFAULT_TIME_LIMIT) -> list[float]:
+    """`checked_score` of every (source, target) pair, in order, each within `time_limit` seconds.
+
+    The pairs are scored in one forked child process, which sends each score (or its one-line
+    error) back through a pipe; this process waits at most `time_limit` for each and SIGKILLs the
+    child when it is over, so no plugin code (a loop catching BaseException, a blocking C call,
+    an ignored signal) can outlast the limit. The child also dies with this process, ignores
+    Ctrl-C (this process handles it and kills the child) and shares nothing back but the scores:
+    state an indicator keeps between pairs lives for one call of this function. Without
+    `os.fork` (Windows) or with `time_limit=None` the pairs run here, without a limit.
+    """
+    if time_limit is None or not hasattr(os, "fork") or not pairs:
+        return [checked_score(indicator, source, target) for source, target in pairs]
+    parent = os.getpid()
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns on fork with threads; the child runs no thread's code
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        _score_in_child(indicator, pairs, write_end, parent)
+    os.close(write_end)
+    values: list[float] = []
+    try:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            lines = _lines_within(pipe, time_limit)
+            for source, target in pairs:
+                where = f"indicator {indicator.name!r} on pair {source.name} -> {target.name}"
+                line = next(lines)
+                if line is None:
+                    raise TransferbenchError(f"{where} exceeded the time limit of {time_limit:g} s")
+                if not line:
+                    raise TransferbenchError(f"{where} ended the scoring process ({_end_of(pid)})")
+                message = json.loads(line)
+                if "error" in message:
+                    raise TransferbenchError(message["error"])
+                values.append(float(message["value"]))
+    finally:
+        _stop(pid)
+    return values
+
+
+def _score_in_child(indicator: Indicator, pairs: Sequence[tuple[TaskView, TaskView]], fd: int,
+                    parent: int) -> None:
+    status = 0
+    try:
+        from transferbench.processes import die_with_parent
+
+        die_with_parent(parent)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the user's Ctrl-C is the parent's to handle
+        if "torch" in sys.modules:  # torch's OpenMP thread pool does not survive fork: its next op would hang
+            sys.modules["torch"].set_num_threads(1)
+        with os.fdopen(fd, "wb", buffering=0) as pipe:
+            for source, target in pairs:
+                try:
+                    message = {"value": checked_score(indicator, source, target)}
+                except TransferbenchError as exc:
+                    message = {"error": str(exc)}
+                pipe.write(json.dumps(message).encode() + b"\n")
+                if "error" in message:
+                    break
+    except BaseException:  # noqa: BLE001 -- the parent reports the missing score
+        status = 70
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)  # never run the parent's cleanup (atexit, finally blocks up the stack)
+
+
+def _lines_within(pipe, seconds: float) -> Iterator[bytes | None]:
+    """Yield each line read from `pipe` (without its newline), waiting at most `seconds` for each:
+    None when that time passed, b"" at the end of the stream."""
+    buffer = b""
+    while True:
+        deadline = time.monotonic() + seconds
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([pipe], [], [], remaining)[0]:
+                yield None
+                return
+            chunk = pipe.read(1 << 16)
+            if not chunk:
+                yield b""
+                return
+            buffer += chunk
+        line, _, buffer = buffer.partition(b"\n")
+        yield line
+
+
+def _end_of(pid: int) -> str:
+    """How the child `pid` ended, once it has: "exit status N" or "killed by SIGNAME"."""
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _stop(pid: int) -> None:
+    """SIGKILL the child `pid` if it still runs, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def measured_costs() -> dict[str, dict[str, Any]]:

@@ -367,6 +367,102 @@ def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> Tr
     return TrainedPrompt(prompt=best[2].cpu(), dev_accuracy=best[0], best_step=best[1], losses=losses)
 
 
+@dataclass
+class TrainJob:
+    """One prompt to train in `train_prompts`: the same arguments as `train_prompt`."""
+
+    train: EncodedSplit
+    dev: EncodedSplit | None
+    verbalizer: Verbalizer
+    seed: int
+    init: torch.Tensor | None = None
+
+
+def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptConfig, progress=None) -> list[TrainedPrompt]:
+    """Train several prompts together: one forward/backward pass per step for all of them.
+
+    Each step takes every job's next batch (drawn exactly as `train_prompt` draws it for that job's
+    seed), stacks the rows with per-example prompts (as `predict_many` does for evaluation), and
+    backpropagates the sum of the jobs' mean losses. A frozen encoder has no operation that mixes
+    rows (LayerNorm and attention are per sequence), so each prompt receives the gradient of its own
+    loss alone, and AdamW is element-wise: every prompt follows its `train_prompt` trajectory up to
+    floating-point differences from the longer padded batch (reduced-precision matmuls round
+    differently for other shapes). The same jobs in the same order give the same prompts every time.
+    Dev selection is per job, as in `train_prompt`. With one job this is exactly `train_prompt`.
+    """
+    if len(jobs) == 1:
+        job = jobs[0]
+        return [train_prompt(backbone, job.train, job.dev, job.verbalizer, config, job.seed, job.init, progress)]
+    with torch.enable_grad():
+        return _train_many(backbone, jobs, config, progress)
+
+
+def _train_many(backbone, jobs, config, progress) -> list[TrainedPrompt]:
+    device = backbone.device
+    prompts = []
+    for job in jobs:
+        torch.manual_seed(job.seed)
+        start = job.init.clone().float() if job.init is not None else initial_prompt(backbone, config.prompt_length, job.seed)
+        prompts.append(start.to(device).requires_grad_(True))
+    # one parameter group per prompt: AdamW's update is element-wise, so this equals one optimizer each
+    optimizer = torch.optim.AdamW([{"params": [p]} for p in prompts], lr=config.lr, weight_decay=0.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.bf16 and autocast_dtype(device) == torch.float16)
+    orders = [torch.Generator().manual_seed(job.seed + 1) for job in jobs]
+    permutations: list[list[int]] = [[] for _ in jobs]
+    pad = backbone.tokenizer.pad_token_id
+    best = [(-1.0, 0, p.detach().clone()) for p in prompts]
+    losses: list[list[float]] = [[] for _ in jobs]
+    progress_bar.loop_started(config.steps)
+    for step in range(1, config.steps + 1):
+        batches, indices = [], []
+        for j, job in enumerate(jobs):
+            if len(permutations[j]) < config.batch_size:
+                permutations[j] += torch.randperm(len(job.train), generator=orders[j]).tolist()
+            index, permutations[j] = permutations[j][: config.batch_size], permutations[j][config.batch_size :]
+            indices.append(index)
+            batches.append(job.train.batch(index, pad))
+        batch = _stack_batches(batches, pad)
+        rows = torch.cat([p.unsqueeze(0).expand(len(i), -1, -1) for p, i in zip(prompts, indices)])
+        with autocast(config, device):
+            output = prompted_forward(backbone, rows, batch)
+        job_losses, start = [], 0
+        for job, index in zip(jobs, indices):
+            part = slice(start, start + len(index))
+            start += len(index)
+            logits = job.verbalizer.logits(PromptedOutput(output.hidden[part], output.attention_mask[part], output.mask_hidden[part]))
+            job_losses.append(F.cross_entropy(logits.float(), job.train.labels[index].to(device)))
+        scaler.scale(torch.stack(job_losses).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        for j, (job, loss) in enumerate(zip(jobs, job_losses)):
+            losses[j].append(loss.item())
+            if job.dev is None and step == config.steps:
+                best[j] = (float("nan"), step, prompts[j].detach().clone())
+            elif job.dev is not None and (step % config.eval_every == 0 or step == config.steps):
+                dev_acc = split_accuracy(backbone, prompts[j].detach(), job.dev, job.verbalizer, config)
+                if dev_acc > best[j][0]:
+                    best[j] = (dev_acc, step, prompts[j].detach().clone())
+        if progress is not None:
+            for _ in jobs:  # one tick per prompt-step, as `train_prompt` ticks
+                progress()
+        progress_bar.batch_done()  # one step of every prompt of the pass
+    if not all(math.isfinite(x) for job_losses in losses for x in job_losses):
+        raise TransferbenchError("prompt training diverged (non-finite loss); lower `lr` in the suite's training block")
+    return [TrainedPrompt(prompt=b[2].cpu(), dev_accuracy=b[0], best_step=b[1], losses=l) for b, l in zip(best, losses)]
+
+
+def _stack_batches(batches: Sequence[dict[str, torch.Tensor]], pad: int) -> dict[str, torch.Tensor]:
+    """Concatenate padded batches row-wise, right-padding each to the longest (ids with `pad`,
+    attention mask and token types with 0)."""
+    width = max(b["input_ids"].shape[1] for b in batches)
+    out = {}
+    for key in batches[0]:
+        fill = pad if key == "input_ids" else 0
+        out[key] = torch.cat([F.pad(b[key], (0, width - b[key].shape[1]), value=fill) for b in batches])
+    return out
+
+
 @contextmanager
 def capture_ffn(backbone: Backbone, positions: slice | list[int]):
     """Record each layer's FFN activations (after the activation function) at `positions`.
@@ -394,5 +490,6 @@ def capture_ffn(backbone: Backbone, positions: slice | list[int]):
 
 __all__ = [
     "PromptConfig", "EncodedSplit", "encode_split", "Verbalizer", "prompted_forward", "predict",
-    "accuracy", "split_accuracy", "TrainedPrompt", "train_prompt", "capture_ffn", "initial_prompt",
+    "accuracy", "split_accuracy", "TrainedPrompt", "train_prompt", "TrainJob", "train_prompts", "capture_ffn",
+    "initial_prompt",
 ]

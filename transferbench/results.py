@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_
 from transferbench import __version__
 from transferbench.errors import TransferbenchError
 from transferbench.evaluation import Evaluation, Metric, evaluate_indicator
-from transferbench.store import atomic_write_bytes
+from transferbench.store import atomic_write_many
 
 SCHEMA_VERSION = 2  # 2: reference hash, excluded targets, protocol transfer kinds
 METRIC_TOLERANCE = 1e-6
@@ -302,9 +302,14 @@ def result_json(result: ResultFile) -> bytes:
 
 def write_result(result: ResultFile, submissions_dir: Path) -> Path:
     """Write `result` atomically to `submissions_dir / result_filename(result)`; return the path."""
-    path = Path(submissions_dir) / result_filename(result)
-    atomic_write_bytes(path, result_json(result))
-    return path
+    return write_results([result], submissions_dir)[0]
+
+
+def write_results(results: Sequence[ResultFile], submissions_dir: Path) -> list[Path]:
+    """Write every result file, all or none (`atomic_write_many`); return their paths."""
+    files = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
+    atomic_write_many(files)
+    return list(files)
 
 
 def _without_manifest(data: bytes) -> Any:
@@ -314,24 +319,28 @@ def _without_manifest(data: bytes) -> Any:
     return record
 
 
-def write_result_stable(result: ResultFile, submissions_dir: Path) -> tuple[Path, str]:
-    """Write `result` like `write_result`, unless its file already holds the same result in every
-    field but the manifest (the provenance of one run: when, where, with which command, commit and
-    package versions). That file is then left byte-identical, so rerunning an unchanged setting
-    changes nothing in git. Returns the path and "wrote", "replaced" or "unchanged"."""
-    path = Path(submissions_dir) / result_filename(result)
-    content = result_json(result)
-    if not path.exists():
-        atomic_write_bytes(path, content)
-        return path, "wrote"
+def _status(path: Path, content: bytes) -> str:
+    """"wrote" (no file yet), "unchanged" (the file holds the same result in every field but the
+    manifest) or "replaced" (other numbers, or a file that cannot be read as a result)."""
+    if not path.exists() and not path.is_symlink():
+        return "wrote"
     try:
-        unchanged = _without_manifest(_read_regular_file(path).encode()) == _without_manifest(content)
+        same = _without_manifest(_read_regular_file(path).encode()) == _without_manifest(content)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, TransferbenchError):
-        unchanged = False  # unreadable, not JSON or not a regular file: replaced below
-    if unchanged:
-        return path, "unchanged"
-    atomic_write_bytes(path, content)
-    return path, "replaced"
+        same = False
+    return "unchanged" if same else "replaced"
+
+
+def write_results_stable(results: Sequence[ResultFile], submissions_dir: Path) -> list[tuple[Path, str]]:
+    """Write the result files like `write_results` (all or none), except those whose file already
+    holds the same result in every field but the manifest (the provenance of one run: when, where,
+    with which command, commit and package versions): such a file is left byte-identical, so
+    rerunning an unchanged setting changes nothing in git. Returns (path, "wrote" | "replaced" |
+    "unchanged") per result."""
+    contents = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
+    done = [(path, _status(path, content)) for path, content in contents.items()]
+    atomic_write_many({path: contents[path] for path, what in done if what != "unchanged"})
+    return done
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -489,7 +498,8 @@ def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[Resul
     (a tampered or stale file). `local`: the folder is a user's own results (see `ResultFile.local`)."""
     root = Path(submissions_dir)
     if not root.is_dir():
-        raise TransferbenchError(f"submissions folder {root} does not exist")
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise TransferbenchError(f"submissions folder {root} {problem}; pass the folder of result files")
     results: list[ResultFile] = []
     problems: list[tuple[Path, str]] = []
     for path in sorted(root.rglob("*.json")):

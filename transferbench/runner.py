@@ -23,7 +23,7 @@ from transferbench import units
 from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
-from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, PairOutputs, TaskView, checked_score
+from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, PairOutputs, TaskView, score_pairs
 from transferbench.progress import Reporter
 from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
 from transferbench.reference import Reference, collect as collect_reference
@@ -88,7 +88,8 @@ class Benchmark:
 
     def __init__(self, suite: SuiteSpec, backbone: str, seeds: list[int],
                  store: ArtifactStore | None = None, console: Console | None = None,
-                 executor: Executor | None = None, reference: Reference | None = None, device: str = "cpu"):
+                 executor: Executor | None = None, reference: Reference | None = None, device: str = "cpu",
+                 prompts_per_pass: int = 1):
         if not seeds:
             raise TransferbenchError("at least one seed is needed (e.g. --seeds 0)")
         self.suite = suite
@@ -101,6 +102,11 @@ class Benchmark:
         self.config = PromptConfig.from_overrides(dict(suite.training), where=where)
         self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite.task_specs()}
         self.device = resolve_device(device)
+        if isinstance(prompts_per_pass, bool) or not isinstance(prompts_per_pass, int) or prompts_per_pass < 1:
+            raise TransferbenchError(f"--prompts-per-pass must be a whole number >= 1, not {prompts_per_pass!r}")
+        # Prompts trained together (`prompt.train_prompts`) follow their one-at-a-time trajectories
+        # up to floating-point rounding, so the grouping is part of what produced an artifact.
+        self.prompts_per_pass = prompts_per_pass
         self.context = units.UnitContext(suite, backbone, self.config, tuple(self.tasks),
                                          threads=self.executor.threads_per_unit, device=str(self.device))
         self._memo: dict[tuple, Any] = {}
@@ -145,9 +151,19 @@ class Benchmark:
         return {**self.backbone_identity(), **self.task_identity(task), "config": config,
                 "seed": seed, "code": PROMPT_CODE_VERSION, **self._device_key()}
 
-    def _device_key(self) -> dict[str, str]:
-        """Measured numbers depend on the device's kernels; CPU keys stay as they always were."""
-        return {} if self.device.type == "cpu" else {"device": self.device.type}
+    def _device_key(self) -> dict[str, Any]:
+        """Measured numbers depend on the device's kernels and on how many prompts train in one
+        pass; keys of CPU runs training one prompt at a time stay as they always were."""
+        key: dict[str, Any] = {} if self.device.type == "cpu" else {"device": self.device.type}
+        if self.prompts_per_pass > 1:
+            key["prompts_per_pass"] = self.prompts_per_pass
+        return key
+
+    def _groups(self, items: list) -> list[list]:
+        """`items` (in a fixed, protocol-given order) cut into groups of `prompts_per_pass`: the
+        same groups on every run, so a resumed run trains each prompt with the same neighbours."""
+        size = self.prompts_per_pass
+        return [items[i : i + size] for i in range(0, len(items), size)]
 
     def _prompt_key(self, task: str, seed: int) -> str:
         return self.store.key("prompts", self.prompt_inputs(task, seed))
@@ -182,14 +198,20 @@ class Benchmark:
 
     # ---- stage 2: prompts ----------------------------------------------------------------------
     def train_prompts(self, pairs: Iterable[tuple[str, int]]) -> None:
-        """Train (or load) the prompt of every (task, seed) in `pairs`, as one batch of units."""
-        jobs = []
-        for task, seed in dict.fromkeys(pairs):
-            if self._shipped_prompt(task, seed) is not None:
-                continue
-            key = self._prompt_key(task, seed)
-            if not self._has("prompts", key):
-                jobs.append(_Job(Unit(units.train_prompt_unit, (self.context, task, seed)), [("prompts", key)]))
+        """Train (or load) the prompt of every (task, seed) in `pairs`, as one batch of units.
+
+        With `prompts_per_pass` > 1 the suite's (task, seed) list is cut into fixed groups and each
+        group holding a missing prompt is trained together in one unit (`units.train_prompts_unit`)."""
+        missing = [(task, seed) for task, seed in dict.fromkeys(pairs)
+                   if self._shipped_prompt(task, seed) is None and not self._has("prompts", self._prompt_key(task, seed))]
+        if self.prompts_per_pass == 1:
+            jobs = [_Job(Unit(units.train_prompt_unit, (self.context, task, seed)), [("prompts", self._prompt_key(task, seed))])
+                    for task, seed in missing]
+        else:
+            everything = [(name, seed) for seed in self.seeds for name in self.tasks]
+            jobs = [_Job(Unit(units.train_prompts_unit, (self.context, group)),
+                         [("prompts", self._prompt_key(task, seed)) for task, seed in group], list)
+                    for group in self._groups(everything) if any(pair in missing for pair in group)]
         self._execute("train prompts", jobs)
 
     def train_all(self) -> None:
@@ -254,14 +276,21 @@ class Benchmark:
                      [("transfer", keys[s]) for s in missing], unpack)]
 
     def _init_jobs(self, sources: list[str | None], target: str, seed: int) -> list[_Job]:
-        jobs = []
-        for source in sources:
-            key = self._init_key(source, target, seed)
-            if source != target and not self._has("transfer", key):
-                init = self.source_prompt(source, seed)["prompt"] if source else None
-                jobs.append(_Job(Unit(units.init_accuracy_unit, (self.context, init, target, seed)),
-                                 [("transfer", key)]))
-        return jobs
+        """One unit per missing (source, target, seed) cell; with `prompts_per_pass` > 1, one unit
+        per fixed group of sources holding a missing cell, trained together on `target`."""
+        sources = [s for s in sources if s != target]
+        keys = {source: self._init_key(source, target, seed) for source in sources}
+        missing = [s for s in sources if not self._has("transfer", keys[s])]
+
+        def init(source: str | None) -> torch.Tensor | None:
+            return self.source_prompt(source, seed)["prompt"] if source else None
+
+        if self.prompts_per_pass == 1:
+            return [_Job(Unit(units.init_accuracy_unit, (self.context, init(s), target, seed)), [("transfer", keys[s])])
+                    for s in missing]
+        return [_Job(Unit(units.init_accuracy_many_unit, (self.context, [init(s) for s in group], target, seed)),
+                     [("transfer", keys[s]) for s in group], list)
+                for group in self._groups(sources) if any(s in missing for s in group)]
 
     def measured_keys(self) -> list[tuple[str, str]]:
         """(stage, key) of every stored prompt and measured cell of the reference protocol."""
@@ -443,11 +472,11 @@ class Benchmark:
                                 {artifact: self.artifact(name, artifact) for artifact in sorted(declared)})
                  for name, spec in self.tasks.items()}
         names = list(self.tasks)
+        pairs = [(s, t) for s in names for t in names if s != t]
+        values = score_pairs(indicator, [(views[s], views[t]) for s, t in pairs], time_limit=DEFAULT_TIME_LIMIT)
         scores = pd.DataFrame(np.nan, index=names, columns=names)
-        for s in names:
-            for t in names:
-                if s != t:
-                    scores.loc[s, t] = checked_score(indicator, views[s], views[t], time_limit=DEFAULT_TIME_LIMIT)
+        for (s, t), value in zip(pairs, values, strict=True):
+            scores.loc[s, t] = value
         return scores
 
     # ---- plumbing ------------------------------------------------------------------------------
@@ -470,6 +499,8 @@ class Benchmark:
         """Run the jobs' units through the executor; store each result in the driver as it arrives."""
         if not jobs:
             return
+        for stage in sorted({stage for job in jobs for stage, _ in job.keys}):
+            self.store.check_writable(stage)  # a read-only or full cache fails here, before compute
         advance = self._advance(description, len(jobs)) or (lambda: None)
 
         def store_result(index: int, result: Any) -> None:

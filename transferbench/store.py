@@ -8,18 +8,27 @@ that fails its checksum is reported, removed and recomputed.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 from transferbench.errors import TransferbenchError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so leftovers are never removed automatically
+    fcntl = None  # type: ignore[assignment]
 
 
 # Every folder the cache holds: the store's stages plus the downloads and unpacked models.
@@ -40,22 +49,110 @@ def content_key(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
+# The file system refusing a write: full disk or quota, read-only or forbidden folder, a file where a
+# folder should be. The user's machine, not a bug: `writing` turns these into one line.
+_REFUSED_WRITES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+
+# `check_writable` refuses to start computing with less free space than this under the cache.
+MIN_FREE_BYTES = 16 * 2**20
+
+
+@contextlib.contextmanager
+def writing(folder: Path) -> Iterator[None]:
+    """Turn the file system refusing a write under `folder` into one TransferbenchError naming the
+    path and the reason (other OSErrors pass unchanged)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _REFUSED_WRITES:
+            raise
+        raise TransferbenchError(
+            f"cannot write {exc.filename or folder}: {exc.strerror or exc}; free space or use a writable folder "
+            "(TRANSFERBENCH_CACHE for the cache); files written before are kept"
+        ) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_write_many({path: data})
+
+
+def atomic_write_many(files: Mapping[Path, bytes]) -> None:
+    """Write several files all or none: each goes to a temporary file beside it first, and only
+    when every one is written and synced are they renamed into place (renames need no space), so
+    a full disk or a refused folder leaves every existing file as it was."""
+    staged: list[tuple[str, Path]] = []
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
+        for path, data in files.items():
+            with writing(path.parent):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                staged.append((tmp, path))
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+        for tmp, path in staged:
+            with writing(path.parent):
+                os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# A working folder younger than this is never removed as a leftover: it may be in the instant
+# between its creation and its lock.
+LEFTOVER_GRACE_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def working_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new private folder `parent/<prefix>XXXX`, deleted on exit, and locked (`flock`) while this
+    process lives: the kernel drops the lock when the process dies, even by SIGKILL, so a later
+    run tells a leftover (`remove_leftovers`) from a folder another live run is filling."""
+    with writing(parent):
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        os.close(handle)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_leftovers(parent: Path, prefix: str) -> list[Path]:
+    """Delete the `working_folder`s under `parent` whose process died (unlocked, older than
+    `LEFTOVER_GRACE_SECONDS`); returns them. Folders of live processes are left alone."""
+    removed = []
+    if fcntl is None or not parent.is_dir():
+        return removed
+    for folder in sorted(parent.glob(f"{prefix}*")):
+        try:
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            if time.time() - folder.stat().st_mtime < LEFTOVER_GRACE_SECONDS:
+                continue
+            handle = os.open(folder, os.O_RDONLY)
+        except OSError:  # removed meanwhile
+            continue
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # locked: a live process is using it
+            os.close(handle)
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(handle)
+    return removed
 
 
 class ArtifactStore:
@@ -96,6 +193,21 @@ class ArtifactStore:
         digest = hashlib.sha256(payload).hexdigest().encode()
         atomic_write_bytes(self.path(stage, key), digest + b"\n" + payload)
 
+    def check_writable(self, stage: str) -> None:
+        """Fail with one line, before anything is computed, if new artifacts of `stage` cannot be
+        stored: the folder cannot be created or written (read-only cache), or the disk under it
+        has less than `MIN_FREE_BYTES` free."""
+        folder = self.root / stage
+        with writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".writable.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+            free = shutil.disk_usage(folder).free
+            if free < MIN_FREE_BYTES:
+                raise OSError(errno.ENOSPC, f"only {free // 1024} KiB free (at least {MIN_FREE_BYTES >> 20} MiB "
+                                            "needed to store new artifacts)", str(folder))
+
     def summary(self) -> list[tuple[str, int, int]]:
         """(stage, number of artifacts, bytes) for every stage folder in the store."""
         rows = []
@@ -129,8 +241,6 @@ class ArtifactStore:
         Only a name in `STAGES` is accepted, and only a real folder directly inside the cache root
         is deleted: `..`, absolute paths and symbolic links are refused before anything is touched.
         """
-        import shutil
-
         folder = self.check_clearable(stage)
         count = sum(1 for f in folder.rglob("*") if f.is_file())
         shutil.rmtree(folder)

@@ -20,8 +20,8 @@ from sklearn.exceptions import ConvergenceWarning
 from transferbench.backbone import Backbone
 from transferbench.neurons import predictivity, probe_ranking
 from transferbench.prompt import (
-    EncodedSplit, PromptConfig, PromptedOutput, Verbalizer, accuracy, autocast, capture_ffn, encode_split,
-    initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompt,
+    EncodedSplit, PromptConfig, PromptedOutput, TrainedPrompt, TrainJob, Verbalizer, accuracy, autocast, capture_ffn,
+    encode_split, initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompt, train_prompts,
 )
 from transferbench.store import content_key
 from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
@@ -113,8 +113,21 @@ def train_prompt_unit(ctx: UnitContext, task: str, seed: int) -> dict[str, Any]:
     suite = loaded(ctx)
     trained = train_prompt(suite.backbone, suite.encoded(task, "train"), suite.encoded(task, "dev"),
                            suite.verbalizer(task), ctx.config, seed)
+    return _own_prompt(suite, task, trained)
+
+
+def train_prompts_unit(ctx: UnitContext, pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """`train_prompt_unit` for every (task, seed) of `pairs`, trained together (`train_prompts`)."""
+    suite = loaded(ctx)
+    jobs = [TrainJob(suite.encoded(task, "train"), suite.encoded(task, "dev"), suite.verbalizer(task), seed)
+            for task, seed in pairs]
+    trained = train_prompts(suite.backbone, jobs, ctx.config)
+    return [_own_prompt(suite, task, one) for (task, _), one in zip(pairs, trained)]
+
+
+def _own_prompt(suite: LoadedSuite, task: str, trained: TrainedPrompt) -> dict[str, Any]:
     test = suite.encoded(task, "test")
-    predictions = predict(suite.backbone, trained.prompt, test, suite.verbalizer(task), ctx.config)
+    predictions = predict(suite.backbone, trained.prompt, test, suite.verbalizer(task), suite.config)
     return {"prompt": trained.prompt, "dev_accuracy": trained.dev_accuracy,
             "test_accuracy": accuracy(predictions, test.labels), "test_predictions": torch.from_numpy(predictions),
             "best_step": trained.best_step, "losses": torch.tensor(trained.losses)}
@@ -146,8 +159,24 @@ def init_accuracy_unit(ctx: UnitContext, source_prompt: torch.Tensor | None, tar
     # dev=None: no checkpoint selection, both arms are judged by their final prompt
     trained = train_prompt(suite.backbone, suite.encoded(target, "train"), None,
                            suite.verbalizer(target), budget, seed, init=source_prompt)
+    return _test_result(suite, target, trained.prompt, budget)
+
+
+def init_accuracy_many_unit(ctx: UnitContext, source_prompts: list[torch.Tensor | None], target: str,
+                            seed: int) -> list[dict[str, Any]]:
+    """`init_accuracy_unit` for several source prompts on one target, trained together
+    (`train_prompts`: every job draws the same batches, `seed`'s data order)."""
+    suite = loaded(ctx)
+    budget = replace(ctx.config, steps=ctx.config.init_steps)
+    train, verbalizer = suite.encoded(target, "train"), suite.verbalizer(target)
+    jobs = [TrainJob(train, None, verbalizer, seed, init) for init in source_prompts]
+    return [_test_result(suite, target, one.prompt, budget) for one in train_prompts(suite.backbone, jobs, budget)]
+
+
+def _test_result(suite: LoadedSuite, target: str, prompt: torch.Tensor, config: PromptConfig) -> dict[str, Any]:
+    """{"accuracy", "predictions"} of `prompt` on `target`'s test split."""
     test = suite.encoded(target, "test")
-    predictions = predict(suite.backbone, trained.prompt, test, suite.verbalizer(target), budget)
+    predictions = predict(suite.backbone, prompt, test, suite.verbalizer(target), config)
     return {"accuracy": torch.tensor(accuracy(predictions, test.labels)), "predictions": torch.from_numpy(predictions)}
 
 

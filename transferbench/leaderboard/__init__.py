@@ -7,7 +7,7 @@
 - `files`: write a leaderboard folder, leaving unchanged files untouched.
 """
 
-from transferbench.leaderboard.files import Written, write_if_changed, write_leaderboard
+from transferbench.leaderboard.files import Written, write_leaderboard
 from transferbench.leaderboard.page import open_in_browser, render_html
 from transferbench.leaderboard.render import (
     COLUMN_HELP, DISPLAY_HEADERS, RICH_HEADERS, leaderboard_csv, leaderboard_json, render_markdown, render_rich,
@@ -18,5 +18,5 @@ from transferbench.leaderboard.tables import COLUMNS, LEADERBOARD_VERSION, Table
 __all__ = [
     "COLUMNS", "COLUMN_HELP", "DISPLAY_HEADERS", "LEADERBOARD_VERSION", "RICH_HEADERS", "TableKey", "Written",
     "build_tables", "leaderboard_csv", "leaderboard_json", "open_in_browser", "render_html", "render_markdown",
-    "render_rich", "split_seed_line", "write_if_changed", "write_leaderboard",
+    "render_rich", "split_seed_line", "write_leaderboard",
 ]

@@ -15,7 +15,7 @@ from transferbench.leaderboard.render import _tables_json, leaderboard_csv, rend
 from transferbench.leaderboard.tables import _settings, _tables
 from transferbench.plots import plot_filename
 from transferbench.results import ResultFile
-from transferbench.store import atomic_write_bytes
+from transferbench.store import atomic_write_many
 
 
 class Written(list):
@@ -28,16 +28,12 @@ class Written(list):
         self.removed = removed
 
 
-def write_if_changed(path: Path, content: bytes) -> bool:
-    """Write `content` to `path` atomically unless the file already holds exactly these bytes;
-    True when it wrote."""
+def _holds(path: Path, content: bytes) -> bool:
+    """Whether the file at `path` already holds exactly `content` (an unreadable one does not)."""
     try:
-        if path.is_file() and path.read_bytes() == content:
-            return False
+        return path.is_file() and path.read_bytes() == content
     except OSError:
-        pass  # unreadable: rewritten below
-    atomic_write_bytes(path, content)
-    return True
+        return False
 
 
 def write_leaderboard(
@@ -73,8 +69,9 @@ def write_leaderboard(
     for key, images in plots.items():
         for kind, png in images.items():
             files[directory / plot_links[key][kind]] = png
+    changed = [path for path, content in files.items() if not _holds(path, content)]
+    atomic_write_many({path: files[path] for path in changed})  # a full disk leaves the previous board whole
     removed = [stale for stale in sorted((directory / "plots").glob("*.png")) if stale not in files]
     for stale in removed:
         stale.unlink()
-    changed = [path for path, content in files.items() if write_if_changed(path, content)]
     return Written(list(files), changed, removed)
