@@ -241,7 +241,7 @@ def cmd_run(args, console: Console) -> int:
     for path, what in write_results_stable(results, submissions):
         console.print(f"{what} {path}", markup=False, highlight=False)
     _rebuild_and_print(args, console, board_dir, local_dir=None if local is None else submissions,
-                       only=(bench.suite.name, args.backbone))
+                       only=(bench.suite.name, args.backbone), require_official=local is None)
     console.print(f"done in {time.perf_counter() - started:.0f} s (scored against reference {reference.hash[:12]})")
     return 0
 
@@ -338,29 +338,29 @@ def _print_task_report(reference, console: Console) -> None:
     console.print(table)
 
 
-def _board_results(args, local_dir: Path | None) -> tuple[list, list]:
-    """The project's results (when its submissions folder exists) plus, from `local_dir`, the user's
-    own, marked local; and the files left out of either."""
+def _board_results(args, local_dir: Path | None, require_official: bool = True) -> tuple[list, list]:
+    """The project's results (from --submissions-dir, which must be a folder when
+    `require_official`, else is read only when it is one) plus, from `local_dir`, the user's own,
+    marked local; and the files left out of either."""
     from transferbench.results import load_results
 
     results, problems = [], []
-    for folder, local in ((args.submissions_dir, False), (local_dir, True)):
-        if folder is not None and folder.is_dir():
+    official = args.submissions_dir if require_official or args.submissions_dir.is_dir() else None
+    for folder, local in ((official, False), (local_dir, True)):
+        if folder is not None and (not local or folder.is_dir()):
             found, skipped = load_results(folder, local=local)
             results += found
             problems += skipped
-    if not args.submissions_dir.is_dir() and local_dir is None:
-        raise TransferbenchError(f"submissions folder {args.submissions_dir} does not exist; pass --submissions-dir")
     return results, problems
 
 
 def _rebuild_and_print(args, console: Console, board_dir: Path | None, local_dir: Path | None = None,
-                       only: tuple[str, str] | None = None) -> None:
+                       only: tuple[str, str] | None = None, require_official: bool = True) -> None:
     """Print the board of the project's results plus the user's (`local_dir`); write it into
     `board_dir` when given (only the files whose content changes)."""
     from transferbench.leaderboard import build_tables, render_rich, write_leaderboard
 
-    results, problems = _board_results(args, local_dir)
+    results, problems = _board_results(args, local_dir, require_official)
     if board_dir is not None:
         written = write_leaderboard(results, board_dir, problems)
         console.print(f"leaderboard {board_dir}: {len(written.changed)} of {len(written)} files changed"
@@ -382,8 +382,6 @@ def cmd_leaderboard(args, console: Console) -> int:
     local = _results_dir(args) / "submissions"
     if args.write:
         _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
-        if not args.submissions_dir.is_dir():
-            raise TransferbenchError(f"submissions folder {args.submissions_dir} does not exist; pass --submissions-dir")
     if args.format == "rich":
         if args.write:  # the project's board holds the project's results only
             _rebuild_and_print(args, console, args.leaderboard_dir)
