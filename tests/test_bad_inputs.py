@@ -118,7 +118,7 @@ def test_file_and_indicator_names_with_markup_are_shown_literally(tmp_path, caps
     write_result(_result("good"), folder)
     write_result(_result("odd[/x]name", suite="s[/y]", seed=1), folder)
     (folder / "bad[red]x.json").write_text("{not json")
-    args = ["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    args = ["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "bad[red]x.json" in out and "odd[/x]name" in out and "s[/y]" in out
@@ -201,7 +201,7 @@ def test_bad_submission_is_named_and_skipped_while_the_others_rank(tmp_path, cap
     folder = tmp_path / "submissions"
     good = write_result(_result("good"), folder)
     (folder / f"{case}.json").write_text(_mutated(change))
-    args = ["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    args = ["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
     assert main(args) == 0
     out = capsys.readouterr().out
     skipped = [line for line in out.splitlines() if line.startswith("skipped ")]
@@ -318,6 +318,7 @@ def test_bad_training_setting_is_one_line_naming_suite_and_field(tmp_path, capsy
 def _isolated(tmp_path: Path, monkeypatch) -> list[str]:
     """Arguments (and the cache) of a run that, should a check regress, writes only under tmp_path."""
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRANSFERBENCH_RESULTS", str(tmp_path / "results"))
     return ["--suite", "smoke", "--submissions-dir", str(tmp_path / "submissions"),
             "--leaderboard-dir", str(tmp_path / "board")]
 
@@ -529,14 +530,55 @@ def test_duplicate_task_in_suite_is_one_line(tmp_path, how):
         load_suite(str(suite))
 
 
+# ---- 11. leaderboard/README.md escapes submission text ----------------------------------------
+
+MARKDOWN_INJECTIONS = {
+    "script_tag": "x<script>alert(1)</script>",
+    "img_onerror": "<img src=x onerror=alert(1)>",
+    "pipe_splits_cell": "a|b|c",
+    "newline_heading": "x\n## injected heading",
+    "newline_row": "x\n| 9 | fake row |\n",
+    "entity": "&lt;script&gt;",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MARKDOWN_INJECTIONS))
+def test_markdown_board_escapes_names_notes_and_paths(tmp_path, capsys, case):
+    import re
+
+    from transferbench.leaderboard import DISPLAY_HEADERS
+
+    text = MARKDOWN_INJECTIONS[case]
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    write_result(_result(text, suite=f"s{text}", seed=1), folder)
+    write_result(_result(text, suite=f"s{text}", seed=2), folder / "older")  # a duplicate: named in a note
+    (folder / f"bad{text.replace('/', '_')}.json").write_text("{not json")  # a skipped file
+    args = ["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 0
+    readme = (tmp_path / "board" / "README.md").read_text()
+    # outside code spans (where CommonMark shows raw text, never HTML) no tag survives
+    outside_code = re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", readme)
+    assert "<script" not in outside_code and "<img" not in outside_code, outside_code
+    lines = readme.splitlines()
+    ours = ("# transferbench leaderboard", "## suite ", "## Skipped result files")
+    assert all(line.startswith(ours) for line in lines if line.startswith("#")), readme
+    rows = [line for line in lines if line.startswith("|")]
+    assert len(rows) == 2 + 1 + 2 + 1  # two tables (suites s and s<text>): header, rule, rows
+    assert all(len(re.split(r"(?<!\\)\|", row)) == len(DISPLAY_HEADERS) + 2 for row in rows), rows
+    shown = "&amp;lt;script&amp;gt;" if case == "entity" else " ".join(text.split()).replace("<", "&lt;")
+    assert f"| {shown.replace('|', chr(92) + '|')} |" in readme  # the name, whole, in its own cell
+
+
 # ---- 10. output folders are checked before any compute -----------------------------------------
 
-@pytest.mark.parametrize("option", ["--submissions-dir", "--leaderboard-dir"])
+@pytest.mark.parametrize("option", ["--submissions-dir", "--leaderboard-dir", "--results-dir"])
 def test_output_folder_that_is_a_file_fails_before_compute(tmp_path, capsys, monkeypatch, option):
     in_the_way = tmp_path / "a_file"
     in_the_way.write_text("keep me")
     args = _isolated(tmp_path, monkeypatch) + [option, str(in_the_way / "sub" if option == "--leaderboard-dir" else in_the_way)]
-    assert main(["run", "-i", "random", *args]) == 2
+    # the project's folders are written only with --submit; the results folder only without it
+    assert main(["run", "-i", "random", *args, *([] if option == "--results-dir" else ["--submit"])]) == 2
     assert "is not a folder" in _one_error_line(capsys.readouterr().err)
     assert in_the_way.read_text() == "keep me" and not (tmp_path / "cache").exists()
 
@@ -556,9 +598,18 @@ def test_leaderboard_into_a_file_is_one_line(tmp_path, capsys):
     folder = tmp_path / "submissions"
     write_result(_result("good"), folder)
     (tmp_path / "board").write_text("keep me")
-    assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]) == 2
+    assert main(["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]) == 2
     assert "--leaderboard-dir" in _one_error_line(capsys.readouterr().err)
     assert (tmp_path / "board").read_text() == "keep me"
+
+
+def test_open_without_a_generated_page_is_one_line_and_writes_nothing(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    write_result(_result("good"), folder)
+    args = ["leaderboard", "--open", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    assert main(args) == 2
+    assert "add --write" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "board").exists()  # printing never writes
 
 
 def _fail_writes_under(monkeypatch, folder: Path, err: int, *, after: int = 0) -> list[str]:
@@ -597,8 +648,8 @@ def _tiny_run(tmp_path, monkeypatch, tiny_backbone) -> list[str]:
 
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
     suite = build_tiny_suite(tmp_path / "tasks")
-    return ["run", "-i", "random", "--suite", str(suite), "--backbone", str(tiny_backbone), "--transfer", "zero_shot",
-            "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
+    return ["run", "--submit", "-i", "random", "--suite", str(suite), "--backbone", str(tiny_backbone), "--transfer",
+            "zero_shot", "--submissions-dir", str(tmp_path / "submissions"), "--leaderboard-dir", str(tmp_path / "board")]
 
 
 @pytest.mark.parametrize("case", ["read_only", "no_free_space"])
@@ -659,7 +710,7 @@ def test_leaderboard_that_cannot_be_written_is_one_line_and_keeps_the_old_board(
     (board / "README.md").write_text("the previous board")
     before = {p: p.read_bytes() for p in folder.iterdir()}
     _fail_writes_under(monkeypatch, board, getattr(errno, err), after=after)
-    assert main(["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(board)]) == 2
+    assert main(["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(board)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert f"cannot write {board}" in line and os.strerror(getattr(errno, err)) in line, line
     assert [p.name for p in board.rglob("*") if p.is_file()] == ["README.md"]

@@ -105,7 +105,7 @@ def _run(folder: Path, cache: Path, suite: Path, backbone: Path, monkeypatch, *e
     folder.mkdir()
     monkeypatch.chdir(folder)
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(cache))
-    args = ["run", "--suite", str(suite), "--backbone", str(backbone), *extra]
+    args = ["run", "--submit", "--suite", str(suite), "--backbone", str(backbone), *extra]
     for name in INDICATORS:
         args += ["-i", name]
     assert main(args) == 0

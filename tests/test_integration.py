@@ -13,7 +13,7 @@ from transferbench.protocol import TRANSFER_KINDS
 @pytest.mark.integration
 def test_smoke_suite_end_to_end_on_the_packaged_backbone(real_cache, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "--indicator", "skill_overlap", "--indicator", "random", "--suite", "smoke"]) == 0
+    assert main(["run", "--submit", "--indicator", "skill_overlap", "--indicator", "random", "--suite", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "Targets of the reference" in out
     results = [json.loads(p.read_text()) for p in sorted((tmp_path / "submissions").glob("*.json"))]
@@ -33,7 +33,7 @@ def test_smoke_suite_end_to_end_on_the_packaged_backbone(real_cache, tmp_path, m
     # a second run of another indicator trains nothing and reuses every cached artifact
     prompts = sorted((real_cache / "prompts").glob("*.pt"))
     stamps = [p.stat().st_mtime_ns for p in prompts]
-    assert main(["run", "--indicator", "embedding_similarity", "--suite", "smoke"]) == 0
+    assert main(["run", "--submit", "--indicator", "embedding_similarity", "--suite", "smoke"]) == 0
     assert [p.stat().st_mtime_ns for p in sorted((real_cache / "prompts").glob("*.pt"))] == stamps
 
     capsys.readouterr()

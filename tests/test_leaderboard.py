@@ -414,3 +414,95 @@ def test_rich_table_fits_100_columns_and_prints_the_split_seed_tau(verdict_table
     text = buffer.getvalue()
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
     assert "perm. p" in text and "rank 95%" in text and "within ρ" in text and "split-seed τ = " in text
+
+
+@pytest.fixture(scope="module")
+def long_name_tables():
+    """The longest built-in names, a baseline and a local result, with negative CIs (widest cells)."""
+    results = [seeded_result("embedding_similarity", 0.02), seeded_result("task_embedding", 0.5, seed=1, baseline=True),
+               seeded_result("random", 5.0, seed=2, baseline=True), seeded_result("activation_overlap", 9.0, seed=3)]
+    results[-1]._local = True
+    return build_tables(results)
+
+
+def _rich_text(tables, width, columns="default"):
+    buffer = io.StringIO()
+    render_rich(tables, Console(file=buffer, width=width, color_system=None), columns=columns)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 100, 150])
+def test_rich_table_fits_the_terminal_with_whole_names_and_one_line_cis(long_name_tables, width):
+    from transferbench.leaderboard.render import _display_cells
+
+    text = _rich_text(long_name_tables, width)
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= min(width, 100)
+    table = next(iter(long_name_tables.values()))
+    for _, row in table.iterrows():
+        label, with_ci = _display_cells(row)[1:3]
+        # the indicator (marks included) and the mean with its CI are whole, on the row's one line
+        assert any(label in line and with_ci in line for line in lines), (label, with_ci, text)
+    assert "activation_overlap (local)" in text and "task_embedding (baseline)" in text
+    assert "rank 95%" in text  # the columns a reader decides on stay as long as they fit
+    if width >= 100:
+        assert "p vs above" in text and "perm. p" in text
+    shown_all = "partial ρ" in text and "within ρ" in text
+    assert shown_all or "not shown:" in text  # a left-out column is named, with how to see it
+
+
+def test_rich_footnote_only_when_a_row_is_starred(long_name_tables, verdict_tables):
+    table = next(iter(long_name_tables.values()))
+    starred = table["sig"].lt(0.05).any()
+    assert ("* p < 0.05" in _rich_text(long_name_tables, 100)) == bool(starred)
+    unstarred = {key: frame.assign(sig=math.nan) for key, frame in long_name_tables.items()}
+    assert "* p < 0.05" not in _rich_text(unstarred, 100)
+    forced = {key: frame.assign(sig=[math.nan, 0.01, 0.5, 0.5]) for key, frame in long_name_tables.items()}
+    assert "* p < 0.05 against the row above" in _rich_text(forced, 100)
+
+
+def test_rich_columns_all_shows_every_column(long_name_tables):
+    from transferbench.leaderboard import DISPLAY_HEADERS
+
+    text = _rich_text(long_name_tables, 250, columns="all")
+    assert all(header in text for header in DISPLAY_HEADERS) and "not shown" not in text
+
+
+def test_submitting_an_identical_setting_again_leaves_the_file_byte_identical(tmp_path):
+    from transferbench.results import write_results_stable
+
+    first = result("random", 1.0, created_at="2025-01-01T00:00:00+00:00")
+    [(path, what)] = write_results_stable([first], tmp_path)
+    assert what == "wrote"
+    content, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    # a rerun: same numbers, another run's provenance (time, command, versions)
+    again = result("random", 1.0, created_at="2026-06-01T00:00:00+00:00")
+    again.manifest["command"] = "transferbench run -i random --submit"
+    assert write_results_stable([again], tmp_path) == [(path, "unchanged")]
+    assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime
+    changed = result("random", 1.1, created_at="2026-06-01T00:00:00+00:00")  # other scores: other numbers
+    assert write_results_stable([changed], tmp_path) == [(path, "replaced")]
+    assert json.loads(path.read_text())["manifest"]["created_at"] == "2026-06-01T00:00:00+00:00"
+
+
+def test_rewriting_a_board_touches_only_changed_files(submissions, tmp_path):
+    results, problems = load_results(submissions)
+    board = tmp_path / "board"
+    first = write_leaderboard(results, board, problems)
+    assert first.changed == list(first)
+    stamps = {path: path.stat().st_mtime_ns for path in first}
+    again = write_leaderboard(results, board, problems)
+    assert again.changed == [] and {path: path.stat().st_mtime_ns for path in again} == stamps
+    results[0]._local = True  # the board of a user: one row now marked local
+    third = write_leaderboard(results, board, problems)
+    assert board / "README.md" in third.changed and "(local)" in (board / "README.md").read_text()
+
+
+def test_a_local_result_sits_beside_the_projects_result_of_the_same_indicator():
+    official = result("random", 5.0, seed=2, baseline=True, created_at="2025-01-01T00:00:00+00:00")
+    mine = result("random", 5.0, seed=3, baseline=True, created_at="2026-01-01T00:00:00+00:00")
+    mine._local = True  # newer, yet it replaces nothing of the project's
+    table = next(iter(build_tables([official, mine]).values()))
+    assert sorted(table["local"]) == [False, True] and not table.attrs["notes"][1:]
+    markdown = render_markdown(build_tables([official, mine]))
+    assert "| random (baseline) (local) |" in markdown and "| random (baseline) |" in markdown

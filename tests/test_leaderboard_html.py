@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from transferbench import plots
-from transferbench.leaderboard import _display_cells, build_tables, open_in_browser, render_html, write_leaderboard
+from transferbench.leaderboard import build_tables, open_in_browser, render_html, write_leaderboard
+from transferbench.leaderboard.render import _display_cells
 from transferbench.plots import PLOT_KINDS, plot_filename, plot_size_px, task_order
 from transferbench.results import make_result
 
@@ -197,3 +198,21 @@ def test_tables_sort_in_a_real_browser(board, tmp_path):
     assert png_size(data) == (1400, 1000)
     assert len(data) > 50_000  # text, tables and a plot, not a blank page
     print(f"browser checks took {time.perf_counter() - started:.1f} s")
+
+
+def test_page_assets_are_package_data():
+    """The page's frame, CSS and JS are files the installed package ships (pyproject package-data)."""
+    import fnmatch
+    import tomllib
+
+    from transferbench.leaderboard import page
+
+    root = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "transferbench.leaderboard"]
+    assets = sorted(p.relative_to(root / "transferbench" / "leaderboard").as_posix()
+                    for p in (root / "transferbench" / "leaderboard" / "assets").iterdir())
+    assert assets == ["assets/board.css", "assets/board.js", "assets/page.html"]
+    assert all(any(fnmatch.fnmatch(asset, pattern) for pattern in patterns) for asset in assets)
+    html = page.render_html([])
+    assert "table.board" in html and "sortFromHash" in html and "${" not in html  # every slot filled

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from transferbench import units
 from transferbench.cli import main
 from transferbench.protocol import TRANSFER_KINDS
 
+REPO = Path(__file__).resolve().parent.parent
 ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding",
                "same_family"]
 
@@ -24,15 +27,22 @@ def run_cli(capsys, *args):
 @pytest.fixture()
 def workdir(tmp_path, monkeypatch, cache):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRANSFERBENCH_RESULTS", raising=False)
     return tmp_path
 
 
+LOCAL = "transferbench-results"  # the default results folder, under the working directory
+
+
 def test_run_every_builtin_indicator_writes_results_and_leaderboard(workdir, tiny_backbone, tiny_suite, capsys):
-    args = ["run", "--suite", tiny_suite, "--backbone", tiny_backbone]
+    args = ["run", "--submit", "--suite", tiny_suite, "--backbone", tiny_backbone]
     for name in ALL_BUILTIN:
         args += ["--indicator", name]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
+    assert out.startswith("transferbench run: indicators skill_overlap, activation_overlap, ")
+    assert "4 tasks x 1 seeds = 4 prompts, 12 ordered pairs" in out and str(workdir / "cache") in out
+    assert not (workdir / LOCAL).exists()  # --submit writes the project's folders only
     files = sorted((workdir / "submissions").glob("*.json"))
     assert len(files) == len(TRANSFER_KINDS) * len(ALL_BUILTIN)  # one per indicator and transfer kind
     kinds = {json.loads(f.read_text())["transfer_kind"] for f in files}
@@ -51,6 +61,23 @@ def test_run_every_builtin_indicator_writes_results_and_leaderboard(workdir, tin
     # every file names the reference it was scored against, measured first and saved in the cache
     assert len({json.loads(f.read_text())["reference"] for f in files}) == 1
     assert "no shipped reference for suite tiny" in err and "roughly" in err
+
+    # a rerun of the same setting leaves every committed file byte-identical, untouched
+    board = workdir / "leaderboard"
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in [*files, *board.rglob("*") ] if p.is_file()}
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert out.count("unchanged ") == len(files) and "leaderboard leaderboard: 0 of " in out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
+    assert sorted(workdir.glob("submissions/*.json")) == files
+
+    # `leaderboard` prints without writing; --write writes only what changed
+    for path in board.rglob("*.md"):
+        path.unlink()
+    code, out, err = run_cli(capsys, "leaderboard")
+    assert code == 0 and "skill_overlap" in out and not (board / "README.md").exists()
+    code, out, err = run_cli(capsys, "leaderboard", "--write")
+    assert code == 0 and "leaderboard leaderboard: 1 of " in out and (board / "README.md").is_file()
 
     # the leaderboard is rebuilt from the result files alone
     code, out, err = run_cli(capsys, "leaderboard", "--format", "json")
@@ -89,25 +116,43 @@ def test_custom_indicator_file_runs_end_to_end(workdir, tiny_backbone, tiny_suit
                 b = np.linalg.norm(target.prompts[0])
                 return -abs(a - b)
     '''))
+    # a clone of the project: its .gitignore, its submissions, everything committed
+    subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
+    (workdir / ".gitignore").write_text((REPO / ".gitignore").read_text() + "cache/\ntasks/\n")
+    official = workdir / "submissions"
+    assert run_cli(capsys, "run", "--submit", "-i", "random", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
+    subprocess.run(["git", "add", "-A"], cwd=workdir, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"], cwd=workdir, check=True)
+
     code, out, err = run_cli(capsys, "run", "-i", f"{plugin}:PromptNormRatio", "--suite", tiny_suite,
                              "--backbone", tiny_backbone)
     assert code == 0, err
-    assert "PromptNormRatio" in out
-    assert list((workdir / "submissions").glob("*PromptNormRatio*.json"))
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=workdir, capture_output=True, text=True,
+                          check=True).stdout == ""  # nothing of the project changed, nothing new to commit
+    assert list((workdir / LOCAL / "submissions").glob("*PromptNormRatio*.json"))
+    assert not list(official.glob("*PromptNormRatio*"))
+    # the board the user views holds the project's results and theirs, theirs marked local
+    shown = [line for line in out.splitlines() if "PromptNormRatio" in line and "(local)" in line]
+    assert shown and any("random (baseline)" in line for line in out.splitlines())
+    readme = (workdir / LOCAL / "leaderboard" / "README.md").read_text()
+    assert "PromptNormRatio (local)" in readme and "random (baseline)" in readme
+    code, out, _ = run_cli(capsys, "leaderboard")
+    assert code == 0 and "PromptNormRatio (local)" in out
 
 
 def test_failing_plugin_leaves_earlier_results_untouched(workdir, tiny_backbone, tiny_suite, capsys):
     assert run_cli(capsys, "run", "-i", "random", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
-    before = {p: p.read_bytes() for p in (workdir / "submissions").glob("*.json")}
-    board_before = (workdir / "leaderboard" / "README.md").read_bytes()
+    before = {p: p.read_bytes() for p in (workdir / LOCAL / "submissions").glob("*.json")}
+    assert before
+    board_before = (workdir / LOCAL / "leaderboard" / "README.md").read_bytes()
     plugin = workdir / "nan.py"
     plugin.write_text("from transferbench.indicator import Indicator\n"
                       "class Nan(Indicator):\n    def score(self, s, t):\n        return float('nan')\n")
     code, out, err = run_cli(capsys, "run", "-i", f"{plugin}:Nan", "--suite", tiny_suite, "--backbone", tiny_backbone)
     assert code == 2
     assert "error: indicator 'Nan' on pair" in err and "must be finite" in err and "Traceback" not in err
-    assert {p: p.read_bytes() for p in (workdir / "submissions").glob("*.json")} == before
-    assert (workdir / "leaderboard" / "README.md").read_bytes() == board_before
+    assert {p: p.read_bytes() for p in (workdir / LOCAL / "submissions").glob("*.json")} == before
+    assert (workdir / LOCAL / "leaderboard" / "README.md").read_bytes() == board_before
 
 
 @pytest.mark.parametrize("args, message", [

@@ -239,7 +239,7 @@ def test_docs_example_runs_through_the_cli(tmp_path, monkeypatch, cache, tiny_ba
     file = tmp_path / "docs_example.py"
     file.write_text(code)
     # zero-shot transfer only: the initialisation arm trains 2 prompts per pair and adds nothing here
-    status = main(["run", "-i", f"{file}:{class_name}", "--suite", str(tiny_suite),
+    status = main(["run", "--submit", "-i", f"{file}:{class_name}", "--suite", str(tiny_suite),
                    "--backbone", str(tiny_backbone), "--transfer", "zero_shot"])
     out, err = capsys.readouterr()
     assert status == 0, err

@@ -147,7 +147,7 @@ def test_run_against_a_shipped_reference_trains_and_measures_nothing(built, tiny
     monkeypatch.setattr(units, "train_prompt", fail)
     monkeypatch.setattr(units, "predict_many", fail)
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(capsys, "run", "-i", "skill_overlap", "-i", "random", "--suite", tiny_suite,
+    code, out, err = run_cli(capsys, "run", "--submit", "-i", "skill_overlap", "-i", "random", "--suite", tiny_suite,
                              "--backbone", tiny_backbone)
     assert code == 0, err
     pinned = json.loads((root / "index.json").read_text())[folder.name]
@@ -163,7 +163,7 @@ def test_forged_transfer_and_a_file_from_another_reference_are_rejected(built, t
     root, folder = built
     monkeypatch.setattr(reference, "shipped_root", lambda: root)
     monkeypatch.chdir(tmp_path)
-    assert run_cli(capsys, "run", "-i", "random", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
+    assert run_cli(capsys, "run", "--submit", "-i", "random", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
     submissions = tmp_path / "submissions"
     original = next(submissions.glob("*zero_shot__random*.json"))
     # the forgery of the issue: the random baseline's file with `transfer` replaced by its own `scores`
@@ -189,14 +189,14 @@ def test_runs_that_differ_only_in_seeds_write_two_files(built, tiny_backbone, ti
                                                         tmp_path):
     monkeypatch.chdir(tmp_path)
     for seeds in ("0", "1"):
-        code, out, err = run_cli(capsys, "run", "-i", "random", "--transfer", "init_gain", "--suite", tiny_suite,
+        code, out, err = run_cli(capsys, "run", "--submit", "-i", "random", "--transfer", "init_gain", "--suite", tiny_suite,
                                  "--backbone", tiny_backbone, "--seeds", seeds)
         assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "submissions").glob("*.json"))
     assert len(names) == 2 and any("seeds-0__" in n for n in names) and any("seeds-1__" in n for n in names)
-    code, out, err = run_cli(capsys, "run", "-i", "random", "--transfer", "init_gain", "--suite", tiny_suite,
-                             "--backbone", tiny_backbone, "--seeds", "1")
-    assert code == 0 and "replaced" in out
+    code, out, err = run_cli(capsys, "run", "--submit", "-i", "random", "--transfer", "init_gain", "--suite",
+                             tiny_suite, "--backbone", tiny_backbone, "--seeds", "1")
+    assert code == 0 and "unchanged" in out  # the same numbers again: the file is left as it was
 
 
 def test_library_api_returns_a_dataframe(cache, tiny_backbone, tiny_suite):

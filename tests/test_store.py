@@ -68,7 +68,7 @@ def test_killed_run_resumes_without_recomputing_and_gives_same_results(tmp_path,
     from conftest import build_tiny_suite
 
     suite = build_tiny_suite(tmp_path / "tasks", steps=40)
-    args = ["run", "-i", "skill_overlap", "--suite", str(suite), "--backbone", str(tiny_backbone),
+    args = ["run", "--submit", "-i", "skill_overlap", "--suite", str(suite), "--backbone", str(tiny_backbone),
             "--transfer", "zero_shot"]
     env = {**os.environ, "TRANSFERBENCH_CACHE": str(tmp_path / "cache")}
     (tmp_path / "killed").mkdir()
@@ -105,7 +105,7 @@ def test_two_runs_on_one_store_at_once_do_not_corrupt_it(tmp_path, tiny_backbone
     from conftest import build_tiny_suite
 
     suite = build_tiny_suite(tmp_path / "tasks", steps=6)
-    args = ["run", "-i", "embedding_similarity", "--suite", str(suite), "--backbone", str(tiny_backbone),
+    args = ["run", "--submit", "-i", "embedding_similarity", "--suite", str(suite), "--backbone", str(tiny_backbone),
             "--transfer", "zero_shot"]
     env = {**os.environ, "TRANSFERBENCH_CACHE": str(tmp_path / "cache")}
     folders = [tmp_path / "first", tmp_path / "second"]

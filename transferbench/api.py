@@ -66,6 +66,43 @@ def build_estimate(bench) -> str:
             f"roughly {seconds / 60:.0f} min on a 2-core CPU from a cold cache (less for what the cache holds)")
 
 
+def _scoring_examples(bench, artifacts: set[str]) -> int:
+    """Examples the backbone reads to compute `artifacts` for every task and seed from a cold cache
+    (prompts and transfer come from the reference): each artifact's unit in `transferbench.units`
+    reads these splits or sample counts."""
+    from transferbench import units
+
+    n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
+    sizes = [bench.suite.sizes_for(name) for name in bench.tasks]
+    per_task_seed = {"skill_scores": sum(s.train + s.dev for s in sizes),
+                     "mask_activations_task": sum(s.dev for s in sizes),
+                     "probe_ranking": n_tasks * units.PROBE_EXAMPLES,
+                     "pair_outputs": n_tasks * (n_tasks - 1) * units.PAIR_EXAMPLES}
+    total = sum(count * n_seeds for name, count in per_task_seed.items() if name in artifacts)
+    if "text_embedding" in artifacts:
+        total += sum(s.train for s in sizes)
+    return total
+
+
+def score_plan(bench, indicators: Sequence) -> str:
+    """What scoring `indicators` on `bench` involves, as one line: tasks, prompts and pairs, where
+    the reference and the cache are, and a rough duration on a 2-core CPU from a cold cache."""
+    n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
+    artifacts = {name for indicator in indicators for name in indicator.requires}
+    line = (f"suite {bench.suite.name}: {n_tasks} tasks x {len(bench.seeds)} seeds = {n_tasks * n_seeds} prompts, "
+            f"{n_tasks * (n_tasks - 1)} ordered pairs per seed and transfer kind; cache {bench.store.root}; ")
+    if bench._reference is not None:
+        line += f"prompts and transfer from the shipped reference {bench._reference.hash[:12]} (nothing to train)"
+    else:
+        line += f"no shipped reference: measured first ({build_estimate(bench)})"
+    examples = _scoring_examples(bench, artifacts)
+    if examples:
+        line += (f"; the indicators' artifacts ({', '.join(sorted(artifacts))}) read {examples} examples: roughly "
+                 f"{max(1, round(examples / EVAL_EXAMPLES_PER_SECOND / 60))} min from a cold cache, less for what "
+                 "the cache holds")
+    return line
+
+
 def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | None = None, executor=None,
                   console: Console | None = None, use_shipped: bool = True, device: str = "cpu",
                   prompts_per_pass: int = 1):

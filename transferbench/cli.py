@@ -28,6 +28,8 @@ from transferbench.run_config import RunConfig, build_run_config
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
+DEFAULT_RESULTS = Path("transferbench-results")
+"""A user's own results folder (`run` without --submit), unless $TRANSFERBENCH_RESULTS names another."""
 
 
 def _seeds(text: str) -> list[int]:
@@ -83,6 +85,15 @@ def _apply_run_config(args) -> None:
     args.run_config = config
 
 
+def _add_board_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the board a user views: which columns, and where their own results are."""
+    parser.add_argument("--columns", choices=["default", "all"], default="default",
+                        help="terminal table: the columns that fit the terminal (default) or every column (all)")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="your results folder: result files under submissions/ (shown marked local), the board "
+                             f"`run` writes under leaderboard/ (default: $TRANSFERBENCH_RESULTS, else ./{DEFAULT_RESULTS})")
+
+
 def _executor(args):
     from transferbench.executors import make_executor
 
@@ -95,7 +106,10 @@ def _executor(args):
                          num_gpus_per_task=gpus, threads_per_unit=args.unit_threads)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
+    """The `transferbench` parser; `neurons=False` leaves out the `neurons` command, whose options
+    import torch (for their defaults): `main` does so for the other commands, so that `run` can
+    print its first line within a second of starting."""
     parser = argparse.ArgumentParser(prog="transferbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -110,15 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_seeds, help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
     run.add_argument("--transfer", help=f"measured transfer to evaluate against: {', '.join(TRANSFER_KINDS)} or all "
                                         f"(default: {_default('transfer')} = every kind; see docs/protocol.md)")
-    run.add_argument("--submissions-dir", type=Path)
-    run.add_argument("--leaderboard-dir", type=Path)
+    run.add_argument("--submit", action="store_true", default=False,
+                     help="write the results into the project's --submissions-dir and rebuild its --leaderboard-dir "
+                          "(default: into your results folder, see --results-dir)")
+    run.add_argument("--submissions-dir", type=Path,
+                     help="the project's result files: shown beside yours, written only with --submit "
+                          f"(default: {_default('submissions_dir')})")
+    run.add_argument("--leaderboard-dir", type=Path,
+                     help=f"the project's generated board, rebuilt only with --submit (default: {_default('leaderboard_dir')})")
+    run.add_argument("--progress", choices=["auto", "rich", "plain"], default="auto",
+                     help="auto: bars on a terminal, plain lines otherwise; rich: bars; plain: a line per stage "
+                          "at most every 15 s, for logs (default: %(default)s)")
+    _add_board_options(run)
 
-    board = commands.add_parser("leaderboard", help="rebuild the leaderboard from result files and print it")
+    board = commands.add_parser("leaderboard", help="print the leaderboard from result files (writes files only with --write)")
     board.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich",
                        help="rich: print tables; md/csv/json/html: write that format to standard output")
+    board.add_argument("--write", action="store_true",
+                       help="rebuild --leaderboard-dir from --submissions-dir (only files whose content changes)")
     board.add_argument("--open", action="store_true", help="open the generated leaderboard/index.html in a browser")
-    board.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS)
-    board.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD)
+    _add_board_options(board)
+    board.add_argument("--submissions-dir", type=Path, default=DEFAULT_SUBMISSIONS,
+                       help="the project's result files (default: %(default)s)")
+    board.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD,
+                       help="where --write puts the generated board (default: %(default)s)")
 
     commands.add_parser("indicators", help="list indicators with their parameters")
 
@@ -141,12 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("--cells", type=int, default=4,
                            help="verify: cells to re-compute from the shipped prompts (default: %(default)s)")
     reference.add_argument("--seed", type=int, default=0, help="verify: which cells are drawn (default: %(default)s)")
-    inspect_neurons.add_parser(commands)
+    if neurons:
+        inspect_neurons.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    other_command = bool(argv) and argv[0] in {"run", "leaderboard", "indicators", "cache", "tasks", "reference"}
+    args = build_parser(neurons=not other_command).parse_args(argv)
     # Wide tables stay readable when output goes to a file or pipe (rich defaults to 80 columns).
     console = Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=200)
     try:
@@ -181,30 +213,50 @@ def _check_output_folder(option: str, folder: Path) -> None:
         raise TransferbenchError(f"{option} {folder}: {existing} is not writable; choose another path")
 
 
+def _results_dir(args) -> Path:
+    import os
+
+    return args.results_dir or Path(os.environ.get("TRANSFERBENCH_RESULTS") or DEFAULT_RESULTS)
+
+
 def cmd_run(args, console: Console) -> int:
+    started = time.perf_counter()
+    status = Console(stderr=True, markup=False, soft_wrap=True)  # a log keeps whole lines
+    local = None if args.submit else _results_dir(args)
+    submissions = args.submissions_dir if local is None else local / "submissions"
+    board_dir = args.leaderboard_dir if local is None else local / "leaderboard"
+    asked = list(dict.fromkeys(args.indicator))
+    # The first line, before anything slow (torch, the plugins) is imported: what runs and where its
+    # results go (on standard output: standard error is kept for progress and an error's one line).
+    console.print(f"transferbench run: indicator{'s' if len(asked) != 1 else ''} {', '.join(asked)} on suite "
+                  f"{args.suite}, backbone {args.backbone}; results -> {submissions}"
+                  + ("" if local is None else " (yours; --submit for the project's)"), highlight=False, soft_wrap=True)
+
     from transferbench import api
     from transferbench.indicator import make_indicator
-    from transferbench.results import result_filename, write_results
+    from transferbench.results import write_results_stable
 
-    _check_output_folder("--submissions-dir", args.submissions_dir)
-    _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
-    indicators = [make_indicator(spec) for spec in _expand_all(args.indicator)]  # fail fast on bad names
+    specs = _expand_all(args.indicator)
+
+    _check_output_folder("--submissions-dir" if local is None else "--results-dir", submissions)
+    _check_output_folder("--leaderboard-dir" if local is None else "--results-dir", board_dir)
+    indicators = [make_indicator(spec) for spec in specs]  # fail fast on bad names
     kinds = args.run_config.transfer_kinds()
     executor = _executor(args)
-    started = time.perf_counter()
-    bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor,
-                              console=Console(stderr=True, markup=False), device=args.device,
-                              prompts_per_pass=args.prompts_per_pass)
-    with executor, bench.progress():
+    console.print(f"loading the tasks of suite {args.suite} (downloads, when not cached, are named as they start) "
+                  "and checking them against the shipped reference ...", highlight=False, soft_wrap=True)
+    bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor, console=status,
+                              device=args.device, prompts_per_pass=args.prompts_per_pass)
+    console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
+    with executor, bench.progress(args.progress):
         results = api.score(bench, indicators, kinds, started)
     reference = bench.reference()
     _print_task_report(reference, console)
     # Results are written only once every indicator and transfer kind succeeded, and all or none.
-    existed = {args.submissions_dir / result_filename(result) for result in results if
-               (args.submissions_dir / result_filename(result)).exists()}
-    for path in write_results(results, args.submissions_dir):
-        console.print(f"{'replaced' if path in existed else 'wrote'} {path}")
-    _rebuild_and_print(args, console, only=(bench.suite.name, args.backbone))
+    for path, what in write_results_stable(results, submissions):
+        console.print(f"{what} {path}", markup=False, highlight=False)
+    _rebuild_and_print(args, console, board_dir, local_dir=None if local is None else submissions,
+                       only=(bench.suite.name, args.backbone), require_official=local is None)
     console.print(f"done in {time.perf_counter() - started:.0f} s (scored against reference {reference.hash[:12]})")
     return 0
 
@@ -301,16 +353,38 @@ def _print_task_report(reference, console: Console) -> None:
     console.print(table)
 
 
-def _rebuild_and_print(args, console: Console, only: tuple[str, str] | None = None) -> None:
-    from transferbench.leaderboard import build_tables, render_rich, write_leaderboard
+def _board_results(args, local_dir: Path | None, require_official: bool = True) -> tuple[list, list]:
+    """The project's results (from --submissions-dir, which must be a folder when
+    `require_official`, else is read only when it is one) plus, from `local_dir`, the user's own,
+    marked local; and the files left out of either."""
     from transferbench.results import load_results
 
-    results, problems = load_results(args.submissions_dir)
-    write_leaderboard(results, args.leaderboard_dir, problems)
+    results, problems = [], []
+    official = args.submissions_dir if require_official or args.submissions_dir.is_dir() else None
+    for folder, local in ((official, False), (local_dir, True)):
+        if folder is not None and (not local or folder.is_dir()):
+            found, skipped = load_results(folder, local=local)
+            results += found
+            problems += skipped
+    return results, problems
+
+
+def _rebuild_and_print(args, console: Console, board_dir: Path | None, local_dir: Path | None = None,
+                       only: tuple[str, str] | None = None, require_official: bool = True) -> None:
+    """Print the board of the project's results plus the user's (`local_dir`); write it into
+    `board_dir` when given (only the files whose content changes)."""
+    from transferbench.leaderboard import build_tables, render_rich, write_leaderboard
+
+    results, problems = _board_results(args, local_dir, require_official)
+    if board_dir is not None:
+        written = write_leaderboard(results, board_dir, problems)
+        console.print(f"leaderboard {board_dir}: {len(written.changed)} of {len(written)} files changed"
+                      + (f", {len(written.removed)} stale plots removed" if written.removed else ""),
+                      markup=False, highlight=False)
     tables = build_tables(results)
     if only is not None:
         tables = {key: table for key, table in tables.items() if (key.suite, key.backbone) == only}
-    render_rich(tables, console)
+    render_rich(tables, console, columns=args.columns)
     for path, reason in problems:
         console.print(f"skipped {path}: {reason}", style="yellow", markup=False)
 
@@ -319,15 +393,30 @@ def cmd_leaderboard(args, console: Console) -> int:
     from transferbench.leaderboard import (
         build_tables, leaderboard_csv, leaderboard_json, open_in_browser, render_html, render_markdown,
     )
-    from transferbench.results import load_results
 
-    if args.format == "rich":
+    local = _results_dir(args) / "submissions"
+    if args.write:
         _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
-        _rebuild_and_print(args, console)
-        if args.open and not open_in_browser((args.leaderboard_dir / "index.html").resolve()):
-            console.print(f"no browser found; open {args.leaderboard_dir / 'index.html'} yourself")
+    if args.format == "rich":
+        if args.write:  # the project's board holds the project's results only
+            _rebuild_and_print(args, console, args.leaderboard_dir)
+        else:
+            _rebuild_and_print(args, console, None, local_dir=local)
+        if args.open:
+            index = args.leaderboard_dir / "index.html"
+            if not index.is_file():
+                raise TransferbenchError(f"{index} does not exist yet; add --write to generate it")
+            if not open_in_browser(index.resolve()):
+                console.print(f"no browser found; open {index} yourself", markup=False)
         return 0
-    results, problems = load_results(args.submissions_dir)
+    results, problems = _board_results(args, None if args.write else local)
+    if args.write:
+        from transferbench.leaderboard import write_leaderboard
+
+        written = write_leaderboard(results, args.leaderboard_dir, problems)
+        Console(stderr=True, markup=False).print(
+            f"leaderboard {args.leaderboard_dir}: {len(written.changed)} of {len(written)} files changed",
+            highlight=False)
     if args.format == "html":
         text = render_html(results, problems)
     elif args.format == "json":
@@ -444,10 +533,14 @@ def cmd_tasks(args, console: Console) -> int:
         table.add_row(spec.name, spec.family, str(spec.num_classes), ", ".join(spec.label_names), spec.source.type)
     console.print(table)
     suites = Table(title="Suites")
-    for column in ("name", "tasks", "train/dev/test"):
+    for column in ("name", "tasks", "train/dev/test", "seeds", "split seed"):
         suites.add_column(column)
     for suite in list_suites():
-        suites.add_row(suite.name, ", ".join(suite.tasks), f"{suite.train}/{suite.dev}/{suite.test}")
+        sizes = f"{suite.train}/{suite.dev}/{suite.test}"
+        # a task with its own sizes (too few examples for the suite's) is listed with them
+        smaller = [f"{name}: {s.train}/{s.dev}/{s.test}" for name, s in sorted(suite.task_sizes.items())]
+        suites.add_row(suite.name, ", ".join(suite.tasks), "\n".join([sizes + (" except" if smaller else ""), *smaller]),
+                       ",".join(str(seed) for seed in suite.seeds), str(suite.split_seed))
     console.print(suites)
     return 0
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from transferbench import progress as progress_bar
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
 
@@ -106,8 +107,10 @@ class EncodedSplit:
     def length_sorted_batches(self, batch_size: int) -> Iterator[list[int]]:
         """Batches of similar lengths (less padding), for evaluation where order does not matter."""
         order = sorted(range(len(self)), key=lambda i: len(self.input_ids[i]))
+        progress_bar.loop_started(-(-len(order) // batch_size))
         for start in range(0, len(order), batch_size):
             yield order[start : start + batch_size]
+            progress_bar.batch_done()
 
 
 def encode_split(backbone: Backbone, split, max_length: int, prompt_length: int = 0) -> EncodedSplit:
@@ -336,6 +339,7 @@ def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> Tr
     best = (-1.0, 0, prompt.detach().clone())
     losses: list[float] = []
     permutation: list[int] = []
+    progress_bar.loop_started(config.steps)
     for step in range(1, config.steps + 1):
         if len(permutation) < config.batch_size:
             permutation += torch.randperm(len(train), generator=order).tolist()
@@ -357,6 +361,7 @@ def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> Tr
                 best = (dev_acc, step, prompt.detach().clone())
         if progress is not None:
             progress()
+        progress_bar.batch_done()
     if not all(math.isfinite(x) for x in losses):
         raise TransferbenchError("prompt training diverged (non-finite loss); lower `lr` in the suite's training block")
     return TrainedPrompt(prompt=best[2].cpu(), dev_accuracy=best[0], best_step=best[1], losses=losses)
@@ -407,6 +412,7 @@ def _train_many(backbone, jobs, config, progress) -> list[TrainedPrompt]:
     pad = backbone.tokenizer.pad_token_id
     best = [(-1.0, 0, p.detach().clone()) for p in prompts]
     losses: list[list[float]] = [[] for _ in jobs]
+    progress_bar.loop_started(config.steps)
     for step in range(1, config.steps + 1):
         batches, indices = [], []
         for j, job in enumerate(jobs):
@@ -440,6 +446,7 @@ def _train_many(backbone, jobs, config, progress) -> list[TrainedPrompt]:
         if progress is not None:
             for _ in jobs:  # one tick per prompt-step, as `train_prompt` ticks
                 progress()
+        progress_bar.batch_done()  # one step of every prompt of the pass
     if not all(math.isfinite(x) for job_losses in losses for x in job_losses):
         raise TransferbenchError("prompt training diverged (non-finite loss); lower `lr` in the suite's training block")
     return [TrainedPrompt(prompt=b[2].cpu(), dev_accuracy=b[0], best_step=b[1], losses=l) for b, l in zip(best, losses)]

@@ -117,12 +117,20 @@ class ResultFile(BaseModel):
     families: dict[str, str] = {}
     transfer_per_seed: list[Matrix] = []
 
-    # Where `load_results` read it from (not part of the file).
+    # Where `load_results` read it from, and whether that was a user's own results folder rather
+    # than the project's submissions (not part of the file).
     _path: Path | None = PrivateAttr(default=None)
+    _local: bool = PrivateAttr(default=False)
 
     @property
     def path(self) -> Path | None:
         return self._path
+
+    @property
+    def local(self) -> bool:
+        """True for a result from a user's own results folder: shown marked "(local)", never
+        deduplicated against the project's submission of the same indicator."""
+        return self._local
 
     @model_validator(mode="after")
     def _consistent(self) -> ResultFile:
@@ -308,6 +316,37 @@ def write_results(results: Sequence[ResultFile], submissions_dir: Path) -> list[
     return list(files)
 
 
+def _without_manifest(data: bytes) -> Any:
+    record = json.loads(data)
+    if isinstance(record, dict):
+        record.pop("manifest", None)
+    return record
+
+
+def _status(path: Path, content: bytes) -> str:
+    """"wrote" (no file yet), "unchanged" (the file holds the same result in every field but the
+    manifest) or "replaced" (other numbers, or a file that cannot be read as a result)."""
+    if not path.exists() and not path.is_symlink():
+        return "wrote"
+    try:
+        same = _without_manifest(_read_regular_file(path).encode()) == _without_manifest(content)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, TransferbenchError):
+        same = False
+    return "unchanged" if same else "replaced"
+
+
+def write_results_stable(results: Sequence[ResultFile], submissions_dir: Path) -> list[tuple[Path, str]]:
+    """Write the result files like `write_results` (all or none), except those whose file already
+    holds the same result in every field but the manifest (the provenance of one run: when, where,
+    with which command, commit and package versions): such a file is left byte-identical, so
+    rerunning an unchanged setting changes nothing in git. Returns (path, "wrote" | "replaced" |
+    "unchanged") per result."""
+    contents = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
+    done = [(path, _status(path, content)) for path, content in contents.items()]
+    atomic_write_many({path: contents[path] for path, what in done if what != "unchanged"})
+    return done
+
+
 def _one_line(exc: ValidationError) -> str:
     errors = exc.errors()
     first = errors[0]
@@ -456,11 +495,11 @@ def reference_problem(result: ResultFile) -> str:
     return ""
 
 
-def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Path, str]]]:
+def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[ResultFile], list[tuple[Path, str]]]:
     """Every valid `*.json` under `submissions_dir` (recursively, in sorted path order), and
     (path, one-line reason) for each file left out: malformed, wrong schema version, metric
     settings out of bounds, not a regular file (links, FIFOs), or metrics that do not reproduce
-    (a tampered or stale file)."""
+    (a tampered or stale file). `local`: the folder is a user's own results (see `ResultFile.local`)."""
     root = Path(submissions_dir)
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
@@ -470,6 +509,7 @@ def load_results(submissions_dir: Path) -> tuple[list[ResultFile], list[tuple[Pa
     for path in sorted(root.rglob("*.json")):
         try:
             results.append(read_result(path))
+            results[-1]._local = local
         except TransferbenchError as exc:
             problems.append((path, " ".join(str(exc).split())))
         except Exception as exc:  # a submission is untrusted input: it never stops the others

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from transferbench import units
 from transferbench.artifact_specs import (  # noqa: F401  (re-exported)
@@ -32,6 +31,7 @@ from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
+from transferbench.progress import Reporter
 from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
@@ -85,7 +85,7 @@ class Benchmark:
                                          threads=self.executor.threads_per_unit, device=str(self.device))
         self._memo: dict[tuple, Any] = {}
         self._loaded_artifacts: dict[tuple[str, str], dict[str, Any]] = {}
-        self._progress: Progress | None = None
+        self._progress: Reporter | None = None
         # A shipped reference supplies the prompts and the measured transfer: nothing is trained.
         self._reference = reference
 
@@ -488,18 +488,19 @@ class Benchmark:
         self.executor.run([job.unit for job in jobs], description, on_result=store_result)
 
     @contextlib.contextmanager
-    def progress(self) -> Iterator[Progress]:
-        """Show rich progress bars for every long step run inside this block."""
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            self._progress = progress
+    def progress(self, mode: str = "auto") -> Iterator[Reporter]:
+        """Report every long step run inside this block (`transferbench.progress`): rich bars with
+        per-batch progress, rate and ETA on a terminal (`auto`, `rich`), plain periodic lines
+        otherwise (`plain`); one line per finished stage either way."""
+        reporter = Reporter(self.console, mode)
+        with reporter.reporting():
+            self._progress = reporter
             try:
-                yield progress
+                yield reporter
             finally:
                 self._progress = None
 
     def _advance(self, description: str, total: int):
         if self._progress is None:
             return None
-        task_id = self._progress.add_task(description, total=total)
-        return lambda: self._progress.advance(task_id)
+        return self._progress.stage(description, total)

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Annotated, Literal, Union
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from transferbench import progress
 from transferbench.errors import TransferbenchError
 from transferbench.processes import die_with_this_process
 from transferbench.registry import Registry
@@ -324,8 +326,12 @@ def fetch_distribution(package: str, version: str, sha256: str, dist: str) -> Pa
     for path in existing:
         if path.is_file() and _sha256_file(path) == sha256:
             return path
+    started = time.monotonic()
+    progress.note(f"downloading {package}=={version} ({dist}) into {folder.parent} ...")
     with working_folder(folder.parent, DOWNLOAD_PREFIX) as tmp:
         fetched = _pip_download(package, version, dist, tmp, folder)
+        progress.note(f"downloaded {fetched.name}: {fetched.stat().st_size / 2**20:.1f} MiB in "
+                      f"{time.monotonic() - started:.0f} s")
         actual = _sha256_file(fetched)
         if actual != sha256:
             raise TransferbenchError(

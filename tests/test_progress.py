@@ -1,0 +1,128 @@
+"""Progress a person can read: per-batch ticks with rate and ETA, one line per finished stage, and
+plain lines (bounded in number) when the output is not a terminal."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from transferbench import progress
+from transferbench.prompt import EncodedSplit
+
+
+def _console(terminal: bool) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=terminal, width=120, color_system=None), buffer
+
+
+def test_auto_is_rich_on_a_terminal_and_plain_otherwise():
+    assert progress.resolve_mode("auto", _console(True)[0]) == "rich"
+    assert progress.resolve_mode("auto", _console(False)[0]) == "plain"
+    assert progress.resolve_mode("rich", _console(False)[0]) == "rich"
+    with pytest.raises(ValueError):
+        progress.resolve_mode("loud", _console(False)[0])
+
+
+def test_plain_lines_have_rate_and_eta_and_one_summary_per_stage(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    console, buffer = _console(False)
+    reporter = progress.Reporter(console, "plain", interval=10.0)
+    with reporter.reporting():
+        unit_done = reporter.stage("skill neurons", 4)
+        for _ in range(4):  # 4 units of 50 batches, 0.125 s per batch: 25 s in all
+            progress.loop_started(50)
+            for _ in range(50):
+                clock[0] += 0.125
+                progress.batch_done()
+            unit_done()
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "skill neurons: 4 units to run"
+    periodic = lines[1:-1]
+    assert len(periodic) == 2  # one per 10 s of a 25 s stage, not one per batch
+    # at 10 s: 80 batches, the first unit and 30 of the second unit's 50 batches done (40%)
+    assert periodic[0] == "skill neurons: 1/4 units · 80 batches, 8.0/s · 10s · ETA 15s", periodic
+    assert lines[-1] == "done: skill neurons: 4 units, 200 batches (8.0/s) in 25s"
+
+
+def test_eta_counts_the_batches_of_the_unit_in_progress(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    stage = progress._Stage("train prompts", units=2)
+    progress.loop_started(10)  # no stage reported: a no-op
+    assert stage.unit_total == 0
+    stage.unit_total = 10
+    stage.unit_batches, clock[0] = 5, 30.0  # half of the first of two units in 30 s
+    assert stage.fraction() == pytest.approx(0.25) and stage.eta() == "ETA 1m30s"
+
+
+def test_evaluation_batches_tick_the_current_stage():
+    console, buffer = _console(False)
+    reporter = progress.Reporter(console, "plain", interval=1e9)
+    split = EncodedSplit(input_ids=[[1, 2]] * 10, token_type_ids=None, labels=None)
+    with reporter.reporting():
+        unit_done = reporter.stage("text embedding", 1)
+        assert len(list(split.length_sorted_batches(4))) == 3
+        assert progress._current.unit_total == 3 and progress._current.batches == 3
+        unit_done()
+    assert buffer.getvalue().splitlines()[-1].startswith("done: text embedding: 1 unit, 3 batches")
+    assert progress._current is None
+
+
+def test_rich_mode_draws_bars_and_prints_the_finished_line():
+    console, buffer = _console(True)
+    reporter = progress.Reporter(console, "rich")
+    with reporter.reporting():
+        unit_done = reporter.stage("mask activations", 2)
+        progress.loop_started(2)
+        progress.batch_done()
+        unit_done()
+        unit_done()
+    text = buffer.getvalue()
+    assert "mask activations" in text and "done: mask activations: 2 units, 1 batches" in text
+
+
+def test_a_download_is_named_when_it_starts_and_when_it_ends(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    from transferbench import sources
+
+    payload = b"a wheel's bytes"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+
+    def fake_pip(package, version, dist, into, cache_folder):
+        (into / f"{package}-{version}.whl").write_bytes(payload)
+        return into / f"{package}-{version}.whl"
+
+    monkeypatch.setattr(sources, "_pip_download", fake_pip)
+    path = sources.fetch_distribution("somepkg", "1.0", hashlib.sha256(payload).hexdigest(), "wheel")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("downloading somepkg==1.0 (wheel) into ")
+    assert lines[1].startswith("downloaded somepkg-1.0.whl: 0.0 MiB in ")
+    sources.fetch_distribution("somepkg", "1.0", hashlib.sha256(payload).hexdigest(), "wheel")
+    assert capsys.readouterr().err == "" and path.read_bytes() == payload  # cached: nothing to say
+
+
+def test_runs_first_line_comes_before_torch_is_imported(tmp_path):
+    """The first line of `run` is printed before anything slow is imported (torch alone takes
+    seconds on a loaded machine), so it appears within a second of starting."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import transferbench.cli as cli\n"
+        "seen = []\n"
+        "original = cli.Console.print\n"
+        "def spy(self, *args, **kwargs):\n"
+        "    seen.append('torch' in sys.modules)\n"
+        "    return original(self, *args, **kwargs)\n"
+        "cli.Console.print = spy\n"
+        "status = cli.main(['run', '-i', 'random', '--suite', 'no_such_suite'])\n"
+        "print('TORCH_AT_FIRST_LINE', seen[0], 'STATUS', status, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.stdout.startswith("transferbench run: indicator random on suite no_such_suite"), done.stdout
+    assert "TORCH_AT_FIRST_LINE False STATUS 2" in done.stderr, done.stderr
