@@ -12,11 +12,13 @@ per command into modules is left until the concurrent work on the command functi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -182,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     # Wide tables stay readable when output goes to a file or pipe (rich defaults to 80 columns).
     console = Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=200)
     try:
+        if args.command == "run":
+            _print_first_line(args, console)
         if args.command in ("run", "reference"):
             _apply_run_config(args)
         return {"run": cmd_run, "leaderboard": cmd_leaderboard, "indicators": cmd_indicators,
@@ -219,18 +223,36 @@ def _results_dir(args) -> Path:
     return args.results_dir or Path(os.environ.get("TRANSFERBENCH_RESULTS") or DEFAULT_RESULTS)
 
 
+def _output_dirs(args, settings: dict) -> tuple[Path | None, Path, Path]:
+    """(your results folder or None with --submit, where result files go, where the board goes)."""
+    local = None if args.submit else _results_dir(args)
+    submissions = Path(settings["submissions_dir"]) if local is None else local / "submissions"
+    board_dir = Path(settings["leaderboard_dir"]) if local is None else local / "leaderboard"
+    return local, submissions, board_dir
+
+
+def _print_first_line(args, console: Console) -> None:
+    """`run`'s first line, before anything slow (validating the settings loads the suite; torch and
+    the plugins load later): what runs and where its results go, from the flags and the --config
+    file as given (on standard output: standard error is kept for progress and an error's one line)."""
+    settings = {name: field.get_default(call_default_factory=True) for name, field in RunConfig.model_fields.items()}
+    config = getattr(args, "config", None)
+    if config is not None:
+        with contextlib.suppress(Exception):  # a bad file is reported by the validation right after
+            from_file = yaml.safe_load(Path(config).read_text())
+            settings.update(from_file if isinstance(from_file, dict) else {})
+    settings.update({name: value for name, value in vars(args).items() if name in settings})
+    local, submissions, _ = _output_dirs(args, settings)
+    asked = [str(name) for name in dict.fromkeys(settings.get("indicators") or [])]
+    console.print(f"transferbench run: indicator{'s' if len(asked) != 1 else ''} {', '.join(asked)} on suite "
+                  f"{settings['suite']}, backbone {settings['backbone']}; results -> {submissions}"
+                  + ("" if local is None else " (yours; --submit for the project's)"), highlight=False, soft_wrap=True)
+
+
 def cmd_run(args, console: Console) -> int:
     started = time.perf_counter()
     status = Console(stderr=True, markup=False, soft_wrap=True)  # a log keeps whole lines
-    local = None if args.submit else _results_dir(args)
-    submissions = args.submissions_dir if local is None else local / "submissions"
-    board_dir = args.leaderboard_dir if local is None else local / "leaderboard"
-    asked = list(dict.fromkeys(args.indicator))
-    # The first line, before anything slow (torch, the plugins) is imported: what runs and where its
-    # results go (on standard output: standard error is kept for progress and an error's one line).
-    console.print(f"transferbench run: indicator{'s' if len(asked) != 1 else ''} {', '.join(asked)} on suite "
-                  f"{args.suite}, backbone {args.backbone}; results -> {submissions}"
-                  + ("" if local is None else " (yours; --submit for the project's)"), highlight=False, soft_wrap=True)
+    local, submissions, board_dir = _output_dirs(args, vars(args))
 
     from transferbench import api
     from transferbench.indicator import make_indicator

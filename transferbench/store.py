@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import torch
 
 from transferbench.errors import TransferbenchError
 
@@ -178,6 +177,8 @@ class ArtifactStore:
             digest, _, payload = raw.partition(b"\n")
             if hashlib.sha256(payload).hexdigest().encode() != digest:
                 raise ValueError("checksum mismatch")
+            import torch  # imported on first use: `transferbench run` prints its first line before torch loads
+
             return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         except FileNotFoundError:  # removed by another process since the check above
             return None
@@ -188,6 +189,8 @@ class ArtifactStore:
 
     def save(self, stage: str, key: str, artifact: dict[str, Any]) -> None:
         buffer = io.BytesIO()
+        import torch
+
         torch.save(artifact, buffer)
         payload = buffer.getvalue()
         digest = hashlib.sha256(payload).hexdigest().encode()
