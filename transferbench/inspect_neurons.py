@@ -75,11 +75,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                           metavar="P,P,...",
                           help="build smaller models keeping only the top-P skill neurons of each FFN layer; report "
                                f"accuracy and speed-up (default P: {','.join(map(str, PRUNE_FRACTIONS))})")
+    analyses.add_argument("--prune-layers", type=_layer_range, default=None, metavar="FIRST-LAST",
+                          help="layers --prune prunes, 0-indexed and inclusive, e.g. 2-5 (default: as the reference "
+                               "code, which prunes layers 4-12 of 12: from a quarter of the depth up; 2-5 for MiniLM)")
     analyses.add_argument("--report", type=Path, default=None, metavar="DIR",
                           help="report folder (default: reports/<suite>/<task>/, or reports/<suite>/specificity/)")
     analyses.add_argument("--analysis-seed", type=int, default=0,
                           help="seed of the noise, the random neurons and the permutations (default: %(default)s)")
     return parser
+
+
+def _layer_range(text: str) -> tuple[int, int]:
+    first, dash, last = text.partition("-")
+    try:
+        if not dash:
+            raise ValueError
+        return int(first), int(last)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer range FIRST-LAST, e.g. 2-5, got {text!r}") from None
 
 
 def _fraction_list(text: str) -> list[float]:
@@ -117,6 +130,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.task is None:
         _specificity_report(bench, args, console)
         return 0
+    if getattr(args, "prune_layers", None) is not None:
+        from transferbench.analysis import check_layer_range
+
+        check_layer_range(args.prune_layers, bench.backbone.num_layers)
     if args.task not in bench.tasks:
         raise TransferbenchError(
             f"task {args.task!r} is not in suite {suite.name!r}{did_you_mean(args.task, list(bench.tasks))}"
@@ -358,20 +375,26 @@ def _task_report(bench, args, console: Console, scores) -> None:
 
     if args.prune is not None:
         tables = []
+        layers = args.prune_layers or analysis.reference_prune_layers(bench.backbone.num_layers)
         for seed in seeds:
             prompt = bench.source_prompt(task, seed)["prompt"]
-            seed_scores = bench.skill_neurons(task, seed, args.positions)["scores"].numpy()
+            neurons = bench.skill_neurons(task, seed, args.positions)
+            # each neuron's mean train activation, averaged over the scored positions (as src/prune.py)
+            means = neurons["thresholds"].mean(1).numpy()
             tables.append(analysis.pruning_test(bench.backbone, prompt, test, bench.verbalizer(task), bench.config,
-                                                seed_scores, fractions=args.prune))
+                                                neurons["scores"].numpy(), means=means, fractions=args.prune,
+                                                layers=layers))
         table = pd.concat(tables).groupby("P", sort=False).mean().reset_index()
         table["ffn_width"] = table["ffn_width"].astype(int)
         table.to_csv(folder / "pruning.csv", index=False)
         console.print(_rich_table(f"Pruning to the top-P skill neurons per layer ({task})", table, _PRUNE_FORMATS))
         analysis.plot_pruning(table, folder / "pruning.png", f"{task}: pruned to skill neurons")
         lines += ["## Pruning", "",
-                  "Smaller models that keep only the top-P skill neurons of every FFN layer (P = 100%: the full "
-                  "model). `ffn_params_share`: FFN weights kept; speed: examples/s of prediction over the test "
-                  "split, same batches, models timed in turn, best of 3 rounds.", "",
+                  f"Smaller models whose FFN layers {layers[0]}-{layers[1]} (0-indexed; the others stay whole) keep "
+                  "only their top-P skill neurons, the removed neurons' mean train activations folded into the "
+                  "output bias (P = 100%: the full model). `ffn_width`: width of the pruned layers; "
+                  "`ffn_params_share`: FFN weights kept over all layers; speed: examples/s of prediction over the "
+                  "test split, same batches, models timed in turn, best of 3 rounds.", "",
                   analysis.markdown_table(table, _PRUNE_FORMATS), "", "![pruning](pruning.png)", ""]
 
     if getattr(args, "specificity", False):
