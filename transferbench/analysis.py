@@ -207,7 +207,7 @@ def specificity_line(stat: dict[str, float]) -> str:
                 "pair of tasks)")
     return (f"mean same-family overlap {stat['same_family']:.3f} ({stat['same_pairs']} pairs) vs mean "
             f"cross-family overlap {stat['cross_family']:.3f} ({stat['cross_pairs']} pairs): difference "
-            f"{stat['difference']:+.3f}, permutation p = {stat['p_value']:.3f} ({stat['permutations']} "
+            f"{stat['difference']:+.3f}, permutation p = {stat['p_value']:.3g} ({stat['permutations']} "
             "permutations of family labels)")
 
 
