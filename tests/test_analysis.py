@@ -75,6 +75,19 @@ def test_perturbation_changes_only_selected_neurons_and_hooks_are_removed(backbo
     assert torch.equal(activations(backbone, prompt, batch), before)
 
 
+def test_noise_is_one_vector_per_example_shared_across_positions(backbone, prompt, batch):
+    """As the reference code (`addmask`, "gaussian"): `randn([batch, width])` added at every position."""
+    before = activations(backbone, prompt, batch)
+    last = backbone.num_layers - 1
+    mask = a_mask(backbone, layers=[last])
+    with analysis.perturb_neurons(backbone, mask, "noise", seed=0):
+        during = activations(backbone, prompt, batch)
+    noise = (during - before)[:, last][..., torch.from_numpy(mask[last])]  # [examples, positions, neurons]
+    assert torch.allclose(noise, noise[:, :1].expand_as(noise), atol=1e-6)  # the same at every position
+    assert not torch.allclose(noise[0, 0], noise[1, 0], atol=1e-3)  # a fresh draw per example
+    assert (noise[:, 0].abs() > 0).all()
+
+
 def test_perturbation_of_the_first_layer_touches_only_selected_neurons_there(backbone, prompt, batch):
     before = activations(backbone, prompt, batch)
     mask = a_mask(backbone)
@@ -200,19 +213,63 @@ def test_pruning_shrinks_weights_and_equals_zeroing_the_removed_neurons(backbone
     assert captured[0].shape[-1] == width
 
 
+def test_reference_prune_layers_scale_the_references_layers_4_to_12_of_12():
+    assert analysis.reference_prune_layers(12) == (3, 11)  # src/prune.py: range(3, 12)
+    assert analysis.reference_prune_layers(6) == (2, 5)  # MiniLM: layers 3-6 counted from 1
+    assert analysis.reference_prune_layers(2) == (1, 1)
+
+
+def test_pruning_folds_the_removed_neurons_means_into_the_bias(backbone, prompt, batch):
+    """Known answer: the pruned model equals the full one with each removed neuron's activation
+    replaced by its mean (at every position), in the pruned layers only."""
+    rng = np.random.default_rng(1)
+    keep = select(rng.random((backbone.num_layers, backbone.ffn_width)), 0.25)
+    means = rng.normal(size=keep.shape)
+    last = backbone.num_layers - 1
+    pruned = analysis.prune_ffn(backbone, keep, means=means, layers=(last, last))
+    assert pruned.encoder.encoder.layer[0].intermediate.dense.out_features == backbone.ffn_width  # left whole
+    assert pruned.encoder.encoder.layer[last].intermediate.dense.out_features == int(keep[last].sum())
+
+    removed = torch.from_numpy(~keep[last])
+    constant = torch.from_numpy(means[last]).float()
+
+    def replace_by_mean(_module, _inputs, output):
+        output[..., removed] = constant[removed]
+        return output
+
+    handle = backbone.ffn_modules[last].register_forward_hook(replace_by_mean)
+    try:
+        with torch.no_grad():
+            expected = prompted_forward(backbone, prompt, batch).hidden
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        got = prompted_forward(pruned, prompt, batch).hidden
+        plain = prompted_forward(analysis.prune_ffn(backbone, keep, layers=(last, last)), prompt, batch).hidden
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, plain, atol=1e-3)  # the means matter
+
+
 def test_pruning_test_reports_accuracy_and_speed(bench):
     test = bench.encoded("pos_a", "test")
     scores = bench.skill_neurons("pos_a", 0)["scores"].numpy()
     table = analysis.pruning_test(bench.backbone, bench.source_prompt("pos_a", 0)["prompt"], test,
                                   bench.verbalizer("pos_a"), bench.config, scores, fractions=[0.5], repeats=1)
     assert table.P.tolist() == [1.0, 0.5] and table.ffn_width.tolist() == [64, 32]
+    # the tiny backbone's 2 layers: the reference's range is layer 1 only, layer 0 stays whole
+    assert table.ffn_params_share.tolist() == [1.0, (64 + 32) / 128]
     assert table.speedup.iloc[0] == 1.0 and (table.examples_per_s > 0).all()
     assert table.accuracy.iloc[0] == bench.source_prompt("pos_a", 0)["test_accuracy"]
 
 
 def test_pruning_rejects_bad_masks(backbone):
-    with pytest.raises(TransferbenchError, match="kept neuron in every layer"):
+    with pytest.raises(TransferbenchError, match="kept neuron in every pruned layer"):
         analysis.prune_ffn(backbone, np.zeros((backbone.num_layers, backbone.ffn_width), bool))
+    keep = np.ones((backbone.num_layers, backbone.ffn_width), bool)
+    with pytest.raises(TransferbenchError, match="pruned layers 1-2 are not a range of the backbone's layers 0-1"):
+        analysis.prune_ffn(backbone, keep, layers=(1, 2))
+    with pytest.raises(TransferbenchError, match="mean activations have shape"):
+        analysis.prune_ffn(backbone, keep, means=np.zeros((1, 3)))
 
 
 # ------------------------------------------------------------------ specificity and layers
@@ -325,6 +382,13 @@ def test_flags_and_errors(tiny_suite, tiny_backbone, cache):
         parse("--task", "x", "--fractions", "0,2")
     with pytest.raises(TransferbenchError, match="--task is required"):
         run(parse("--suite", tiny_suite, "--backbone", tiny_backbone, "--perturb"), Console())
+    assert parse("--task", "x").prune_layers is None  # the reference's share of the depth
+    assert parse("--task", "x", "--prune", "--prune-layers", "0-1").prune_layers == (0, 1)
+    with pytest.raises(SystemExit):
+        parse("--task", "x", "--prune-layers", "3")
+    with pytest.raises(TransferbenchError, match="pruned layers 1-5 are not a range of the backbone's layers 0-1"):
+        run(parse("--task", "pos_a", "--suite", tiny_suite, "--backbone", tiny_backbone, "--prune",
+                  "--prune-layers", "1-5"), Console())
 
 
 # ------------------------------------------------------------------ the paper's finding on a real task

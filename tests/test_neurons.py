@@ -117,3 +117,74 @@ def test_probe_ranking_rejects_bad_input():
         probe_ranking(np.zeros((4, 2)), [1, 1, 1, 1], l1=0.1, l2=0)
     with pytest.raises(TransferbenchError, match="examples, neurons"):
         probe_ranking(np.zeros((4, 2, 1)), [0, 1, 0, 1], l1=0.1, l2=0)
+
+
+# ------------------------------------------------------------------ positions the skill-neuron scores read
+
+
+def test_skill_positions_are_prompt_then_mask_by_default():
+    from transferbench.units import DEFAULT_SKILL_POSITIONS, skill_positions
+
+    assert DEFAULT_SKILL_POSITIONS == "mask+prompt"  # as the reference code
+    assert skill_positions(4) == [1, 2, 3, 4, 5]
+    assert skill_positions(4, "prompt") == [1, 2, 3, 4]
+    assert skill_positions(4, "mask") == [5]
+    with pytest.raises(TransferbenchError, match="must be one of mask\\+prompt, prompt, mask"):
+        skill_positions(4, "text")
+
+
+def test_the_mask_position_holds_the_mask_token(tiny_backbone):
+    """The position `skill_positions(n, "mask")` names is where the template puts [MASK]."""
+    import torch
+
+    from transferbench.backbone import Backbone
+    from transferbench.prompt import initial_prompt, prompted_forward
+    from transferbench.units import skill_positions
+
+    backbone = Backbone(str(tiny_backbone))
+    inputs = []
+    handle = backbone.encoder.embeddings.register_forward_pre_hook(
+        lambda _module, _args, kwargs: inputs.append(kwargs["inputs_embeds"]), with_kwargs=True)
+    encoded = backbone.tokenizer(["good movie", "bad"], padding=True, return_tensors="pt")
+    try:
+        with torch.no_grad():
+            prompted_forward(backbone, initial_prompt(backbone, 3, seed=0), dict(encoded))
+    finally:
+        handle.remove()
+    mask_embedding = backbone.word_embeddings.weight[backbone.tokenizer.mask_token_id]
+    [position] = skill_positions(3, "mask")
+    assert torch.equal(inputs[0][:, position], mask_embedding.expand(2, -1))
+    # and no prompt position holds it
+    for position in skill_positions(3, "prompt"):
+        assert not torch.equal(inputs[0][0, position], mask_embedding)
+
+
+def test_skill_thresholds_are_train_means_at_prompt_and_mask_positions(cache, tiny_backbone, tiny_suite):
+    """Recomputed by hand from every position's activations: positions 1..n and n + 1."""
+    import torch
+
+    from transferbench.prompt import autocast, capture_ffn, prompted_forward
+    from transferbench.runner import Benchmark
+    from transferbench.task import load_suite
+
+    bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), [0])
+    prompt = bench.source_prompt("pos_a", 0)["prompt"]
+    n = prompt.shape[0]
+    train = bench.encoded("pos_a", "train")
+    pad = bench.backbone.tokenizer.pad_token_id
+    total = 0
+    with capture_ffn(bench.backbone, slice(None)) as captured, autocast(bench.config), torch.no_grad():
+        for index in train.length_sorted_batches(bench.config.eval_batch_size):
+            prompted_forward(bench.backbone, prompt, train.batch(index, pad))
+            total = total + captured.pop()[:, :, : n + 2].sum(0)  # [CLS], prompt, [MASK]
+    means = total / len(train)
+    default = bench.skill_neurons("pos_a", 0)["thresholds"]
+    assert default.shape == (bench.backbone.num_layers, n + 1, bench.backbone.ffn_width)
+    assert torch.allclose(default, means[:, 1 : n + 2], atol=1e-5)
+    only_prompt = bench.skill_neurons("pos_a", 0, "prompt")
+    assert torch.allclose(only_prompt["thresholds"], means[:, 1 : n + 1], atol=1e-5)
+    # a separate store entry per position set: the prompt-only scores are not served as the default
+    assert bench._skill_key("pos_a", 0) != bench._skill_key("pos_a", 0, "prompt")
+    # a max over more positions: never below the prompt-only score
+    scores = bench.skill_neurons("pos_a", 0)["scores"]
+    assert (scores >= only_prompt["scores"] - 1e-7).all()

@@ -32,6 +32,9 @@ def test_defaults():
     args = parse("--task", "rt_sentiment")
     assert (args.suite, args.backbone, args.seeds, args.top, args.p, args.global_selection, args.export) == (
         "default", "minilm", None, 20, 0.05, False, None)
+    assert args.positions == "mask+prompt"  # the reference code's positions
+    with pytest.raises(SystemExit):
+        parse("--task", "x", "--positions", "text")
     assert parse("--task", "x", "--seeds", "0,1", "--global").seeds == [0, 1]
 
 
@@ -51,12 +54,13 @@ def test_prints_top_neurons_and_exports_arrays_that_reload(tmp_path, cache, tiny
     thresholds = np.load(export / "thresholds.npy")
     layers, ffn = scores.shape
     assert mask.dtype == bool and scores.dtype == np.float32 and mask.shape == (layers, ffn)
-    assert thresholds.shape[:2] == (2, layers) and thresholds.shape[3] == ffn
+    assert thresholds.shape == (2, layers, 4 + 1, ffn)  # the 4 prompt positions and [MASK]
     assert np.allclose(scores, np.mean(per_seed, axis=0))
     assert np.array_equal(mask, select(scores, 0.1, per_layer=True))
     assert np.array_equal(thresholds[1], np.load(export / "thresholds_seed1.npy"))
     readme = (export / "README.md").read_text()
-    assert "over the train split" in readme and "whole dev split" in readme and "[seeds, layers, prompt_length, ffn_width]" in readme
+    assert "over the train split" in readme and "whole dev split" in readme and "[seeds, layers, positions, ffn_width]" in readme
+    assert "positions 1..4, then the [MASK] position 5" in readme
 
     # the top neuron printed is the best-scoring one
     layer, neuron = np.unravel_index(np.argsort(-scores.ravel(), kind="stable")[0], scores.shape)
@@ -66,8 +70,8 @@ def test_prints_top_neurons_and_exports_arrays_that_reload(tmp_path, cache, tiny
     # anyone can recompute the exported arrays, as the README describes
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), [0])
     bench.source_prompt("pos_a", 0)
-    train = bench.prompt_position_activations("pos_a", 0, "train")
-    dev = bench.prompt_position_activations("pos_a", 0, "dev")
+    train = bench.skill_position_activations("pos_a", 0, "train", "mask+prompt")
+    dev = bench.skill_position_activations("pos_a", 0, "dev", "mask+prompt")
     labels = bench.encoded("pos_a", "dev").labels
     assert np.allclose(train.mean(0).numpy(), np.load(export / "thresholds_seed0.npy"), atol=1e-5)
     assert np.allclose(predictivity(train, dev, labels), per_seed[0])

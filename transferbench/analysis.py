@@ -9,6 +9,7 @@ where in the network skill neurons live, and pruning the FFN layers down to thei
 from __future__ import annotations
 
 import copy
+import math
 import time
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -46,9 +47,14 @@ def perturb_neurons(backbone: Backbone, mask: np.ndarray, mode: str, *, std: flo
     `mode="noise"` adds Gaussian noise `N(0, std^2)` to their activations, `mode="zero"` sets them to
     zero (Wang et al., EMNLP 2022, Sec. 4). A forward hook on each layer's FFN `intermediate`
     module (output after the activation function) changes its output in place, at every sequence
-    position (prompt, [MASK] and text tokens alike: a neuron is perturbed wherever it fires). The
-    noise comes from a `torch.Generator` seeded with `seed`, so a run is reproducible; the hooks
-    are removed when the block exits, even on an error.
+    position (prompt, [MASK] and text tokens alike: a neuron is perturbed wherever it fires).
+
+    Noise as the reference code draws it (THU-KEG/Skill-Neuron, `src/modelzoo.py`,
+    `BaseModel.addmask`, type "gaussian": `randn([batch, width]) * alpha`, added as
+    `bias.unsqueeze(dim = 1)`): **one** noise vector per example and layer, shared by every
+    position of that example, `a[x, pos, i] += std * z[x, i]` with `z ~ N(0, 1)`; not independent
+    noise per position. The noise comes from a `torch.Generator` seeded with `seed`, so a run is
+    reproducible; the hooks are removed when the block exits, even on an error.
     """
     if mode not in ("noise", "zero"):
         raise TransferbenchError(f"perturbation mode must be 'noise' or 'zero', got {mode!r}")
@@ -64,7 +70,8 @@ def perturb_neurons(backbone: Backbone, mask: np.ndarray, mode: str, *, std: flo
             if mode == "zero":
                 output[..., indices] = 0
             else:
-                noise = torch.randn((*output.shape[:-1], len(indices)), generator=generator) * std
+                # [batch, 1, neurons]: the same draw at every position of an example
+                noise = torch.randn((output.shape[0], 1, len(indices)), generator=generator) * std
                 output[..., indices] += noise.to(device=output.device, dtype=output.dtype)
             return output
 
@@ -200,7 +207,7 @@ def specificity_line(stat: dict[str, float]) -> str:
                 "pair of tasks)")
     return (f"mean same-family overlap {stat['same_family']:.3f} ({stat['same_pairs']} pairs) vs mean "
             f"cross-family overlap {stat['cross_family']:.3f} ({stat['cross_pairs']} pairs): difference "
-            f"{stat['difference']:+.3f}, permutation p = {stat['p_value']:.3f} ({stat['permutations']} "
+            f"{stat['difference']:+.3f}, permutation p = {stat['p_value']:.3g} ({stat['permutations']} "
             "permutations of family labels)")
 
 
@@ -232,60 +239,123 @@ def _ffn_linears(backbone: Backbone, layer: int) -> tuple[nn.Module, str, nn.Lin
     return (*parts(ffn, ups[0]), *parts(layer_module, downs[0]))
 
 
-def prune_ffn(backbone: Backbone, keep: np.ndarray) -> Backbone:
-    """A smaller copy of `backbone` whose FFN layers keep only the neurons in `keep` (`[layers, ffn]`).
+def reference_prune_layers(num_layers: int) -> tuple[int, int]:
+    """(first, last), 0-indexed and inclusive: the layers the reference code prunes, scaled to depth.
 
-    Every layer's up-projection (e.g. BERT's `intermediate.dense`) keeps the rows, and its
-    down-projection (`output.dense`) the columns, of the kept neurons, as new `nn.Linear`s of the
-    reduced width; the output bias is unchanged. Removing a neuron this way equals zeroing its
-    activation, so keeping every neuron reproduces the full model. The original is not modified.
+    THU-KEG/Skill-Neuron `src/prune.py` prunes layers 4-12 of roberta-base's 12 (its loop
+    `for k in range(3, 12)`, 0-indexed 3..11) and leaves the bottom quarter whole. We keep the
+    same share: prune the layers k with `k >= num_layers / 4`, i.e. from `ceil(num_layers / 4)` to
+    the last. 12 layers: 3..11 (the reference); the packaged MiniLM's 6: 2..5 (layers 3-6 counted
+    from 1), the bottom third whole since a quarter of 6 layers is 1.5.
+    """
+    return math.ceil(num_layers / 4), num_layers - 1
+
+
+def check_layer_range(layers: tuple[int, int], num_layers: int) -> tuple[int, int]:
+    """`layers` = (first, last) if `0 <= first <= last < num_layers`, else one TransferbenchError."""
+    first, last = layers
+    if not 0 <= first <= last < num_layers:
+        raise TransferbenchError(f"pruned layers {first}-{last} are not a range of the backbone's layers "
+                                 f"0-{num_layers - 1}; give FIRST-LAST with 0 <= FIRST <= LAST <= {num_layers - 1}")
+    return first, last
+
+
+def prune_ffn(backbone: Backbone, keep: np.ndarray, *, means: np.ndarray | None = None,
+              layers: tuple[int, int] | None = None) -> Backbone:
+    """A smaller copy of `backbone` whose FFN layers in `layers` keep only the neurons in `keep`.
+
+    `keep` is `[layers, ffn]` (bool); `layers` = (first, last), 0-indexed and inclusive (default:
+    every layer); layers outside the range keep every neuron. In a pruned layer the up-projection
+    (e.g. BERT's `intermediate.dense`) keeps the rows, and the down-projection (`output.dense`) the
+    columns, of the kept neurons, as new `nn.Linear`s of the reduced width.
+
+    `means` (`[layers, ffn]`, e.g. the skill-neuron thresholds: mean train activations) folds each
+    removed neuron's mean activation into the down-projection's bias, as the reference code
+    (THU-KEG/Skill-Neuron `src/prune.py`: `outputbias + matmul(outputweight, pbias)`):
+
+        b_out' = b_out + sum over removed i of W_out[:, i] * means[l, i]
+
+    so a removed neuron acts as if it always output its mean. (The published script multiplies by
+    the means of *all* neurons, kept ones too, although its README calls them "the fixed
+    activations of non-skill neurons"; we fold the removed ones only, else a kept neuron would
+    count twice.) Without `means` a removed neuron acts as if it output 0. Keeping every neuron
+    reproduces the full model. The original is not modified.
     """
     keep = np.asarray(keep, dtype=bool)
-    if keep.shape != (backbone.num_layers, backbone.ffn_width) or not keep.any(1).all():
-        raise TransferbenchError("pruning mask must be [layers, ffn_width] with a kept neuron in every layer")
+    first, last = check_layer_range((0, backbone.num_layers - 1) if layers is None else layers, backbone.num_layers)
+    pruned_layers = range(first, last + 1)
+    if keep.shape != (backbone.num_layers, backbone.ffn_width) or not keep[first : last + 1].any(1).all():
+        raise TransferbenchError("pruning mask must be [layers, ffn_width] with a kept neuron in every pruned layer")
+    if means is not None:
+        means = np.asarray(means, dtype=np.float64)
+        if means.shape != keep.shape:
+            raise TransferbenchError(f"mean activations have shape {means.shape}; expected [layers, ffn_width] = "
+                                     f"{keep.shape}")
     pruned = copy.copy(backbone)  # shares the tokenizer; the weights are copied below
     pruned.model = copy.deepcopy(backbone.model)
     pruned.encoder = pruned.model.base_model if backbone.encoder is not backbone.model else pruned.model
     pruned.config = pruned.encoder.config
     pruned.ffn_modules = pruned._find_ffn_modules()
-    layer_parts = [_ffn_linears(pruned, layer) for layer in range(pruned.num_layers)]
-    for parts, indices in zip(layer_parts, _layer_indices(keep)):
-        up_parent, up_name, up, down_parent, down_name, down = parts
+    widths = []
+    for layer in range(pruned.num_layers):
+        if layer not in pruned_layers:
+            widths.append(pruned.ffn_width)
+            continue
+        up_parent, up_name, up, down_parent, down_name, down = _ffn_linears(pruned, layer)
+        indices = torch.from_numpy(np.flatnonzero(keep[layer])).long()
+        removed = torch.from_numpy(np.flatnonzero(~keep[layer])).long()
+        widths.append(len(indices))
         new_up = nn.Linear(up.in_features, len(indices), bias=up.bias is not None,
                            dtype=up.weight.dtype, device=up.weight.device)
-        new_down = nn.Linear(len(indices), down.out_features, bias=down.bias is not None,
+        new_down = nn.Linear(len(indices), down.out_features, bias=down.bias is not None or means is not None,
                              dtype=down.weight.dtype, device=down.weight.device)
         with torch.no_grad():
             new_up.weight.copy_(up.weight[indices])
             if up.bias is not None:
                 new_up.bias.copy_(up.bias[indices])
             new_down.weight.copy_(down.weight[:, indices])
-            if down.bias is not None:
-                new_down.bias.copy_(down.bias)
+            bias = down.bias.double() if down.bias is not None else torch.zeros(down.out_features, dtype=torch.float64,
+                                                                                        device=down.weight.device)
+            if means is not None:
+                removed_means = torch.from_numpy(means[layer]).to(bias.device)[removed.to(bias.device)]
+                bias = bias + down.weight[:, removed].double() @ removed_means
+            if new_down.bias is not None:
+                new_down.bias.copy_(bias)
         new_up.requires_grad_(False)
         new_down.requires_grad_(False)
         setattr(up_parent, up_name, new_up)
         setattr(down_parent, down_name, new_down)
-    widths = {len(i) for i in _layer_indices(keep)}
-    if len(widths) == 1:  # keeps `ffn_width` truthful for per-layer selections
-        pruned.config.intermediate_size = widths.pop()
+    if len(set(widths)) == 1:  # keeps `ffn_width` truthful when every layer has the same width
+        pruned.config.intermediate_size = widths[0]
     return pruned
 
 
 def pruning_test(backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer,
-                 config: PromptConfig, scores: np.ndarray, *, fractions: Sequence[float] = PRUNE_FRACTIONS,
+                 config: PromptConfig, scores: np.ndarray, *, means: np.ndarray | None = None,
+                 fractions: Sequence[float] = PRUNE_FRACTIONS, layers: tuple[int, int] | None = None,
                  repeats: int = 3) -> pd.DataFrame:
     """Test accuracy and inference speed of the full model and of models pruned to their top-P skill neurons.
+
+    As the reference code: the layers in `layers` (default `reference_prune_layers`, the reference's
+    share of the depth) keep their top-P skill neurons, the others stay whole, and the removed
+    neurons' mean activations `means` (`[layers, ffn]`, the skill-neuron thresholds averaged over
+    the scored positions, as `src/prune.py` averages its `train_avg` over them) are folded into the
+    output bias (`prune_ffn`). `ffn_width` is the width of the pruned layers, `ffn_params_share`
+    the share of all FFN neurons (and weights) kept.
 
     Speed: examples per second of `predict` over the whole split (the same length-sorted batches
     for every model), models timed in turn within each of `repeats` rounds, best round kept. The
     verbalizer (label encodings of the cosine head) stays the full model's: it is part of the task's
     classifier, not of the network being pruned.
     """
-    models, kept = {1.0: backbone}, {1.0: 1.0}
+    first, last = check_layer_range(reference_prune_layers(backbone.num_layers) if layers is None else layers,
+                                    backbone.num_layers)
+    models, kept, widths = {1.0: backbone}, {1.0: 1.0}, {1.0: backbone.ffn_width}
     for p in fractions:
         keep = select(scores, p, per_layer=True)
-        models[p], kept[p] = prune_ffn(backbone, keep), float(keep.mean())
+        keep[:first] = keep[last + 1 :] = True  # layers outside the range stay whole
+        models[p] = prune_ffn(backbone, keep, means=means, layers=(first, last))
+        kept[p], widths[p] = float(keep.mean()), int(keep[first].sum())
     accuracies = {p: split_accuracy(model, prompt, split, verbalizer, config)
                   for p, model in models.items()}
     best = {p: float("inf") for p in models}
@@ -296,7 +366,7 @@ def pruning_test(backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, 
             best[p] = min(best[p], time.perf_counter() - start)
     rows = []
     for p, model in models.items():
-        rows.append({"P": p, "ffn_width": model.ffn_width, "ffn_params_share": kept[p],
+        rows.append({"P": p, "ffn_width": widths[p], "ffn_params_share": kept[p],
                      "accuracy": accuracies[p], "examples_per_s": len(split) / best[p],
                      "speedup": best[1.0] / best[p]})
     return pd.DataFrame(rows)
@@ -408,6 +478,6 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -
 
 __all__ = [
     "perturb_neurons", "random_mask", "perturbation_test", "layer_summary", "order_by_family",
-    "overlap_matrix", "specificity_statistic", "specificity_line", "prune_ffn", "pruning_test",
+    "overlap_matrix", "specificity_statistic", "specificity_line", "reference_prune_layers", "prune_ffn", "pruning_test",
     "plot_perturbation", "plot_layers", "plot_overlap", "plot_pruning", "markdown_table",
 ]

@@ -32,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `neurons` subcommand to the `transferbench` subparsers."""
     from transferbench.analysis import NOISE_STD, PERTURB_FRACTIONS, PRUNE_FRACTIONS, RANDOM_DRAWS
     from transferbench.neurons import DEFAULT_FRACTION
+    from transferbench.units import DEFAULT_SKILL_POSITIONS, SKILL_POSITION_SETS
 
     parser = subparsers.add_parser(
         "neurons", help="show one task's skill neurons (top neurons, per-layer summary) and export them",
@@ -48,6 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--top", type=int, default=20, help="how many of the best neurons to list (default: %(default)s)")
     parser.add_argument("--p", type=float, default=DEFAULT_FRACTION,
                         help="fraction of neurons selected, per layer unless --global (default: %(default)s)")
+    parser.add_argument("--positions", choices=SKILL_POSITION_SETS, default=DEFAULT_SKILL_POSITIONS,
+                        help="positions whose activations are scored: the prompt and [MASK] (as the reference "
+                             "code), the prompt only, or [MASK] only (default: %(default)s)")
     parser.add_argument("--global", dest="global_selection", action="store_true",
                         help="select the top fraction over all layers instead of per layer")
     parser.add_argument("--export", type=Path, default=None, metavar="DIR",
@@ -71,11 +75,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                           metavar="P,P,...",
                           help="build smaller models keeping only the top-P skill neurons of each FFN layer; report "
                                f"accuracy and speed-up (default P: {','.join(map(str, PRUNE_FRACTIONS))})")
+    analyses.add_argument("--prune-layers", type=_layer_range, default=None, metavar="FIRST-LAST",
+                          help="layers --prune prunes, 0-indexed and inclusive, e.g. 2-5 (default: as the reference "
+                               "code, which prunes layers 4-12 of 12: from a quarter of the depth up; 2-5 for MiniLM)")
     analyses.add_argument("--report", type=Path, default=None, metavar="DIR",
                           help="report folder (default: reports/<suite>/<task>/, or reports/<suite>/specificity/)")
     analyses.add_argument("--analysis-seed", type=int, default=0,
                           help="seed of the noise, the random neurons and the permutations (default: %(default)s)")
     return parser
+
+
+def _layer_range(text: str) -> tuple[int, int]:
+    first, dash, last = text.partition("-")
+    try:
+        if not dash:
+            raise ValueError
+        return int(first), int(last)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer range FIRST-LAST, e.g. 2-5, got {text!r}") from None
 
 
 def _fraction_list(text: str) -> list[float]:
@@ -113,6 +130,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.task is None:
         _specificity_report(bench, args, console)
         return 0
+    if getattr(args, "prune_layers", None) is not None:
+        from transferbench.analysis import check_layer_range
+
+        check_layer_range(args.prune_layers, bench.backbone.num_layers)
     if args.task not in bench.tasks:
         raise TransferbenchError(
             f"task {args.task!r} is not in suite {suite.name!r}{did_you_mean(args.task, list(bench.tasks))}"
@@ -123,7 +144,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         # torch.no_grad, where a prompt cannot be trained lazily.
         for seed in seeds:
             bench.source_prompt(args.task, seed)
-        per_seed = [bench.skill_neurons(args.task, seed) for seed in seeds]
+        per_seed = [bench.skill_neurons(args.task, seed, args.positions) for seed in seeds]
     seed_scores = [entry["scores"].numpy() for entry in per_seed]
     scores = np.mean(seed_scores, axis=0)
     mask = select(scores, args.p, per_layer)
@@ -136,7 +157,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     _print_layers(console, scores, mask, args.p, per_layer)
     if args.export is not None:
         _export(args.export, per_seed, seed_scores, scores, mask, seeds=seeds, task=args.task, suite=suite,
-                bench=bench, fraction=args.p, per_layer=per_layer)
+                bench=bench, fraction=args.p, per_layer=per_layer, positions=args.positions)
         console.print(f"wrote {args.export}")
     if args.perturb or args.prune is not None or specificity or args.report is not None:
         _task_report(bench, args, console, scores)
@@ -169,7 +190,7 @@ def _print_layers(console: Console, scores, mask, fraction: float, per_layer: bo
 
 
 def _export(folder: Path, per_seed: list[dict[str, Any]], seed_scores: list, scores, mask, *, seeds: list[int],
-            task: str, suite, bench, fraction: float, per_layer: bool) -> None:
+            task: str, suite, bench, fraction: float, per_layer: bool, positions: str) -> None:
     import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -181,15 +202,15 @@ def _export(folder: Path, per_seed: list[dict[str, Any]], seed_scores: list, sco
     for seed, array in zip(seeds, seed_scores):
         np.save(folder / f"scores_seed{seed}.npy", array.astype(np.float32))
     np.save(folder / "mask.npy", mask.astype(bool))
-    layers, prompt_length, ffn = thresholds[0].shape
+    layers, scored, ffn = thresholds[0].shape
     (folder / "README.md").write_text(_readme(
         task=task, suite=suite, bench=bench, seeds=seeds, fraction=fraction, per_layer=per_layer,
-        layers=layers, prompt_length=prompt_length, ffn=ffn, selected=int(mask.sum()),
+        layers=layers, scored=scored, ffn=ffn, selected=int(mask.sum()), positions=positions,
     ))
 
 
 def _readme(*, task: str, suite, bench, seeds: list[int], fraction: float, per_layer: bool,
-            layers: int, prompt_length: int, ffn: int, selected: int) -> str:
+            layers: int, scored: int, ffn: int, selected: int, positions: str) -> str:
     n = len(seeds)
     seed_text = ", ".join(map(str, seeds))
     identity = bench.backbone_identity()
@@ -198,6 +219,11 @@ def _readme(*, task: str, suite, bench, seeds: list[int], fraction: float, per_l
                  else f"the top `floor({fraction:g} * {layers * ffn})` neurons over all layers (at least 1)")
     call = f"select(scores, {fraction!r}, per_layer={per_layer})"
     precision = "computed under bfloat16 autocast" if bench.config.bf16 else "computed in float32"
+    prompt_length = bench.config.prompt_length
+    where = {"mask+prompt": f"the soft-prompt positions 1..{prompt_length}, then the [MASK] position "
+                            f"{prompt_length + 1} (as the reference code)",
+             "prompt": f"the soft-prompt positions 1..{prompt_length}",
+             "mask": f"the [MASK] position {prompt_length + 1}"}[positions]
     return f"""# Skill neurons of task `{task}`
 
 Exported by `transferbench neurons --task {task}`. Skill neurons after Wang et al. (EMNLP 2022),
@@ -210,18 +236,18 @@ Exported by `transferbench neurons --task {task}`. Skill neurons after Wang et a
 | suite | `{suite.name}` (train {suite.sizes_for(task).train} / dev {dev_size} / test {suite.sizes_for(task).test} examples, split seed {suite.split_seed}) |
 | backbone | `{identity['backbone']}` (revision `{identity['revision']}`) |
 | prompt-tuning seeds | {seed_text} |
-| layers x prompt positions x FFN width | {layers} x {prompt_length} x {ffn} |
+| layers x scored positions x FFN width | {layers} x {scored} x {ffn} (`--positions {positions}`) |
 | selection | {selection}: {selected} neurons |
 
 ## Files
 
-All arrays are NumPy `.npy` files (`numpy.load`). Layers are indexed from 0; `prompt_length` is the
-number of soft-prompt tokens.
+All arrays are NumPy `.npy` files (`numpy.load`). Layers are indexed from 0; `positions` are the
+{scored} scored sequence positions of the template `[CLS] p_1 .. p_{prompt_length} [MASK] text`: {where}.
 
 | file | shape | dtype | what |
 |---|---|---|---|
-| `thresholds.npy` | `[{n}, {layers}, {prompt_length}, {ffn}]` = `[seeds, layers, prompt_length, ffn_width]` | float32 | the per-seed thresholds below, stacked in seed order ({seed_text}) |
-| `thresholds_seed{{k}}.npy` | `[{layers}, {prompt_length}, {ffn}]` = `[layers, prompt_length, ffn_width]` | float32 | `theta[l,t,i]` for the prompt trained with seed k |
+| `thresholds.npy` | `[{n}, {layers}, {scored}, {ffn}]` = `[seeds, layers, positions, ffn_width]` | float32 | the per-seed thresholds below, stacked in seed order ({seed_text}) |
+| `thresholds_seed{{k}}.npy` | `[{layers}, {scored}, {ffn}]` = `[layers, positions, ffn_width]` | float32 | `theta[l,t,i]` for the prompt trained with seed k |
 | `scores_seed{{k}}.npy` | `[{layers}, {ffn}]` = `[layers, ffn_width]` | float32 | skill score `s[l,i]` for the prompt trained with seed k |
 | `scores.npy` | `[{layers}, {ffn}]` | float32 | mean of `scores_seed{{k}}.npy` over the seeds (what `skill_overlap` uses) |
 | `mask.npy` | `[{layers}, {ffn}]` | bool | the selected skill neurons: `{call}` |
@@ -233,7 +259,7 @@ number of soft-prompt tokens.
 2. The task's **train** and **dev** splits ({dev_size} dev examples; disjoint from train, used in
    training only to pick the best checkpoint, never for gradient steps) are run through the
    backbone with that prompt. `a[l,t,i](x)` is the output of the feed-forward intermediate layer
-   (after the activation function) of layer l, neuron i, at soft-prompt position t, {precision}.
+   (after the activation function) of layer l, neuron i, at scored position t, {precision}.
 3. Threshold: `theta[l,t,i] = mean of a[l,t,i](x) over the train split` (no labels used; as in the
    reference code, THU-KEG/Skill-Neuron `src/probe.py`).
 4. Balanced accuracy on the whole dev split (labels y): `(TPR + TNR) / 2` of predicting the label
@@ -244,7 +270,7 @@ number of soft-prompt tokens.
    negatively predictive).
 6. `scores` = mean of `s` over the seeds; `mask` = {selection}, ties broken by the lower neuron index.
 
-To recompute them from the train- and dev-split activations `[examples, layers, prompt_length, ffn_width]`
+To recompute them from the train- and dev-split activations `[examples, layers, positions, ffn_width]`
 and the dev labels:
 
 ```python
@@ -253,8 +279,8 @@ from transferbench.runner import Benchmark
 from transferbench.task import load_suite
 
 bench = Benchmark(load_suite({str(suite.yaml_path or suite.name)!r}), {identity['backbone']!r}, seeds=[k])
-train = bench.prompt_position_activations({task!r}, k, "train")  # train/load the prompt first: bench.source_prompt({task!r}, k)
-dev = bench.prompt_position_activations({task!r}, k, "dev")
+train = bench.skill_position_activations({task!r}, k, "train", {positions!r})  # train/load the prompt first: bench.source_prompt({task!r}, k)
+dev = bench.skill_position_activations({task!r}, k, "dev", {positions!r})
 labels = bench.encoded({task!r}, "dev").labels
 
 theta = train.mean(0)                                        # thresholds_seed{{k}}.npy
@@ -324,7 +350,7 @@ def _task_report(bench, args, console: Console, scores) -> None:
         with bench.progress():
             for seed in seeds:
                 prompt = bench.source_prompt(task, seed)["prompt"]
-                seed_scores = bench.skill_neurons(task, seed)["scores"].numpy()
+                seed_scores = bench.skill_neurons(task, seed, args.positions)["scores"].numpy()
                 baselines.append(bench.source_prompt(task, seed)["test_accuracy"])
                 table = analysis.perturbation_test(
                     bench.backbone, prompt, test, bench.verbalizer(task), bench.config, seed_scores,
@@ -349,20 +375,26 @@ def _task_report(bench, args, console: Console, scores) -> None:
 
     if args.prune is not None:
         tables = []
+        layers = args.prune_layers or analysis.reference_prune_layers(bench.backbone.num_layers)
         for seed in seeds:
             prompt = bench.source_prompt(task, seed)["prompt"]
-            seed_scores = bench.skill_neurons(task, seed)["scores"].numpy()
+            neurons = bench.skill_neurons(task, seed, args.positions)
+            # each neuron's mean train activation, averaged over the scored positions (as src/prune.py)
+            means = neurons["thresholds"].mean(1).numpy()
             tables.append(analysis.pruning_test(bench.backbone, prompt, test, bench.verbalizer(task), bench.config,
-                                                seed_scores, fractions=args.prune))
+                                                neurons["scores"].numpy(), means=means, fractions=args.prune,
+                                                layers=layers))
         table = pd.concat(tables).groupby("P", sort=False).mean().reset_index()
         table["ffn_width"] = table["ffn_width"].astype(int)
         table.to_csv(folder / "pruning.csv", index=False)
         console.print(_rich_table(f"Pruning to the top-P skill neurons per layer ({task})", table, _PRUNE_FORMATS))
         analysis.plot_pruning(table, folder / "pruning.png", f"{task}: pruned to skill neurons")
         lines += ["## Pruning", "",
-                  "Smaller models that keep only the top-P skill neurons of every FFN layer (P = 100%: the full "
-                  "model). `ffn_params_share`: FFN weights kept; speed: examples/s of prediction over the test "
-                  "split, same batches, models timed in turn, best of 3 rounds.", "",
+                  f"Smaller models whose FFN layers {layers[0]}-{layers[1]} (0-indexed; the others stay whole) keep "
+                  "only their top-P skill neurons, the removed neurons' mean train activations folded into the "
+                  "output bias (P = 100%: the full model). `ffn_width`: width of the pruned layers; "
+                  "`ffn_params_share`: FFN weights kept over all layers; speed: examples/s of prediction over the "
+                  "test split, same batches, models timed in turn, best of 3 rounds.", "",
                   analysis.markdown_table(table, _PRUNE_FORMATS), "", "![pruning](pruning.png)", ""]
 
     if getattr(args, "specificity", False):
@@ -385,13 +417,16 @@ def _perturbation_verdict(table) -> str:
 
 
 def _specificity_section(bench, args, console: Console, folder: Path) -> list[str]:
+    import numpy as np
+
     from transferbench import analysis
 
     with bench.progress():
         for seed in bench.seeds:
             for task in bench.tasks:
                 bench.source_prompt(task, seed)
-        scores = {task: bench.artifact(task, "skill_scores") for task in bench.tasks}
+        scores = {task: np.mean([bench.skill_neurons(task, seed, args.positions)["scores"].numpy()
+                                 for seed in bench.seeds], axis=0) for task in bench.tasks}
     families = {name: spec.family for name, spec in bench.tasks.items()}
     order = analysis.order_by_family(list(bench.tasks), families)
     overlap = analysis.overlap_matrix(scores, args.p, order)

@@ -1,6 +1,6 @@
 """Neuron rankings for a task's label: skill neurons (Wang et al., EMNLP 2022) and a linear probe.
 
-Stage 3 of the pipeline turns activations at the soft-prompt positions into per-neuron scores;
+Stage 3 of the pipeline turns activations at the soft-prompt and [MASK] positions into per-neuron scores;
 the `skill_overlap` indicator and `transferbench neurons` read them. `probe_ranking` ranks neurons
 the NeuroX way instead (Durrani et al. 2020), by the weights of an elastic-net logistic probe.
 """
@@ -25,7 +25,9 @@ def predictivity(train_activations, eval_activations, eval_labels) -> np.ndarray
     """Per-neuron skill scores `s[l, i]`, shape `[layers, ffn_width]`.
 
     Wang et al. (EMNLP 2022), "Finding Skill Neurons in Pre-trained Transformer-based Language
-    Models", Sec. 3, with activations `a[l,t,i](x)` at soft-prompt position t:
+    Models", Sec. 3, with activations `a[l,t,i](x)` at scored position t (the prompt positions and
+    [MASK], as the reference code; which positions is the caller's choice, see
+    `transferbench.units.skill_positions`):
 
     - threshold: `theta[l,t,i] = mean over train_activations of a[l,t,i](x)`
     - the paper's accuracy on the eval split: `Acc[l,t,i] = mean_x 1[ 1[a[l,t,i](x) > theta[l,t,i]] == y ]`
@@ -44,7 +46,7 @@ def predictivity(train_activations, eval_activations, eval_labels) -> np.ndarray
     `s[l,i] = max_c max_t |BalAcc_c - 0.5|`. For two classes both one-vs-rest problems give the
     same score, so this is one formula for every task.
 
-    Arguments are arrays shaped `[examples, layers, prompt_positions, ffn_width]` and labels
+    Arguments are arrays shaped `[examples, layers, positions, ffn_width]` and labels
     `[examples]`. The threshold uses no labels, so it may come from the prompt's training data
     (the reference code, THU-KEG/Skill-Neuron `src/probe.py`, takes it from the train split);
     the accuracy examples must be disjoint from the prompt's training data.
@@ -54,7 +56,7 @@ def predictivity(train_activations, eval_activations, eval_labels) -> np.ndarray
     labels = torch.as_tensor(np.asarray(eval_labels)).long()
     if train.dim() != 4 or evaluation.dim() != 4 or train.shape[1:] != evaluation.shape[1:]:
         raise TransferbenchError(
-            "predictivity: activations must be [examples, layers, prompt_positions, ffn_width] "
+            "predictivity: activations must be [examples, layers, positions, ffn_width] "
             f"with equal trailing shapes (got {tuple(train.shape)} and {tuple(evaluation.shape)})"
         )
     if labels.shape != (evaluation.shape[0],):

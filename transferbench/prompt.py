@@ -5,7 +5,8 @@ is no classifier head per task, so everything a task learns lives in its prompt.
 
 Input template: `[CLS] p_1 .. p_n [MASK] text [SEP] (text_pair [SEP])`. The mask position is the
 "prediction position" (where an MLM head scores label words, and where Su et al.'s activated-neuron
-overlap reads activations); positions 1..n are the prompt positions (where skill neurons are read).
+overlap reads activations); positions 1..n are the prompt positions (skill neurons are read there
+and at the mask position, `transferbench.units.skill_positions`).
 """
 
 from __future__ import annotations

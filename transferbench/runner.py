@@ -39,6 +39,9 @@ from transferbench.task import SuiteSpec, TaskData, TaskSpec
 
 # Bump when a change in `transferbench.units` changes what an activation artifact would be.
 ARTIFACT_CODE_VERSION = 2  # 2: skill-neuron thresholds from train, balanced accuracy on all of dev
+# The skill-neuron artifact's own version (it was ARTIFACT_CODE_VERSION up to 2), so bumping it
+# recomputes only skill neurons. 3: the [MASK] position scored with the prompt positions.
+SKILL_NEURONS_CODE_VERSION = 3
 SAMPLE_COUNT = 32
 # Settings that only affect measured transfer, so changing them never retrains source prompts.
 TRANSFER_ONLY_SETTINGS = ("init_steps",)
@@ -157,9 +160,9 @@ class Benchmark:
                                            "target": self.prompt_inputs(target, seed), "kind": "init",
                                            "steps": self.config.init_steps})
 
-    def _skill_key(self, task: str, seed: int) -> str:
+    def _skill_key(self, task: str, seed: int, positions: str = units.DEFAULT_SKILL_POSITIONS) -> str:
         return self.store.key("skill_neurons", {"prompt": self.prompt_inputs(task, seed), "artifact": "skill_neurons",
-                                                "code": ARTIFACT_CODE_VERSION})
+                                                "positions": positions, "code": SKILL_NEURONS_CODE_VERSION})
 
     def _mask_key(self, task: str, seed: int, with_inputs: bool) -> str:
         return self.store.key("activations", {"prompt": self.prompt_inputs(task, seed), "artifact": "mask_activations",
@@ -331,12 +334,13 @@ class Benchmark:
                 jobs += self._embedding_jobs(task)
         self._execute("indicator artifacts", jobs)
 
-    def _skill_jobs(self, task: str, seed: int) -> list[_Job]:
-        key = self._skill_key(task, seed)
+    def _skill_jobs(self, task: str, seed: int, positions: str = units.DEFAULT_SKILL_POSITIONS) -> list[_Job]:
+        key = self._skill_key(task, seed, positions)
         if self._has("skill_neurons", key):
             return []
         prompt = self.source_prompt(task, seed)["prompt"]
-        return [_Job(Unit(units.skill_neurons_unit, (self.context, task, seed, prompt)), [("skill_neurons", key)])]
+        return [_Job(Unit(units.skill_neurons_unit, (self.context, task, seed, prompt, positions)),
+                     [("skill_neurons", key)])]
 
     def _mask_jobs(self, task: str, seed: int, with_inputs: bool) -> list[_Job]:
         key = self._mask_key(task, seed, with_inputs)
@@ -416,14 +420,18 @@ class Benchmark:
             return self.data(task).source_size
         raise TransferbenchError(f"unknown artifact {name!r}; known: {', '.join(ARTIFACTS)}")
 
-    def skill_neurons(self, task: str, seed: int) -> dict[str, torch.Tensor]:
-        """Skill-neuron thresholds and scores of a task's own prompt (`units.skill_neurons_unit`)."""
-        self._execute("skill neurons", self._skill_jobs(task, seed))
-        return self._artifact_of("skill_neurons", self._skill_key(task, seed))
+    def skill_neurons(self, task: str, seed: int, positions: str = units.DEFAULT_SKILL_POSITIONS) -> dict[str, torch.Tensor]:
+        """Skill-neuron thresholds and scores of a task's own prompt, read at `positions`
+        (`units.skill_positions`; the default is the reference code's [MASK] + prompt), see
+        `units.skill_neurons_unit`."""
+        self._execute("skill neurons", self._skill_jobs(task, seed, positions))
+        return self._artifact_of("skill_neurons", self._skill_key(task, seed, positions))
 
-    def prompt_position_activations(self, task: str, seed: int, split: str) -> torch.Tensor:
-        """FFN activations `[examples, layers, prompt_length, ffn]` at the prompt positions (not stored)."""
-        return units.prompt_position_activations(self.context, task, self.source_prompt(task, seed)["prompt"], split)
+    def skill_position_activations(self, task: str, seed: int, split: str,
+                                   positions: str = units.DEFAULT_SKILL_POSITIONS) -> torch.Tensor:
+        """FFN activations `[examples, layers, positions, ffn]` at the skill-neuron positions (not stored)."""
+        prompt = self.source_prompt(task, seed)["prompt"]
+        return units.skill_position_activations(self.context, task, prompt, split, positions)
 
     def mask_activations(self, task: str, seed: int, with_inputs: bool) -> np.ndarray:
         """FFN activations `[layers, ffn]` at the [MASK] position: of the prompt alone (Su et al.),

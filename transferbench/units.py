@@ -18,6 +18,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from transferbench.backbone import Backbone
+from transferbench.errors import TransferbenchError
 from transferbench.neurons import predictivity, probe_ranking
 from transferbench.prompt import (
     EncodedSplit, PromptConfig, PromptedOutput, TrainedPrompt, TrainJob, Verbalizer, accuracy, autocast, capture_ffn,
@@ -196,22 +197,60 @@ def ffn_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: st
     return out
 
 
-def prompt_position_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: str) -> torch.Tensor:
-    """FFN activations `[examples, layers, prompt_length, ffn]` at the prompt positions 1..n."""
-    return ffn_activations(ctx, task, prompt, split, list(range(1, 1 + prompt.shape[0])))
+# Which positions of the template `[CLS] p_1 .. p_n [MASK] text` the skill-neuron scores read
+# (`skill_positions`); "mask+prompt" is the reference code's choice.
+SKILL_POSITION_SETS = ("mask+prompt", "prompt", "mask")
+DEFAULT_SKILL_POSITIONS = "mask+prompt"
 
 
-def skill_neurons_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor) -> dict[str, torch.Tensor]:
+def skill_positions(prompt_length: int, which: str = DEFAULT_SKILL_POSITIONS) -> list[int]:
+    """Sequence positions whose FFN activations the skill-neuron scores read, in sequence order.
+
+    Our template is `[CLS] p_1 .. p_n [MASK] text` (`transferbench.prompt.prompted_forward`): the
+    prompt sits at positions 1..n and the [MASK] token at n + 1. The reference code
+    (THU-KEG/Skill-Neuron, `src/modelzoo.py`, `MLMPromptBaseModel.forward`) builds
+    `[MASK] p_1 .. p_(n-1) <s> text` and its probes (`src/trainer.py`, `probe_avg`/`probe_acc`)
+    keep positions `0 .. prompt_size - 1`: the [MASK] and the prompt. So "mask+prompt" (the
+    default, as the reference) is `[1, .., n, n + 1]`, "prompt" is `[1, .., n]` (transferbench
+    before issue 13) and "mask" is `[n + 1]`.
+
+    Why n + 1 plays [MASK]'s role here: it holds the same [MASK] token, next to the prompt as in the
+    reference, and it is where an MLM head reads the label words (`Verbalizer`, MLM backbones), as
+    the reference's verbalizer reads position 0. Our default backbone has no MLM head; its cosine
+    verbalizer reads the mean of the output over every position, so no single position is the
+    prediction position there, and the [MASK] token (the one position whose input is neither
+    prompt nor text) is the same position Su et al.'s activated-neuron overlap reads
+    (`mask_activations_unit`).
+    """
+    if which not in SKILL_POSITION_SETS:
+        raise TransferbenchError(f"skill-neuron positions must be one of {', '.join(SKILL_POSITION_SETS)}, "
+                                 f"got {which!r}")
+    prompt = list(range(1, 1 + prompt_length))
+    mask = [1 + prompt_length]
+    return {"mask+prompt": prompt + mask, "prompt": prompt, "mask": mask}[which]
+
+
+def skill_position_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: str,
+                               positions: str = DEFAULT_SKILL_POSITIONS) -> torch.Tensor:
+    """FFN activations `[examples, layers, len(skill_positions(n, positions)), ffn]` of `prompt`
+    on a split of `task`, at the positions the skill-neuron scores read."""
+    return ffn_activations(ctx, task, prompt, split, skill_positions(prompt.shape[0], positions))
+
+
+def skill_neurons_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor,
+                       positions: str = DEFAULT_SKILL_POSITIONS) -> dict[str, torch.Tensor]:
     """{"scores", "thresholds"} of `task`'s own prompt (`transferbench.neurons.predictivity`).
 
     As the reference code (THU-KEG/Skill-Neuron, `src/probe.py`, probe type "acc": `probe_avg`
-    on train, then `probe_acc` on valid): thresholds are the mean activations at the prompt
-    positions over the whole **train** split (they use no labels), accuracy is measured on the
-    whole **dev** split, which no gradient step has seen.
+    on train, then `probe_acc` on valid): thresholds are the mean activations at the scored
+    positions (`skill_positions(n, positions)`: by default the prompt and the [MASK] position, as
+    the reference) over the whole **train** split (they use no labels), accuracy is measured on
+    the whole **dev** split, which no gradient step has seen. `thresholds` is
+    `[layers, positions, ffn]`, positions in sequence order.
     """
     # only the mean of the train activations is kept, so dev is computed after they are freed
-    thresholds = prompt_position_activations(ctx, task, prompt, "train").mean(0)
-    dev = prompt_position_activations(ctx, task, prompt, "dev")
+    thresholds = skill_position_activations(ctx, task, prompt, "train", positions).mean(0)
+    dev = skill_position_activations(ctx, task, prompt, "dev", positions)
     labels = loaded(ctx).encoded(task, "dev").labels
     scores = predictivity(thresholds.unsqueeze(0), dev, labels)  # the mean of one "example" is itself
     return {"scores": torch.from_numpy(scores), "thresholds": thresholds}
