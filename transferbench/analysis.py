@@ -4,6 +4,9 @@ Reads stage-3 artifacts (a task's prompt and its skill-neuron scores) and the fr
 perturbing skill neurons versus random ones, overlap of skill neurons across tasks (specificity),
 where in the network skill neurons live, and pruning the FFN layers down to their skill neurons.
 `transferbench neurons --perturb / --specificity / --prune` drives it and writes a report folder.
+
+Over 400 lines because its four analyses (perturbation, specificity, layer distribution, pruning)
+reproduce one section of Wang et al. and share the model-surgery helpers above them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Reads stage-3 artifacts only: the task's prompts are trained (or loaded from the cache) and its
 skill-neuron scores computed by `Benchmark.skill_neurons`; selection is `transferbench.neurons.select`,
 the same function the `skill_overlap` indicator uses.
+
+Over 400 lines because the command, its export and the README it writes beside the export describe
+one folder format together; the skill-neuron formulas are in `transferbench.neurons`.
 """
 
 from __future__ import annotations

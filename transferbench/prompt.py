@@ -7,6 +7,9 @@ Input template: `[CLS] p_1 .. p_n [MASK] text [SEP] (text_pair [SEP])`. The mask
 "prediction position" (where an MLM head scores label words, and where Su et al.'s activated-neuron
 overlap reads activations); positions 1..n are the prompt positions (skill neurons are read there
 and at the mask position, `transferbench.units.skill_positions`).
+
+Over 400 lines because encoding, the prompted forward pass, prediction and training (one prompt or
+many per pass) share one input template and one precision policy; split, they would drift apart.
 """
 
 from __future__ import annotations
