@@ -165,8 +165,13 @@ def _load_file_class(path: str, class_name: str) -> type[Indicator]:
     spec = importlib.util.spec_from_file_location(module_name, file)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[module_name] = module
-    with _plugin_guard(f"indicator file {path!r} failed to import:"):  # sys.exit() there must not end the run
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    # No __pycache__ folder is left beside the user's file: running an indicator writes nothing there.
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        with _plugin_guard(f"indicator file {path!r} failed to import:"):  # sys.exit() there must not end the run
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+    finally:
+        sys.dont_write_bytecode = dont_write
     cls = getattr(module, class_name, None)
     if cls is None:
         classes = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Indicator) and v is not Indicator]
