@@ -95,7 +95,7 @@ def test_second_run_and_other_indicators_train_nothing(workdir, tiny_backbone, t
     def fail(*args, **kwargs):
         raise AssertionError("a prompt was trained again")
 
-    monkeypatch.setattr(units, "train_prompt", fail)
+    monkeypatch.setattr(units, "train_prompts", fail)  # every unit trains through it
     assert run_cli(capsys, "run", "-i", "skill_overlap", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
     assert run_cli(capsys, "run", "-i", "embedding_similarity", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
 

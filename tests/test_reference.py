@@ -144,7 +144,7 @@ def test_run_against_a_shipped_reference_trains_and_measures_nothing(built, tiny
     def fail(*args, **kwargs):
         raise AssertionError("the reference was measured again")
 
-    monkeypatch.setattr(units, "train_prompt", fail)
+    monkeypatch.setattr(units, "train_prompts", fail)  # every unit trains through it
     monkeypatch.setattr(units, "predict_many", fail)
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(capsys, "run", "--submit", "-i", "skill_overlap", "-i", "random", "--suite", tiny_suite,

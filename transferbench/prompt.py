@@ -326,49 +326,7 @@ def train_prompt(
     `init` (a source task's prompt) replaces the default initialisation for transfer by
     initialisation.
     """
-    with torch.enable_grad():  # callers may hold a no_grad context (e.g. lazily computed artifacts)
-        return _train(backbone, train, dev, verbalizer, config, seed, init, progress)
-
-
-def _train(backbone, train, dev, verbalizer, config, seed, init, progress) -> TrainedPrompt:
-    torch.manual_seed(seed)
-    device = backbone.device
-    prompt = (init.clone().float() if init is not None else initial_prompt(backbone, config.prompt_length, seed))
-    prompt = prompt.to(device).requires_grad_(True)
-    optimizer = torch.optim.AdamW([prompt], lr=config.lr, weight_decay=0.0)
-    # float16 autocast (GPUs without bfloat16) needs loss scaling; a disabled scaler is a no-op
-    scaler = torch.amp.GradScaler(device.type, enabled=config.bf16 and autocast_dtype(device) == torch.float16)
-    order = torch.Generator().manual_seed(seed + 1)
-    pad = backbone.tokenizer.pad_token_id
-    best = (-1.0, 0, prompt.detach().clone())
-    losses: list[float] = []
-    permutation: list[int] = []
-    progress_bar.loop_started(config.steps)
-    for step in range(1, config.steps + 1):
-        if len(permutation) < config.batch_size:
-            permutation += torch.randperm(len(train), generator=order).tolist()
-        index, permutation = permutation[: config.batch_size], permutation[config.batch_size :]
-        batch = train.batch(index, pad)
-        with autocast(config, backbone.device):
-            logits = verbalizer.logits(prompted_forward(backbone, prompt, batch))
-        loss = F.cross_entropy(logits.float(), train.labels[index].to(device))
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if dev is None and step == config.steps:  # no selection: the final prompt
-            best = (float("nan"), step, prompt.detach().clone())
-        elif dev is not None and (step % config.eval_every == 0 or step == config.steps):
-            dev_acc = split_accuracy(backbone, prompt.detach(), dev, verbalizer, config)
-            if dev_acc > best[0]:
-                best = (dev_acc, step, prompt.detach().clone())
-        if progress is not None:
-            progress()
-        progress_bar.batch_done()
-    if not all(math.isfinite(x) for x in losses):
-        raise TransferbenchError("prompt training diverged (non-finite loss); lower `lr` in the suite's training block")
-    return TrainedPrompt(prompt=best[2].cpu(), dev_accuracy=best[0], best_step=best[1], losses=losses)
+    return train_prompts(backbone, [TrainJob(train, dev, verbalizer, seed, init)], config, progress)[0]
 
 
 @dataclass
@@ -392,16 +350,14 @@ def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptCo
     loss alone, and AdamW is element-wise: every prompt follows its `train_prompt` trajectory up to
     floating-point differences from the longer padded batch (reduced-precision matmuls round
     differently for other shapes). The same jobs in the same order give the same prompts every time.
-    Dev selection is per job, as in `train_prompt`. With one job this is exactly `train_prompt`.
+    Dev selection is per job, as in `train_prompt`. `train_prompt` is this loop with one job, which
+    runs exactly one prompt's computation (no stacking, no per-example prompt copy).
     """
-    if len(jobs) == 1:
-        job = jobs[0]
-        return [train_prompt(backbone, job.train, job.dev, job.verbalizer, config, job.seed, job.init, progress)]
-    with torch.enable_grad():
-        return _train_many(backbone, jobs, config, progress)
+    with torch.enable_grad():  # callers may hold a no_grad context (e.g. lazily computed artifacts)
+        return _train(backbone, jobs, config, progress)
 
 
-def _train_many(backbone, jobs, config, progress) -> list[TrainedPrompt]:
+def _train(backbone, jobs, config, progress) -> list[TrainedPrompt]:
     device = backbone.device
     prompts = []
     for job in jobs:
@@ -409,6 +365,7 @@ def _train_many(backbone, jobs, config, progress) -> list[TrainedPrompt]:
         start = job.init.clone().float() if job.init is not None else initial_prompt(backbone, config.prompt_length, job.seed)
         prompts.append(start.to(device).requires_grad_(True))
     # one parameter group per prompt: AdamW's update is element-wise, so this equals one optimizer each
+    # float16 autocast (GPUs without bfloat16) needs loss scaling; a disabled scaler is a no-op
     optimizer = torch.optim.AdamW([{"params": [p]} for p in prompts], lr=config.lr, weight_decay=0.0)
     scaler = torch.amp.GradScaler(device.type, enabled=config.bf16 and autocast_dtype(device) == torch.float16)
     orders = [torch.Generator().manual_seed(job.seed + 1) for job in jobs]
@@ -425,8 +382,11 @@ def _train_many(backbone, jobs, config, progress) -> list[TrainedPrompt]:
             index, permutations[j] = permutations[j][: config.batch_size], permutations[j][config.batch_size :]
             indices.append(index)
             batches.append(job.train.batch(index, pad))
-        batch = _stack_batches(batches, pad)
-        rows = torch.cat([p.unsqueeze(0).expand(len(i), -1, -1) for p, i in zip(prompts, indices)])
+        if len(jobs) == 1:  # one prompt: its own batch, the prompt broadcast by `prompted_forward`
+            batch, rows = batches[0], prompts[0]
+        else:
+            batch = _stack_batches(batches, pad)
+            rows = torch.cat([p.unsqueeze(0).expand(len(i), -1, -1) for p, i in zip(prompts, indices)])
         with autocast(config, device):
             output = prompted_forward(backbone, rows, batch)
         job_losses, start = [], 0
@@ -435,13 +395,13 @@ def _train_many(backbone, jobs, config, progress) -> list[TrainedPrompt]:
             start += len(index)
             logits = job.verbalizer.logits(PromptedOutput(output.hidden[part], output.attention_mask[part], output.mask_hidden[part]))
             job_losses.append(F.cross_entropy(logits.float(), job.train.labels[index].to(device)))
-        scaler.scale(torch.stack(job_losses).sum()).backward()
+        scaler.scale(job_losses[0] if len(jobs) == 1 else torch.stack(job_losses).sum()).backward()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         for j, (job, loss) in enumerate(zip(jobs, job_losses)):
             losses[j].append(loss.item())
-            if job.dev is None and step == config.steps:
+            if job.dev is None and step == config.steps:  # no selection: the final prompt
                 best[j] = (float("nan"), step, prompts[j].detach().clone())
             elif job.dev is not None and (step % config.eval_every == 0 or step == config.steps):
                 dev_acc = split_accuracy(backbone, prompts[j].detach(), job.dev, job.verbalizer, config)

@@ -22,7 +22,7 @@ from transferbench.errors import TransferbenchError
 from transferbench.neurons import predictivity, probe_ranking
 from transferbench.prompt import (
     EncodedSplit, PromptConfig, PromptedOutput, TrainedPrompt, TrainJob, Verbalizer, accuracy, autocast, capture_ffn,
-    encode_split, initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompt, train_prompts,
+    encode_split, initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompts,
 )
 from transferbench.store import content_key
 from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
@@ -111,10 +111,7 @@ def loaded(ctx: UnitContext) -> LoadedSuite:
 def train_prompt_unit(ctx: UnitContext, task: str, seed: int) -> dict[str, Any]:
     """A task's own prompt: {"prompt", "dev_accuracy", "test_accuracy", "test_predictions",
     "best_step", "losses"} (per-example test predictions, so any score of it can be recomputed)."""
-    suite = loaded(ctx)
-    trained = train_prompt(suite.backbone, suite.encoded(task, "train"), suite.encoded(task, "dev"),
-                           suite.verbalizer(task), ctx.config, seed)
-    return _own_prompt(suite, task, trained)
+    return train_prompts_unit(ctx, [(task, seed)])[0]
 
 
 def train_prompts_unit(ctx: UnitContext, pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
@@ -155,12 +152,7 @@ def init_accuracy_unit(ctx: UnitContext, source_prompt: torch.Tensor | None, tar
     """{"accuracy", "predictions"}: test accuracy (and per-example test predictions) on `target`
     after `init_steps` of prompt tuning from `source_prompt` (None: the default initialisation),
     with `seed`'s data order."""
-    suite = loaded(ctx)
-    budget = replace(ctx.config, steps=ctx.config.init_steps)
-    # dev=None: no checkpoint selection, both arms are judged by their final prompt
-    trained = train_prompt(suite.backbone, suite.encoded(target, "train"), None,
-                           suite.verbalizer(target), budget, seed, init=source_prompt)
-    return _test_result(suite, target, trained.prompt, budget)
+    return init_accuracy_many_unit(ctx, [source_prompt], target, seed)[0]
 
 
 def init_accuracy_many_unit(ctx: UnitContext, source_prompts: list[torch.Tensor | None], target: str,
@@ -170,6 +162,7 @@ def init_accuracy_many_unit(ctx: UnitContext, source_prompts: list[torch.Tensor 
     suite = loaded(ctx)
     budget = replace(ctx.config, steps=ctx.config.init_steps)
     train, verbalizer = suite.encoded(target, "train"), suite.verbalizer(target)
+    # dev=None: no checkpoint selection, both arms are judged by their final prompt
     jobs = [TrainJob(train, None, verbalizer, seed, init) for init in source_prompts]
     return [_test_result(suite, target, one.prompt, budget) for one in train_prompts(suite.backbone, jobs, budget)]
 
