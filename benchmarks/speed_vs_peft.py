@@ -42,15 +42,26 @@ SUITE = "default"
 
 
 # ---- machine peak ----------------------------------------------------------------------------------
-def matmul_tflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-`repeats` rate of one `size x size` matrix multiply, in TFLOP/s (2 n^3 FLOPs)."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    torch.matmul(a, b)  # warm-up
+def matmul_tflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5, device: torch.device | None = None,
+                  warmups: int = 1) -> float:
+    """Best-of-`repeats` rate of one `size x size` matrix multiply on `device` (default CPU), in
+    TFLOP/s (2 n^3 FLOPs); a GPU is synchronised around each timed product."""
+    device = device or torch.device("cpu")
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmups):
+        torch.matmul(a, b)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         torch.matmul(a, b)
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e12
 
