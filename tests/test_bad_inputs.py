@@ -503,6 +503,10 @@ def test_indicator_parameter_list_is_parsed_as_one_value():
     (["-i", "random", "--seeds", "-1"], "--seeds takes integers from 0 to"),
     (["-i", "random", "--seeds", "0,0"], "--seeds lists a seed twice"),
     (["-i", "random", "--backbone", ""], "--backbone is empty"),
+    (["-i", "random", "--prompts-per-pass", "0"], "--prompts-per-pass must be at least 1"),
+    (["-i", "random", "--prompts-per-pass", "two"], "--prompts-per-pass: invalid int value"),
+    (["-i", "random", "--progress", "loud"], "--progress: invalid choice"),
+    (["-i", "random", "--columns", "some"], "--columns: invalid choice"),
 ])
 def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch, args, message):
     with pytest.raises(SystemExit) as exit_info:
