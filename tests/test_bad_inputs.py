@@ -382,10 +382,14 @@ def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkey
     if case.startswith("score"):  # the run's own path: `checked_score` with a limit scores in a child process
         a, b = TaskView("a", "f", 2, {}), TaskView("b", "f", 2, {})
         started = time.monotonic()
+        # only the case about the limit runs under a short one: forking a loaded test process can
+        # itself take longer than 0.5 s on a busy machine, which must not turn the other cases into
+        # time-limit errors
+        limit = 0.5 if "swallows" in case else 60
         with pytest.raises(TransferbenchError) as info:
-            checked_score(make_indicator(spec), a, b, time_limit=0.5)
+            checked_score(make_indicator(spec), a, b, time_limit=limit)
         assert message in str(info.value) and "\n" not in str(info.value), info.value
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 10
         return
     assert main(["run", "-i", spec, *_isolated(tmp_path, monkeypatch)]) == 2
     assert message in _one_error_line(capsys.readouterr().err)
@@ -397,7 +401,8 @@ def test_plugin_failing_in_a_run_is_one_line_and_writes_nothing(tmp_path, capsys
     """End to end on the shipped smoke reference (no compute: the plugin declares no artifact)."""
     from transferbench import runner
 
-    monkeypatch.setattr(runner, "DEFAULT_TIME_LIMIT", 0.5)
+    # a short limit only where the limit is the point (see test_plugin_failure_is_one_line_never_a_silent_exit)
+    monkeypatch.setattr(runner, "DEFAULT_TIME_LIMIT", 0.5 if mode == "swallow" else 60.0)
     # the smoke suite's reference is measured once per cache (a cold CI cache has none yet)
     assert main(["run", "-i", "random", "--suite", "smoke", "--transfer", "zero_shot",
                  "--results-dir", str(tmp_path / "warm-up")]) == 0

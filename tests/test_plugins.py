@@ -126,13 +126,13 @@ def test_default_time_limit_is_a_minute():
     assert DEFAULT_TIME_LIMIT == 60.0
 
 
-@pytest.mark.parametrize("slow", [Sleepy(2.0), Swallower(), BaseSwallower()])
+@pytest.mark.parametrize("slow", [Sleepy(60.0), Swallower(), BaseSwallower()])
 def test_slow_plugin_exceeds_time_limit_with_one_line(slow):
     handler_before = signal.getsignal(signal.SIGALRM)
     started = time.monotonic()
     with pytest.raises(TransferbenchError) as info:
         checked_score(slow, view("src", {}), view("tgt", {}), time_limit=0.2)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 10  # loose: a busy machine forks slowly; the sleeper sleeps 60 s
     name = type(slow).__name__
     assert str(info.value) == f"indicator {name!r} on pair src -> tgt exceeded the time limit of 0.2 s"
     assert signal.getsignal(signal.SIGALRM) is handler_before
@@ -140,7 +140,7 @@ def test_slow_plugin_exceeds_time_limit_with_one_line(slow):
 
 
 def test_fast_plugin_passes_within_time_limit():
-    assert checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=0.5) == 1.0
+    assert checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=5.0) == 1.0
     assert checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=None) == 1.0
     time.sleep(0.6)  # no alarm left behind to go off later
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
@@ -151,7 +151,7 @@ def test_time_limit_leaves_the_callers_alarm_and_ctrl_c_handler_alone():
     previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
     try:
         signal.setitimer(signal.ITIMER_REAL, 5.0)
-        checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=0.5)
+        checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=3.0)
         remaining, _ = signal.getitimer(signal.ITIMER_REAL)
         assert 4.0 < remaining <= 5.0 and not fired
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -166,7 +166,7 @@ def test_the_limit_holds_outside_the_main_thread_too():
 
     def score_in_thread():
         try:
-            checked_score(Sleepy(3.0), view("a", {}), view("b", {}), time_limit=0.2)
+            checked_score(Sleepy(60.0), view("a", {}), view("b", {}), time_limit=0.2)
         except TransferbenchError as exc:
             errors.append(str(exc))
 
@@ -174,7 +174,7 @@ def test_the_limit_holds_outside_the_main_thread_too():
     started = time.monotonic()
     thread.start()
     thread.join()
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10
     assert errors == ["indicator 'Sleepy' on pair a -> b exceeded the time limit of 0.2 s"]
 
 
