@@ -87,7 +87,8 @@ def run(args) -> dict:
     _record_calls()
     started = time.perf_counter()
     code = main(["reference", "build", "--suite", args.suite, "--backbone", args.backbone, "--device", args.device,
-                 "--root", str(args.root), "--prompts-per-pass", str(args.prompts_per_pass)])
+                 "--root", str(args.root), "--prompts-per-pass", str(args.prompts_per_pass),
+                 "--train-attention", args.train_attention])
     wall = time.perf_counter() - started
     if code != 0:
         raise SystemExit(code)
@@ -103,6 +104,7 @@ def run(args) -> dict:
     result = {
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         "torch": torch.__version__, "suite": args.suite, "prompts_per_pass": args.prompts_per_pass,
+        "train_attention": built.info["build"].get("train_attention", "sdpa"),
         "wall_seconds": round(wall, 1),
         "encoder_calls": len(CALLS), "training_calls": sum(g for *_, g in CALLS),
         "rows": sum(r for r, *_ in CALLS), "estimated_pflop": flops / 1e15,
@@ -121,6 +123,7 @@ if __name__ == "__main__":
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--prompts-per-pass", type=int, default=1, help="see `transferbench reference --help`")
+    parser.add_argument("--train-attention", default="auto", help="see `transferbench reference --help`")
     parser.add_argument("--root", type=Path, required=True, help="folder the built bundle is written to")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training steps profiled")
     parser.add_argument("--prompts", type=int, default=12, help="prompts per zero-shot evaluation pass")
     parser.add_argument("--rows", type=int, default=12, help="operators shown per profile")
+    parser.add_argument("--train-attention", default="auto", choices=["auto", "sdpa", "eager"],
+                        help="attention kernel of the training steps (as `transferbench run --train-attention`)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     backbone = Backbone("minilm", device=device)
@@ -42,10 +44,12 @@ def main() -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
 
-    train_prompt(backbone, train, None, verbalizer, PromptConfig.from_overrides({**suite.training, "steps": 1}), 0)
+    warm_up = PromptConfig.from_overrides({**suite.training, "steps": 1})
+    train_prompt(backbone, train, None, verbalizer, warm_up, 0, attention=args.train_attention)
     with profile(activities=activities) as training:
-        train_prompt(backbone, train, None, verbalizer, config, seed=0)
-    print(f"== training: {args.steps} steps of batch {config.batch_size} on {TASK} ({device})")
+        train_prompt(backbone, train, None, verbalizer, config, seed=0, attention=args.train_attention)
+    print(f"== training: {args.steps} steps of batch {config.batch_size} on {TASK} ({device}, "
+          f"--train-attention {args.train_attention})")
     print(training.key_averages().table(sort_by=sort, row_limit=args.rows))
 
     predict_many(backbone, prompts, test, verbalizer, config)

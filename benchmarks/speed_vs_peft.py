@@ -3,7 +3,10 @@
 Every configuration trains the same soft prompt (same initial prompt, same batches in the same
 order, same verbalizer objective) on task `rt_sentiment` of the `default` suite, on the frozen
 packaged backbone, and is timed on its training steps only. Intermediate configurations attribute
-the speed-up to its two levers: bfloat16 autocast and dynamic padding.
+the speed-up to its three levers: bfloat16 autocast, dynamic padding and, in bfloat16 on a CPU,
+transformers' `eager` attention instead of the fused `sdpa` kernel for training steps
+(`--train-attention auto`); PEFT is also run with `eager`, so the table shows what the attention
+choice alone gives a typical loop.
 
 The machine may be shared with other jobs, so the configurations are not run one after another:
 each runs in its own thread and they take turns, one training step each (round robin, only one
@@ -34,6 +37,7 @@ from rich.table import Table
 from transferbench.backbone import Backbone, resolve_backbone
 from transferbench.prompt import (
     PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, train_prompt,
+    training_attention,
 )
 from transferbench.task import load_suite, load_task, load_task_data
 
@@ -158,6 +162,7 @@ class Run:
     loop: str
     bf16: bool
     padding: str
+    attention: str = "sdpa"  # the attention implementation of training steps (`prompt.training_attention`)
     durations: list[float] = field(default_factory=list)  # seconds of each training step
     shapes: list[tuple[int, int]] = field(default_factory=list)  # (batch, width) of each forward pass
     test_accuracy: float = float("nan")
@@ -209,7 +214,8 @@ def record_shapes(module: torch.nn.Module, runs_by_thread: dict[int, Run]):
 def train_transferbench(run: Run, turns: Turns, backbone, train, test, verbalizer, config, seed) -> None:
     config = replace(config, bf16=run.bf16, eval_every=config.steps + 1)  # dev evaluation only at the last step
     # `dev=test` only feeds the final (untimed) evaluation; the returned prompt is the last one.
-    trained = train_prompt(backbone, train, test, verbalizer, config, seed, progress=turns.step_done)
+    trained = train_prompt(backbone, train, test, verbalizer, config, seed, progress=turns.step_done,
+                           attention=run.attention)
     run.shapes = run.shapes[: config.steps]  # the training forwards come first
     run.final_loss = float(np.mean(trained.losses[-10:]))
     run.test_accuracy = accuracy(predict(backbone, trained.prompt, test, verbalizer, config), test.labels)
@@ -228,7 +234,7 @@ def train_peft(run: Run, turns: Turns, model, prompt, tokenizer, data, verbalize
             permutation += torch.randperm(len(texts), generator=order).tolist()
         index, permutation = permutation[: config.batch_size], permutation[config.batch_size :]
         batch = tokenize(tokenizer, [texts[i] for i in index], run.padding, config.max_length)
-        with cast():
+        with cast(), training_attention(model.get_base_model(), run.attention):
             logits = peft_logits(model, batch, verbalizer, config.cosine_scale)
         loss = F.cross_entropy(logits.float(), labels[index])
         loss.backward()
@@ -304,18 +310,22 @@ def main(argv: list[str] | None = None) -> dict:
     runs: list[Run] = []
     jobs = []
     peft_models = []
-    peft_variants = [(False, "max_length"), (False, "longest")] + ([] if args.skip_peft_bf16 else [(True, "longest")])
-    for bf16, padding in peft_variants:
+    peft_variants = [(False, "max_length", "sdpa"), (False, "longest", "sdpa")]
+    peft_variants += [] if args.skip_peft_bf16 else [(True, "longest", "sdpa"), (True, "longest", "eager")]
+    for bf16, padding, attention in peft_variants:
         torch.manual_seed(args.seed)  # models are built here, in the main thread (PEFT's RANDOM init)
         model, prompt = peft_prompt_model(model_dir, config.prompt_length, init, args.peft_init, tokenizer)
         peft_models.append(model)
         label = "max_length padding" if padding == "max_length" else "dynamic padding"
-        run = Run(f"PEFT ({'bf16' if bf16 else 'fp32'}, {label})", "peft", bf16, padding)
+        kernel = ", eager attention" if attention == "eager" else ""
+        run = Run(f"PEFT ({'bf16' if bf16 else 'fp32'}, {label}{kernel})", "peft", bf16, padding, attention)
         jobs.append((run, lambda turns, run=run, model=model, prompt=prompt: train_peft(
             run, turns, model, prompt, tokenizer, data, verbalizer, config, args.seed)))
         runs.append(run)
-    for bf16 in (False, True):
-        run = Run(f"transferbench ({'bf16' if bf16 else 'fp32'}, dynamic padding)", "transferbench", bf16, "dynamic")
+    for bf16, attention in ((False, "sdpa"), (True, "sdpa"), (True, "eager")):
+        kernel = {"sdpa": ", sdpa attention", "eager": ", eager attention = default"}[attention] if bf16 else ""
+        run = Run(f"transferbench ({'bf16' if bf16 else 'fp32'}, dynamic padding{kernel})", "transferbench", bf16,
+                  "dynamic", attention)
         jobs.append((run, lambda turns, run=run: train_transferbench(
             run, turns, backbone, train, test, verbalizer, config, args.seed)))
         runs.append(run)
@@ -336,10 +346,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     baseline = runs[0].examples_per_second(config.batch_size)
 
-    def same_settings_peft(run: Run) -> Run | None:
-        """The PEFT run with `run`'s precision and padding (the fair comparison for the headline)."""
+    def same_settings_peft(run: Run, attention: str = "sdpa") -> Run | None:
+        """The PEFT run with `run`'s precision and padding (the fair comparison for the headline),
+        with the backbone's own (sdpa) attention, as a typical loop runs it, unless `attention` says otherwise."""
         padding = "longest" if run.padding == "dynamic" else run.padding
-        return next((r for r in runs if r.loop == "peft" and r.bf16 == run.bf16 and r.padding == padding), None)
+        return next((r for r in runs if r.loop == "peft" and r.bf16 == run.bf16 and r.padding == padding
+                     and r.attention == attention), None)
     hidden, n_layers = backbone.hidden_size, backbone.num_layers
     table = Table(title=f"Prompt tuning on {TASK} ({len(train)} train / {len(test)} test), {args.steps} steps, batch {config.batch_size}")
     for column in ("configuration", "ex/s", "vs PEFT", "vs PEFT same settings", "mean width", "GFLOP/s", "% of bf16 peak", "% of own peak",
@@ -355,8 +367,11 @@ def main(argv: list[str] | None = None) -> dict:
         fair = same_settings_peft(run)
         row = {
             "configuration": run.name, "loop": run.loop, "bf16": run.bf16, "padding": run.padding,
+            "attention": run.attention,
             "examples_per_second": eps, "ratio_vs_peft": eps / baseline,
             "ratio_vs_peft_same_settings": eps / fair.examples_per_second(config.batch_size) if fair else None,
+            "ratio_vs_peft_same_settings_and_kernel": (eps / same_kernel.examples_per_second(config.batch_size)
+                                                       if (same_kernel := same_settings_peft(run, run.attention)) else None),
             "mean_sequence_width": float(np.mean([s[1] for s in run.shapes[timed]])),
             "gflops_per_second": rate / 1e9, "fraction_of_bf16_peak": rate / (peak["bf16"] * 1e12),
             "fraction_of_own_peak": rate / (own * 1e12), "test_accuracy": run.test_accuracy,
@@ -369,11 +384,12 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{row['gflops_per_second']:.1f}", f"{100 * row['fraction_of_bf16_peak']:.1f}%",
                       f"{100 * row['fraction_of_own_peak']:.1f}%", f"{run.test_accuracy:.3f}", f"{run.final_loss:.3f}")
     console.print(table)
-    headline = next(r for r in rows if r["loop"] == "transferbench" and r["bf16"])
+    headline = next(r for r in rows if r["loop"] == "transferbench" and r["bf16"] and r["attention"] == "eager")
     if headline["ratio_vs_peft_same_settings"] is not None:
-        console.print(f"headline: transferbench's default loop (bf16, dynamic padding) trains "
+        console.print(f"headline: transferbench's default loop on this CPU (bf16, dynamic padding, eager attention) trains "
                       f"{headline['ratio_vs_peft_same_settings']:.2f}x the examples/s of PEFT with the same precision and "
-                      f"padding, at {100 * headline['fraction_of_bf16_peak']:.0f}% of the measured bf16 matmul peak")
+                      f"padding, at {100 * headline['fraction_of_bf16_peak']:.0f}% of the measured bf16 matmul peak; "
+                      f"{headline['ratio_vs_peft_same_settings_and_kernel']:.2f}x PEFT given the same attention too")
     console.print(
         "FLOPs per timed step = sum over sequences of 4*P*L + 12*layers*L^2*H (P = transformer-layer parameters "
         f"= {params / 1e6:.2f}M, layers = {n_layers}, H = {hidden}, L = padded width incl. prompt); "

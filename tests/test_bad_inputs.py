@@ -512,6 +512,7 @@ def test_indicator_parameter_list_is_parsed_as_one_value():
     (["-i", "random", "--prompts-per-pass", "two"], "--prompts-per-pass: invalid int value"),
     (["-i", "random", "--progress", "loud"], "--progress: invalid choice"),
     (["-i", "random", "--columns", "some"], "--columns: invalid choice"),
+    (["-i", "random", "--train-attention", "flash"], "--train-attention: invalid choice"),
 ])
 def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch, args, message):
     with pytest.raises(SystemExit) as exit_info:

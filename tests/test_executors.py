@@ -220,3 +220,26 @@ def test_prompts_per_pass_trains_fixed_groups_deterministically_and_keys_them(tm
     assert torch.equal(grouped.source_prompt(task, 0)["prompt"], b[task, 0])
     with pytest.raises(TransferbenchError, match="--prompts-per-pass"):
         Benchmark(suite, str(tiny_backbone), seeds=[0], prompts_per_pass=0)
+
+
+def test_train_attention_keys_trained_prompts_and_shipped_ones_by_their_build(tiny_backbone, tiny_suite):
+    """The attention kernel of training steps keys the prompts a benchmark trains (`auto` resolved
+    first, sdpa leaving the keys as they always were); prompts taken from a shipped reference are
+    keyed by the attention its build recorded, whatever this benchmark would train with."""
+    from types import SimpleNamespace
+
+    suite = load_suite(str(tiny_suite))
+    task = next(iter(suite.task_specs())).name
+    benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention=kernel)
+               for kernel in ("auto", "sdpa", "eager")}
+    assert benches["auto"].train_attention == "eager"  # bf16 on a CPU
+    assert benches["auto"].context.train_attention == "eager"
+    assert "train_attention" not in benches["sdpa"].prompt_inputs(task, 0)
+    assert benches["eager"].prompt_inputs(task, 0)["train_attention"] == "eager"
+    assert benches["auto"]._prompt_key(task, 0) == benches["eager"]._prompt_key(task, 0) != benches["sdpa"]._prompt_key(task, 0)
+    with pytest.raises(TransferbenchError, match="--train-attention must be one of"):
+        Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention="flash")
+    for build, expected in (({}, benches["sdpa"]), ({"train_attention": "eager"}, benches["eager"])):
+        shipped = SimpleNamespace(root=tiny_suite.parent, prompts={f"{task}/0": None}, info={"build": build})
+        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped, train_attention="auto")
+        assert bench.prompt_inputs(task, 0) == expected.prompt_inputs(task, 0)

@@ -173,7 +173,7 @@ def test_skill_thresholds_are_train_means_at_prompt_and_mask_positions(cache, ti
     train = bench.encoded("pos_a", "train")
     pad = bench.backbone.tokenizer.pad_token_id
     total = 0
-    with capture_ffn(bench.backbone, slice(None)) as captured, autocast(bench.config), torch.no_grad():
+    with capture_ffn(bench.backbone, slice(None)) as captured, autocast(bench.config, bench.backbone), torch.no_grad():
         for index in train.length_sorted_batches(bench.config.eval_batch_size):
             prompted_forward(bench.backbone, prompt, train.batch(index, pad))
             total = total + captured.pop()[:, :, : n + 2].sum(0)  # [CLS], prompt, [MASK]

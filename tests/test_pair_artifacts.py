@@ -58,7 +58,7 @@ def test_pair_outputs_of_one_batched_pass_match_each_source_alone(bench):
     from transferbench.prompt import autocast, prompted_forward
     suite = units.loaded(bench.context)
     first = units.first_examples(suite.encoded("pos_a", "train"), 1)
-    with torch.no_grad(), autocast(bench.config):
+    with torch.no_grad(), autocast(bench.config, bench.backbone):
         output = prompted_forward(suite.backbone, prompts["topic_a"], first.batch([0], suite.backbone.tokenizer.pad_token_id))
         expected = suite.verbalizer("topic_a").logits(output).softmax(-1)[0]
     torch.testing.assert_close(units.pair_outputs_unit(bench.context, "pos_a", 0, {"topic_a": prompts["topic_a"]})

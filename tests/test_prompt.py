@@ -1,5 +1,7 @@
 """Prompt tuning on a tiny random backbone: frozen weights, determinism, activations."""
 
+import contextlib
+
 import datasets
 import pytest
 import torch
@@ -178,3 +180,57 @@ def test_prompts_trained_together_are_deterministic(backbone):
     jobs = _jobs(backbone, CONFIG, [0, 3])
     a, b = train_prompts(backbone, jobs, CONFIG), train_prompts(backbone, jobs, CONFIG)
     assert all(torch.equal(x.prompt, y.prompt) and x.losses == y.losses for x, y in zip(a, b))
+
+
+def test_frozen_linears_in_bf16_are_bit_identical_to_autocast_and_restored(backbone):
+    """`Backbone.linears_in` holds the reduced-precision copy autocast would make at every pass:
+    outputs and prompt gradients are bit-identical, and the float32 weights come back after."""
+    from transferbench.prompt import initial_prompt
+
+    split = _split(backbone, CONFIG)
+    batch = split.batch(list(range(8)), backbone.tokenizer.pad_token_id)
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+
+    def step(cast_once: bool):
+        prompt = initial_prompt(backbone, 4, 0).requires_grad_(True)
+        with backbone.linears_in(torch.bfloat16) if cast_once else contextlib.nullcontext():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                hidden = prompted_forward(backbone, prompt, batch).hidden
+            hidden.float().pow(2).mean().backward()
+            if cast_once:  # nested blocks are free and keep the copies
+                with backbone.linears_in(torch.bfloat16):
+                    assert backbone.encoder.encoder.layer[0].intermediate.dense.weight.dtype == torch.bfloat16
+        return hidden.detach(), prompt.grad
+
+    (h1, g1), (h2, g2) = step(False), step(True)
+    assert torch.equal(h1, h2) and torch.equal(g1, g2)
+    for key, value in backbone.model.state_dict().items():
+        assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+
+
+def test_train_attention_auto_picks_eager_for_bf16_on_a_cpu_only():
+    from transferbench.prompt import resolve_train_attention
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_train_attention("auto", cpu, bf16=True) == "eager"
+    assert resolve_train_attention("auto", cpu, bf16=False) == "sdpa"
+    assert resolve_train_attention("auto", cuda, bf16=True) == "sdpa"
+    assert resolve_train_attention("sdpa", cpu, bf16=True) == "sdpa"
+    with pytest.raises(TransferbenchError, match="--train-attention must be one of auto, sdpa, eager"):
+        resolve_train_attention("flash", cpu, bf16=True)
+
+
+def test_eager_attention_trains_like_sdpa_within_rounding_and_deterministically(backbone):
+    """Both implementations compute the same attention: the losses along the way agree to rounding (the
+    prompts themselves can drift apart on this random backbone, whose tiny gradients AdamW turns
+    into whole lr-sized steps), and each gives the same prompt for the same seed every time; the
+    backbone is left on its own implementation."""
+    job = _jobs(backbone, CONFIG, [1])[0]
+
+    def trained(kernel):
+        return train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=1, attention=kernel)
+
+    sdpa, eager_a, eager_b = trained("sdpa"), trained("eager"), trained("eager")
+    assert torch.equal(eager_a.prompt, eager_b.prompt) and eager_a.losses == eager_b.losses
+    assert sdpa.losses == pytest.approx(eager_a.losses, abs=0.01)
+    assert backbone.encoder.config._attn_implementation == "sdpa"

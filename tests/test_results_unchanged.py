@@ -10,8 +10,12 @@ whose rounding moves the smoke reference's borderline target admissions.
 It was written on 2026-11-26 from main, and checked against main at commit 172d4fb (before the
 registry / module redesign of issue 14) run the same way: every entry equal except the 6
 skill_overlap / skill_on ones, which moved on purpose when skill neurons were read at the
-[MASK] + prompt positions of the reference code (issue 13). Regenerate it only for a change that
-is meant to move a number, and say so in the commit.
+[MASK] + prompt positions of the reference code (issue 13). It pins `--train-attention sdpa`,
+the attention the shipped reference was trained with (and the only one before it became a
+choice); `tests/data/smoke_all_results_eager.json.gz` pins `eager`, which `auto` now picks on a
+CPU (written 2026-11-26 by the same command with `--train-attention eager`; the sdpa copy passing
+unchanged showed that holding the frozen linear weights in bf16 moved no number). Regenerate a
+copy only for a change that is meant to move a number, and say so in the commit.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import pytest
 
 from transferbench.cli import main
 
-STORED = Path(__file__).parent / "data" / "smoke_all_results.json.gz"
+STORED = {"sdpa": Path(__file__).parent / "data" / "smoke_all_results.json.gz",
+          "eager": Path(__file__).parent / "data" / "smoke_all_results_eager.json.gz"}
 COMMAND = ["run", "--indicator", "all", "--suite", "smoke", "--unit-threads", "1", "--device", "cpu", "--submit"]
 COMPARED = ("indicator", "suite", "backbone", "transfer_kind", "tasks", "seeds", "scores", "transfer", "metrics",
             "reference", "excluded_targets", "families", "transfer_per_seed")
@@ -76,7 +81,8 @@ def test_first_difference_names_the_path():
 
 
 @pytest.mark.integration
-def test_smoke_results_equal_the_stored_copy(real_cache, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("kernel", sorted(STORED))
+def test_smoke_results_equal_the_stored_copy(real_cache, tmp_path, monkeypatch, capsys, kernel):
     # A cold cache but for the downloads and the unpacked model (see the module docstring): the
     # prompts, cells, smoke reference and indicator artifacts are all computed by this run.
     cache = tmp_path / "cache"
@@ -86,12 +92,12 @@ def test_smoke_results_equal_the_stored_copy(real_cache, tmp_path, monkeypatch, 
             (cache / child.name).symlink_to(child)
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(cache))
     monkeypatch.chdir(tmp_path)
-    assert main(COMMAND) == 0
+    assert main([*COMMAND, "--train-attention", kernel]) == 0
     capsys.readouterr()
     produced = dict(without_reference_hash(path.name, stored_fields(json.loads(path.read_text())))
                     for path in sorted((tmp_path / "submissions").glob("*.json")))
     stored = dict(without_reference_hash(name, fields)
-                  for name, fields in json.loads(gzip.decompress(STORED.read_bytes())).items())
+                  for name, fields in json.loads(gzip.decompress(STORED[kernel].read_bytes())).items())
     assert len(stored) == 39  # 13 indicators x 3 transfer kinds
     assert sorted(produced) == sorted(stored)
     for name in stored:

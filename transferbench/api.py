@@ -105,7 +105,7 @@ def score_plan(bench, indicators: Sequence) -> str:
 
 def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | None = None, executor=None,
                   console: Console | None = None, use_shipped: bool = True, device: str = "cpu",
-                  prompts_per_pass: int = 1):
+                  prompts_per_pass: int = 1, train_attention: str = "auto"):
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
     from transferbench.reference import load_shipped, suite_problem
@@ -117,13 +117,13 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
     console = console or Console(stderr=True, markup=False)
     shipped = load_shipped(spec.name, backbone) if use_shipped else None
     bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, reference=shipped, device=device,
-                      prompts_per_pass=prompts_per_pass)
+                      prompts_per_pass=prompts_per_pass, train_attention=train_attention)
     if shipped is not None:
         problem = suite_problem(shipped, bench)
         if problem:
             console.print(f"not using the shipped reference {shipped.root.name} ({shipped.hash[:12]}): {problem}")
             bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, device=device,
-                              prompts_per_pass=prompts_per_pass)
+                              prompts_per_pass=prompts_per_pass, train_attention=train_attention)
     return bench
 
 
@@ -173,6 +173,8 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
               "reference": reference.hash}
     if bench.prompts_per_pass > 1:  # recorded only when used, so earlier result files stay byte-identical
         config["prompts_per_pass"] = bench.prompts_per_pass
+    if bench.trains_prompts and bench.train_attention != "sdpa":  # the kernel that trained this run's prompts
+        config["train_attention"] = bench.train_attention
     results = []
     for kind in kinds:
         transfer = reference.matrix(kind)
@@ -194,7 +196,7 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
 def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: str = "minilm",
         seeds: Sequence[int] | None = None, kinds: Sequence[str] = TRANSFER_KINDS, executor=None,
         submissions_dir: Path | None = None, console: Console | None = None, device: str = "auto",
-        prompts_per_pass: int = 1) -> Results:
+        prompts_per_pass: int = 1, train_attention: str = "auto") -> Results:
     """Score `indicators` (registered names with optional `:k=v` parameters, `file.py:Class`, or
     "all") on `suite` and `backbone` against its reference (the shipped one, or measured first).
 
@@ -214,7 +216,7 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
     started = time.perf_counter()
     executor = executor or LocalExecutor()
     bench = benchmark_for(suite, backbone, seeds, executor=executor, console=console, device=device,
-                          prompts_per_pass=prompts_per_pass)
+                          prompts_per_pass=prompts_per_pass, train_attention=train_attention)
     with executor, bench.progress():
         results = score(bench, built, kinds, started)
     paths = write_results(results, submissions_dir) if submissions_dir else []

@@ -7,6 +7,7 @@ or a local path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -264,6 +266,44 @@ class Backbone:
         self.model.requires_grad_(False)  # frozen: only soft prompts ever receive gradients
         self.config = self.encoder.config
         self.ffn_modules = self._find_ffn_modules()
+        self._linear_copies: dict[torch.dtype, list[tuple[nn.Parameter, torch.Tensor]]] = {}
+        self._linears_in: torch.dtype | None = None
+
+    @contextlib.contextmanager
+    def linears_in(self, dtype: torch.dtype) -> Iterator[None]:
+        """Within the block, the encoder's `nn.Linear` weights and biases hold `dtype` copies.
+
+        Meant for autocast blocks. Autocast casts an fp32 weight to the reduced dtype at every
+        matrix product and caches the cast only for weights that require grad, so with a frozen
+        backbone it re-casts ~10M parameters on every forward pass (and saves the copy for the
+        backward pass). Made once here, the copy is exactly what autocast would have made (the same
+        rounding of the same tensor), so every output is bit-identical and only the casts are
+        saved. The copies cost one reduced-precision copy of the linear weights in memory.
+        Layer norms and embeddings keep float32 (autocast runs them there anyway); the MLM head is
+        outside the encoder and stays float32. Nested blocks are free; the backward pass of a
+        forward made in the block must run in the block too.
+        """
+        if self._linears_in is not None:
+            if self._linears_in != dtype:
+                raise RuntimeError(f"linears already in {self._linears_in}, asked for {dtype}")
+            yield
+            return
+        if dtype not in self._linear_copies:
+            self._linear_copies[dtype] = [
+                (param, param.detach().to(dtype))
+                for module in self.encoder.modules() if isinstance(module, nn.Linear)
+                for param in (module.weight, module.bias) if param is not None
+            ]
+        saved = [(param, param.data) for param, _ in self._linear_copies[dtype]]
+        for param, copy in self._linear_copies[dtype]:
+            param.data = copy
+        self._linears_in = dtype
+        try:
+            yield
+        finally:
+            for param, original in saved:
+                param.data = original
+            self._linears_in = None
 
     def _find_ffn_modules(self) -> list[nn.Module]:
         """The feed-forward intermediate module of each layer (its output is after the activation)."""

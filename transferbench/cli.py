@@ -71,6 +71,11 @@ def _common_options() -> argparse.ArgumentParser:
                         help="prompts trained together in one forward/backward pass when a reference is measured "
                              "(fills a GPU; numbers then differ from one-at-a-time training by rounding, so it keys "
                              f"the cache; default: {_default('prompts_per_pass')})")
+    common.add_argument("--train-attention", choices=["auto", "sdpa", "eager"],
+                        help="attention implementation of prompt-training steps: sdpa (PyTorch's fused kernel), "
+                             "eager (transformers' matmul-softmax-matmul), or auto = eager for bf16 training on a CPU, "
+                             "where steps run about 2x faster, else sdpa; numbers differ by rounding, so it keys the "
+                             f"cache (default: {_default('train_attention')})")
     return common
 
 
@@ -268,7 +273,8 @@ def cmd_run(args, console: Console) -> int:
     console.print(f"loading the tasks of suite {args.suite} (downloads, when not cached, are named as they start) "
                   "and checking them against the shipped reference ...", highlight=False, soft_wrap=True)
     bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor, console=status,
-                              device=args.device, prompts_per_pass=args.prompts_per_pass)
+                              device=args.device, prompts_per_pass=args.prompts_per_pass,
+                              train_attention=args.train_attention)
     console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
     with executor, bench.progress(args.progress):
         results = api.score(bench, indicators, kinds, started)
@@ -292,7 +298,8 @@ def cmd_reference(args, console: Console) -> int:
         executor = _executor(args)
         started = time.perf_counter()
         bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
-                              use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass)
+                              use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass,
+                              train_attention=args.train_attention)
         console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
         with executor, bench.progress():
             built = ref.collect(bench)
@@ -300,7 +307,7 @@ def cmd_reference(args, console: Console) -> int:
 
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
             "wall_seconds": round(time.perf_counter() - started, 1), "device": str(bench.device),
-            "prompts_per_pass": bench.prompts_per_pass,
+            "prompts_per_pass": bench.prompts_per_pass, "train_attention": bench.train_attention,
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
         root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")
@@ -323,8 +330,9 @@ def cmd_reference(args, console: Console) -> int:
         raise TransferbenchError(problem)
     console.print("tasks.json and transfer.json match what the stored predictions give")
     executor = _executor(args)
+    # re-run cells train (initialisation transfer) with the attention the reference was built with
     bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
-                          device=args.device)
+                          device=args.device, train_attention=shipped.info["build"].get("train_attention", "sdpa"))
     problem = ref.suite_problem(shipped, bench)
     if problem:
         raise TransferbenchError(f"{shipped.root}: {problem}")

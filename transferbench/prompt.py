@@ -236,12 +236,75 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
-def autocast(config: PromptConfig, device: torch.device | None = None):
-    """Reduced-precision autocast on `device` (default CPU) when `config.bf16` is on."""
-    device = device or torch.device("cpu")
+@contextmanager
+def reduced_precision(backbone: Backbone, config: PromptConfig) -> Iterator[None]:
+    """The precision policy of every forward pass (and its backward pass) on `backbone`.
+
+    With `config.bf16` on: autocast in the device's best reduced precision (`autocast_dtype`),
+    with the frozen linear weights held in that precision for the block
+    (`Backbone.linears_in`: bit-identical to autocast's own per-pass casts, without their cost).
+    Off: float32, nothing changed. Autocast covers the forward pass only (PyTorch's advice:
+    backward ops run in the precision their forward ops chose); call `backward` after leaving
+    `forward_precision` but inside this block.
+    """
+    if not config.bf16:
+        yield
+        return
+    with backbone.linears_in(autocast_dtype(backbone.device)):
+        yield
+
+
+def forward_precision(backbone: Backbone, config: PromptConfig):
+    """Autocast for forward passes inside `reduced_precision` (a no-op when `config.bf16` is off)."""
     if config.bf16:
-        return torch.autocast(device.type, dtype=autocast_dtype(device))
+        return torch.autocast(backbone.device.type, dtype=autocast_dtype(backbone.device))
     return nullcontext()
+
+
+# The attention implementation of training steps (`--train-attention`), in transformers' terms.
+# Evaluation always uses the backbone's own (`sdpa`: its fused forward pass is the faster one).
+TRAIN_ATTENTION = ("auto", "sdpa", "eager")
+
+
+def resolve_train_attention(choice: str, device: torch.device, bf16: bool) -> str:
+    """`sdpa` (PyTorch's fused scaled-dot-product kernel, flash attention on a CPU) or `eager`
+    (transformers' matmul, softmax, matmul). `auto` picks `eager` for bfloat16 training on a CPU and
+    `sdpa` everywhere else: on a CPU the fused kernel's backward pass in bfloat16 is the slowest op
+    of a training step (torch 2.13 on the 2-core CI machine: 62% of a step's CPU time; forward +
+    backward at 16 x 12 heads x 68 x 32 take 34 ms in bf16 against 5.0 ms in float32 and 7.9 ms
+    for the unfused path in bf16; whole steps 2.2x faster with `eager`, benchmarks/README.md,
+    "Profile"). The two round differently, so the choice keys every trained prompt
+    (`Benchmark._device_key`)."""
+    if choice not in TRAIN_ATTENTION:
+        raise TransferbenchError(f"--train-attention must be one of {', '.join(TRAIN_ATTENTION)}, not {choice!r}")
+    if choice == "auto":
+        return "eager" if device.type == "cpu" and bf16 else "sdpa"
+    return choice
+
+
+@contextmanager
+def training_attention(model: torch.nn.Module, kernel: str) -> Iterator[None]:
+    """For `kernel` "eager" (a resolved `resolve_train_attention` value), the transformers `model`
+    runs eager attention in the block's forward passes (their backward passes follow what the
+    forward pass ran); for "sdpa", the model's own implementation as loaded (sdpa wherever
+    transformers supports it), so a model without sdpa support is never switched to it."""
+    previous = model.config._attn_implementation
+    if kernel != "eager" or previous == "eager":
+        yield
+        return
+    model.set_attn_implementation(kernel)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+@contextmanager
+def autocast(config: PromptConfig, backbone: Backbone) -> Iterator[None]:
+    """Forward passes without a backward pass (evaluation, activation capture):
+    `reduced_precision` and `forward_precision` together."""
+    with reduced_precision(backbone, config), forward_precision(backbone, config):
+        yield
 
 
 def initial_prompt(backbone: Backbone, length: int, seed: int) -> torch.Tensor:
@@ -264,7 +327,7 @@ def predict(
     """Predicted label index for every example of `split`."""
     predictions = np.zeros(len(split), dtype=np.int64)
     pad = backbone.tokenizer.pad_token_id
-    with autocast(config, backbone.device):
+    with autocast(config, backbone):
         for index in split.length_sorted_batches(config.eval_batch_size):
             output = prompted_forward(backbone, prompt, split.batch(index, pad))
             predictions[index] = verbalizer.logits(output).argmax(-1).cpu().numpy()
@@ -286,7 +349,7 @@ def predict_many(
     predictions = np.zeros((count, len(split)), dtype=np.int64)
     pad = backbone.tokenizer.pad_token_id
     per_pass = max(1, config.eval_batch_size // count)
-    with autocast(config, backbone.device):
+    with autocast(config, backbone):
         for index in split.length_sorted_batches(per_pass):
             batch = split.batch(index, pad)
             tiled = {k: v.repeat(count, 1) for k, v in batch.items()}
@@ -317,16 +380,16 @@ class TrainedPrompt:
 
 def train_prompt(
     backbone: Backbone, train: EncodedSplit, dev: EncodedSplit | None, verbalizer: Verbalizer,
-    config: PromptConfig, seed: int, init: torch.Tensor | None = None, progress=None,
+    config: PromptConfig, seed: int, init: torch.Tensor | None = None, progress=None, attention: str = "auto",
 ) -> TrainedPrompt:
     """Prompt tuning: AdamW on the prompt alone; keep the prompt with the best dev accuracy
     (evaluated every `eval_every` steps), or the final prompt when `dev` is None.
 
     Data order and initialisation depend only on `seed`, so the same seed gives the same prompt;
     `init` (a source task's prompt) replaces the default initialisation for transfer by
-    initialisation.
+    initialisation. `attention`: the attention implementation of training steps (`resolve_train_attention`).
     """
-    return train_prompts(backbone, [TrainJob(train, dev, verbalizer, seed, init)], config, progress)[0]
+    return train_prompts(backbone, [TrainJob(train, dev, verbalizer, seed, init)], config, progress, attention)[0]
 
 
 @dataclass
@@ -340,7 +403,8 @@ class TrainJob:
     init: torch.Tensor | None = None
 
 
-def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptConfig, progress=None) -> list[TrainedPrompt]:
+def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptConfig, progress=None,
+                  attention: str = "auto") -> list[TrainedPrompt]:
     """Train several prompts together: one forward/backward pass per step for all of them.
 
     Each step takes every job's next batch (drawn exactly as `train_prompt` draws it for that job's
@@ -352,12 +416,15 @@ def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptCo
     differently for other shapes). The same jobs in the same order give the same prompts every time.
     Dev selection is per job, as in `train_prompt`. `train_prompt` is this loop with one job, which
     runs exactly one prompt's computation (no stacking, no per-example prompt copy).
+    `attention`: the attention implementation of the training steps (`resolve_train_attention`;
+    dev evaluation uses the backbone's own).
     """
+    kernel = resolve_train_attention(attention, backbone.device, config.bf16)
     with torch.enable_grad():  # callers may hold a no_grad context (e.g. lazily computed artifacts)
-        return _train(backbone, jobs, config, progress)
+        return _train(backbone, jobs, config, progress, kernel)
 
 
-def _train(backbone, jobs, config, progress) -> list[TrainedPrompt]:
+def _train(backbone, jobs, config, progress, kernel: str) -> list[TrainedPrompt]:
     device = backbone.device
     prompts = []
     for job in jobs:
@@ -387,15 +454,16 @@ def _train(backbone, jobs, config, progress) -> list[TrainedPrompt]:
         else:
             batch = _stack_batches(batches, pad)
             rows = torch.cat([p.unsqueeze(0).expand(len(i), -1, -1) for p, i in zip(prompts, indices)])
-        with autocast(config, device):
-            output = prompted_forward(backbone, rows, batch)
-        job_losses, start = [], 0
-        for job, index in zip(jobs, indices):
-            part = slice(start, start + len(index))
-            start += len(index)
-            logits = job.verbalizer.logits(PromptedOutput(output.hidden[part], output.attention_mask[part], output.mask_hidden[part]))
-            job_losses.append(F.cross_entropy(logits.float(), job.train.labels[index].to(device)))
-        scaler.scale(job_losses[0] if len(jobs) == 1 else torch.stack(job_losses).sum()).backward()
+        with reduced_precision(backbone, config):
+            with forward_precision(backbone, config), training_attention(backbone.encoder, kernel):
+                output = prompted_forward(backbone, rows, batch)
+            job_losses, start = [], 0
+            for job, index in zip(jobs, indices):
+                part = slice(start, start + len(index))
+                start += len(index)
+                logits = job.verbalizer.logits(PromptedOutput(output.hidden[part], output.attention_mask[part], output.mask_hidden[part]))
+                job_losses.append(F.cross_entropy(logits.float(), job.train.labels[index].to(device)))
+            scaler.scale(job_losses[0] if len(jobs) == 1 else torch.stack(job_losses).sum()).backward()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

@@ -9,7 +9,7 @@ naming where it came from: the file and field, or the flag.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,6 +39,7 @@ class RunConfig(BaseModel):
     gpus_per_task: float = 0
     unit_threads: int | None = None
     prompts_per_pass: int = 1
+    train_attention: Literal["auto", "sdpa", "eager"] = "auto"
 
     @field_validator("suite")
     @classmethod

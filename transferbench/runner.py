@@ -32,7 +32,7 @@ from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
 from transferbench.progress import Reporter
-from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
+from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, resolve_train_attention
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
 from transferbench.task import SuiteSpec, TaskData, TaskSpec
@@ -66,7 +66,7 @@ class Benchmark:
     def __init__(self, suite: SuiteSpec, backbone: str, seeds: list[int],
                  store: ArtifactStore | None = None, console: Console | None = None,
                  executor: Executor | None = None, reference: Reference | None = None, device: str = "cpu",
-                 prompts_per_pass: int = 1):
+                 prompts_per_pass: int = 1, train_attention: str = "auto"):
         if not seeds:
             raise TransferbenchError("at least one seed is needed (e.g. --seeds 0)")
         self.suite = suite
@@ -84,13 +84,17 @@ class Benchmark:
         # Prompts trained together (`prompt.train_prompts`) follow their one-at-a-time trajectories
         # up to floating-point rounding, so the grouping is part of what produced an artifact.
         self.prompts_per_pass = prompts_per_pass
+        # `auto` resolved here, once: the kernel that trains this benchmark's prompts keys them
+        self.train_attention = resolve_train_attention(train_attention, self.device, self.config.bf16)
         self.context = units.UnitContext(suite, backbone, self.config, tuple(self.tasks),
-                                         threads=self.executor.threads_per_unit, device=str(self.device))
+                                         threads=self.executor.threads_per_unit, device=str(self.device),
+                                         train_attention=self.train_attention)
         self._memo: dict[tuple, Any] = {}
         self._loaded_artifacts: dict[tuple[str, str], dict[str, Any]] = {}
         self._progress: Reporter | None = None
         # A shipped reference supplies the prompts and the measured transfer: nothing is trained.
         self._reference = reference
+        self.trains_prompts = reference is None
 
     # ---- stage 1: data (built in this process, shared with units run by the local executor) ------
     def data(self, task: str) -> TaskData:
@@ -125,16 +129,34 @@ class Benchmark:
 
     def prompt_inputs(self, task: str, seed: int) -> dict[str, Any]:
         config = {k: v for k, v in self.config.to_dict().items() if k not in TRANSFER_ONLY_SETTINGS}
+        training = self._shipped_training() if self._shipped_prompt_exists(task, seed) else {}
         return {**self.backbone_identity(), **self.task_identity(task), "config": config,
-                "seed": seed, "code": PROMPT_CODE_VERSION, **self._device_key()}
+                "seed": seed, "code": PROMPT_CODE_VERSION, **self._device_key(**training)}
 
-    def _device_key(self) -> dict[str, Any]:
-        """Measured numbers depend on the device's kernels and on how many prompts train in one
-        pass; keys of CPU runs training one prompt at a time stay as they always were."""
+    def _device_key(self, train_attention: str | None = None, prompts_per_pass: int | None = None) -> dict[str, Any]:
+        """Measured numbers depend on the device's kernels, the attention kernel of training steps
+        and how many prompts train in one pass (this benchmark's, unless given); keys of CPU runs
+        training one prompt at a time with sdpa attention stay as they always were."""
+        train_attention = train_attention or self.train_attention
+        prompts_per_pass = prompts_per_pass or self.prompts_per_pass
         key: dict[str, Any] = {} if self.device.type == "cpu" else {"device": self.device.type}
-        if self.prompts_per_pass > 1:
-            key["prompts_per_pass"] = self.prompts_per_pass
+        if train_attention != "sdpa":
+            key["train_attention"] = train_attention
+        if prompts_per_pass > 1:
+            key["prompts_per_pass"] = prompts_per_pass
         return key
+
+    def _shipped_prompt_exists(self, task: str, seed: int) -> bool:
+        reference = self._reference
+        return reference is not None and reference.root is not None and f"{task}/{seed}" in reference.prompts
+
+    def _shipped_training(self) -> dict[str, Any]:
+        """How the shipped reference's prompts were trained (its build record; references built
+        before the record existed used sdpa attention, one prompt per pass): artifacts computed
+        from them are keyed by that, not by how this benchmark would train its own."""
+        build = self._reference.info.get("build", {})
+        return {"train_attention": build.get("train_attention", "sdpa"),
+                "prompts_per_pass": int(build.get("prompts_per_pass", 1))}
 
     def _groups(self, items: list) -> list[list]:
         """`items` (in a fixed, protocol-given order) cut into groups of `prompts_per_pass`: the
@@ -206,7 +228,7 @@ class Benchmark:
 
     def _shipped_prompt(self, task: str, seed: int) -> dict[str, Any] | None:
         reference = self._reference
-        if reference is None or reference.root is None or f"{task}/{seed}" not in reference.prompts:
+        if not self._shipped_prompt_exists(task, seed):
             return None
         predictions = reference.predictions[f"own/{task}/{seed}"]
         labels = reference.predictions[f"labels/{task}"]

@@ -44,12 +44,13 @@ class UnitContext:
     tasks: tuple[str, ...]
     threads: int = 1
     device: str = "cpu"  # where units compute (`backbone.resolve_device`); a Ray task uses the GPU it reserved
+    train_attention: str = "sdpa"  # the attention kernel of training steps (`prompt.resolve_train_attention`)
 
     @cached_property
     def fingerprint(self) -> str:
         return content_key({"suite": self.suite.model_dump(mode="json"), "backbone": self.backbone,
                             "config": self.config.to_dict(), "tasks": list(self.tasks), "threads": self.threads,
-                            "device": self.device})
+                            "device": self.device, "train_attention": self.train_attention})
 
 
 class LoadedSuite:
@@ -119,7 +120,7 @@ def train_prompts_unit(ctx: UnitContext, pairs: list[tuple[str, int]]) -> list[d
     suite = loaded(ctx)
     jobs = [TrainJob(suite.encoded(task, "train"), suite.encoded(task, "dev"), suite.verbalizer(task), seed)
             for task, seed in pairs]
-    trained = train_prompts(suite.backbone, jobs, ctx.config)
+    trained = train_prompts(suite.backbone, jobs, ctx.config, attention=ctx.train_attention)
     return [_own_prompt(suite, task, one) for (task, _), one in zip(pairs, trained)]
 
 
@@ -164,7 +165,8 @@ def init_accuracy_many_unit(ctx: UnitContext, source_prompts: list[torch.Tensor 
     train, verbalizer = suite.encoded(target, "train"), suite.verbalizer(target)
     # dev=None: no checkpoint selection, both arms are judged by their final prompt
     jobs = [TrainJob(train, None, verbalizer, seed, init) for init in source_prompts]
-    return [_test_result(suite, target, one.prompt, budget) for one in train_prompts(suite.backbone, jobs, budget)]
+    trained = train_prompts(suite.backbone, jobs, budget, attention=ctx.train_attention)
+    return [_test_result(suite, target, one.prompt, budget) for one in trained]
 
 
 def _test_result(suite: LoadedSuite, target: str, prompt: torch.Tensor, config: PromptConfig) -> dict[str, Any]:
@@ -183,7 +185,7 @@ def ffn_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: st
     backbone, encoded = suite.backbone, suite.encoded(task, split)
     out = torch.zeros(len(encoded), backbone.num_layers, len(positions), backbone.ffn_width)
     pad = backbone.tokenizer.pad_token_id
-    with capture_ffn(backbone, positions) as captured, autocast(ctx.config, backbone.device):
+    with capture_ffn(backbone, positions) as captured, autocast(ctx.config, backbone):
         for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
             prompted_forward(backbone, prompt, encoded.batch(index, pad))
             out[index] = captured.pop()
@@ -260,7 +262,7 @@ def mask_activations_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.
     backbone = loaded(ctx).backbone
     tokenizer = backbone.tokenizer
     ids = torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]])
-    with capture_ffn(backbone, position) as captured, autocast(ctx.config, backbone.device):
+    with capture_ffn(backbone, position) as captured, autocast(ctx.config, backbone):
         prompted_forward(backbone, prompt, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
                                             "token_type_ids": torch.zeros_like(ids)})
     return {"activations": captured[0][0, :, 0]}
@@ -273,7 +275,7 @@ def pooled_features(ctx: UnitContext, task: str, split: str) -> torch.Tensor:
     backbone, encoded = suite.backbone, suite.encoded(task, split)
     pad = backbone.tokenizer.pad_token_id
     out = torch.zeros(len(encoded), backbone.hidden_size)
-    with autocast(ctx.config, backbone.device):
+    with autocast(ctx.config, backbone):
         for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
             batch = encoded.batch(index, pad)
             kwargs = {k: v.to(backbone.device) for k, v in batch.items() if k in backbone.tokenizer.model_input_names}
@@ -344,7 +346,7 @@ def pair_outputs_unit(ctx: UnitContext, target: str, seed: int,
     features = torch.zeros(count, size, backbone.hidden_size)
     probs = [torch.zeros(size, suite.specs[s].num_classes) for s in sources]
     pad = backbone.tokenizer.pad_token_id
-    with autocast(ctx.config, backbone.device):
+    with autocast(ctx.config, backbone):
         for index in train.length_sorted_batches(max(1, ctx.config.eval_batch_size // count)):
             batch = train.batch(index, pad)
             rows = stacked.repeat_interleave(len(index), dim=0)  # row k * len(index) + i: source k, example i
@@ -374,7 +376,7 @@ def probe_ranking_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Ten
     train = first_examples(suite.encoded(task, "train"), PROBE_EXAMPLES)
     activations = torch.zeros(len(train), backbone.num_layers * backbone.ffn_width)
     pad = backbone.tokenizer.pad_token_id
-    with capture_ffn(backbone, list(range(1, 1 + prompt.shape[0]))) as captured, autocast(ctx.config, backbone.device):
+    with capture_ffn(backbone, list(range(1, 1 + prompt.shape[0]))) as captured, autocast(ctx.config, backbone):
         for index in train.length_sorted_batches(ctx.config.eval_batch_size):
             prompted_forward(backbone, prompt, train.batch(index, pad))
             activations[index] = captured.pop().mean(2).flatten(1)  # [B, layers, positions, ffn] -> [B, layers * ffn]
