@@ -120,3 +120,33 @@ def test_two_runs_on_one_store_at_once_do_not_corrupt_it(tmp_path, tiny_backbone
     for path in (tmp_path / "cache").rglob("*.pt"):  # every artifact left behind is whole
         assert store.load(path.parent.name, path.stem) is not None
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from transferbench import store
+store.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # dies after staging, before the rename
+store.atomic_write_bytes(Path(sys.argv[1]), b"new")
+"""
+
+
+def test_a_write_removes_temporaries_that_a_killed_writer_left(tmp_path):
+    """SIGKILL mid-write skips every cleanup and leaves `.NAME.HOST-PID.*.tmp` beside the file; the
+    next write of that file removes it. Temporaries of live processes (this one) and of other hosts
+    sharing the folder are left alone."""
+    import socket
+
+    from transferbench.store import atomic_write_bytes
+
+    target = tmp_path / "result.json"
+    child = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(target)])
+    assert child.returncode == -signal.SIGKILL
+    [left] = tmp_path.glob(".result.json.*.tmp")
+    assert left.read_bytes() == b"new" and not target.exists()
+    live = tmp_path / f".result.json.{socket.gethostname()}-{os.getpid()}.abcd.tmp"
+    other_host = tmp_path / ".result.json.elsewhere-1.abcd.tmp"  # pid 1 lives, but on another host
+    live.write_bytes(b""), other_host.write_bytes(b"")
+    atomic_write_bytes(target, b"final")
+    assert target.read_bytes() == b"final"
+    assert not left.exists() and live.exists() and other_host.exists()

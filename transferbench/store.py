@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -76,10 +78,38 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write_many({path: data})
 
 
+def _temporary_prefix(path: Path, pid: int | str = "") -> str:
+    """`.NAME.HOST-PID.`: a temporary file beside `path` names its writer, so a later write can
+    tell one left by a killed process (`_remove_dead_temporaries`) from one still being written."""
+    return f".{path.name}.{socket.gethostname()}-{pid}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to someone else
+        return True
+    return True
+
+
+def _remove_dead_temporaries(path: Path) -> None:
+    """Delete the temporary files beside `path` that a process of this host left when it died
+    mid-write (SIGKILL skips every cleanup); those of live processes, and of other hosts sharing
+    the folder, are left alone."""
+    prefix = _temporary_prefix(path)
+    for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write_many(files: Mapping[Path, bytes]) -> None:
     """Write several files all or none: each goes to a temporary file beside it first, and only
     when every one is written and synced are they renamed into place (renames need no space), so
-    a full disk or a refused folder leaves every existing file as it was."""
+    a full disk or a refused folder leaves every existing file as it was. Temporary files of an
+    earlier writer of the same file that was killed mid-write are removed first."""
     staged: list[tuple[str, Path]] = []
     umask = os.umask(0)
     os.umask(umask)
@@ -87,7 +117,9 @@ def atomic_write_many(files: Mapping[Path, bytes]) -> None:
         for path, data in files.items():
             with writing(path.parent):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                _remove_dead_temporaries(path)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path, os.getpid()) + ".",
+                                           suffix=".tmp")
                 staged.append((tmp, path))
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
