@@ -189,6 +189,20 @@ def test_pruning_everything_kept_reproduces_the_full_model(backbone, prompt, bat
     assert torch.allclose(full, same, atol=1e-6)
 
 
+def test_a_pruned_model_holds_its_own_reduced_precision_weights(backbone, prompt, batch):
+    """`Backbone.linears_in` on a pruned copy swaps the copy's linear weights, never the original's
+    (the copy is shallow: the cached reduced-precision weights must not be shared)."""
+    keep = np.ones((backbone.num_layers, backbone.ffn_width), bool)
+    with torch.no_grad(), backbone.linears_in(torch.bfloat16), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = prompted_forward(backbone, prompt, batch).hidden  # the original's copies exist from here on
+    pruned = analysis.prune_ffn(backbone, keep)
+    with torch.no_grad(), pruned.linears_in(torch.bfloat16), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert pruned.encoder.encoder.layer[0].intermediate.dense.weight.dtype == torch.bfloat16
+        assert backbone.encoder.encoder.layer[0].intermediate.dense.weight.dtype == torch.float32
+        same = prompted_forward(pruned, prompt, batch).hidden
+    assert torch.equal(full, same)
+
+
 def test_pruning_shrinks_weights_and_equals_zeroing_the_removed_neurons(backbone, prompt, batch):
     scores = np.random.default_rng(0).random((backbone.num_layers, backbone.ffn_width))
     keep = select(scores, 0.25)

@@ -299,6 +299,7 @@ def prune_ffn(backbone: Backbone, keep: np.ndarray, *, means: np.ndarray | None 
     pruned.encoder = pruned.model.base_model if backbone.encoder is not backbone.model else pruned.model
     pruned.config = pruned.encoder.config
     pruned.ffn_modules = pruned._find_ffn_modules()
+    pruned._linear_copies, pruned._linears_in = {}, None  # its own reduced-precision copies (`Backbone.linears_in`)
     widths = []
     for layer in range(pruned.num_layers):
         if layer not in pruned_layers:
