@@ -123,7 +123,7 @@ if __name__ == "__main__":
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--prompts-per-pass", type=int, default=1, help="see `transferbench reference --help`")
-    parser.add_argument("--train-attention", default="auto", help="see `transferbench reference --help`")
+    parser.add_argument("--train-attention", default="sdpa", help="see `transferbench reference --help`")
     parser.add_argument("--root", type=Path, required=True, help="folder the built bundle is written to")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -232,6 +232,7 @@ def test_train_attention_keys_trained_prompts_and_shipped_ones_by_their_build(ti
     task = next(iter(suite.task_specs())).name
     benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention=kernel)
                for kernel in ("auto", "sdpa", "eager")}
+    assert Benchmark(suite, str(tiny_backbone), seeds=[0]).train_attention == "sdpa"  # the default: the shipped references' kernel
     assert benches["auto"].train_attention == "eager"  # bf16 on a CPU
     assert benches["auto"].context.train_attention == "eager"
     assert "train_attention" not in benches["sdpa"].prompt_inputs(task, 0)

@@ -11,9 +11,9 @@ It was written on 2026-11-26 from main, and checked against main at commit 172d4
 registry / module redesign of issue 14) run the same way: every entry equal except the 6
 skill_overlap / skill_on ones, which moved on purpose when skill neurons were read at the
 [MASK] + prompt positions of the reference code (issue 13). It pins `--train-attention sdpa`,
-the attention the shipped reference was trained with (and the only one before it became a
-choice); `tests/data/smoke_all_results_eager.json.gz` pins `eager`, which `auto` now picks on a
-CPU (written 2026-11-26 by the same command with `--train-attention eager`; the sdpa copy passing
+the default and the attention the shipped reference was trained with (the only one before it
+became a choice); `tests/data/smoke_all_results_eager.json.gz` pins the opt-in `eager` (which
+`auto` picks for bf16 on a CPU; written 2026-11-26 by the same command with `--train-attention eager`; the sdpa copy passing
 unchanged showed that holding the frozen linear weights in bf16 moved no number). Regenerate a
 copy only for a change that is meant to move a number, and say so in the commit.
 """

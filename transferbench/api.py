@@ -105,7 +105,7 @@ def score_plan(bench, indicators: Sequence) -> str:
 
 def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | None = None, executor=None,
                   console: Console | None = None, use_shipped: bool = True, device: str = "cpu",
-                  prompts_per_pass: int = 1, train_attention: str = "auto"):
+                  prompts_per_pass: int = 1, train_attention: str = "sdpa"):
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
     from transferbench.reference import load_shipped, suite_problem
@@ -196,7 +196,7 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
 def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: str = "minilm",
         seeds: Sequence[int] | None = None, kinds: Sequence[str] = TRANSFER_KINDS, executor=None,
         submissions_dir: Path | None = None, console: Console | None = None, device: str = "auto",
-        prompts_per_pass: int = 1, train_attention: str = "auto") -> Results:
+        prompts_per_pass: int = 1, train_attention: str = "sdpa") -> Results:
     """Score `indicators` (registered names with optional `:k=v` parameters, `file.py:Class`, or
     "all") on `suite` and `backbone` against its reference (the shipped one, or measured first).
 

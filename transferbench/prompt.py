@@ -274,7 +274,8 @@ def resolve_train_attention(choice: str, device: torch.device, bf16: bool) -> st
     backward at 16 x 12 heads x 68 x 32 take 34 ms in bf16 against 5.0 ms in float32 and 7.9 ms
     for the unfused path in bf16; whole steps 2.2x faster with `eager`, benchmarks/README.md,
     "Profile"). The two round differently, so the choice keys every trained prompt
-    (`Benchmark._device_key`)."""
+    (`Benchmark._device_key`). The default everywhere is `sdpa`, the kernel the shipped references
+    were built with, so a default run reproduces them; `eager` and `auto` are opt-in."""
     if choice not in TRAIN_ATTENTION:
         raise TransferbenchError(f"--train-attention must be one of {', '.join(TRAIN_ATTENTION)}, not {choice!r}")
     if choice == "auto":
@@ -380,7 +381,7 @@ class TrainedPrompt:
 
 def train_prompt(
     backbone: Backbone, train: EncodedSplit, dev: EncodedSplit | None, verbalizer: Verbalizer,
-    config: PromptConfig, seed: int, init: torch.Tensor | None = None, progress=None, attention: str = "auto",
+    config: PromptConfig, seed: int, init: torch.Tensor | None = None, progress=None, attention: str = "sdpa",
 ) -> TrainedPrompt:
     """Prompt tuning: AdamW on the prompt alone; keep the prompt with the best dev accuracy
     (evaluated every `eval_every` steps), or the final prompt when `dev` is None.
@@ -404,7 +405,7 @@ class TrainJob:
 
 
 def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptConfig, progress=None,
-                  attention: str = "auto") -> list[TrainedPrompt]:
+                  attention: str = "sdpa") -> list[TrainedPrompt]:
     """Train several prompts together: one forward/backward pass per step for all of them.
 
     Each step takes every job's next batch (drawn exactly as `train_prompt` draws it for that job's

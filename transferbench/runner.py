@@ -66,7 +66,7 @@ class Benchmark:
     def __init__(self, suite: SuiteSpec, backbone: str, seeds: list[int],
                  store: ArtifactStore | None = None, console: Console | None = None,
                  executor: Executor | None = None, reference: Reference | None = None, device: str = "cpu",
-                 prompts_per_pass: int = 1, train_attention: str = "auto"):
+                 prompts_per_pass: int = 1, train_attention: str = "sdpa"):
         if not seeds:
             raise TransferbenchError("at least one seed is needed (e.g. --seeds 0)")
         self.suite = suite
