@@ -209,8 +209,6 @@ def collect(bench, *, build_manifest: dict[str, Any] | None = None) -> Reference
     initialisation cell (with the null prompt and the default initialisation as extra sources),
     and the linear probe of each task; each is resumable through the store.
     """
-    from transferbench import units
-
     started = time.perf_counter()
     bench.train_all()
     bench.measure_transfer(["zero_shot", "init_gain"])
