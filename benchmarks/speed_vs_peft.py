@@ -9,6 +9,11 @@ transformers' `eager` attention instead of the fused `sdpa` kernel for training 
 built with); PEFT is also run with `eager`, so the table shows what the attention choice alone
 gives a typical loop.
 
+After training it times one zero-shot row (`predict_many`: 12 prompts on the 400 test examples,
+forward only) and prints both fractions of the measured bf16 matmul peak, training and zero-shot
+evaluation, and the estimated cost of the default suite's reference build from these rates
+(`api.protocol_work` counts its examples).
+
 The machine may be shared with other jobs, so the configurations are not run one after another:
 each runs in its own thread and they take turns, one training step each (round robin, only one
 computes at a time). A load change then hits every configuration alike, and each is timed on the
@@ -28,6 +33,7 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,9 +41,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from transferbench.api import protocol_work
 from transferbench.backbone import Backbone, resolve_backbone
 from transferbench.prompt import (
-    PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, train_prompt,
+    PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, predict_many, train_prompt,
     training_attention,
 )
 from transferbench.task import load_suite, load_task, load_task_data
@@ -179,6 +186,9 @@ class Run:
     def seconds(self) -> float:
         return sum(self.durations[self.timed_steps()])
 
+    def seconds_all(self) -> float:
+        return sum(self.durations)
+
     def examples_per_second(self, batch_size: int) -> float:
         return len(self.durations[self.timed_steps()]) * batch_size / self.seconds()
 
@@ -254,6 +264,44 @@ def train_peft(run: Run, turns: Turns, model, prompt, tokenizer, data, verbalize
     run.test_accuracy = float((np.concatenate(predictions) == test_labels).mean())
 
 
+def time_zero_shot(backbone, test, verbalizer, config, count: int, seed: int, runs_by_thread: dict[int, Run]) -> Run:
+    """One zero-shot row as the reference build runs it: `count` prompts (a target's sources and the
+    null prompt) predicted on the test split in one `predict_many` pass, bf16 autocast, the
+    backbone's own attention. Timed on a second pass after a warm-up pass; the encoder's shapes of
+    the timed pass are recorded for the FLOP count."""
+    prompts = torch.stack([initial_prompt(backbone, config.prompt_length, seed + k) for k in range(count)])
+    run = Run(f"zero-shot row ({count} prompts x {len(test)} test examples, predict_many)", "transferbench", True, "dynamic")
+    predict_many(backbone, prompts, test, verbalizer, config)  # warm-up
+    runs_by_thread[threading.get_ident()] = run
+    started = time.perf_counter()
+    predict_many(backbone, prompts, test, verbalizer, config)
+    run.durations = [time.perf_counter() - started]
+    del runs_by_thread[threading.get_ident()]
+    return run
+
+
+def reference_build_estimate(suite, rows: list[dict], evaluation: dict, params: int, layers: int, hidden: int,
+                             bf16_peak: float) -> dict:
+    """The default suite's reference build from this run's rates: `api.protocol_work` counts its
+    training and evaluation examples; minutes at the measured training rate of transferbench's
+    bf16 loop (sdpa, the default, or eager) plus the zero-shot evaluation rate, and at 100% of the
+    bf16 matmul peak for the FLOPs of those examples at the measured mean widths."""
+    config = PromptConfig.from_overrides(dict(suite.training))
+    tasks = [spec.name for spec in suite.task_specs()]
+    work = protocol_work(SimpleNamespace(config=config, tasks=tasks, seeds=suite.seeds, suite=suite))
+    minutes, flops = {}, 0.0
+    for attention in ("sdpa", "eager"):
+        train = next(r for r in rows if r["loop"] == "transferbench" and r["bf16"] and r["attention"] == attention)
+        minutes[attention] = (work["train"] / train["examples_per_second"]
+                              + work["eval"] / evaluation["examples_per_second"]) / 60
+        if attention == "sdpa":
+            flops = (work["train"] * step_flops((1, round(train["mean_sequence_width"])), params, layers, hidden)
+                     + work["eval"] * forward_flops((1, round(evaluation["mean_sequence_width"])), params, layers, hidden))
+    minutes["bf16_peak"] = flops / (bf16_peak * 1e12) / 60
+    return {"prompts": len(tasks) * len(suite.seeds), "train_examples": work["train"], "eval_examples": work["eval"],
+            "pflop": flops / 1e15, "minutes": minutes}
+
+
 def run_interleaved(jobs: list[tuple[Run, callable]], runs_by_thread: dict[int, Run]) -> None:
     """Run every job in its own thread, one training step at a time each, round robin."""
     ring = RoundRobin(len(jobs))
@@ -286,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--peft-init", choices=["same", "random", "text"], default="same",
                         help="PEFT's initial prompt: transferbench's (same, default), PEFT RANDOM, or PEFT TEXT")
     parser.add_argument("--skip-peft-bf16", action="store_true", help="leave out PEFT with bf16 autocast")
+    parser.add_argument("--zero-shot-prompts", type=int, default=12,
+                        help="prompts per zero-shot pass (12: a target's 11 sources and the null prompt of the default suite)")
     parser.add_argument("--json", metavar="OUT", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     console = Console(width=150)
@@ -337,10 +387,13 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     try:
         run_interleaved(jobs, runs_by_thread)
+        console.print(f"done in {time.perf_counter() - started:.0f} s")
+        console.print(f"zero-shot evaluation: {args.zero_shot_prompts} prompts x {len(test)} test examples ...")
+        zero_shot = time_zero_shot(backbone, test, verbalizer, replace(config, bf16=True), args.zero_shot_prompts,
+                                   args.seed, runs_by_thread)
     finally:
         for handle in handles:
             handle.remove()
-    console.print(f"done in {time.perf_counter() - started:.0f} s")
     peak_after = {"bf16": matmul_tflops(torch.bfloat16), "fp32": matmul_tflops(torch.float32)}
     console.print(f"matmul again after training: bf16 {peak_after['bf16']:.3f} TFLOP/s, fp32 {peak_after['fp32']:.3f} TFLOP/s")
     peak = {k: max(peak_before[k], peak_after[k]) for k in peak_before}
@@ -394,6 +447,22 @@ def main(argv: list[str] | None = None) -> dict:
                       f"--train-attention eager {eager['ratio_vs_peft_same_settings']:.2f}x ("
                       f"{100 * eager['fraction_of_bf16_peak']:.0f}% of peak), "
                       f"{eager['ratio_vs_peft_same_settings_and_kernel']:.2f}x PEFT given the same attention too")
+    # Zero-shot evaluation: forward passes only.
+    eval_flops = sum(forward_flops(s, params, n_layers, hidden) for s in zero_shot.shapes)
+    eval_rate = eval_flops / zero_shot.seconds_all()
+    eval_eps = args.zero_shot_prompts * len(test) / zero_shot.seconds_all()
+    eval_width = float(np.average([s[1] for s in zero_shot.shapes], weights=[s[0] for s in zero_shot.shapes]))
+    console.print(f"{zero_shot.name}: {eval_eps:.0f} examples/s, mean width {eval_width:.1f}, {eval_rate / 1e9:.1f} GFLOP/s = "
+                  f"{100 * eval_rate / (peak['bf16'] * 1e12):.1f}% of the measured bf16 matmul peak")
+    evaluation = {"prompts": args.zero_shot_prompts, "examples": len(test), "seconds": zero_shot.seconds_all(),
+                  "examples_per_second": eval_eps, "mean_sequence_width": eval_width, "gflops_per_second": eval_rate / 1e9,
+                  "fraction_of_bf16_peak": eval_rate / (peak["bf16"] * 1e12)}
+    estimate = reference_build_estimate(suite, rows, evaluation, params, n_layers, hidden, peak["bf16"])
+    console.print(f"default reference build ({estimate['prompts']} prompts; protocol_work: {estimate['train_examples']:,} "
+                  f"training and {estimate['eval_examples']:,} evaluation examples = {estimate['pflop']:.2f} PFLOP at the "
+                  f"widths above): {estimate['minutes']['sdpa']:.0f} min at this run's default (sdpa) training rate and "
+                  f"zero-shot rate, {estimate['minutes']['eager']:.0f} min with --train-attention eager, "
+                  f"{estimate['minutes']['bf16_peak']:.0f} min at 100% of the bf16 matmul peak (one process using every core)")
     console.print(
         "FLOPs per timed step = sum over sequences of 4*P*L + 12*layers*L^2*H (P = transformer-layer parameters "
         f"= {params / 1e6:.2f}M, layers = {n_layers}, H = {hidden}, L = padded width incl. prompt); "
@@ -404,7 +473,8 @@ def main(argv: list[str] | None = None) -> dict:
         "prompt_length": config.prompt_length, "max_length": config.max_length, "seed": args.seed,
         "peft_init": args.peft_init, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "matmul_tflops_before": peak_before, "matmul_tflops_after": peak_after,
-        "transformer_layer_params": params, "runs": rows, "date": time.strftime("%Y-%m-%d"),
+        "transformer_layer_params": params, "runs": rows, "zero_shot_evaluation": evaluation,
+        "reference_build_estimate": estimate, "date": time.strftime("%Y-%m-%d"),
     }
     if args.json:
         with open(args.json, "w") as out:

@@ -504,6 +504,7 @@ def test_indicator_parameter_list_is_parsed_as_one_value():
 
 @pytest.mark.parametrize("args, message", [
     (["-i", "skill_overlap:p=[1,2"], "value of parameter 'p' is not valid YAML"),
+    (["-i", "skill_overlap:p=[1,2]"], "indicator 'skill_overlap': p must be a number in (0, 1], e.g. p=0.05, got [1, 2]"),
     (["-i", "random", "--seeds", "99999999999999999999"], "--seeds takes integers from 0 to 4294967295"),
     (["-i", "random", "--seeds", "-1"], "--seeds takes integers from 0 to"),
     (["-i", "random", "--seeds", "0,0"], "--seeds lists a seed twice"),

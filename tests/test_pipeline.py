@@ -171,3 +171,18 @@ def test_indicators_and_tasks_listings(capsys):
     assert code == 0 and all(name in out for name in ALL_BUILTIN)
     code, out, _ = run_cli(capsys, "tasks")
     assert code == 0 and "rt_sentiment" in out and "smoke" in out
+
+
+def test_protocol_work_counts_every_pass_of_a_reference_build():
+    """Known answer for 2 tasks, 1 seed: 10 steps + 2 init arms x 3 steps of batch 2 per prompt;
+    dev evaluated at steps 4, 8 and 10; 2n + 1 = 5 test passes per target; probe features once."""
+    from types import SimpleNamespace
+
+    from transferbench.api import protocol_work
+    from transferbench.prompt import PromptConfig
+    from transferbench.task_schema import SplitSizes
+
+    bench = SimpleNamespace(config=PromptConfig(steps=10, eval_every=4, init_steps=3, batch_size=2),
+                            tasks=["a", "b"], seeds=[0],
+                            suite=SimpleNamespace(sizes_for=lambda name: SplitSizes(train=5, dev=3, test=7)))
+    assert protocol_work(bench) == {"train": 2 * (10 + 2 * 3) * 2, "eval": 2 * (3 * 3 + 7 * 5 + 5 + 7)}

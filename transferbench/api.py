@@ -55,13 +55,30 @@ class Results:
         return pd.DataFrame(rows)
 
 
-def build_estimate(bench) -> str:
-    """A rough duration of measuring `bench`'s reference on this kind of machine, as a phrase."""
+def protocol_work(bench) -> dict[str, int]:
+    """Examples the backbone processes to measure `bench`'s reference from a cold cache (what
+    `reference.collect` runs), by kind of pass.
+
+    `train` (forward + backward): every (task, seed) prompt's `steps` batches, and for every target
+    and seed the n initialisation arms (n - 1 source prompts and the default initialisation), each
+    `init_steps` batches. `eval` (forward only): each prompt's dev evaluations (every `eval_every`
+    steps and at the last), and per target and seed 2n + 1 test passes (the own prompt, n zero-shot
+    sources including the null prompt, n initialisation arms), plus the linear probe's train and
+    test features once per task.
+    """
     config, n_tasks, n_seeds = bench.config, len(bench.tasks), len(bench.seeds)
     sizes = [bench.suite.sizes_for(name) for name in bench.tasks]
-    train = n_seeds * n_tasks * config.steps * config.batch_size + n_seeds * n_tasks * n_tasks * config.init_steps * config.batch_size
-    test = sum(s.test for s in sizes) * n_seeds * (2 * n_tasks + 2)
-    seconds = train / TRAIN_EXAMPLES_PER_SECOND + test / EVAL_EXAMPLES_PER_SECOND
+    dev_evaluations = -(-config.steps // config.eval_every)  # at every multiple of eval_every and at the last step
+    train = n_seeds * n_tasks * (config.steps + n_tasks * config.init_steps) * config.batch_size
+    evaluate = sum(n_seeds * (s.dev * dev_evaluations + s.test * (2 * n_tasks + 1)) + s.train + s.test for s in sizes)
+    return {"train": train, "eval": evaluate}
+
+
+def build_estimate(bench) -> str:
+    """A rough duration of measuring `bench`'s reference on this kind of machine, as a phrase."""
+    n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
+    work = protocol_work(bench)
+    seconds = work["train"] / TRAIN_EXAMPLES_PER_SECOND + work["eval"] / EVAL_EXAMPLES_PER_SECOND
     return (f"{n_tasks * n_seeds} prompts and {n_tasks * (n_tasks - 1) * n_seeds} ordered pairs of each transfer kind: "
             f"roughly {seconds / 60:.0f} min on a 2-core CPU from a cold cache (less for what the cache holds)")
 

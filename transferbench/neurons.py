@@ -81,7 +81,10 @@ def predictivity(train_activations, eval_activations, eval_labels) -> np.ndarray
 def neuron_fraction(p: float) -> float:
     """`p` as a float in (0, 1], the share of neurons an indicator selects; ValueError otherwise
     (the indicator registry turns it into one line naming the indicator)."""
-    fraction = float(p)
+    try:
+        fraction = float(p)
+    except (TypeError, ValueError):
+        raise ValueError(f"p must be a number in (0, 1], e.g. p=0.05, got {p!r}") from None
     if not 0 < fraction <= 1:
         raise ValueError(f"p must be in (0, 1], got {p!r}")
     return fraction
