@@ -126,3 +126,12 @@ def test_runs_first_line_comes_before_torch_is_imported(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.stdout.startswith("transferbench run: indicator random on suite no_such_suite"), done.stdout
     assert "TORCH_AT_FIRST_LINE False STATUS 2" in done.stderr, done.stderr
+
+
+def test_reference_build_takes_the_progress_mode_as_run_does():
+    from transferbench.cli import build_parser
+
+    parser = build_parser(neurons=False)
+    assert parser.parse_args(["reference", "build", "--progress", "plain"]).progress == "plain"
+    assert parser.parse_args(["reference", "build"]).progress == "auto"
+    assert parser.parse_args(["run", "-i", "random", "--progress", "rich"]).progress == "rich"

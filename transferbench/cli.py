@@ -93,6 +93,12 @@ def _apply_run_config(args) -> None:
     args.run_config = config
 
 
+def _add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", choices=["auto", "rich", "plain"], default="auto",
+                        help="auto: bars on a terminal, plain lines otherwise; rich: bars; plain: a line per stage "
+                             "at most every 15 s, for logs (default: %(default)s)")
+
+
 def _add_board_options(parser: argparse.ArgumentParser) -> None:
     """Options of the board a user views: which columns, and where their own results are."""
     parser.add_argument("--columns", choices=["default", "all"], default="default",
@@ -140,9 +146,7 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
                           f"(default: {_default('submissions_dir')})")
     run.add_argument("--leaderboard-dir", type=Path,
                      help=f"the project's generated board, rebuilt only with --submit (default: {_default('leaderboard_dir')})")
-    run.add_argument("--progress", choices=["auto", "rich", "plain"], default="auto",
-                     help="auto: bars on a terminal, plain lines otherwise; rich: bars; plain: a line per stage "
-                          "at most every 15 s, for logs (default: %(default)s)")
+    _add_progress_option(run)
     _add_board_options(run)
 
     board = commands.add_parser("leaderboard", help="print the leaderboard from result files (writes files only with --write)")
@@ -178,6 +182,7 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     reference.add_argument("--cells", type=int, default=4,
                            help="verify: cells to re-compute from the shipped prompts (default: %(default)s)")
     reference.add_argument("--seed", type=int, default=0, help="verify: which cells are drawn (default: %(default)s)")
+    _add_progress_option(reference)
     if neurons:
         inspect_neurons.add_parser(commands)
     return parser
@@ -302,7 +307,7 @@ def cmd_reference(args, console: Console) -> int:
                               use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass,
                               train_attention=args.train_attention)
         console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
-        with executor, bench.progress():
+        with executor, bench.progress(args.progress):
             built = ref.collect(bench)
         import torch
 
