@@ -15,7 +15,7 @@ from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
 from transferbench.inspect_neurons import add_parser, run
 from transferbench.neurons import select
-from transferbench.prompt import PromptConfig, capture_ffn, initial_prompt, prompted_forward
+from transferbench.prompt import capture_ffn, initial_prompt, prompted_forward
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,7 @@ def test_forged_transfer_and_a_file_from_another_reference_are_rejected(built, t
     forged = json.loads(original.read_text())
     forged["transfer"] = forged["scores"]
     forged["transfer_per_seed"] = []  # a forger drops what would contradict the new transfer
-    from transferbench.results import ResultFile, check_result, dataframes, make_result  # noqa: F401
+    from transferbench.results import ResultFile, dataframes, make_result
     scores, transfer = dataframes(ResultFile.model_validate(forged))
     remade = make_result(scores, transfer, indicator="random_copy", suite="tiny", backbone=str(tiny_backbone),
                          transfer_kind="zero_shot", seeds=[0], baseline=True, reference=forged["reference"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
-import os
 import subprocess
 import tarfile
 import textwrap
