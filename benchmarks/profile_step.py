@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training steps profiled")
     parser.add_argument("--prompts", type=int, default=12, help="prompts per zero-shot evaluation pass")
     parser.add_argument("--rows", type=int, default=12, help="operators shown per profile")
-    parser.add_argument("--train-attention", default="sdpa", choices=["auto", "sdpa", "eager"],
+    parser.add_argument("--train-attention", default="sdpa", choices=["auto", "sdpa", "eager", "eager-compiled"],
                         help="attention kernel of the training steps (as `transferbench run --train-attention`)")
     args = parser.parse_args()
     device = resolve_device(args.device)

@@ -231,13 +231,14 @@ def test_train_attention_keys_trained_prompts_and_shipped_ones_by_their_build(ti
     suite = load_suite(str(tiny_suite))
     task = next(iter(suite.task_specs())).name
     benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention=kernel)
-               for kernel in ("auto", "sdpa", "eager")}
+               for kernel in ("auto", "sdpa", "eager", "eager-compiled")}
     assert Benchmark(suite, str(tiny_backbone), seeds=[0]).train_attention == "sdpa"  # the default: the shipped references' kernel
     assert benches["auto"].train_attention == "eager"  # bf16 on a CPU
     assert benches["auto"].context.train_attention == "eager"
     assert "train_attention" not in benches["sdpa"].prompt_inputs(task, 0)
     assert benches["eager"].prompt_inputs(task, 0)["train_attention"] == "eager"
     assert benches["auto"]._prompt_key(task, 0) == benches["eager"]._prompt_key(task, 0) != benches["sdpa"]._prompt_key(task, 0)
+    assert benches["eager-compiled"]._prompt_key(task, 0) not in {benches[k]._prompt_key(task, 0) for k in ("sdpa", "eager")}
     with pytest.raises(TransferbenchError, match="--train-attention must be one of"):
         Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention="flash")
     for build, expected in (({}, benches["sdpa"]), ({"train_attention": "eager"}, benches["eager"])):

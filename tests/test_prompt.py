@@ -216,8 +216,18 @@ def test_train_attention_auto_picks_eager_for_bf16_on_a_cpu_only():
     assert resolve_train_attention("auto", cpu, bf16=False) == "sdpa"
     assert resolve_train_attention("auto", cuda, bf16=True) == "sdpa"
     assert resolve_train_attention("sdpa", cpu, bf16=True) == "sdpa"
-    with pytest.raises(TransferbenchError, match="--train-attention must be one of auto, sdpa, eager"):
+    assert resolve_train_attention("eager-compiled", cpu, bf16=True) == "eager-compiled"
+    with pytest.raises(TransferbenchError, match="--train-attention must be one of auto, sdpa, eager, eager-compiled"):
         resolve_train_attention("flash", cpu, bf16=True)
+
+
+def test_run_config_and_cli_offer_exactly_the_training_kernels():
+    from typing import get_args
+
+    from transferbench.prompt import TRAIN_ATTENTION
+    from transferbench.run_config import RunConfig
+
+    assert get_args(RunConfig.model_fields["train_attention"].annotation) == TRAIN_ATTENTION
 
 
 def test_eager_attention_trains_like_sdpa_within_rounding_and_deterministically(backbone):
@@ -234,3 +244,18 @@ def test_eager_attention_trains_like_sdpa_within_rounding_and_deterministically(
     assert torch.equal(eager_a.prompt, eager_b.prompt) and eager_a.losses == eager_b.losses
     assert sdpa.losses == pytest.approx(eager_a.losses, abs=0.01)
     assert backbone.encoder.config._attn_implementation == "sdpa"
+
+
+def test_compiled_training_forward_is_deterministic_and_leaves_the_encoder_as_it_was(backbone):
+    """`eager-compiled` trains with the encoder's forward compiled by torch.compile: the same seed
+    gives the same prompt every time, the losses agree with uncompiled eager attention to rounding,
+    and after training the encoder runs its own (uncompiled, sdpa) forward again."""
+    job = _jobs(backbone, CONFIG, [1])[0]
+
+    def trained(kernel):
+        return train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=1, attention=kernel)
+
+    eager, compiled_a, compiled_b = trained("eager"), trained("eager-compiled"), trained("eager-compiled")
+    assert torch.equal(compiled_a.prompt, compiled_b.prompt) and compiled_a.losses == compiled_b.losses
+    assert eager.losses == pytest.approx(compiled_a.losses, abs=0.01)
+    assert "forward" not in vars(backbone.encoder) and backbone.encoder.config._attn_implementation == "sdpa"

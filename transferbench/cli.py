@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import yaml
 from rich.console import Console
@@ -71,12 +72,13 @@ def _common_options() -> argparse.ArgumentParser:
                         help="prompts trained together in one forward/backward pass when a reference is measured "
                              "(fills a GPU; numbers then differ from one-at-a-time training by rounding, so it keys "
                              f"the cache; default: {_default('prompts_per_pass')})")
-    common.add_argument("--train-attention", choices=["auto", "sdpa", "eager"],
+    common.add_argument("--train-attention", choices=list(get_args(RunConfig.model_fields["train_attention"].annotation)),
                         help="attention implementation of prompt-training steps: sdpa (PyTorch's fused kernel; "
                              "the shipped references were built with it), eager (transformers' matmul-softmax-matmul, "
-                             "about 1.8x faster for bf16 training on a CPU), or auto = eager for bf16 on a CPU, else "
-                             "sdpa; numbers differ by rounding, so it keys the cache "
-                             f"(default: {_default('train_attention')})")
+                             "about 1.7x faster for bf16 training on a CPU), eager-compiled (eager, with the training "
+                             "forward compiled by torch.compile: about a minute to compile per process, then "
+                             "about 1.3x faster again), or auto = eager for bf16 on a CPU, else sdpa; numbers differ "
+                             f"by rounding, so it keys the cache (default: {_default('train_attention')})")
     return common
 
 

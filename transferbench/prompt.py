@@ -14,10 +14,11 @@ many per pass) share one input template and one precision policy; split, they wo
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -261,19 +262,22 @@ def forward_precision(backbone: Backbone, config: PromptConfig):
     return nullcontext()
 
 
-# The attention implementation of training steps (`--train-attention`), in transformers' terms.
-# Evaluation always uses the backbone's own (`sdpa`: its fused forward pass is the faster one).
-TRAIN_ATTENTION = ("auto", "sdpa", "eager")
+# The attention implementation of training steps (`--train-attention`), in transformers' terms,
+# plus `eager-compiled`: eager attention with the encoder's training forward compiled by
+# `torch.compile`. Evaluation always uses the backbone's own (`sdpa`: its fused forward pass is the
+# faster one), uncompiled.
+TRAIN_ATTENTION = ("auto", "sdpa", "eager", "eager-compiled")
 
 
 def resolve_train_attention(choice: str, device: torch.device, bf16: bool) -> str:
-    """`sdpa` (PyTorch's fused scaled-dot-product kernel, flash attention on a CPU) or `eager`
-    (transformers' matmul, softmax, matmul). `auto` picks `eager` for bfloat16 training on a CPU and
+    """`sdpa` (PyTorch's fused scaled-dot-product kernel, flash attention on a CPU), `eager`
+    (transformers' matmul, softmax, matmul) or `eager-compiled` (eager, the training forward
+    compiled by torch.compile, `training_attention`). `auto` picks `eager` for bfloat16 training on a CPU and
     `sdpa` everywhere else: on a CPU the fused kernel's backward pass in bfloat16 is the slowest op
     of a training step (torch 2.13 on the 2-core CI machine: 62% of a step's CPU time; forward +
     backward at 16 x 12 heads x 68 x 32 take 34 ms in bf16 against 5.0 ms in float32 and 7.9 ms
     for the unfused path in bf16; whole steps 2.2x faster with `eager`, benchmarks/README.md,
-    "Profile"). The two round differently, so the choice keys every trained prompt
+    "Profile"). They round differently, so the choice keys every trained prompt
     (`Benchmark._device_key`). The default everywhere is `sdpa`, the kernel the shipped references
     were built with, so a default run reproduces them; `eager` and `auto` are opt-in."""
     if choice not in TRAIN_ATTENTION:
@@ -283,21 +287,39 @@ def resolve_train_attention(choice: str, device: torch.device, bf16: bool) -> st
     return choice
 
 
+# One compiled forward per encoder class (`torch.compile` of the unbound method: Dynamo guards on
+# the module passed in, so a second instance compiles its own graph without keeping the first alive).
+_COMPILED_FORWARDS: dict[type, Callable] = {}
+
+
 @contextmanager
 def training_attention(model: torch.nn.Module, kernel: str) -> Iterator[None]:
     """For `kernel` "eager" (a resolved `resolve_train_attention` value), the transformers `model`
     runs eager attention in the block's forward passes (their backward passes follow what the
     forward pass ran); for "sdpa", the model's own implementation as loaded (sdpa wherever
-    transformers supports it), so a model without sdpa support is never switched to it."""
+    transformers supports it), so a model without sdpa support is never switched to it.
+
+    "eager-compiled": eager attention, and the block's forward passes run the model's forward
+    compiled by `torch.compile` (dynamic shapes, TorchInductor; compiled once per process, about a
+    minute for MiniLM on the 2-core CPU, then 1.3x faster steps than eager, benchmarks/README.md).
+    Inductor fuses operations and so rounds differently again; it is a choice of its own.
+    """
     previous = model.config._attn_implementation
-    if kernel != "eager" or previous == "eager":
-        yield
-        return
-    model.set_attn_implementation(kernel)
+    switch = kernel != "sdpa" and previous != "eager"
+    if switch:
+        model.set_attn_implementation("eager")
+    if kernel == "eager-compiled":
+        cls = type(model)
+        if cls not in _COMPILED_FORWARDS:
+            _COMPILED_FORWARDS[cls] = torch.compile(cls.forward, dynamic=True)
+        model.forward = functools.partial(_COMPILED_FORWARDS[cls], model)
     try:
         yield
     finally:
-        model.set_attn_implementation(previous)
+        if kernel == "eager-compiled":
+            del model.forward  # the class's forward again
+        if switch:
+            model.set_attn_implementation(previous)
 
 
 @contextmanager

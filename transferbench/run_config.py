@@ -39,7 +39,7 @@ class RunConfig(BaseModel):
     gpus_per_task: float = 0
     unit_threads: int | None = None
     prompts_per_pass: int = 1
-    train_attention: Literal["auto", "sdpa", "eager"] = "sdpa"
+    train_attention: Literal["auto", "sdpa", "eager", "eager-compiled"] = "sdpa"  # prompt.TRAIN_ATTENTION
 
     @field_validator("suite")
     @classmethod
