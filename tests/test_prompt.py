@@ -230,32 +230,19 @@ def test_run_config_and_cli_offer_exactly_the_training_kernels():
     assert get_args(RunConfig.model_fields["train_attention"].annotation) == TRAIN_ATTENTION
 
 
-def test_eager_attention_trains_like_sdpa_within_rounding_and_deterministically(backbone):
-    """Both implementations compute the same attention: the losses along the way agree to rounding (the
-    prompts themselves can drift apart on this random backbone, whose tiny gradients AdamW turns
-    into whole lr-sized steps), and each gives the same prompt for the same seed every time; the
-    backbone is left on its own implementation."""
+@pytest.mark.parametrize("baseline, kernel", [("sdpa", "eager"), ("eager", "eager-compiled")])
+def test_training_kernel_trains_like_its_baseline_within_rounding_and_deterministically(backbone, baseline, kernel):
+    """`eager` computes the attention `sdpa` computes, and `eager-compiled` the forward pass `eager`
+    runs (compiled by torch.compile): the losses along the way agree to rounding (the prompts
+    themselves can drift apart on this random backbone, whose tiny gradients AdamW turns into whole
+    lr-sized steps), each kernel gives the same prompt for the same seed every time, and the
+    encoder is left as it was (its own sdpa attention, its own uncompiled forward)."""
     job = _jobs(backbone, CONFIG, [1])[0]
 
-    def trained(kernel):
-        return train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=1, attention=kernel)
+    def trained(name):
+        return train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=1, attention=name)
 
-    sdpa, eager_a, eager_b = trained("sdpa"), trained("eager"), trained("eager")
-    assert torch.equal(eager_a.prompt, eager_b.prompt) and eager_a.losses == eager_b.losses
-    assert sdpa.losses == pytest.approx(eager_a.losses, abs=0.01)
-    assert backbone.encoder.config._attn_implementation == "sdpa"
-
-
-def test_compiled_training_forward_is_deterministic_and_leaves_the_encoder_as_it_was(backbone):
-    """`eager-compiled` trains with the encoder's forward compiled by torch.compile: the same seed
-    gives the same prompt every time, the losses agree with uncompiled eager attention to rounding,
-    and after training the encoder runs its own (uncompiled, sdpa) forward again."""
-    job = _jobs(backbone, CONFIG, [1])[0]
-
-    def trained(kernel):
-        return train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=1, attention=kernel)
-
-    eager, compiled_a, compiled_b = trained("eager"), trained("eager-compiled"), trained("eager-compiled")
-    assert torch.equal(compiled_a.prompt, compiled_b.prompt) and compiled_a.losses == compiled_b.losses
-    assert eager.losses == pytest.approx(compiled_a.losses, abs=0.01)
+    reference, first, second = trained(baseline), trained(kernel), trained(kernel)
+    assert torch.equal(first.prompt, second.prompt) and first.losses == second.losses
+    assert reference.losses == pytest.approx(first.losses, abs=0.01)
     assert "forward" not in vars(backbone.encoder) and backbone.encoder.config._attn_implementation == "sdpa"
