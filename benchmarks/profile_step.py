@@ -16,7 +16,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from transferbench.backbone import Backbone, resolve_device
-from transferbench.prompt import PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, train_prompt
+from transferbench.prompt import (
+    TRAIN_ATTENTION, PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, train_prompt,
+)
 from transferbench.task import load_suite, load_task, load_task_data
 
 TASK, SUITE = "rt_sentiment", "default"
@@ -28,7 +30,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training steps profiled")
     parser.add_argument("--prompts", type=int, default=12, help="prompts per zero-shot evaluation pass")
     parser.add_argument("--rows", type=int, default=12, help="operators shown per profile")
-    parser.add_argument("--train-attention", default="sdpa", choices=["auto", "sdpa", "eager", "eager-compiled"],
+    parser.add_argument("--train-attention", default="sdpa", choices=TRAIN_ATTENTION,
                         help="attention kernel of the training steps (as `transferbench run --train-attention`)")
     args = parser.parse_args()
     device = resolve_device(args.device)

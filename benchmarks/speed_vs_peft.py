@@ -188,9 +188,6 @@ class Run:
     def seconds(self) -> float:
         return sum(self.durations[self.timed_steps()])
 
-    def seconds_all(self) -> float:
-        return sum(self.durations)
-
     def examples_per_second(self, batch_size: int) -> float:
         return len(self.durations[self.timed_steps()]) * batch_size / self.seconds()
 
@@ -291,14 +288,11 @@ def reference_build_estimate(suite, rows: list[dict], evaluation: dict, params: 
     config = PromptConfig.from_overrides(dict(suite.training))
     tasks = [spec.name for spec in suite.task_specs()]
     work = protocol_work(SimpleNamespace(config=config, tasks=tasks, seeds=suite.seeds, suite=suite))
-    minutes, flops = {}, 0.0
-    for attention in ("sdpa", "eager"):
-        train = next(r for r in rows if r["loop"] == "transferbench" and r["bf16"] and r["attention"] == attention)
-        minutes[attention] = (work["train"] / train["examples_per_second"]
-                              + work["eval"] / evaluation["examples_per_second"]) / 60
-        if attention == "sdpa":
-            flops = (work["train"] * step_flops((1, round(train["mean_sequence_width"])), params, layers, hidden)
-                     + work["eval"] * forward_flops((1, round(evaluation["mean_sequence_width"])), params, layers, hidden))
+    training = {r["attention"]: r for r in rows if r["loop"] == "transferbench" and r["bf16"]}
+    minutes = {attention: (work["train"] / training[attention]["examples_per_second"]
+                           + work["eval"] / evaluation["examples_per_second"]) / 60 for attention in ("sdpa", "eager")}
+    flops = (work["train"] * step_flops((1, round(training["sdpa"]["mean_sequence_width"])), params, layers, hidden)
+             + work["eval"] * forward_flops((1, round(evaluation["mean_sequence_width"])), params, layers, hidden))
     minutes["bf16_peak"] = flops / (bf16_peak * 1e12) / 60
     return {"prompts": len(tasks) * len(suite.seeds), "train_examples": work["train"], "eval_examples": work["eval"],
             "pflop": flops / 1e15, "minutes": minutes}
@@ -457,13 +451,13 @@ def main(argv: list[str] | None = None) -> dict:
                       f"same precision and padding ({100 * compiled['fraction_of_bf16_peak']:.0f}% of peak), after "
                       f"{compiled['first_step_seconds']:.0f} s of compilation in its first (untimed) step")
     # Zero-shot evaluation: forward passes only.
-    eval_flops = sum(forward_flops(s, params, n_layers, hidden) for s in zero_shot.shapes)
-    eval_rate = eval_flops / zero_shot.seconds_all()
-    eval_eps = args.zero_shot_prompts * len(test) / zero_shot.seconds_all()
+    eval_seconds = zero_shot.durations[0]
+    eval_rate = sum(forward_flops(s, params, n_layers, hidden) for s in zero_shot.shapes) / eval_seconds
+    eval_eps = args.zero_shot_prompts * len(test) / eval_seconds
     eval_width = float(np.average([s[1] for s in zero_shot.shapes], weights=[s[0] for s in zero_shot.shapes]))
     console.print(f"{zero_shot.name}: {eval_eps:.0f} examples/s, mean width {eval_width:.1f}, {eval_rate / 1e9:.1f} GFLOP/s = "
                   f"{100 * eval_rate / (peak['bf16'] * 1e12):.1f}% of the measured bf16 matmul peak")
-    evaluation = {"prompts": args.zero_shot_prompts, "examples": len(test), "seconds": zero_shot.seconds_all(),
+    evaluation = {"prompts": args.zero_shot_prompts, "examples": len(test), "seconds": eval_seconds,
                   "examples_per_second": eval_eps, "mean_sequence_width": eval_width, "gflops_per_second": eval_rate / 1e9,
                   "fraction_of_bf16_peak": eval_rate / (peak["bf16"] * 1e12)}
     estimate = reference_build_estimate(suite, rows, evaluation, params, n_layers, hidden, peak["bf16"])

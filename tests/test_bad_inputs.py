@@ -847,3 +847,18 @@ def test_tasks_export_of_a_task_outside_the_suite_is_one_line(capsys):
 
 def test_unknown_device_is_one_line(capsys):
     _exits_with_one_line(capsys, ["run", "-i", "random", "--suite", "smoke", "--device", "tpu"], "--device")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--progress", "loud"], "--progress: invalid choice"),
+    (["--train-attention", "flash"], "--train-attention: invalid choice"),
+])
+def test_bad_reference_build_option_is_one_error_line_and_builds_nothing(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reference", "build", "--suite", "smoke", "--root", str(tmp_path / "root"), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert "Traceback" not in err and len(errors) == 1 and message in errors[0], err
+    assert not (tmp_path / "root").exists() and not (tmp_path / "cache").exists()

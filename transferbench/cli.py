@@ -76,8 +76,8 @@ def _common_options() -> argparse.ArgumentParser:
                         help="attention implementation of prompt-training steps: sdpa (PyTorch's fused kernel; "
                              "the shipped references were built with it), eager (transformers' matmul-softmax-matmul, "
                              "about 1.7x faster for bf16 training on a CPU), eager-compiled (eager, with the training "
-                             "forward compiled by torch.compile: about a minute to compile per process, then "
-                             "about 1.3x faster again), or auto = eager for bf16 on a CPU, else sdpa; numbers differ "
+                             "forward compiled by torch.compile: under a minute to compile per process, then "
+                             "about 1.2x faster again), or auto = eager for bf16 on a CPU, else sdpa; numbers differ "
                              f"by rounding, so it keys the cache (default: {_default('train_attention')})")
     return common
 

@@ -287,8 +287,8 @@ def resolve_train_attention(choice: str, device: torch.device, bf16: bool) -> st
     return choice
 
 
-# One compiled forward per encoder class (`torch.compile` of the unbound method: Dynamo guards on
-# the module passed in, so a second instance compiles its own graph without keeping the first alive).
+# One compiled forward per encoder class (`torch.compile` of the unbound method, the module passed
+# as its first argument: Dynamo guards on it, so another instance compiles a graph of its own).
 _COMPILED_FORWARDS: dict[type, Callable] = {}
 
 
@@ -300,8 +300,9 @@ def training_attention(model: torch.nn.Module, kernel: str) -> Iterator[None]:
     transformers supports it), so a model without sdpa support is never switched to it.
 
     "eager-compiled": eager attention, and the block's forward passes run the model's forward
-    compiled by `torch.compile` (dynamic shapes, TorchInductor; compiled once per process, about a
-    minute for MiniLM on the 2-core CPU, then 1.3x faster steps than eager, benchmarks/README.md).
+    compiled by `torch.compile` (dynamic shapes, TorchInductor; compiled once per process, 36-48 s
+    for MiniLM on the 2-core CPU, less with TorchInductor's on-disk cache warm, then 1.2-1.3x
+    faster steps than eager, benchmarks/README.md).
     Inductor fuses operations and so rounds differently again; it is a choice of its own.
     """
     previous = model.config._attn_implementation
