@@ -39,22 +39,35 @@ def bf16_peak_tflops(device: torch.device) -> float:
     return matmul_tflops(torch.bfloat16, 8192 if device.type == "cuda" else 2048, repeats=10, device=device, warmups=3)
 
 
+def _count(args: tuple, kwargs: dict) -> None:
+    x = kwargs.get("inputs_embeds")
+    if x is None:
+        x = kwargs.get("input_ids", args[0] if args else None)
+    if x is not None:
+        CALLS.append((int(x.shape[0]), int(x.shape[1]), torch.is_grad_enabled() and x.requires_grad))
+
+
+class _Counted(torch.nn.Module):
+    """The compiled evaluation copy (`Backbone.compiled_encoder`, which carries no hooks), its calls counted."""
+
+    def __init__(self, inner: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.dtype = inner, dtype
+
+    def forward(self, **kwargs):
+        _count((), kwargs)
+        return self.inner(**kwargs)
+
+
 def _record_calls() -> None:
-    original = backbone_module.Backbone.__init__
+    original, compiled = backbone_module.Backbone.__init__, backbone_module.Backbone.compiled_encoder
 
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
-
-        def pre_hook(module, args, kwargs):
-            x = kwargs.get("inputs_embeds")
-            if x is None:
-                x = kwargs.get("input_ids", args[0] if args else None)
-            if x is not None:
-                CALLS.append((int(x.shape[0]), int(x.shape[1]), torch.is_grad_enabled() and x.requires_grad))
-
-        self.model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        self.model.register_forward_pre_hook(lambda _module, args, kwargs: _count(args, kwargs), with_kwargs=True)
 
     backbone_module.Backbone.__init__ = init
+    backbone_module.Backbone.compiled_encoder = lambda self, dtype: _Counted(compiled(self, dtype), dtype)
 
 
 def _compare(built: ref.Reference, shipped: ref.Reference) -> dict[str, dict[str, float]]:
@@ -88,7 +101,7 @@ def run(args) -> dict:
     started = time.perf_counter()
     code = main(["reference", "build", "--suite", args.suite, "--backbone", args.backbone, "--device", args.device,
                  "--root", str(args.root), "--prompts-per-pass", str(args.prompts_per_pass),
-                 "--train-attention", args.train_attention])
+                 "--train-attention", args.train_attention, "--eval-kernel", args.eval_kernel])
     wall = time.perf_counter() - started
     if code != 0:
         raise SystemExit(code)
@@ -105,6 +118,7 @@ def run(args) -> dict:
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         "torch": torch.__version__, "suite": args.suite, "prompts_per_pass": args.prompts_per_pass,
         "train_attention": built.info["build"].get("train_attention", "sdpa"),
+        "eval_kernel": built.info["build"].get("eval_kernel", "autocast"),
         "wall_seconds": round(wall, 1),
         "encoder_calls": len(CALLS), "training_calls": sum(g for *_, g in CALLS),
         "rows": sum(r for r, *_ in CALLS), "estimated_pflop": flops / 1e15,
@@ -124,6 +138,7 @@ if __name__ == "__main__":
     parser.add_argument("--device", default="auto")
     parser.add_argument("--prompts-per-pass", type=int, default=1, help="see `transferbench reference --help`")
     parser.add_argument("--train-attention", default="sdpa", help="see `transferbench reference --help`")
+    parser.add_argument("--eval-kernel", default="autocast", help="see `transferbench reference --help`")
     parser.add_argument("--root", type=Path, required=True, help="folder the built bundle is written to")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -12,9 +12,11 @@ gives a typical loop. A last row compiles transferbench's training forward with 
 printed.
 
 After training it times one zero-shot row (`predict_many`: 12 prompts on the 400 test examples,
-forward only) and prints both fractions of the measured bf16 matmul peak, training and zero-shot
-evaluation, and the estimated cost of the default suite's reference build from these rates
-(`api.protocol_work` counts its examples).
+forward only) with each evaluation kernel (`--eval-kernel autocast`, the default, and `compiled`)
+and prints both fractions of the measured bf16 matmul peak, training and zero-shot evaluation, the
+rate of the encoder's own matrix products at those batch shapes (the ceiling they set), and the
+estimated cost of the default suite's reference build from these rates (`api.protocol_work` counts
+its examples).
 
 The machine may be shared with other jobs, so the configurations are not run one after another:
 each runs in its own thread and they take turns, one training step each (round robin, only one
@@ -46,8 +48,8 @@ from rich.table import Table
 from transferbench.api import protocol_work
 from transferbench.backbone import Backbone, resolve_backbone
 from transferbench.prompt import (
-    PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, predict_many, train_prompt,
-    training_attention,
+    EVAL_KERNEL, PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, predict_many,
+    train_prompt, training_attention,
 )
 from transferbench.task import load_suite, load_task, load_task_data
 
@@ -263,36 +265,65 @@ def train_peft(run: Run, turns: Turns, model, prompt, tokenizer, data, verbalize
     run.test_accuracy = float((np.concatenate(predictions) == test_labels).mean())
 
 
-def time_zero_shot(backbone, test, verbalizer, config, count: int, seed: int, runs_by_thread: dict[int, Run]) -> Run:
+def time_zero_shot(backbone, test, verbalizer, config, count: int, seed: int, runs_by_thread: dict[int, Run],
+                   kernel: str = "autocast") -> tuple[Run, np.ndarray, float]:
     """One zero-shot row as the reference build runs it: `count` prompts (a target's sources and the
-    null prompt) predicted on the test split in one `predict_many` pass, bf16 autocast, the
-    backbone's own attention. Timed on a second pass after a warm-up pass; the encoder's shapes of
-    the timed pass are recorded for the FLOP count."""
+    null prompt) predicted on the test split in one `predict_many` pass, bf16, evaluation kernel
+    `kernel` (`prompt.EVAL_KERNEL`). Timed on a second pass after a warm-up pass (which compiles
+    the compiled kernel: its seconds are returned); the encoder's shapes of the timed pass are
+    recorded for the FLOP count (the compiled copy runs no hooks, but its batches are the same).
+    Returns the run, the timed pass's predictions and the warm-up's seconds."""
     prompts = torch.stack([initial_prompt(backbone, config.prompt_length, seed + k) for k in range(count)])
-    run = Run(f"zero-shot row ({count} prompts x {len(test)} test examples, predict_many)", "transferbench", True, "dynamic")
-    predict_many(backbone, prompts, test, verbalizer, config)  # warm-up
+    run = Run(f"zero-shot row, --eval-kernel {kernel} ({count} prompts x {len(test)} test examples, predict_many)",
+              "transferbench", True, "dynamic")
+    started = time.perf_counter()
+    predict_many(backbone, prompts, test, verbalizer, config, kernel)  # warm-up
+    warm_up = time.perf_counter() - started
     runs_by_thread[threading.get_ident()] = run
     started = time.perf_counter()
-    predict_many(backbone, prompts, test, verbalizer, config)
+    predictions = predict_many(backbone, prompts, test, verbalizer, config, kernel)
     run.durations = [time.perf_counter() - started]
     del runs_by_thread[threading.get_ident()]
-    return run
+    return run, predictions, warm_up
+
+
+def encoder_gemm_tflops(rows: int, hidden: int, ffn: int, repeats: int = 20) -> float:
+    """The bf16 rate of one encoder layer's six matrix products (query, key, value, attention output:
+    hidden -> hidden; FFN: hidden -> ffn -> hidden) at `rows` = sequences x positions, as
+    `F.linear` runs them, in TFLOP/s: the ceiling the encoder's own products set, to read beside
+    the 2048^2 peak (best of `repeats` rounds)."""
+    x, inner = torch.randn(rows, hidden, dtype=torch.bfloat16), torch.randn(rows, ffn, dtype=torch.bfloat16)
+    weights = [(x, torch.randn(hidden, hidden, dtype=torch.bfloat16))] * 4
+    weights += [(x, torch.randn(ffn, hidden, dtype=torch.bfloat16)), (inner, torch.randn(hidden, ffn, dtype=torch.bfloat16))]
+    flops = sum(2 * rows * w.shape[0] * w.shape[1] for _, w in weights)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for a, w in weights:
+            F.linear(a, w)
+        best = min(best, time.perf_counter() - start)
+    return flops / best / 1e12
 
 
 def reference_build_estimate(suite, rows: list[dict], evaluation: dict, params: int, layers: int, hidden: int,
                              bf16_peak: float) -> dict:
     """The default suite's reference build from this run's rates: `api.protocol_work` counts its
     training and evaluation examples; minutes at the measured training rate of transferbench's
-    bf16 loop (sdpa, the default, or eager) plus the zero-shot evaluation rate, and at 100% of the
-    bf16 matmul peak for the FLOPs of those examples at the measured mean widths."""
+    bf16 loop plus the zero-shot evaluation rate (`evaluation`: per evaluation kernel) for the
+    defaults (sdpa training, autocast evaluation), `eager` training, and the fastest opt-in kernels
+    (eager-compiled training, compiled evaluation); and at 100% of the bf16 matmul peak for the
+    FLOPs of those examples at the measured mean widths."""
     config = PromptConfig.from_overrides(dict(suite.training))
     tasks = [spec.name for spec in suite.task_specs()]
     work = protocol_work(SimpleNamespace(config=config, tasks=tasks, seeds=suite.seeds, suite=suite))
     training = {r["attention"]: r for r in rows if r["loop"] == "transferbench" and r["bf16"]}
-    minutes = {attention: (work["train"] / training[attention]["examples_per_second"]
-                           + work["eval"] / evaluation["examples_per_second"]) / 60 for attention in ("sdpa", "eager")}
+    kernels = {"sdpa": ("sdpa", "autocast"), "eager": ("eager", "autocast"), "fastest": ("eager-compiled", "compiled")}
+    minutes = {name: (work["train"] / training[attention]["examples_per_second"]
+                      + work["eval"] / evaluation[kernel]["examples_per_second"]) / 60
+               for name, (attention, kernel) in kernels.items()}
     flops = (work["train"] * step_flops((1, round(training["sdpa"]["mean_sequence_width"])), params, layers, hidden)
-             + work["eval"] * forward_flops((1, round(evaluation["mean_sequence_width"])), params, layers, hidden))
+             + work["eval"] * forward_flops((1, round(evaluation["autocast"]["mean_sequence_width"])), params, layers,
+                                            hidden))
     minutes["bf16_peak"] = flops / (bf16_peak * 1e12) / 60
     return {"prompts": len(tasks) * len(suite.seeds), "train_examples": work["train"], "eval_examples": work["eval"],
             "pflop": flops / 1e15, "minutes": minutes}
@@ -385,9 +416,11 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         run_interleaved(jobs, runs_by_thread)
         console.print(f"done in {time.perf_counter() - started:.0f} s")
-        console.print(f"zero-shot evaluation: {args.zero_shot_prompts} prompts x {len(test)} test examples ...")
-        zero_shot = time_zero_shot(backbone, test, verbalizer, replace(config, bf16=True), args.zero_shot_prompts,
-                                   args.seed, runs_by_thread)
+        console.print(f"zero-shot evaluation: {args.zero_shot_prompts} prompts x {len(test)} test examples, "
+                      f"each evaluation kernel ...")
+        zero_shot = {kernel: time_zero_shot(backbone, test, verbalizer, replace(config, bf16=True),
+                                            args.zero_shot_prompts, args.seed, runs_by_thread, kernel)
+                     for kernel in EVAL_KERNEL}
     finally:
         for handle in handles:
             handle.remove()
@@ -450,21 +483,39 @@ def main(argv: list[str] | None = None) -> dict:
         console.print(f"with --train-attention eager-compiled: {compiled['ratio_vs_peft_same_settings']:.2f}x PEFT with the "
                       f"same precision and padding ({100 * compiled['fraction_of_bf16_peak']:.0f}% of peak), after "
                       f"{compiled['first_step_seconds']:.0f} s of compilation in its first (untimed) step")
-    # Zero-shot evaluation: forward passes only.
-    eval_seconds = zero_shot.durations[0]
-    eval_rate = sum(forward_flops(s, params, n_layers, hidden) for s in zero_shot.shapes) / eval_seconds
-    eval_eps = args.zero_shot_prompts * len(test) / eval_seconds
-    eval_width = float(np.average([s[1] for s in zero_shot.shapes], weights=[s[0] for s in zero_shot.shapes]))
-    console.print(f"{zero_shot.name}: {eval_eps:.0f} examples/s, mean width {eval_width:.1f}, {eval_rate / 1e9:.1f} GFLOP/s = "
-                  f"{100 * eval_rate / (peak['bf16'] * 1e12):.1f}% of the measured bf16 matmul peak")
-    evaluation = {"prompts": args.zero_shot_prompts, "examples": len(test), "seconds": eval_seconds,
-                  "examples_per_second": eval_eps, "mean_sequence_width": eval_width, "gflops_per_second": eval_rate / 1e9,
-                  "fraction_of_bf16_peak": eval_rate / (peak["bf16"] * 1e12)}
+    # Zero-shot evaluation: forward passes only, the same batches for every kernel.
+    shapes = zero_shot["autocast"][0].shapes
+    eval_flops = sum(forward_flops(s, params, n_layers, hidden) for s in shapes)
+    eval_width = float(np.average([s[1] for s in shapes], weights=[s[0] for s in shapes]))
+    evaluation = {}
+    for kernel, (run, predictions, warm_up) in zero_shot.items():
+        seconds = run.durations[0]
+        evaluation[kernel] = {
+            "prompts": args.zero_shot_prompts, "examples": len(test), "seconds": seconds, "warm_up_seconds": warm_up,
+            "examples_per_second": args.zero_shot_prompts * len(test) / seconds, "mean_sequence_width": eval_width,
+            "gflops_per_second": eval_flops / seconds / 1e9, "fraction_of_bf16_peak": eval_flops / seconds / (peak["bf16"] * 1e12),
+            "agreement_with_autocast": float(np.mean(predictions == zero_shot["autocast"][1])),
+        }
+        console.print(f"{run.name}: {evaluation[kernel]['examples_per_second']:.0f} examples/s, mean width {eval_width:.1f}, "
+                      f"{eval_flops / seconds / 1e9:.1f} GFLOP/s = {100 * evaluation[kernel]['fraction_of_bf16_peak']:.1f}% "
+                      f"of the measured bf16 matmul peak; warm-up pass {warm_up:.0f} s; same prediction as autocast on "
+                      f"{100 * evaluation[kernel]['agreement_with_autocast']:.2f}% of the examples")
+    train_rows = round(config.batch_size * default["mean_sequence_width"])
+    eval_rows = round(max(1, config.eval_batch_size // args.zero_shot_prompts) * args.zero_shot_prompts * eval_width)
+    ceiling = {"training_rows": train_rows, "evaluation_rows": eval_rows,
+               "training_tflops": encoder_gemm_tflops(train_rows, hidden, backbone.ffn_width),
+               "evaluation_tflops": encoder_gemm_tflops(eval_rows, hidden, backbone.ffn_width)}
+    console.print(f"the encoder's own bf16 matrix products (one layer's six, F.linear) at a training batch's "
+                  f"{train_rows} rows: {ceiling['training_tflops']:.2f} TFLOP/s "
+                  f"({100 * ceiling['training_tflops'] / peak['bf16']:.0f}% of the 2048^2 peak); at a zero-shot pass's "
+                  f"{eval_rows} rows: {ceiling['evaluation_tflops']:.2f} TFLOP/s "
+                  f"({100 * ceiling['evaluation_tflops'] / peak['bf16']:.0f}%)")
     estimate = reference_build_estimate(suite, rows, evaluation, params, n_layers, hidden, peak["bf16"])
     console.print(f"default reference build ({estimate['prompts']} prompts; protocol_work: {estimate['train_examples']:,} "
                   f"training and {estimate['eval_examples']:,} evaluation examples = {estimate['pflop']:.2f} PFLOP at the "
-                  f"widths above): {estimate['minutes']['sdpa']:.0f} min at this run's default (sdpa) training rate and "
-                  f"zero-shot rate, {estimate['minutes']['eager']:.0f} min with --train-attention eager, "
+                  f"widths above): {estimate['minutes']['sdpa']:.0f} min at this run's default rates (sdpa training, "
+                  f"autocast evaluation), {estimate['minutes']['eager']:.0f} min with --train-attention eager, "
+                  f"{estimate['minutes']['fastest']:.0f} min with --train-attention eager-compiled --eval-kernel compiled, "
                   f"{estimate['minutes']['bf16_peak']:.0f} min at 100% of the bf16 matmul peak (one process using every core)")
     console.print(
         "FLOPs per timed step = sum over sequences of 4*P*L + 12*layers*L^2*H (P = transformer-layer parameters "
@@ -477,6 +528,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peft_init": args.peft_init, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "matmul_tflops_before": peak_before, "matmul_tflops_after": peak_after,
         "transformer_layer_params": params, "runs": rows, "zero_shot_evaluation": evaluation,
+        "encoder_gemm_ceiling": ceiling,
         "reference_build_estimate": estimate, "date": time.strftime("%Y-%m-%d"),
     }
     if args.json:

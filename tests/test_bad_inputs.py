@@ -514,6 +514,7 @@ def test_indicator_parameter_list_is_parsed_as_one_value():
     (["-i", "random", "--progress", "loud"], "--progress: invalid choice"),
     (["-i", "random", "--columns", "some"], "--columns: invalid choice"),
     (["-i", "random", "--train-attention", "flash"], "--train-attention: invalid choice"),
+    (["-i", "random", "--eval-kernel", "jit"], "--eval-kernel: invalid choice"),
 ])
 def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch, args, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -852,6 +853,7 @@ def test_unknown_device_is_one_line(capsys):
 @pytest.mark.parametrize("args, message", [
     (["--progress", "loud"], "--progress: invalid choice"),
     (["--train-attention", "flash"], "--train-attention: invalid choice"),
+    (["--eval-kernel", "jit"], "--eval-kernel: invalid choice"),
 ])
 def test_bad_reference_build_option_is_one_error_line_and_builds_nothing(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))

@@ -245,3 +245,34 @@ def test_train_attention_keys_trained_prompts_and_shipped_ones_by_their_build(ti
         shipped = SimpleNamespace(root=tiny_suite.parent, prompts={f"{task}/0": None}, info={"build": build})
         bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped, train_attention="auto")
         assert bench.prompt_inputs(task, 0) == expected.prompt_inputs(task, 0)
+
+
+def test_eval_kernel_keys_what_it_evaluates_and_shipped_prompts_by_their_build(tiny_backbone, tiny_suite):
+    """The evaluation kernel keys the prompts a benchmark trains (dev selection runs on it) and
+    every transfer cell it evaluates; `autocast` (the default) leaves the keys as they always were;
+    prompts of a shipped reference are keyed by the kernel its build recorded; the units run it."""
+    from types import SimpleNamespace
+
+    suite = load_suite(str(tiny_suite))
+    task, target = [spec.name for spec in suite.task_specs()][:2]
+    benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], eval_kernel=kernel)
+               for kernel in ("autocast", "compiled")}
+    assert Benchmark(suite, str(tiny_backbone), seeds=[0]).eval_kernel == "autocast"
+    assert benches["compiled"].context.eval_kernel == "compiled"
+    assert "eval_kernel" not in benches["autocast"].prompt_inputs(task, 0)
+    assert benches["compiled"].prompt_inputs(task, 0)["eval_kernel"] == "compiled"
+    for key in ("_prompt_key", "_zero_shot_key", "_init_key"):
+        args = (task, 0) if key == "_prompt_key" else (task, target, 0)
+        assert getattr(benches["compiled"], key)(*args) != getattr(benches["autocast"], key)(*args), key
+    null_keys = {k: b._zero_shot_key(None, target, 0) for k, b in benches.items()}
+    assert null_keys["compiled"] != null_keys["autocast"]  # the null prompt's cell is evaluated too
+    with pytest.raises(TransferbenchError, match="--eval-kernel must be one of autocast, compiled"):
+        Benchmark(suite, str(tiny_backbone), seeds=[0], eval_kernel="jit")
+    for build, expected in (({}, benches["autocast"]), ({"eval_kernel": "compiled"}, benches["compiled"])):
+        shipped = SimpleNamespace(root=tiny_suite.parent, prompts={f"{task}/0": None}, info={"build": build})
+        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped)
+        assert bench.prompt_inputs(task, 0) == expected.prompt_inputs(task, 0)
+    row = units.zero_shot_row_unit(benches["compiled"].context, target, 0, {None: None})
+    assert isinstance(units.loaded(benches["compiled"].context).backbone._compiled.get(torch.bfloat16),
+                      torch._dynamo.eval_frame.OptimizedModule)  # the unit ran the compiled copy
+    assert row[None]["predictions"].shape == (len(benches["compiled"].encoded(target, "test")),)

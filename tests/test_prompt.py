@@ -246,3 +246,56 @@ def test_training_kernel_trains_like_its_baseline_within_rounding_and_determinis
     assert torch.equal(first.prompt, second.prompt) and first.losses == second.losses
     assert reference.losses == pytest.approx(first.losses, abs=0.01)
     assert "forward" not in vars(backbone.encoder) and backbone.encoder.config._attn_implementation == "sdpa"
+
+
+def test_run_config_and_cli_offer_exactly_the_evaluation_kernels():
+    from typing import get_args
+
+    from transferbench.prompt import EVAL_KERNEL, check_eval_kernel
+    from transferbench.run_config import RunConfig
+
+    assert get_args(RunConfig.model_fields["eval_kernel"].annotation) == EVAL_KERNEL
+    with pytest.raises(TransferbenchError, match="--eval-kernel must be one of autocast, compiled, not 'jit'"):
+        check_eval_kernel("jit")
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp32"])
+def test_compiled_evaluation_predicts_like_autocast_and_leaves_the_encoder_alone(backbone, bf16):
+    """The compiled kernel (a frozen copy of the encoder in the reduced precision, compiled by
+    torch.compile) scores the same logits as the encoder under autocast up to rounding, so it
+    predicts the same labels wherever the margin exceeds that rounding; it gives the same
+    predictions every time, for one prompt and for many (`predict_many`); dev selection runs on it;
+    and the encoder itself keeps its weights, its dtype and its uncompiled forward."""
+    from transferbench.prompt import evaluation, predict_many
+
+    config = PromptConfig(prompt_length=4, eval_batch_size=8, bf16=bf16)
+    split = _split(backbone, config)
+    verbalizer = Verbalizer(backbone, [["bad"], ["good"]], config.cosine_scale)
+    torch.manual_seed(0)
+    prompts = torch.randn(3, 4, backbone.hidden_size)
+    before = {k: v.clone() for k, v in backbone.encoder.state_dict().items()}
+    batch = split.batch(list(range(len(split))), backbone.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = {}
+        for kernel in ("autocast", "compiled"):
+            with evaluation(backbone, config, kernel) as encoder:
+                logits[kernel] = verbalizer.logits(prompted_forward(backbone, prompts[0], batch, encoder))
+    assert encoder is not None and encoder is not backbone.encoder
+    # bf16 keeps 8 bits of mantissa: 1 % of the logits' scale (cosine x 20, or the MLM head's)
+    tolerance = (0.01 if bf16 else 1e-4) * logits["autocast"].abs().max().item()
+    torch.testing.assert_close(logits["compiled"], logits["autocast"], atol=tolerance, rtol=0)
+    margin = (logits["autocast"][:, 1] - logits["autocast"][:, 0]).abs() > 2 * tolerance
+    assert margin.sum() >= len(split) // 2  # the comparison below covers most examples
+    one = predict(backbone, prompts[0], split, verbalizer, config, "compiled")
+    assert (one == predict(backbone, prompts[0], split, verbalizer, config, "compiled")).all()
+    autocast_one = predict(backbone, prompts[0], split, verbalizer, config)
+    assert (one[margin.numpy()] == autocast_one[margin.numpy()]).all()
+    many = predict_many(backbone, prompts, split, verbalizer, config, "compiled")
+    assert (many == predict_many(backbone, prompts, split, verbalizer, config, "compiled")).all()
+    job = _jobs(backbone, CONFIG, [1])[0]
+    trained = [train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=1, evaluation="compiled")
+               for _ in range(2)]
+    assert torch.equal(trained[0].prompt, trained[1].prompt) and trained[0].best_step == trained[1].best_step
+    for key, value in backbone.encoder.state_dict().items():
+        assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+    assert "forward" not in vars(backbone.encoder)

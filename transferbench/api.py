@@ -122,7 +122,7 @@ def score_plan(bench, indicators: Sequence) -> str:
 
 def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | None = None, executor=None,
                   console: Console | None = None, use_shipped: bool = True, device: str = "cpu",
-                  prompts_per_pass: int = 1, train_attention: str = "sdpa"):
+                  prompts_per_pass: int = 1, train_attention: str = "sdpa", eval_kernel: str = "autocast"):
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
     from transferbench.reference import load_shipped, suite_problem
@@ -133,14 +133,14 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
     seeds = list(seeds) if seeds is not None else list(spec.seeds)
     console = console or Console(stderr=True, markup=False)
     shipped = load_shipped(spec.name, backbone) if use_shipped else None
+    kernels = {"prompts_per_pass": prompts_per_pass, "train_attention": train_attention, "eval_kernel": eval_kernel}
     bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, reference=shipped, device=device,
-                      prompts_per_pass=prompts_per_pass, train_attention=train_attention)
+                      **kernels)
     if shipped is not None:
         problem = suite_problem(shipped, bench)
         if problem:
             console.print(f"not using the shipped reference {shipped.root.name} ({shipped.hash[:12]}): {problem}")
-            bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, device=device,
-                              prompts_per_pass=prompts_per_pass, train_attention=train_attention)
+            bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, device=device, **kernels)
     return bench
 
 
@@ -192,6 +192,8 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
         config["prompts_per_pass"] = bench.prompts_per_pass
     if bench.trains_prompts and bench.train_attention != "sdpa":  # the kernel that trained this run's prompts
         config["train_attention"] = bench.train_attention
+    if bench.trains_prompts and bench.eval_kernel != "autocast":  # the kernel that evaluated this run's reference
+        config["eval_kernel"] = bench.eval_kernel
     results = []
     for kind in kinds:
         transfer = reference.matrix(kind)
@@ -213,7 +215,7 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
 def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: str = "minilm",
         seeds: Sequence[int] | None = None, kinds: Sequence[str] = TRANSFER_KINDS, executor=None,
         submissions_dir: Path | None = None, console: Console | None = None, device: str = "auto",
-        prompts_per_pass: int = 1, train_attention: str = "sdpa") -> Results:
+        prompts_per_pass: int = 1, train_attention: str = "sdpa", eval_kernel: str = "autocast") -> Results:
     """Score `indicators` (registered names with optional `:k=v` parameters, `file.py:Class`, or
     "all") on `suite` and `backbone` against its reference (the shipped one, or measured first).
 
@@ -233,7 +235,7 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
     started = time.perf_counter()
     executor = executor or LocalExecutor()
     bench = benchmark_for(suite, backbone, seeds, executor=executor, console=console, device=device,
-                          prompts_per_pass=prompts_per_pass, train_attention=train_attention)
+                          prompts_per_pass=prompts_per_pass, train_attention=train_attention, eval_kernel=eval_kernel)
     with executor, bench.progress():
         results = score(bench, built, kinds, started)
     paths = write_results(results, submissions_dir) if submissions_dir else []

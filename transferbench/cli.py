@@ -79,6 +79,13 @@ def _common_options() -> argparse.ArgumentParser:
                              "forward compiled by torch.compile: under a minute to compile per process, then "
                              "about 1.2x faster again), or auto = eager for bf16 on a CPU, else sdpa; numbers differ "
                              f"by rounding, so it keys the cache (default: {_default('train_attention')})")
+    common.add_argument("--eval-kernel", choices=list(get_args(RunConfig.model_fields["eval_kernel"].annotation)),
+                        help="how evaluation (test predictions, zero-shot transfer, dev selection) computes when a "
+                             "reference is measured: autocast (the encoder as loaded under bf16 autocast; the "
+                             "shipped references' kernel) or compiled (a bf16 copy of the encoder compiled by "
+                             "torch.compile with frozen weights: about 20 s to compile per process, then about "
+                             "1.4x faster on a CPU); numbers differ by rounding, so it keys the cache "
+                             f"(default: {_default('eval_kernel')})")
     return common
 
 
@@ -282,7 +289,7 @@ def cmd_run(args, console: Console) -> int:
                   "and checking them against the shipped reference ...", highlight=False, soft_wrap=True)
     bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor, console=status,
                               device=args.device, prompts_per_pass=args.prompts_per_pass,
-                              train_attention=args.train_attention)
+                              train_attention=args.train_attention, eval_kernel=args.eval_kernel)
     console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
     with executor, bench.progress(args.progress):
         results = api.score(bench, indicators, kinds, started)
@@ -307,7 +314,7 @@ def cmd_reference(args, console: Console) -> int:
         started = time.perf_counter()
         bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                               use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass,
-                              train_attention=args.train_attention)
+                              train_attention=args.train_attention, eval_kernel=args.eval_kernel)
         console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
         with executor, bench.progress(args.progress):
             built = ref.collect(bench)
@@ -316,6 +323,7 @@ def cmd_reference(args, console: Console) -> int:
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
             "wall_seconds": round(time.perf_counter() - started, 1), "device": str(bench.device),
             "prompts_per_pass": bench.prompts_per_pass, "train_attention": bench.train_attention,
+            "eval_kernel": bench.eval_kernel,
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
         root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")
@@ -338,9 +346,11 @@ def cmd_reference(args, console: Console) -> int:
         raise TransferbenchError(problem)
     console.print("tasks.json and transfer.json match what the stored predictions give")
     executor = _executor(args)
-    # re-run cells train (initialisation transfer) with the attention the reference was built with
+    # re-run cells train (initialisation transfer) and evaluate with the kernels the reference was built with
+    build = shipped.info["build"]
     bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
-                          device=args.device, train_attention=shipped.info["build"].get("train_attention", "sdpa"))
+                          device=args.device, train_attention=build.get("train_attention", "sdpa"),
+                          eval_kernel=build.get("eval_kernel", "autocast"))
     problem = ref.suite_problem(shipped, bench)
     if problem:
         raise TransferbenchError(f"{shipped.root}: {problem}")

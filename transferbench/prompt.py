@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from transferbench import progress as progress_bar
 from transferbench.backbone import Backbone
@@ -200,12 +201,14 @@ class PromptedOutput:
 
 
 def prompted_forward(
-    backbone: Backbone, prompt: torch.Tensor, batch: dict[str, torch.Tensor]
+    backbone: Backbone, prompt: torch.Tensor, batch: dict[str, torch.Tensor], encoder: nn.Module | None = None,
 ) -> PromptedOutput:
     """Run the frozen backbone on `[CLS] prompt [MASK] text...`.
 
     `prompt` is `[n, H]` (one prompt for the batch) or `[B, n, H]` (one prompt per example, which
-    lets many prompts be evaluated in one batched forward pass).
+    lets many prompts be evaluated in one batched forward pass). `encoder`: another module to run
+    in place of `backbone.encoder` on the same inputs (the compiled copy of
+    `Backbone.compiled_encoder`), the input embeddings cast to its dtype.
     """
     device = backbone.device
     ids, mask, types = (batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids"))
@@ -223,7 +226,11 @@ def prompted_forward(
     kwargs = {"inputs_embeds": inputs, "attention_mask": attention}
     if "token_type_ids" in backbone.tokenizer.model_input_names:
         kwargs["token_type_ids"] = torch.cat([types[:, :1], 0 * ones, types[:, 1:]], dim=1)
-    hidden = backbone.encoder(**kwargs).last_hidden_state
+    if encoder is None:
+        encoder = backbone.encoder
+    else:
+        kwargs["inputs_embeds"] = inputs.to(encoder.dtype)
+    hidden = encoder(**kwargs).last_hidden_state
     return PromptedOutput(hidden, attention, hidden[:, n + 1])
 
 
@@ -264,8 +271,8 @@ def forward_precision(backbone: Backbone, config: PromptConfig):
 
 # The attention implementation of training steps (`--train-attention`), in transformers' terms,
 # plus `eager-compiled`: eager attention with the encoder's training forward compiled by
-# `torch.compile`. Evaluation always uses the backbone's own (`sdpa`: its fused forward pass is the
-# faster one), uncompiled.
+# `torch.compile`. Evaluation always uses the backbone's own attention (`sdpa`: its fused forward
+# pass is the faster one), compiled or not as `--eval-kernel` says (`EVAL_KERNEL`).
 TRAIN_ATTENTION = ("auto", "sdpa", "eager", "eager-compiled")
 
 
@@ -331,6 +338,35 @@ def autocast(config: PromptConfig, backbone: Backbone) -> Iterator[None]:
         yield
 
 
+# How evaluation (`predict`, `predict_many`: test predictions, zero-shot rows, dev selection)
+# computes its forward passes (`--eval-kernel`):
+# - "autocast": the encoder as loaded (float32 weights, its own sdpa attention) under the
+#   precision policy of training (`autocast`), uncompiled. The default: the shipped references'.
+# - "compiled": a copy of the encoder held wholly in the reduced precision (layer norms, GELU and
+#   residual sums too, so no casts between them), compiled by TorchInductor with its weights frozen
+#   into the graph (`Backbone.compiled_encoder`). 1.4-1.5x the zero-shot rate on the 2-core CPU
+#   (benchmarks/README.md); it rounds differently (0.3 % of test predictions differ on rt_sentiment),
+#   so it keys every artifact it evaluates, as `--train-attention` does.
+EVAL_KERNEL = ("autocast", "compiled")
+
+
+def check_eval_kernel(kernel: str) -> str:
+    if kernel not in EVAL_KERNEL:
+        raise TransferbenchError(f"--eval-kernel must be one of {', '.join(EVAL_KERNEL)}, not {kernel!r}")
+    return kernel
+
+
+@contextmanager
+def evaluation(backbone: Backbone, config: PromptConfig, kernel: str) -> Iterator[nn.Module | None]:
+    """The block's evaluation forward passes for `kernel` (`EVAL_KERNEL`): yields the `encoder`
+    argument of `prompted_forward` (None: the backbone's own, under `autocast`)."""
+    if check_eval_kernel(kernel) == "autocast":
+        with autocast(config, backbone):
+            yield None
+        return
+    yield backbone.compiled_encoder(autocast_dtype(backbone.device) if config.bf16 else torch.float32)
+
+
 def initial_prompt(backbone: Backbone, length: int, seed: int) -> torch.Tensor:
     """Default initialisation: embeddings of `length` vocabulary tokens drawn with `seed`.
 
@@ -346,14 +382,14 @@ def initial_prompt(backbone: Backbone, length: int, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def predict(
     backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer,
-    config: PromptConfig,
+    config: PromptConfig, kernel: str = "autocast",
 ) -> np.ndarray:
-    """Predicted label index for every example of `split`."""
+    """Predicted label index for every example of `split` (`kernel`: `EVAL_KERNEL`)."""
     predictions = np.zeros(len(split), dtype=np.int64)
     pad = backbone.tokenizer.pad_token_id
-    with autocast(config, backbone):
+    with evaluation(backbone, config, kernel) as encoder:
         for index in split.length_sorted_batches(config.eval_batch_size):
-            output = prompted_forward(backbone, prompt, split.batch(index, pad))
+            output = prompted_forward(backbone, prompt, split.batch(index, pad), encoder)
             predictions[index] = verbalizer.logits(output).argmax(-1).cpu().numpy()
     return predictions
 
@@ -361,24 +397,25 @@ def predict(
 @torch.no_grad()
 def predict_many(
     backbone: Backbone, prompts: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer,
-    config: PromptConfig,
+    config: PromptConfig, kernel: str = "autocast",
 ) -> np.ndarray:
     """Predictions `[len(prompts), len(split)]` of several prompts, evaluated together.
 
     Each batch of examples is repeated once per prompt and run as one forward pass of
     `len(prompts) * batch` rows (per-example prompts), so the zero-shot transfer matrix needs one
     pass over each target's test set instead of one per source. Same predictions as `predict`.
+    `kernel`: `EVAL_KERNEL`.
     """
     count = prompts.shape[0]
     predictions = np.zeros((count, len(split)), dtype=np.int64)
     pad = backbone.tokenizer.pad_token_id
     per_pass = max(1, config.eval_batch_size // count)
-    with autocast(config, backbone):
+    with evaluation(backbone, config, kernel) as encoder:
         for index in split.length_sorted_batches(per_pass):
             batch = split.batch(index, pad)
             tiled = {k: v.repeat(count, 1) for k, v in batch.items()}
             rows = prompts.repeat_interleave(len(index), dim=0)
-            logits = verbalizer.logits(prompted_forward(backbone, rows, tiled))
+            logits = verbalizer.logits(prompted_forward(backbone, rows, tiled, encoder))
             predictions[:, index] = logits.argmax(-1).view(count, len(index)).cpu().numpy()
     return predictions
 
@@ -389,9 +426,10 @@ def accuracy(predictions: np.ndarray, labels: torch.Tensor) -> float:
 
 def split_accuracy(
     backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer, config: PromptConfig,
+    kernel: str = "autocast",
 ) -> float:
     """Accuracy of `prompt` on every example of `split`."""
-    return accuracy(predict(backbone, prompt, split, verbalizer, config), split.labels)
+    return accuracy(predict(backbone, prompt, split, verbalizer, config, kernel), split.labels)
 
 
 @dataclass
@@ -405,15 +443,18 @@ class TrainedPrompt:
 def train_prompt(
     backbone: Backbone, train: EncodedSplit, dev: EncodedSplit | None, verbalizer: Verbalizer,
     config: PromptConfig, seed: int, init: torch.Tensor | None = None, progress=None, attention: str = "sdpa",
+    evaluation: str = "autocast",
 ) -> TrainedPrompt:
     """Prompt tuning: AdamW on the prompt alone; keep the prompt with the best dev accuracy
     (evaluated every `eval_every` steps), or the final prompt when `dev` is None.
 
     Data order and initialisation depend only on `seed`, so the same seed gives the same prompt;
     `init` (a source task's prompt) replaces the default initialisation for transfer by
-    initialisation. `attention`: the attention implementation of training steps (`resolve_train_attention`).
+    initialisation. `attention`: the attention implementation of training steps (`resolve_train_attention`);
+    `evaluation`: the kernel of dev evaluation (`EVAL_KERNEL`).
     """
-    return train_prompts(backbone, [TrainJob(train, dev, verbalizer, seed, init)], config, progress, attention)[0]
+    return train_prompts(backbone, [TrainJob(train, dev, verbalizer, seed, init)], config, progress, attention,
+                         evaluation)[0]
 
 
 @dataclass
@@ -428,7 +469,7 @@ class TrainJob:
 
 
 def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptConfig, progress=None,
-                  attention: str = "sdpa") -> list[TrainedPrompt]:
+                  attention: str = "sdpa", evaluation: str = "autocast") -> list[TrainedPrompt]:
     """Train several prompts together: one forward/backward pass per step for all of them.
 
     Each step takes every job's next batch (drawn exactly as `train_prompt` draws it for that job's
@@ -441,14 +482,15 @@ def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptCo
     Dev selection is per job, as in `train_prompt`. `train_prompt` is this loop with one job, which
     runs exactly one prompt's computation (no stacking, no per-example prompt copy).
     `attention`: the attention implementation of the training steps (`resolve_train_attention`;
-    dev evaluation uses the backbone's own).
+    dev evaluation uses the backbone's own); `evaluation`: the kernel of dev evaluation (`EVAL_KERNEL`).
     """
     kernel = resolve_train_attention(attention, backbone.device, config.bf16)
+    check_eval_kernel(evaluation)
     with torch.enable_grad():  # callers may hold a no_grad context (e.g. lazily computed artifacts)
-        return _train(backbone, jobs, config, progress, kernel)
+        return _train(backbone, jobs, config, progress, kernel, evaluation)
 
 
-def _train(backbone, jobs, config, progress, kernel: str) -> list[TrainedPrompt]:
+def _train(backbone, jobs, config, progress, kernel: str, evaluation: str) -> list[TrainedPrompt]:
     device = backbone.device
     prompts = []
     for job in jobs:
@@ -496,7 +538,7 @@ def _train(backbone, jobs, config, progress, kernel: str) -> list[TrainedPrompt]
             if job.dev is None and step == config.steps:  # no selection: the final prompt
                 best[j] = (float("nan"), step, prompts[j].detach().clone())
             elif job.dev is not None and (step % config.eval_every == 0 or step == config.steps):
-                dev_acc = split_accuracy(backbone, prompts[j].detach(), job.dev, job.verbalizer, config)
+                dev_acc = split_accuracy(backbone, prompts[j].detach(), job.dev, job.verbalizer, config, evaluation)
                 if dev_acc > best[j][0]:
                     best[j] = (dev_acc, step, prompts[j].detach().clone())
         if progress is not None:
@@ -547,5 +589,5 @@ def capture_ffn(backbone: Backbone, positions: slice | list[int]):
 __all__ = [
     "PromptConfig", "EncodedSplit", "encode_split", "Verbalizer", "prompted_forward", "predict",
     "accuracy", "split_accuracy", "TrainedPrompt", "train_prompt", "TrainJob", "train_prompts", "capture_ffn",
-    "initial_prompt",
+    "initial_prompt", "EVAL_KERNEL",
 ]

@@ -40,6 +40,7 @@ class RunConfig(BaseModel):
     unit_threads: int | None = None
     prompts_per_pass: int = 1
     train_attention: Literal["auto", "sdpa", "eager", "eager-compiled"] = "sdpa"  # prompt.TRAIN_ATTENTION
+    eval_kernel: Literal["autocast", "compiled"] = "autocast"  # prompt.EVAL_KERNEL
 
     @field_validator("suite")
     @classmethod

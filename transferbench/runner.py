@@ -32,7 +32,9 @@ from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
 from transferbench.progress import Reporter
-from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, resolve_train_attention
+from transferbench.prompt import (
+    PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, check_eval_kernel, resolve_train_attention,
+)
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
 from transferbench.task import SuiteSpec, TaskData, TaskSpec
@@ -66,7 +68,7 @@ class Benchmark:
     def __init__(self, suite: SuiteSpec, backbone: str, seeds: list[int],
                  store: ArtifactStore | None = None, console: Console | None = None,
                  executor: Executor | None = None, reference: Reference | None = None, device: str = "cpu",
-                 prompts_per_pass: int = 1, train_attention: str = "sdpa"):
+                 prompts_per_pass: int = 1, train_attention: str = "sdpa", eval_kernel: str = "autocast"):
         if not seeds:
             raise TransferbenchError("at least one seed is needed (e.g. --seeds 0)")
         self.suite = suite
@@ -86,9 +88,10 @@ class Benchmark:
         self.prompts_per_pass = prompts_per_pass
         # `auto` resolved here, once: the kernel that trains this benchmark's prompts keys them
         self.train_attention = resolve_train_attention(train_attention, self.device, self.config.bf16)
+        self.eval_kernel = check_eval_kernel(eval_kernel)  # how evaluation computes: it keys what it evaluates
         self.context = units.UnitContext(suite, backbone, self.config, tuple(self.tasks),
                                          threads=self.executor.threads_per_unit, device=str(self.device),
-                                         train_attention=self.train_attention)
+                                         train_attention=self.train_attention, eval_kernel=self.eval_kernel)
         self._memo: dict[tuple, Any] = {}
         self._loaded_artifacts: dict[tuple[str, str], dict[str, Any]] = {}
         self._progress: Reporter | None = None
@@ -133,17 +136,22 @@ class Benchmark:
         return {**self.backbone_identity(), **self.task_identity(task), "config": config,
                 "seed": seed, "code": PROMPT_CODE_VERSION, **self._device_key(**training)}
 
-    def _device_key(self, train_attention: str | None = None, prompts_per_pass: int | None = None) -> dict[str, Any]:
-        """Measured numbers depend on the device's kernels, the attention kernel of training steps
-        and how many prompts train in one pass (this benchmark's, unless given); keys of CPU runs
-        training one prompt at a time with sdpa attention stay as they always were."""
+    def _device_key(self, train_attention: str | None = None, prompts_per_pass: int | None = None,
+                    eval_kernel: str | None = None) -> dict[str, Any]:
+        """Measured numbers depend on the device's kernels, the attention kernel of training steps,
+        how many prompts train in one pass and the evaluation kernel (this benchmark's, unless
+        given); keys of CPU runs training one prompt at a time with sdpa attention and evaluating
+        under autocast stay as they always were."""
         train_attention = train_attention or self.train_attention
         prompts_per_pass = prompts_per_pass or self.prompts_per_pass
+        eval_kernel = eval_kernel or self.eval_kernel
         key: dict[str, Any] = {} if self.device.type == "cpu" else {"device": self.device.type}
         if train_attention != "sdpa":
             key["train_attention"] = train_attention
         if prompts_per_pass > 1:
             key["prompts_per_pass"] = prompts_per_pass
+        if eval_kernel != "autocast":
+            key["eval_kernel"] = eval_kernel
         return key
 
     def _shipped_prompt_exists(self, task: str, seed: int) -> bool:
@@ -152,11 +160,13 @@ class Benchmark:
 
     def _shipped_training(self) -> dict[str, Any]:
         """How the shipped reference's prompts were trained (its build record; references built
-        before the record existed used sdpa attention, one prompt per pass): artifacts computed
-        from them are keyed by that, not by how this benchmark would train its own."""
+        before the record existed used sdpa attention, one prompt per pass, dev selection under
+        autocast): artifacts computed from them are keyed by that, not by how this benchmark would
+        train its own."""
         build = self._reference.info.get("build", {})
         return {"train_attention": build.get("train_attention", "sdpa"),
-                "prompts_per_pass": int(build.get("prompts_per_pass", 1))}
+                "prompts_per_pass": int(build.get("prompts_per_pass", 1)),
+                "eval_kernel": build.get("eval_kernel", "autocast")}
 
     def _groups(self, items: list) -> list[list]:
         """`items` (in a fixed, protocol-given order) cut into groups of `prompts_per_pass`: the

@@ -45,12 +45,14 @@ class UnitContext:
     threads: int = 1
     device: str = "cpu"  # where units compute (`backbone.resolve_device`); a Ray task uses the GPU it reserved
     train_attention: str = "sdpa"  # the attention kernel of training steps (`prompt.resolve_train_attention`)
+    eval_kernel: str = "autocast"  # how evaluation computes (`prompt.EVAL_KERNEL`)
 
     @cached_property
     def fingerprint(self) -> str:
         return content_key({"suite": self.suite.model_dump(mode="json"), "backbone": self.backbone,
                             "config": self.config.to_dict(), "tasks": list(self.tasks), "threads": self.threads,
-                            "device": self.device, "train_attention": self.train_attention})
+                            "device": self.device, "train_attention": self.train_attention,
+                            "eval_kernel": self.eval_kernel})
 
 
 class LoadedSuite:
@@ -120,13 +122,15 @@ def train_prompts_unit(ctx: UnitContext, pairs: list[tuple[str, int]]) -> list[d
     suite = loaded(ctx)
     jobs = [TrainJob(suite.encoded(task, "train"), suite.encoded(task, "dev"), suite.verbalizer(task), seed)
             for task, seed in pairs]
-    trained = train_prompts(suite.backbone, jobs, ctx.config, attention=ctx.train_attention)
+    trained = train_prompts(suite.backbone, jobs, ctx.config, attention=ctx.train_attention,
+                            evaluation=ctx.eval_kernel)
     return [_own_prompt(suite, task, one) for (task, _), one in zip(pairs, trained)]
 
 
 def _own_prompt(suite: LoadedSuite, task: str, trained: TrainedPrompt) -> dict[str, Any]:
     test = suite.encoded(task, "test")
-    predictions = predict(suite.backbone, trained.prompt, test, suite.verbalizer(task), suite.config)
+    predictions = predict(suite.backbone, trained.prompt, test, suite.verbalizer(task), suite.config,
+                          suite.ctx.eval_kernel)
     return {"prompt": trained.prompt, "dev_accuracy": trained.dev_accuracy,
             "test_accuracy": accuracy(predictions, test.labels), "test_predictions": torch.from_numpy(predictions),
             "best_step": trained.best_step, "losses": torch.tensor(trained.losses)}
@@ -144,7 +148,7 @@ def zero_shot_row_unit(ctx: UnitContext, target: str, seed: int,
     test = suite.encoded(target, "test")
     null = initial_prompt(suite.backbone, ctx.config.prompt_length, seed)
     stacked = torch.stack([null if s is None else prompts[s] for s in sources])
-    predictions = predict_many(suite.backbone, stacked, test, suite.verbalizer(target), ctx.config)
+    predictions = predict_many(suite.backbone, stacked, test, suite.verbalizer(target), ctx.config, ctx.eval_kernel)
     return {s: {"accuracy": torch.tensor(accuracy(row, test.labels)), "predictions": torch.from_numpy(row)}
             for s, row in zip(sources, predictions)}
 
@@ -165,14 +169,14 @@ def init_accuracy_many_unit(ctx: UnitContext, source_prompts: list[torch.Tensor 
     train, verbalizer = suite.encoded(target, "train"), suite.verbalizer(target)
     # dev=None: no checkpoint selection, both arms are judged by their final prompt
     jobs = [TrainJob(train, None, verbalizer, seed, init) for init in source_prompts]
-    trained = train_prompts(suite.backbone, jobs, budget, attention=ctx.train_attention)
+    trained = train_prompts(suite.backbone, jobs, budget, attention=ctx.train_attention, evaluation=ctx.eval_kernel)
     return [_test_result(suite, target, one.prompt, budget) for one in trained]
 
 
 def _test_result(suite: LoadedSuite, target: str, prompt: torch.Tensor, config: PromptConfig) -> dict[str, Any]:
     """{"accuracy", "predictions"} of `prompt` on `target`'s test split."""
     test = suite.encoded(target, "test")
-    predictions = predict(suite.backbone, prompt, test, suite.verbalizer(target), config)
+    predictions = predict(suite.backbone, prompt, test, suite.verbalizer(target), config, suite.ctx.eval_kernel)
     return {"accuracy": torch.tensor(accuracy(predictions, test.labels)), "predictions": torch.from_numpy(predictions)}
 
 
