@@ -3,25 +3,71 @@
 Profiles `--steps` training steps of `prompt.train_prompt` and `--batches` evaluation batches of
 `prompt.predict_many` (12 prompts per pass, as a zero-shot row) on task `rt_sentiment` of the
 `default` suite with the suite's settings, after one warm-up of each, and prints the operators
-sorted by their own (self) CPU time.
+sorted by their own (self) CPU time. `--eval-kernel compiled` profiles the compiled evaluation
+kernel instead. `--attention-only` prints instead what one attention call of a zero-shot pass
+costs with each way PyTorch can compute it (the shape of a pass: 60 sequences x 12 heads x 44
+positions x 32 dimensions, bf16, with a padding mask).
 
     TRANSFERBENCH_CACHE=/tmp/tbcache_default python benchmarks/profile_step.py --steps 10 --rows 12
+    python benchmarks/profile_step.py --attention-only
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
 from transferbench.backbone import Backbone, resolve_device
 from transferbench.prompt import (
-    TRAIN_ATTENTION, PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, train_prompt,
+    EVAL_KERNEL, TRAIN_ATTENTION, PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, train_prompt,
 )
 from transferbench.task import load_suite, load_task, load_task_data
 
 TASK, SUITE = "rt_sentiment", "default"
+
+
+def attention_variants(batch: int = 60, heads: int = 12, length: int = 44, dim: int = 32, padded: int = 4,
+                       repeats: int = 50) -> dict[str, float]:
+    """Milliseconds per attention call (mean of `repeats` after a warm-up) at one shape, bf16, the
+    last `padded` positions masked as padding, for each way to compute it: PyTorch's fused kernel
+    (flash attention on a CPU) with and without the mask, its math backend, transformers' eager
+    formulation (matmul, softmax in bf16 or fp32, matmul), fp32 inputs, and torch.compile."""
+    q, k, v = (torch.randn(batch, heads, length, dim, dtype=torch.bfloat16) for _ in range(3))
+    mask = torch.zeros(batch, 1, length, length, dtype=torch.bfloat16)
+    mask[..., length - padded:] = torch.finfo(torch.bfloat16).min
+
+    def unfused(fp32_softmax: bool):
+        scores = (q @ k.transpose(-1, -2)) * dim**-0.5
+        scores = scores.float() + mask if fp32_softmax else scores + mask
+        return scores.softmax(-1).to(v.dtype) @ v
+
+    def math_backend():
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    variants = {
+        "sdpa (flash), padding mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+        "sdpa (flash), no mask": lambda: F.scaled_dot_product_attention(q, k, v),
+        "sdpa, math backend, padding mask": math_backend,
+        "eager: matmul, softmax, matmul": lambda: unfused(False),
+        "eager, softmax in fp32": lambda: unfused(True),
+        "sdpa (flash) on fp32 inputs": lambda: F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                                                  attn_mask=mask.float()),
+        "eager, softmax in fp32, torch.compile": torch.compile(lambda: unfused(True)),
+    }
+    timings = {}
+    for name, call in variants.items():
+        call()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        timings[name] = (time.perf_counter() - started) / repeats * 1e3
+    return timings
 
 
 def main() -> None:
@@ -32,7 +78,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=12, help="operators shown per profile")
     parser.add_argument("--train-attention", default="sdpa", choices=TRAIN_ATTENTION,
                         help="attention kernel of the training steps (as `transferbench run --train-attention`)")
+    parser.add_argument("--eval-kernel", default="autocast", choices=EVAL_KERNEL,
+                        help="evaluation kernel of the zero-shot pass (as `transferbench run --eval-kernel`)")
+    parser.add_argument("--attention-only", action="store_true",
+                        help="only time one zero-shot attention call each way (`attention_variants`)")
     args = parser.parse_args()
+    if args.attention_only:
+        flops = 4 * 60 * 12 * 44 * 44 * 32
+        for name, ms in attention_variants().items():
+            print(f"{name:40s} {ms:6.2f} ms per call  ({flops / ms / 1e6:5.1f} GFLOP/s)")
+        return
     device = resolve_device(args.device)
     backbone = Backbone("minilm", device=device)
     suite = load_suite(SUITE)
@@ -54,10 +109,11 @@ def main() -> None:
           f"--train-attention {args.train_attention})")
     print(training.key_averages().table(sort_by=sort, row_limit=args.rows))
 
-    predict_many(backbone, prompts, test, verbalizer, config)
+    predict_many(backbone, prompts, test, verbalizer, config, args.eval_kernel)
     with profile(activities=activities) as evaluation:
-        predict_many(backbone, prompts, test, verbalizer, config)
-    print(f"== zero-shot evaluation: {args.prompts} prompts x {len(test)} test examples ({device})")
+        predict_many(backbone, prompts, test, verbalizer, config, args.eval_kernel)
+    print(f"== zero-shot evaluation: {args.prompts} prompts x {len(test)} test examples ({device}, "
+          f"--eval-kernel {args.eval_kernel})")
     print(evaluation.key_averages().table(sort_by=sort, row_limit=args.rows))
 
 
