@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import textwrap
 from pathlib import Path
 
@@ -62,6 +63,16 @@ def build_tiny_suite(folder: Path, *, steps: int = 4) -> Path:
         training: {{steps: {steps}, batch_size: 8, eval_every: 2, prompt_length: 4, max_length: 16, init_steps: 2}}
         """))
     return suite
+
+
+@pytest.fixture(autouse=True, scope="session")
+def terminal_ctrl_c():
+    """Python's own Ctrl-C handler for the session, as in a terminal: a shell starts background
+    jobs (`pytest ... &`) with SIGINT ignored and Python keeps it so, which the Ctrl-C tests
+    (tests/test_bad_inputs.py, tests/test_plugins.py) would read as the user's choice."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture()

@@ -66,3 +66,16 @@ def test_per_example_prompts_match_one_at_a_time_on_the_gpu(folder):
     for got, expected in zip(many, one):
         agree = (torch.as_tensor(got) == torch.as_tensor(expected)).float().mean().item()
         assert agree >= 0.9
+
+
+def test_compiled_evaluation_on_the_gpu_agrees_with_autocast(folder):
+    """`--eval-kernel compiled` on a GPU: the frozen copy lives on the GPU, in the autocast dtype,
+    and predicts like the default kernel (not yet run on a GPU: no device was lent when it was written)."""
+    backbone = Backbone(str(folder), device="cuda")
+    split, verbalizer, trained = _train(backbone)
+    compiled = predict(backbone, trained.prompt, split, verbalizer, CONFIG, "compiled")
+    default = predict(backbone, trained.prompt, split, verbalizer, CONFIG)
+    copy = backbone.compiled_encoder(autocast_dtype(backbone.device))
+    assert all(p.device.type == "cuda" and p.dtype == autocast_dtype(backbone.device) for p in copy.parameters())
+    agree = (torch.as_tensor(compiled) == torch.as_tensor(default)).float().mean().item()
+    assert agree >= 0.9, f"compiled and autocast predictions agree on {agree:.0%} of examples"

@@ -186,3 +186,24 @@ def test_protocol_work_counts_every_pass_of_a_reference_build():
                             tasks=["a", "b"], seeds=[0],
                             suite=SimpleNamespace(sizes_for=lambda name: SplitSizes(train=5, dev=3, test=7)))
     assert protocol_work(bench) == {"train": 2 * (10 + 2 * 3) * 2, "eval": 2 * (3 * 3 + 7 * 5 + 5 + 7)}
+
+
+def test_build_estimate_counts_the_kernels_speed_ups():
+    """The printed estimate of a build divides each kind of pass by its kernel's rate: the opt-in
+    kernels shorten it, the defaults give the calibrated rates, every kernel choice has a rate."""
+    import re
+    from types import SimpleNamespace
+
+    from transferbench.api import EVAL_SPEEDUP, TRAIN_SPEEDUP, build_estimate
+    from transferbench.prompt import EVAL_KERNEL, TRAIN_ATTENTION, PromptConfig
+    from transferbench.task_schema import SplitSizes
+
+    def minutes(train_attention, eval_kernel):
+        bench = SimpleNamespace(config=PromptConfig(), tasks=[str(i) for i in range(12)], seeds=[0, 1, 2],
+                                train_attention=train_attention, eval_kernel=eval_kernel,
+                                suite=SimpleNamespace(sizes_for=lambda name: SplitSizes(train=1000, dev=200, test=400)))
+        return int(re.search(r"roughly (\d+) min", build_estimate(bench)).group(1))
+
+    assert set(TRAIN_SPEEDUP) == set(TRAIN_ATTENTION) - {"auto"} and set(EVAL_SPEEDUP) == set(EVAL_KERNEL)
+    assert minutes("sdpa", "autocast") > minutes("eager", "autocast") > minutes("eager-compiled", "autocast")
+    assert minutes("eager-compiled", "autocast") > minutes("eager-compiled", "compiled")
