@@ -4,6 +4,7 @@ against a shipped reference without training anything."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -248,3 +249,25 @@ def test_an_indicator_cannot_reach_measured_transfer_through_its_views(built, ti
     assert found and not any(found), sorted(set(found))
     # and scoring against the shipped reference put no measured transfer in the store to read
     assert not (cache / "transfer").exists()
+
+
+def test_verify_re_runs_cells_with_the_builds_threads_per_unit(tmp_path, cache, tiny_backbone, tiny_suite, capsys):
+    """CPU numerics depend on the threads per unit, so `verify` re-runs cells with the build's
+    (recorded in its build record) unless `--unit-threads` says otherwise; then every re-run cell
+    reproduces the stored predictions exactly."""
+    root = tmp_path / "refs"
+    code, out, err = run_cli(capsys, "reference", "build", "--suite", tiny_suite, "--backbone", tiny_backbone,
+                             "--root", root, "--unit-threads", 1)
+    assert code == 0, err
+    loaded = reference.load_shipped("tiny", str(tiny_backbone), root)
+    assert loaded.info["build"]["unit_threads"] == 1
+    code, out, err = run_cli(capsys, "reference", "verify", "--suite", tiny_suite, "--backbone", tiny_backbone,
+                             "--root", root, "--cells", 4)
+    assert code == 0, err
+    assert "re-running cells with 1 thread(s) per unit, as the build did" in out
+    agreements = re.findall(r"\b(\d\.\d{3})\s+│\s+\d\.\d{4}\s+│\s+\d\.\d{4}", out)
+    assert agreements == ["1.000"] * 4, out
+    code, out, err = run_cli(capsys, "reference", "verify", "--suite", tiny_suite, "--backbone", tiny_backbone,
+                             "--root", root, "--cells", 0, "--unit-threads", 2)
+    assert code == 0, err
+    assert "as the build did" not in out

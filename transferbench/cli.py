@@ -72,21 +72,25 @@ def _common_options() -> argparse.ArgumentParser:
                         help="prompts trained together in one forward/backward pass when a reference is measured "
                              "(fills a GPU; numbers then differ from one-at-a-time training by rounding, so it keys "
                              f"the cache; default: {_default('prompts_per_pass')})")
-    common.add_argument("--train-attention", choices=list(get_args(RunConfig.model_fields["train_attention"].annotation)),
-                        help="attention implementation of prompt-training steps: sdpa (PyTorch's fused kernel; "
-                             "the shipped references were built with it), eager (transformers' matmul-softmax-matmul, "
-                             "about 1.7x faster for bf16 training on a CPU), eager-compiled (eager, with the training "
-                             "forward compiled by torch.compile: under a minute to compile per process, then "
-                             "about 1.2x faster again), or auto = eager for bf16 on a CPU, else sdpa; numbers differ "
-                             f"by rounding, so it keys the cache (default: {_default('train_attention')})")
-    common.add_argument("--eval-kernel", choices=list(get_args(RunConfig.model_fields["eval_kernel"].annotation)),
-                        help="how evaluation (test predictions, zero-shot transfer, dev selection) computes when a "
-                             "reference is measured: autocast (the encoder as loaded under bf16 autocast; the "
-                             "shipped references' kernel) or compiled (a bf16 copy of the encoder compiled by "
-                             "torch.compile with frozen weights: about 20 s to compile per process, then about "
-                             "1.4x faster on a CPU); numbers differ by rounding, so it keys the cache "
-                             f"(default: {_default('eval_kernel')})")
+    _kernel_option(common, "train_attention",
+                   "attention implementation of prompt-training steps: sdpa (PyTorch's fused kernel; the shipped "
+                   "references were built with it), eager (transformers' matmul-softmax-matmul, about 1.8x faster "
+                   "for bf16 training on a CPU), eager-compiled (eager, with the training forward compiled by "
+                   "torch.compile: under a minute to compile per process, then about 1.25x faster again), or auto = "
+                   "eager for bf16 on a CPU, else sdpa")
+    _kernel_option(common, "eval_kernel",
+                   "how evaluation (test predictions, zero-shot transfer, dev selection) computes when a reference is "
+                   "measured: autocast (the encoder as loaded under bf16 autocast; the shipped references' kernel) or "
+                   "compiled (a bf16 copy of the encoder compiled by torch.compile with frozen weights: about 20 s to "
+                   "compile per process, then about 1.2x faster on a CPU)")
     return common
+
+
+def _kernel_option(parser: argparse.ArgumentParser, field: str, what: str) -> None:
+    """`--<field>` choosing a compute kernel: its choices are the `RunConfig` field's values; every
+    kernel but the default rounds differently, which the help says."""
+    parser.add_argument("--" + field.replace("_", "-"), choices=list(get_args(RunConfig.model_fields[field].annotation)),
+                        help=f"{what}; numbers differ by rounding, so it keys the cache (default: {_default(field)})")
 
 
 def _apply_run_config(args) -> None:
@@ -323,7 +327,7 @@ def cmd_reference(args, console: Console) -> int:
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
             "wall_seconds": round(time.perf_counter() - started, 1), "device": str(bench.device),
             "prompts_per_pass": bench.prompts_per_pass, "train_attention": bench.train_attention,
-            "eval_kernel": bench.eval_kernel,
+            "eval_kernel": bench.eval_kernel, "unit_threads": bench.context.threads,
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
         root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")
@@ -345,9 +349,15 @@ def cmd_reference(args, console: Console) -> int:
     if problem:
         raise TransferbenchError(problem)
     console.print("tasks.json and transfer.json match what the stored predictions give")
-    executor = _executor(args)
-    # re-run cells train (initialisation transfer) and evaluate with the kernels the reference was built with
+    # re-run cells train (initialisation transfer) and evaluate with the kernels the reference was
+    # built with, and with its threads per unit unless told otherwise: CPU numerics depend on them
     build = shipped.info["build"]
+    built_threads = build.get("unit_threads", build.get("torch_threads"))  # older builds: the main process's
+    if args.unit_threads is None and built_threads:
+        args.unit_threads = int(built_threads)
+        console.print(f"re-running cells with {args.unit_threads} thread(s) per unit, as the build did "
+                      "(--unit-threads to choose)")
+    executor = _executor(args)
     bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                           device=args.device, train_attention=build.get("train_attention", "sdpa"),
                           eval_kernel=build.get("eval_kernel", "autocast"))

@@ -344,9 +344,9 @@ def autocast(config: PromptConfig, backbone: Backbone) -> Iterator[None]:
 #   precision policy of training (`autocast`), uncompiled. The default: the shipped references'.
 # - "compiled": a copy of the encoder held wholly in the reduced precision (layer norms, GELU and
 #   residual sums too, so no casts between them), compiled by TorchInductor with its weights frozen
-#   into the graph (`Backbone.compiled_encoder`). 1.4-1.5x the zero-shot rate on the 2-core CPU
-#   (benchmarks/README.md); it rounds differently (0.3 % of test predictions differ on rt_sentiment),
-#   so it keys every artifact it evaluates, as `--train-attention` does.
+#   into the graph (`Backbone.compiled_encoder`). 1.22x the zero-shot rate of "autocast" on the
+#   2-core CPU (`benchmarks/speed_vs_peft.py`); it rounds differently (0.35 % of its test predictions
+#   differ), so it keys every artifact it evaluates, as `--train-attention` does.
 EVAL_KERNEL = ("autocast", "compiled")
 
 
