@@ -7,7 +7,7 @@ together, one-by-one, together) and each is timed by its faster run, so a load c
 shared machine hits both alike. It prints prompt-steps per second, the speed-up, and how far the
 prompts trained together are from those trained alone (max |difference| and relative norm).
 
-    python benchmarks/train_many.py --device cpu --jobs 4 --steps 20
+    python benchmarks/train_many.py --device cpu --jobs 4 --steps 20 [--train-attention eager-compiled]
     python benchmarks/train_many.py --device cuda --jobs 12 --steps 100 --json many.json
 """
 
@@ -22,7 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from transferbench.backbone import Backbone, resolve_device
-from transferbench.prompt import PromptConfig, TrainJob, Verbalizer, encode_split, train_prompt, train_prompts
+from transferbench.prompt import (
+    TRAIN_ATTENTION, PromptConfig, TrainJob, Verbalizer, encode_split, train_prompt, train_prompts,
+)
 from transferbench.task import load_suite, load_task, load_task_data
 
 
@@ -50,15 +52,20 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=4, help="prompts trained together (the suite's first tasks)")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--train-attention", default="sdpa", choices=TRAIN_ATTENTION,
+                        help="attention kernel of the training steps, both arms (as `transferbench run --train-attention`)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
+    attention = args.train_attention
     console = Console(markup=False)
     device = resolve_device(args.device)
     backbone = Backbone(args.backbone, device=device)
     suite = load_suite(args.suite)
     config = PromptConfig.from_overrides({**suite.training, "steps": args.steps})
     names, jobs = jobs_for(args.suite, args.jobs, backbone, config)
-    train_prompts(backbone, jobs[:2], PromptConfig.from_overrides({**suite.training, "steps": 2}))  # warm-up
+    warm_up = PromptConfig.from_overrides({**suite.training, "steps": 2})
+    for group in (jobs[:1], jobs):  # both shapes of pass (a compiled kernel compiles here)
+        train_prompts(backbone, group, warm_up, attention=attention)
 
     timings: dict[str, list[float]] = {"one at a time": [], "together": []}
     results: dict[str, list] = {}
@@ -67,9 +74,10 @@ def main() -> None:
             _sync(device)
             start = time.perf_counter()
             if arm == "together":
-                results[arm] = train_prompts(backbone, jobs, config)
+                results[arm] = train_prompts(backbone, jobs, config, attention=attention)
             else:
-                results[arm] = [train_prompt(backbone, j.train, None, j.verbalizer, config, j.seed) for j in jobs]
+                results[arm] = [train_prompt(backbone, j.train, None, j.verbalizer, config, j.seed, attention=attention)
+                                for j in jobs]
             _sync(device)
             timings[arm].append(time.perf_counter() - start)
     prompt_steps = len(jobs) * args.steps
@@ -79,13 +87,14 @@ def main() -> None:
     figures = {
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "tasks": names, "steps": args.steps,
-        "batch_size": config.batch_size, "bf16": config.bf16,
+        "batch_size": config.batch_size, "bf16": config.bf16, "train_attention": attention,
         "seconds": {arm: min(t) for arm, t in timings.items()},
         "prompt_steps_per_second": {arm: prompt_steps / min(t) for arm, t in timings.items()},
         "speedup": min(timings["one at a time"]) / min(timings["together"]),
         "max_abs_prompt_difference": diff, "max_relative_prompt_difference": rel,
     }
-    table = Table(title=f"{len(jobs)} prompts x {args.steps} steps on {figures['device_name']} (batch {config.batch_size} each)")
+    table = Table(title=f"{len(jobs)} prompts x {args.steps} steps on {figures['device_name']} (batch {config.batch_size} "
+                        f"each, --train-attention {attention})")
     for column in ("arm", "best of 2 (s)", "prompt-steps/s"):
         table.add_column(column)
     for arm in timings:
