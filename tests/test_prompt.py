@@ -293,7 +293,7 @@ def test_compiled_evaluation_predicts_like_autocast_and_leaves_the_encoder_alone
     many = predict_many(backbone, prompts, split, verbalizer, config, "compiled")
     assert (many == predict_many(backbone, prompts, split, verbalizer, config, "compiled")).all()
     job = _jobs(backbone, CONFIG, [1])[0]
-    trained = [train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=1, evaluation="compiled")
+    trained = [train_prompt(backbone, job.train, job.dev, job.verbalizer, CONFIG, seed=1, eval_kernel="compiled")
                for _ in range(2)]
     assert torch.equal(trained[0].prompt, trained[1].prompt) and trained[0].best_step == trained[1].best_step
     for key, value in backbone.encoder.state_dict().items():

@@ -443,7 +443,7 @@ class TrainedPrompt:
 def train_prompt(
     backbone: Backbone, train: EncodedSplit, dev: EncodedSplit | None, verbalizer: Verbalizer,
     config: PromptConfig, seed: int, init: torch.Tensor | None = None, progress=None, attention: str = "sdpa",
-    evaluation: str = "autocast",
+    eval_kernel: str = "autocast",
 ) -> TrainedPrompt:
     """Prompt tuning: AdamW on the prompt alone; keep the prompt with the best dev accuracy
     (evaluated every `eval_every` steps), or the final prompt when `dev` is None.
@@ -451,10 +451,10 @@ def train_prompt(
     Data order and initialisation depend only on `seed`, so the same seed gives the same prompt;
     `init` (a source task's prompt) replaces the default initialisation for transfer by
     initialisation. `attention`: the attention implementation of training steps (`resolve_train_attention`);
-    `evaluation`: the kernel of dev evaluation (`EVAL_KERNEL`).
+    `eval_kernel`: the kernel of dev evaluation (`EVAL_KERNEL`).
     """
     return train_prompts(backbone, [TrainJob(train, dev, verbalizer, seed, init)], config, progress, attention,
-                         evaluation)[0]
+                         eval_kernel)[0]
 
 
 @dataclass
@@ -469,7 +469,7 @@ class TrainJob:
 
 
 def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptConfig, progress=None,
-                  attention: str = "sdpa", evaluation: str = "autocast") -> list[TrainedPrompt]:
+                  attention: str = "sdpa", eval_kernel: str = "autocast") -> list[TrainedPrompt]:
     """Train several prompts together: one forward/backward pass per step for all of them.
 
     Each step takes every job's next batch (drawn exactly as `train_prompt` draws it for that job's
@@ -482,15 +482,15 @@ def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptCo
     Dev selection is per job, as in `train_prompt`. `train_prompt` is this loop with one job, which
     runs exactly one prompt's computation (no stacking, no per-example prompt copy).
     `attention`: the attention implementation of the training steps (`resolve_train_attention`;
-    dev evaluation uses the backbone's own); `evaluation`: the kernel of dev evaluation (`EVAL_KERNEL`).
+    dev evaluation uses the backbone's own); `eval_kernel`: the kernel of dev evaluation (`EVAL_KERNEL`).
     """
     kernel = resolve_train_attention(attention, backbone.device, config.bf16)
-    check_eval_kernel(evaluation)
+    check_eval_kernel(eval_kernel)
     with torch.enable_grad():  # callers may hold a no_grad context (e.g. lazily computed artifacts)
-        return _train(backbone, jobs, config, progress, kernel, evaluation)
+        return _train(backbone, jobs, config, progress, kernel, eval_kernel)
 
 
-def _train(backbone, jobs, config, progress, kernel: str, evaluation: str) -> list[TrainedPrompt]:
+def _train(backbone, jobs, config, progress, kernel: str, eval_kernel: str) -> list[TrainedPrompt]:
     device = backbone.device
     prompts = []
     for job in jobs:
@@ -538,7 +538,7 @@ def _train(backbone, jobs, config, progress, kernel: str, evaluation: str) -> li
             if job.dev is None and step == config.steps:  # no selection: the final prompt
                 best[j] = (float("nan"), step, prompts[j].detach().clone())
             elif job.dev is not None and (step % config.eval_every == 0 or step == config.steps):
-                dev_acc = split_accuracy(backbone, prompts[j].detach(), job.dev, job.verbalizer, config, evaluation)
+                dev_acc = split_accuracy(backbone, prompts[j].detach(), job.dev, job.verbalizer, config, eval_kernel)
                 if dev_acc > best[j][0]:
                     best[j] = (dev_acc, step, prompts[j].detach().clone())
         if progress is not None:

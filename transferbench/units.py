@@ -123,7 +123,7 @@ def train_prompts_unit(ctx: UnitContext, pairs: list[tuple[str, int]]) -> list[d
     jobs = [TrainJob(suite.encoded(task, "train"), suite.encoded(task, "dev"), suite.verbalizer(task), seed)
             for task, seed in pairs]
     trained = train_prompts(suite.backbone, jobs, ctx.config, attention=ctx.train_attention,
-                            evaluation=ctx.eval_kernel)
+                            eval_kernel=ctx.eval_kernel)
     return [_own_prompt(suite, task, one) for (task, _), one in zip(pairs, trained)]
 
 
@@ -169,7 +169,7 @@ def init_accuracy_many_unit(ctx: UnitContext, source_prompts: list[torch.Tensor 
     train, verbalizer = suite.encoded(target, "train"), suite.verbalizer(target)
     # dev=None: no checkpoint selection, both arms are judged by their final prompt
     jobs = [TrainJob(train, None, verbalizer, seed, init) for init in source_prompts]
-    trained = train_prompts(suite.backbone, jobs, budget, attention=ctx.train_attention, evaluation=ctx.eval_kernel)
+    trained = train_prompts(suite.backbone, jobs, budget, attention=ctx.train_attention, eval_kernel=ctx.eval_kernel)
     return [_test_result(suite, target, one.prompt, budget) for one in trained]
 
 
