@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> dict:
                       f"of the measured bf16 matmul peak; warm-up pass {warm_up:.0f} s; same prediction as autocast on "
                       f"{100 * evaluation[kernel]['agreement_with_autocast']:.2f}% of the examples")
     train_rows = round(config.batch_size * default["mean_sequence_width"])
-    eval_rows = round(max(1, config.eval_batch_size // args.zero_shot_prompts) * args.zero_shot_prompts * eval_width)
+    eval_rows = round(np.mean([rows * width for rows, width in shapes]))  # positions per zero-shot pass, as run
     ceiling = {"training_rows": train_rows, "evaluation_rows": eval_rows,
                "training_tflops": encoder_gemm_tflops(train_rows, hidden, backbone.ffn_width),
                "evaluation_tflops": encoder_gemm_tflops(eval_rows, hidden, backbone.ffn_width)}
