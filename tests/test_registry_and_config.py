@@ -160,6 +160,9 @@ def test_without_a_file_the_defaults_are_the_old_flag_defaults():
     ("indicators: [random]\nsuite: smok\n", "run.yaml: field 'suite': 'smok' does not load: unknown suite 'smok'"),
     ("indicators: [random]\nexecutor: rayy\n", "run.yaml: field 'executor': 'rayy' is not a registered executor"),
     ("indicators: [random]\nunit_threads: 0\n", "run.yaml: field 'unit_threads': must be at least 1"),
+    ("indicators: [random]\neval_kernel: jit\n",
+     "run.yaml: field 'eval_kernel': Input should be 'autocast' or 'compiled' (got 'jit')"),
+    ("indicators: [random]\ntrain_attention: flash\n", "run.yaml: field 'train_attention': Input should be 'auto'"),
     ("- random\n", "run.yaml: expected a mapping of fields at the top level"),
     ("suite: smoke\n", "no indicator to run"),
 ])
