@@ -100,6 +100,26 @@ def test_second_run_and_other_indicators_train_nothing(workdir, tiny_backbone, t
     assert run_cli(capsys, "run", "-i", "embedding_similarity", "--suite", tiny_suite, "--backbone", tiny_backbone)[0] == 0
 
 
+def test_a_reference_measured_with_other_kernels_is_measured_again_not_reused(workdir, tiny_backbone, tiny_suite,
+                                                                              capsys):
+    """The cache keeps one measured reference per device and kernels: a run with another
+    training attention measures its own (another folder, another hash) instead of scoring
+    against the default kernels' reference, and the default one is kept."""
+    import re
+
+    hashes = {}
+    for kernel in ("sdpa", "eager", "sdpa"):
+        code, out, err = run_cli(capsys, "run", "-i", "random", "--suite", tiny_suite, "--backbone", tiny_backbone,
+                                 "--train-attention", kernel)
+        assert code == 0, err
+        measured = "measuring it first" in out + err
+        hashes.setdefault(kernel, []).append((re.search(r"scored against reference (\w+)", out).group(1), measured))
+    (default_hash, first), (again, second) = hashes["sdpa"]
+    assert first and not second and again == default_hash  # measured once, then reused
+    assert hashes["eager"][0][1] and hashes["eager"][0][0] != default_hash
+    assert len(list((workdir / "cache" / "references").iterdir())) == 2
+
+
 def test_custom_indicator_file_runs_end_to_end(workdir, tiny_backbone, tiny_suite, capsys):
     plugin = workdir / "my_indicator.py"
     plugin.write_text(textwrap.dedent('''

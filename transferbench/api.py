@@ -153,17 +153,23 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
 
 def ensure_reference(bench, console: Console | None = None) -> Reference:
     """The benchmark's reference: the shipped one, or one measured now and saved in the cache
-    (`<cache>/references/`, so it has a hash and is measured once)."""
+    (`<cache>/references/`, one folder per device and kernels, so it has a hash and is measured
+    once)."""
     from transferbench.reference import bundle_name, read_bundle, save
 
     from transferbench.reference import suite_problem
+    from transferbench.store import content_key
 
     if bench._reference is not None:
         return bench._reference
     console = console or bench.console
     for task in bench.tasks:  # bad data is one error line before anything is announced or computed
         bench.data(task)
-    folder = bench.store.root / "references" / bundle_name(bench.suite.name, bench.backbone_name)
+    # keyed like every artifact it is measured from: a reference measured with another device or
+    # kernel (`--eval-kernel`, `--train-attention`, `--prompts-per-pass`) is another reference
+    compute = bench._device_key()
+    name = bundle_name(bench.suite.name, bench.backbone_name) + (f"__{content_key(compute)[:12]}" if compute else "")
+    folder = bench.store.root / "references" / name
     if (folder / "MANIFEST.json").is_file():
         try:
             cached = read_bundle(folder, None)
