@@ -1,20 +1,28 @@
 """The top of a `torch.profiler` profile of prompt training and of zero-shot evaluation.
 
-Profiles `--steps` training steps of `prompt.train_prompt` and `--batches` evaluation batches of
-`prompt.predict_many` (12 prompts per pass, as a zero-shot row) on task `rt_sentiment` of the
-`default` suite with the suite's settings, after one warm-up of each, and prints the operators
-sorted by their own (self) CPU time. `--eval-kernel compiled` profiles the compiled evaluation
-kernel instead. `--attention-only` prints instead what one attention call of a zero-shot pass
-costs with each way PyTorch can compute it (the shape of a pass: 60 sequences x 12 heads x 44
-positions x 32 dimensions, bf16, with a padding mask).
+Profiles `--steps` training steps of `prompt.train_prompt` and one zero-shot pass of
+`prompt.predict_many` (`--prompts` prompts on the 400 test examples, as a zero-shot row) on task
+`rt_sentiment` of the `default` suite with the suite's settings, each after a warm-up run of the
+same work (the same batches, so every kernel is compiled and every oneDNN primitive of these
+shapes created before the profile starts), and prints the operators sorted by their own (self)
+CPU time, then the rate of the matrix products inside the run (`aten::addmm`, `aten::mm`,
+`aten::bmm`: the FLOPs of their recorded shapes over their self time). `--eval-kernel compiled` profiles
+the compiled evaluation kernel instead; `--kernel-names` lists TorchInductor's generated kernels
+(the compiled kernels' fused element-wise work) under their own names instead of inside one
+`CompiledFxGraph` row. `--attention-only` prints instead what one attention call of a zero-shot
+pass costs with each way PyTorch can compute it (the shape of a pass: 60 sequences x 12 heads x
+44 positions x 32 dimensions, bf16, with a padding mask).
 
     TRANSFERBENCH_CACHE=/tmp/tbcache_default python benchmarks/profile_step.py --steps 10 --rows 12
+    TRANSFERBENCH_CACHE=/tmp/tbcache_default python benchmarks/profile_step.py --train-attention eager-compiled \
+        --eval-kernel compiled --kernel-names
     python benchmarks/profile_step.py --attention-only
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import torch
@@ -70,6 +78,37 @@ def attention_variants(batch: int = 60, heads: int = 12, length: int = 44, dim: 
     return timings
 
 
+MATRIX_PRODUCTS = ("aten::addmm", "aten::mm", "aten::bmm")
+
+
+def product_flops(name: str, shapes: list[list[int]]) -> int:
+    """FLOPs of one call of a matrix product from its recorded input shapes: `addmm(bias, a, b)`,
+    `mm(a, b)` (a: M x K, b: K x N) and `bmm(a, b)` (a: B x M x K) are 2 M K N (times B)."""
+    a, b = (shapes[1], shapes[2]) if name == "aten::addmm" else (shapes[0], shapes[1])
+    return 2 * math.prod(a) * b[-1]
+
+
+def product_rate(run: profile) -> tuple[float, float]:
+    """(GFLOP, seconds) of the matrix products (`MATRIX_PRODUCTS`) in a profile run with
+    `record_shapes=True`: the FLOPs of their recorded shapes over their self time, i.e. the rate
+    they reach inside the run, cache and thread effects included (compare
+    `speed_vs_peft.encoder_gemm_tflops`: the same products timed alone). Counted here rather than
+    with the profiler's `with_flops`, which doubled the time of a compiled zero-shot pass."""
+    events = [e for e in run.key_averages(group_by_input_shape=True) if e.key in MATRIX_PRODUCTS]
+    flops = sum(e.count * product_flops(e.key, e.input_shapes) for e in events)
+    return flops / 1e9, sum(e.self_cpu_time_total for e in events) / 1e6
+
+
+def print_profile(run: profile, title: str, sort: str, rows: int) -> None:
+    print(title)
+    print(run.key_averages().table(sort_by=sort, row_limit=rows))
+    gflop, seconds = product_rate(run)
+    total = sum(e.self_cpu_time_total for e in run.key_averages()) / 1e6
+    if seconds:
+        print(f"matrix products ({', '.join(MATRIX_PRODUCTS)}): {gflop:.1f} GFLOP in {seconds:.3f} s of "
+              f"{total:.3f} s = {gflop / seconds / 1e3:.2f} TFLOP/s inside the run\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -80,6 +119,8 @@ def main() -> None:
                         help="attention kernel of the training steps (as `transferbench run --train-attention`)")
     parser.add_argument("--eval-kernel", default="autocast", choices=EVAL_KERNEL,
                         help="evaluation kernel of the zero-shot pass (as `transferbench run --eval-kernel`)")
+    parser.add_argument("--kernel-names", action="store_true",
+                        help="name TorchInductor's generated kernels in the profiles (its cpp.enable_kernel_profile)")
     parser.add_argument("--attention-only", action="store_true",
                         help="only time one zero-shot attention call each way (`attention_variants`)")
     args = parser.parse_args()
@@ -89,6 +130,10 @@ def main() -> None:
         for name, ms in attention_variants(batch, heads, length, dim).items():
             print(f"{name:40s} {ms:6.2f} ms per call  ({flops / ms / 1e6:5.1f} GFLOP/s)")
         return
+    if args.kernel_names:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True
     device = resolve_device(args.device)
     backbone = Backbone("minilm", device=device)
     suite = load_suite(SUITE)
@@ -102,20 +147,20 @@ def main() -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
 
-    warm_up = PromptConfig.from_overrides({**suite.training, "steps": 1})
-    train_prompt(backbone, train, None, verbalizer, warm_up, 0, attention=args.train_attention)
-    with profile(activities=activities) as training:
+    def training():
         train_prompt(backbone, train, None, verbalizer, config, seed=0, attention=args.train_attention)
-    print(f"== training: {args.steps} steps of batch {config.batch_size} on {TASK} ({device}, "
-          f"--train-attention {args.train_attention})")
-    print(training.key_averages().table(sort_by=sort, row_limit=args.rows))
 
-    predict_many(backbone, prompts, test, verbalizer, config, args.eval_kernel)
-    with profile(activities=activities) as evaluation:
+    def evaluation():
         predict_many(backbone, prompts, test, verbalizer, config, args.eval_kernel)
-    print(f"== zero-shot evaluation: {args.prompts} prompts x {len(test)} test examples ({device}, "
-          f"--eval-kernel {args.eval_kernel})")
-    print(evaluation.key_averages().table(sort_by=sort, row_limit=args.rows))
+
+    for work, title in ((training, f"== training: {args.steps} steps of batch {config.batch_size} on {TASK} "
+                                   f"({device}, --train-attention {args.train_attention})"),
+                        (evaluation, f"== zero-shot evaluation: {args.prompts} prompts x {len(test)} test examples "
+                                     f"({device}, --eval-kernel {args.eval_kernel})")):
+        work()  # the warm-up: the same batches, so the profile sees no compilation or first-shape setup
+        with profile(activities=activities, record_shapes=True) as run:
+            work()
+        print_profile(run, title, sort, args.rows)
 
 
 if __name__ == "__main__":

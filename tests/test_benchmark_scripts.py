@@ -1,0 +1,48 @@
+"""The FLOP counts the benchmark scripts' printed rates rest on (benchmarks/README.md quotes them).
+
+The scripts are not a package: each is loaded from its file."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_step_counts_the_products_a_run_executed():
+    profile_step = _script("profile_step")
+    a, b, bias = torch.randn(24, 40), torch.randn(40, 56), torch.randn(56)
+    batched = torch.randn(3, 24, 40), torch.randn(3, 40, 8)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as run:
+        torch.addmm(bias, a, b)
+        torch.mm(a, b)
+        torch.mm(a, b)
+        torch.bmm(*batched)
+        torch.relu(a)  # not a matrix product: not counted
+    gflop, seconds = profile_step.product_rate(run)
+    expected = 3 * (2 * 24 * 40 * 56) + 2 * 3 * 24 * 40 * 8
+    assert round(gflop * 1e9) == expected
+    assert seconds > 0
+
+
+def test_speed_vs_peft_step_flops_is_forward_plus_backward_to_the_activations():
+    speed = _script("speed_vs_peft")
+    params, layers, hidden, shape = 1_000, 2, 8, (3, 5)
+    forward = speed.forward_flops(shape, params, layers, hidden)
+    assert forward == 3 * (2 * params * 5 + 4 * layers * 5**2 * hidden)
+    # frozen weights: the backward pass computes only the activations' gradients (2PL), and both
+    # attention products' operands are activations (8 L^2 H per layer)
+    assert speed.step_flops(shape, params, layers, hidden) == 3 * (4 * params * 5 + 12 * layers * 5**2 * hidden)
