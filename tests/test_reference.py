@@ -59,6 +59,22 @@ def test_one_sided_p_and_admission():
     assert not admitted and p_null == 1.0 and "null prompt" in reason
 
 
+def test_near_admission_threshold_is_within_a_factor_of_two_of_alpha():
+    assert [protocol.near_admission_threshold(p, 0.01) for p in (0.0005, 0.0049, 0.005, 0.0095, 0.0199, 0.02)] == [
+        False, False, True, True, True, False]
+
+
+def test_shipped_task_report_shows_admission_p_values_and_the_targets_near_the_threshold(capsys):
+    code, out, err = run_cli(capsys, "reference", "show", "--suite", "default", "--backbone", "minilm")
+    assert code == 0, err
+    assert "p > null" in out and "0.0095!" in out  # rt_sentiment's own prompt vs the null prompt
+    near = next(line for line in out.splitlines() if "near the threshold" in line)
+    # p vs null 0.0095 and 0.0080 (admitted), snli's p vs majority 0.018 (excluded); the rest are far
+    assert near.endswith("can admit or exclude them")
+    assert all(task in near for task in ("rt_sentiment", "snli", "bbc_sport_vs_business"))
+    assert not any(task in near for task in ("vader_amazon", "bbc_topic", "snli_entailment"))
+
+
 def test_estimate_one_seed_has_nan_std_never_zero():
     weights, seeds = protocol.resamples(10, 1, n_bootstrap=20)
     cell = protocol.estimate(np.array([0.3]), np.full((20, 1), 0.3), seeds)

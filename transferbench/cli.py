@@ -397,18 +397,33 @@ def _expand_all(specs: list[str]) -> list[str]:
 
 
 def _print_task_report(reference, console: Console) -> None:
+    from transferbench.protocol import ADMISSION_ALPHA, near_admission_threshold
+
+    alpha = reference.info.get("protocol", {}).get("admission_alpha", ADMISSION_ALPHA)
     table = Table(title="Targets of the reference: own prompt vs null prompt, chance and linear probe "
                         "(balanced accuracy on test, mean over seeds)")
-    for column in ("task", "family", "classes", "own prompt", "null", "chance", "probe", "own/probe", "admitted"):
+    for column in ("task", "family", "classes", "own prompt", "null", "chance", "probe", "own/probe",
+                   "p > majority", "p > null", "admitted"):
         table.add_column(column)
+    near = []
     for name, row in reference.tasks.items():
         probe = row["probe_balanced_accuracy"]
+        p_values = [row["p_vs_majority"], row["p_vs_null"]]
+        marks = ["!" if near_admission_threshold(p, alpha) else "" for p in p_values]
+        if any(marks):
+            near.append(name)
         table.add_row(name, row["family"], str(row["classes"]), f"{row['own_balanced_accuracy']:.3f}",
                       f"{row['null_balanced_accuracy']:.3f}", f"{row['chance_balanced_accuracy']:.3f}",
                       "-" if probe is None else f"{probe:.3f}",
                       "-" if row["own_over_probe"] is None else f"{row['own_over_probe']:.2f}",
+                      *(f"{p:.4f}{mark}" for p, mark in zip(p_values, marks)),
                       "yes" if row["admitted"] else f"no: {row['excluded_because']}")
     console.print(table)
+    console.print(f"admitted: own prompt beats the majority class and the null prompt, each one-sided bootstrap "
+                  f"p < {alpha:g} (docs/protocol.md)" + (
+                      f"; near the threshold ({alpha / 2:g} <= p < {2 * alpha:g}, marked !): {', '.join(near)}: "
+                      "another draw of the same protocol (other kernels or device) can admit or exclude them"
+                      if near else ""), highlight=False, soft_wrap=True)
 
 
 def _board_results(args, local_dir: Path | None, require_official: bool = True) -> tuple[list, list]:
