@@ -6,7 +6,10 @@ Profiles `--steps` training steps of `prompt.train_prompt` and one zero-shot pas
 same work (the same batches, so every kernel is compiled and every oneDNN primitive of these
 shapes created before the profile starts), and prints the operators sorted by their own (self)
 CPU time, then the rate of the matrix products inside the run (`aten::addmm`, `aten::mm`,
-`aten::bmm`: the FLOPs of their recorded shapes over their self time). `--eval-kernel compiled` profiles
+`aten::bmm`: the FLOPs of their recorded shapes over their self time) and their FLOPs over the
+run's wall time as a fraction of the bf16 matmul peak (the better of a measurement before and one
+after the profiles, as `speed_vs_peft.py` takes it). `--backbone` profiles another backbone
+(default `minilm`, the packaged default). `--eval-kernel compiled` profiles
 the compiled evaluation kernel instead; `--kernel-names` lists TorchInductor's generated kernels
 (the compiled kernels' fused element-wise work) under their own names instead of inside one
 `CompiledFxGraph` row. `--attention-only` prints instead what one attention call of a zero-shot
@@ -15,7 +18,7 @@ pass costs with each way PyTorch can compute it (the shape of a pass: 60 sequenc
 
     TRANSFERBENCH_CACHE=/tmp/tbcache_default python benchmarks/profile_step.py --steps 10 --rows 12
     TRANSFERBENCH_CACHE=/tmp/tbcache_default python benchmarks/profile_step.py --train-attention eager-compiled \
-        --eval-kernel compiled --kernel-names
+        --eval-kernel compiled --kernel-names [--backbone mpnet-base]
     python benchmarks/profile_step.py --attention-only
 """
 
@@ -23,18 +26,23 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
-from transferbench.backbone import Backbone, resolve_device
+from transferbench.backbone import BACKBONES, Backbone, resolve_device
 from transferbench.prompt import (
     EVAL_KERNEL, TRAIN_ATTENTION, PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, train_prompt,
 )
 from transferbench.task import load_suite, load_task, load_task_data
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_vs_peft import matmul_tflops  # noqa: E402
 
 TASK, SUITE = "rt_sentiment", "default"
 
@@ -99,19 +107,25 @@ def product_rate(run: profile) -> tuple[float, float]:
     return flops / 1e9, sum(e.self_cpu_time_total for e in events) / 1e6
 
 
-def print_profile(run: profile, title: str, sort: str, rows: int) -> None:
+def print_profile(run: profile, title: str, sort: str, rows: int, wall: float, peak: float) -> None:
+    """The table, then the products' rate inside the run and their FLOPs over the run's wall time
+    as a fraction of the bf16 matmul `peak` (TFLOP/s): the run's fraction of the peak, counting
+    what its products executed (padding included)."""
     print(title)
     print(run.key_averages().table(sort_by=sort, row_limit=rows))
     gflop, seconds = product_rate(run)
     total = sum(e.self_cpu_time_total for e in run.key_averages()) / 1e6
     if seconds:
         print(f"matrix products ({', '.join(MATRIX_PRODUCTS)}): {gflop:.1f} GFLOP in {seconds:.3f} s of "
-              f"{total:.3f} s = {gflop / seconds / 1e3:.2f} TFLOP/s inside the run\n")
+              f"{total:.3f} s = {gflop / seconds / 1e3:.2f} TFLOP/s inside the run; over the run's wall time "
+              f"({wall:.3f} s) {gflop / wall / 1e3:.2f} TFLOP/s = {100 * gflop / wall / 1e3 / peak:.1f} % of the "
+              f"bf16 matmul peak ({peak:.2f} TFLOP/s)\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backbone", default="minilm", help=f"a packaged alias ({', '.join(BACKBONES.names())}) or a model folder")
     parser.add_argument("--steps", type=int, default=10, help="training steps profiled")
     parser.add_argument("--prompts", type=int, default=12, help="prompts per zero-shot evaluation pass")
     parser.add_argument("--rows", type=int, default=12, help="operators shown per profile")
@@ -135,7 +149,8 @@ def main() -> None:
 
         inductor_config.cpp.enable_kernel_profile = True
     device = resolve_device(args.device)
-    backbone = Backbone("minilm", device=device)
+    backbone = Backbone(args.backbone, device=device)
+    peak_before = matmul_tflops(torch.bfloat16, device=device)
     suite = load_suite(SUITE)
     spec = load_task(TASK)
     data = load_task_data(spec, suite)
@@ -153,14 +168,21 @@ def main() -> None:
     def evaluation():
         predict_many(backbone, prompts, test, verbalizer, config, args.eval_kernel)
 
+    runs = []
     for work, title in ((training, f"== training: {args.steps} steps of batch {config.batch_size} on {TASK} "
-                                   f"({device}, --train-attention {args.train_attention})"),
+                                   f"({args.backbone}, {device}, --train-attention {args.train_attention})"),
                         (evaluation, f"== zero-shot evaluation: {args.prompts} prompts x {len(test)} test examples "
-                                     f"({device}, --eval-kernel {args.eval_kernel})")):
+                                     f"({args.backbone}, {device}, --eval-kernel {args.eval_kernel})")):
         work()  # the warm-up: the same batches, so the profile sees no compilation or first-shape setup
         with profile(activities=activities, record_shapes=True) as run:
+            started = time.perf_counter()
             work()
-        print_profile(run, title, sort, args.rows)
+            wall = time.perf_counter() - started
+        runs.append((run, title, wall))
+    # the peak as speed_vs_peft.py takes it: the better of a measurement before and one after
+    peak = max(peak_before, matmul_tflops(torch.bfloat16, device=device))
+    for run, title, wall in runs:
+        print_profile(run, title, sort, args.rows, wall, peak)
 
 
 if __name__ == "__main__":
