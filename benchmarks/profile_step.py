@@ -111,10 +111,11 @@ def print_profile(run: profile, title: str, sort: str, rows: int, wall: float, p
     """The table, then the products' rate inside the run and their FLOPs over the run's wall time
     as a fraction of the bf16 matmul `peak` (TFLOP/s): the run's fraction of the peak, counting
     what its products executed (padding included)."""
+    averages = run.key_averages()
     print(title)
-    print(run.key_averages().table(sort_by=sort, row_limit=rows))
+    print(averages.table(sort_by=sort, row_limit=rows))
     gflop, seconds = product_rate(run)
-    total = sum(e.self_cpu_time_total for e in run.key_averages()) / 1e6
+    total = sum(e.self_cpu_time_total for e in averages) / 1e6
     if seconds:
         print(f"matrix products ({', '.join(MATRIX_PRODUCTS)}): {gflop:.1f} GFLOP in {seconds:.3f} s of "
               f"{total:.3f} s = {gflop / seconds / 1e3:.2f} TFLOP/s inside the run; over the run's wall time "
