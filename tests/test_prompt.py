@@ -208,17 +208,17 @@ def test_frozen_linears_in_bf16_are_bit_identical_to_autocast_and_restored(backb
         assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
 
 
-def test_train_attention_auto_picks_eager_for_bf16_on_a_cpu_only():
-    from transferbench.prompt import resolve_train_attention
+def test_auto_kernels_come_from_the_measured_table():
+    from transferbench.prompt import AUTO_KERNELS, resolve_train_attention
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_train_attention("auto", cpu, bf16=True) == "eager"
-    assert resolve_train_attention("auto", cpu, bf16=False) == "sdpa"
-    assert resolve_train_attention("auto", cuda, bf16=True) == "sdpa"
-    assert resolve_train_attention("sdpa", cpu, bf16=True) == "sdpa"
-    assert resolve_train_attention("eager-compiled", cpu, bf16=True) == "eager-compiled"
+    assert resolve_train_attention("auto", cpu, "bf16") == AUTO_KERNELS["cpu", "bf16"][0]
+    assert resolve_train_attention("auto", cpu, "fp32") == AUTO_KERNELS["cpu", "fp32"][0]
+    assert resolve_train_attention("auto", cuda, "bf16") == "sdpa"
+    assert resolve_train_attention("sdpa", cpu, "bf16") == "sdpa"
+    assert resolve_train_attention("eager-compiled", cpu, "bf16") == "eager-compiled"
     with pytest.raises(TransferbenchError, match="--train-attention must be one of auto, sdpa, eager, eager-compiled"):
-        resolve_train_attention("flash", cpu, bf16=True)
+        resolve_train_attention("flash", cpu, "bf16")
 
 
 def test_run_config_and_cli_offer_exactly_the_training_kernels():
@@ -254,8 +254,8 @@ def test_run_config_and_cli_offer_exactly_the_evaluation_kernels():
     from transferbench.prompt import EVAL_KERNEL, check_eval_kernel
     from transferbench.run_config import RunConfig
 
-    assert get_args(RunConfig.model_fields["eval_kernel"].annotation) == EVAL_KERNEL
-    with pytest.raises(TransferbenchError, match="--eval-kernel must be one of autocast, compiled, not 'jit'"):
+    assert get_args(RunConfig.model_fields["eval_kernel"].annotation) == ("auto", *EVAL_KERNEL)
+    with pytest.raises(TransferbenchError, match="--eval-kernel must be one of auto, autocast, compiled, not 'jit'"):
         check_eval_kernel("jit")
 
 

@@ -108,6 +108,17 @@ def _scoring_examples(bench, artifacts: set[str]) -> int:
     return total
 
 
+def compute_line(bench) -> str:
+    """How this benchmark computes, as one line printed before compute: device, precision (and why),
+    and the kernels its `auto` settings resolved to."""
+    line = f"computing on {bench.device} in {bench.precision.phrase()}"
+    if bench.trains_prompts:
+        line += f"; kernels: training attention {bench.train_attention}, evaluation {bench.eval_kernel}"
+    else:
+        line += "; the shipped reference's prompts are read as they are (no kernel choice retrains them)"
+    return line
+
+
 def score_plan(bench, indicators: Sequence) -> str:
     """What scoring `indicators` on `bench` involves, as one line: tasks, prompts and pairs, where
     the reference and the cache are, and a rough duration on a 2-core CPU from a cold cache."""
@@ -129,7 +140,8 @@ def score_plan(bench, indicators: Sequence) -> str:
 
 def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | None = None, executor=None,
                   console: Console | None = None, use_shipped: bool = True, device: str = "cpu",
-                  prompts_per_pass: int = 1, train_attention: str = "sdpa", eval_kernel: str = "autocast"):
+                  prompts_per_pass: int = 1, train_attention: str = "auto", eval_kernel: str = "auto",
+                  precision: str = "auto"):
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
     from transferbench.reference import load_shipped, suite_problem
@@ -140,7 +152,8 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
     seeds = list(seeds) if seeds is not None else list(spec.seeds)
     console = console or Console(stderr=True, markup=False)
     shipped = load_shipped(spec.name, backbone) if use_shipped else None
-    kernels = {"prompts_per_pass": prompts_per_pass, "train_attention": train_attention, "eval_kernel": eval_kernel}
+    kernels = {"prompts_per_pass": prompts_per_pass, "train_attention": train_attention, "eval_kernel": eval_kernel,
+               "precision": precision}
     bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, reference=shipped, device=device,
                       **kernels)
     if shipped is not None:
@@ -199,7 +212,7 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
                    "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
     config = {"suite": bench.suite.model_dump(mode="json"), "backbone": bench.backbone_identity(),
               "prompt": bench.config.to_dict(), "seeds": bench.seeds, "threads_per_unit": bench.context.threads,
-              "device": str(bench.device),
+              "device": str(bench.device), "precision": bench.precision.record(),
               "reference": reference.hash}
     if bench.prompts_per_pass > 1:  # recorded only when used, so earlier result files stay byte-identical
         config["prompts_per_pass"] = bench.prompts_per_pass
@@ -228,7 +241,8 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
 def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: str = "minilm",
         seeds: Sequence[int] | None = None, kinds: Sequence[str] = TRANSFER_KINDS, executor=None,
         submissions_dir: Path | None = None, console: Console | None = None, device: str = "auto",
-        prompts_per_pass: int = 1, train_attention: str = "sdpa", eval_kernel: str = "autocast") -> Results:
+        prompts_per_pass: int = 1, train_attention: str = "auto", eval_kernel: str = "auto",
+        precision: str = "auto") -> Results:
     """Score `indicators` (registered names with optional `:k=v` parameters, `file.py:Class`, or
     "all") on `suite` and `backbone` against its reference (the shipped one, or measured first).
 
@@ -248,7 +262,8 @@ def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: 
     started = time.perf_counter()
     executor = executor or LocalExecutor()
     bench = benchmark_for(suite, backbone, seeds, executor=executor, console=console, device=device,
-                          prompts_per_pass=prompts_per_pass, train_attention=train_attention, eval_kernel=eval_kernel)
+                          prompts_per_pass=prompts_per_pass, train_attention=train_attention, eval_kernel=eval_kernel,
+                          precision=precision)
     with executor, bench.progress():
         results = score(bench, built, kinds, started)
     paths = write_results(results, submissions_dir) if submissions_dir else []

@@ -72,17 +72,24 @@ def _common_options() -> argparse.ArgumentParser:
                         help="prompts trained together in one forward/backward pass when a reference is measured "
                              "(fills a GPU; numbers then differ from one-at-a-time training by rounding, so it keys "
                              f"the cache; default: {_default('prompts_per_pass')})")
+    common.add_argument("--precision", choices=list(get_args(RunConfig.model_fields["precision"].annotation)),
+                        help="floating-point precision of every forward and backward pass: auto = what the hardware "
+                             "computes natively (bf16 on CPUs with AMX-BF16 or AVX512-BF16 and on GPUs with bf16, "
+                             "fp16 on other GPUs, fp32 on other CPUs, where bf16 is emulated and ~60x slower); "
+                             "numbers differ by rounding, so it keys the cache; a shipped reference is scored at any "
+                             f"precision (default: {_default('precision')})")
     _kernel_option(common, "train_attention",
                    "attention implementation of prompt-training steps: sdpa (PyTorch's fused kernel; the shipped "
-                   "references were built with it), eager (transformers' matmul-softmax-matmul, about 1.8x faster "
-                   "for bf16 training on a CPU), eager-compiled (eager, with the training forward compiled by "
-                   "torch.compile: under a minute to compile per process, then about 1.25x faster again), or auto = "
-                   "eager for bf16 on a CPU, else sdpa")
+                   "references were built with it), eager (transformers' matmul-softmax-matmul), eager-compiled "
+                   "(eager, with the training forward compiled by torch.compile: under a minute to compile per "
+                   "process), or auto = the fastest uncompiled kernel measured for the device and precision "
+                   "(prompt.AUTO_KERNELS, benchmarks/README.md)")
     _kernel_option(common, "eval_kernel",
                    "how evaluation (test predictions, zero-shot transfer, dev selection) computes when a reference is "
-                   "measured: autocast (the encoder as loaded under bf16 autocast; the shipped references' kernel) or "
-                   "compiled (a bf16 copy of the encoder compiled by torch.compile with frozen weights: about 20 s to "
-                   "compile per process, then about 1.2x faster on a CPU)")
+                   "measured: autocast (the encoder as loaded, under the run's precision; the shipped references' "
+                   "kernel), compiled (a copy of the encoder in the run's precision compiled by torch.compile with "
+                   "frozen weights: about 20 s to compile per process), or auto = the table's choice for the "
+                   "device and precision")
     return common
 
 
@@ -293,7 +300,9 @@ def cmd_run(args, console: Console) -> int:
                   "and checking them against the shipped reference ...", highlight=False, soft_wrap=True)
     bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor, console=status,
                               device=args.device, prompts_per_pass=args.prompts_per_pass,
-                              train_attention=args.train_attention, eval_kernel=args.eval_kernel)
+                              train_attention=args.train_attention, eval_kernel=args.eval_kernel,
+                              precision=args.precision)
+    console.print(api.compute_line(bench), highlight=False, soft_wrap=True)
     console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
     with executor, bench.progress(args.progress):
         results = api.score(bench, indicators, kinds, started)
@@ -310,7 +319,7 @@ def cmd_run(args, console: Console) -> int:
 
 def cmd_reference(args, console: Console) -> int:
     from transferbench import reference as ref
-    from transferbench.api import benchmark_for, build_estimate
+    from transferbench.api import benchmark_for, build_estimate, compute_line
     from transferbench.manifest import build_manifest
 
     if args.action == "build":
@@ -318,16 +327,21 @@ def cmd_reference(args, console: Console) -> int:
         started = time.perf_counter()
         bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                               use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass,
-                              train_attention=args.train_attention, eval_kernel=args.eval_kernel)
+                              train_attention=args.train_attention, eval_kernel=args.eval_kernel,
+                              precision=args.precision)
+        console.print(compute_line(bench))
         console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
         with executor, bench.progress(args.progress):
             built = ref.collect(bench)
         import torch
 
+        from transferbench.precision import cpu_model
+
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
             "wall_seconds": round(time.perf_counter() - started, 1), "device": str(bench.device),
             "prompts_per_pass": bench.prompts_per_pass, "train_attention": bench.train_attention,
             "eval_kernel": bench.eval_kernel, "unit_threads": bench.context.threads,
+            "precision": bench.precision.record(), "cpu": cpu_model(),
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
         root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")

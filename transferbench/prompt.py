@@ -235,13 +235,21 @@ def prompted_forward(
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype:
-    """The device's best reduced precision: bfloat16 on CPUs (its matrix multiply is ~4x fp32 on
-    our 2-core machine) and on GPUs that support it, else float16 (which needs a gradient scaler)."""
+    """The device's reduced precision when `config.bf16` is on: bfloat16 on CPUs and on GPUs that
+    support it, else float16 (which needs a gradient scaler). Whether a run uses it at all is
+    `transferbench.precision`'s choice (on a CPU without bf16 instructions it runs fp32)."""
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.bfloat16
+
+
+def precision_name(device: torch.device, config: PromptConfig) -> str:
+    """bf16, fp16 or fp32: what forward passes under `config` compute in on `device`."""
+    if not config.bf16:
+        return "fp32"
+    return "fp16" if autocast_dtype(device) == torch.float16 else "bf16"
 
 
 @contextmanager
@@ -275,22 +283,39 @@ def forward_precision(backbone: Backbone, config: PromptConfig):
 # pass is the faster one), compiled or not as `--eval-kernel` says (`EVAL_KERNEL`).
 TRAIN_ATTENTION = ("auto", "sdpa", "eager", "eager-compiled")
 
+# What `auto` picks for (device type, precision): (training attention, evaluation kernel), the
+# fastest of the uncompiled kernels measured by `benchmarks/precision_kernels.py` (figures in
+# benchmarks/README.md, "Precision by hardware"). Compiled kernels are never picked: their 20-50 s
+# of compilation per process outweigh their 1.2-1.3x in all but long builds, and they round
+# differently again. Kernels round differently, so a kernel keys what it computes; where a shipped
+# reference was built with other kernels, scoring reads its prompts as they are (nothing retrains).
+AUTO_KERNELS: dict[tuple[str, str], tuple[str, str]] = {
+    # bf16 on a CPU (AMX Xeon: eager 1.82x sdpa training, the fused kernel's bf16 backward being
+    # the slowest op; AVX512-BF16 EPYC: see benchmarks/README.md)
+    ("cpu", "bf16"): ("eager", "autocast"),
+    # fp32 on a CPU (the only precision of CPUs without bf16 instructions)
+    ("cpu", "fp32"): ("sdpa", "autocast"),
+}
+# any other (device, precision): PyTorch's fused attention, which GPUs run natively
+AUTO_KERNELS_ELSEWHERE = ("sdpa", "autocast")
 
-def resolve_train_attention(choice: str, device: torch.device, bf16: bool) -> str:
+
+def auto_kernels(device: torch.device, precision: str) -> tuple[str, str]:
+    """(training attention, evaluation kernel) that `auto` means on `device` at `precision`."""
+    return AUTO_KERNELS.get((device.type, precision), AUTO_KERNELS_ELSEWHERE)
+
+
+def resolve_train_attention(choice: str, device: torch.device, precision: str) -> str:
     """`sdpa` (PyTorch's fused scaled-dot-product kernel, flash attention on a CPU), `eager`
     (transformers' matmul, softmax, matmul) or `eager-compiled` (eager, the training forward
-    compiled by torch.compile, `training_attention`). `auto` picks `eager` for bfloat16 training on a CPU and
-    `sdpa` everywhere else: on a CPU the fused kernel's backward pass in bfloat16 is the slowest op
-    of a training step (torch 2.13 on the 2-core CI machine: 62% of a step's CPU time; forward +
-    backward at 16 x 12 heads x 68 x 32 take 34 ms in bf16 against 5.0 ms in float32 and 7.9 ms
-    for the unfused path in bf16; whole steps 2.2x faster with `eager`, benchmarks/README.md,
-    "Profile"). They round differently, so the choice keys every trained prompt
-    (`Benchmark._device_key`). The default everywhere is `sdpa`, the kernel the shipped references
-    were built with, so a default run reproduces them; `eager` and `auto` are opt-in."""
+    compiled by torch.compile, `training_attention`); `auto` (the default) is `auto_kernels`' choice
+    for the device and `precision` (bf16, fp16 or fp32: `transferbench.precision`). They round
+    differently, so the choice keys every trained prompt (`Benchmark._device_key`); the shipped
+    references were trained with `sdpa`."""
     if choice not in TRAIN_ATTENTION:
         raise TransferbenchError(f"--train-attention must be one of {', '.join(TRAIN_ATTENTION)}, not {choice!r}")
     if choice == "auto":
-        return "eager" if device.type == "cpu" and bf16 else "sdpa"
+        return auto_kernels(device, precision)[0]
     return choice
 
 
@@ -352,8 +377,13 @@ EVAL_KERNEL = ("autocast", "compiled")
 
 def check_eval_kernel(kernel: str) -> str:
     if kernel not in EVAL_KERNEL:
-        raise TransferbenchError(f"--eval-kernel must be one of {', '.join(EVAL_KERNEL)}, not {kernel!r}")
+        raise TransferbenchError(f"--eval-kernel must be one of auto, {', '.join(EVAL_KERNEL)}, not {kernel!r}")
     return kernel
+
+
+def resolve_eval_kernel(choice: str, device: torch.device, precision: str) -> str:
+    """An `EVAL_KERNEL` value; `auto` (the default) is `auto_kernels`' choice for the device and precision."""
+    return auto_kernels(device, precision)[1] if choice == "auto" else check_eval_kernel(choice)
 
 
 @contextmanager
@@ -484,7 +514,7 @@ def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptCo
     `attention`: the attention implementation of the training steps (`resolve_train_attention`;
     dev evaluation uses the backbone's own); `eval_kernel`: the kernel of dev evaluation (`EVAL_KERNEL`).
     """
-    kernel = resolve_train_attention(attention, backbone.device, config.bf16)
+    kernel = resolve_train_attention(attention, backbone.device, precision_name(backbone.device, config))
     check_eval_kernel(eval_kernel)
     with torch.enable_grad():  # callers may hold a no_grad context (e.g. lazily computed artifacts)
         return _train(backbone, jobs, config, progress, kernel, eval_kernel)

@@ -39,8 +39,9 @@ class RunConfig(BaseModel):
     gpus_per_task: float = 0
     unit_threads: int | None = None
     prompts_per_pass: int = 1
-    train_attention: Literal["auto", "sdpa", "eager", "eager-compiled"] = "sdpa"  # prompt.TRAIN_ATTENTION
-    eval_kernel: Literal["autocast", "compiled"] = "autocast"  # prompt.EVAL_KERNEL
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # precision.PRECISIONS
+    train_attention: Literal["auto", "sdpa", "eager", "eager-compiled"] = "auto"  # prompt.TRAIN_ATTENTION
+    eval_kernel: Literal["auto", "autocast", "compiled"] = "auto"  # prompt.EVAL_KERNEL and auto
 
     @field_validator("suite")
     @classmethod

@@ -15,7 +15,7 @@ pass that state around. What each declared artifact is lives in `transferbench.a
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -33,8 +33,9 @@ from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
 from transferbench.progress import Reporter
 from transferbench.prompt import (
-    PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, check_eval_kernel, resolve_train_attention,
+    PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, resolve_eval_kernel, resolve_train_attention,
 )
+from transferbench.precision import resolve_precision
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
 from transferbench.task import SuiteSpec, TaskData, TaskSpec
@@ -68,7 +69,8 @@ class Benchmark:
     def __init__(self, suite: SuiteSpec, backbone: str, seeds: list[int],
                  store: ArtifactStore | None = None, console: Console | None = None,
                  executor: Executor | None = None, reference: Reference | None = None, device: str = "cpu",
-                 prompts_per_pass: int = 1, train_attention: str = "sdpa", eval_kernel: str = "autocast"):
+                 prompts_per_pass: int = 1, train_attention: str = "auto", eval_kernel: str = "auto",
+                 precision: str = "auto"):
         if not seeds:
             raise TransferbenchError("at least one seed is needed (e.g. --seeds 0)")
         self.suite = suite
@@ -78,17 +80,22 @@ class Benchmark:
         self.console = console or Console(stderr=True)
         self.executor = executor or LocalExecutor()
         where = str(suite.yaml_path) if suite.yaml_path else f"suite {suite.name}"
-        self.config = PromptConfig.from_overrides(dict(suite.training), where=where)
+        config = PromptConfig.from_overrides(dict(suite.training), where=where)
         self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite.task_specs()}
         self.device = resolve_device(device)
+        # The precision the hardware computes natively unless told (`transferbench.precision`); an
+        # fp32 run's config has bf16 off, so every prompt and artifact it computes is keyed apart.
+        self.precision = resolve_precision(precision, self.device, suite_allows_reduced=config.bf16)
+        self.config = replace(config, bf16=self.precision.reduced)
         if isinstance(prompts_per_pass, bool) or not isinstance(prompts_per_pass, int) or prompts_per_pass < 1:
             raise TransferbenchError(f"--prompts-per-pass must be a whole number >= 1, not {prompts_per_pass!r}")
         # Prompts trained together (`prompt.train_prompts`) follow their one-at-a-time trajectories
         # up to floating-point rounding, so the grouping is part of what produced an artifact.
         self.prompts_per_pass = prompts_per_pass
-        # `auto` resolved here, once: the kernel that trains this benchmark's prompts keys them
-        self.train_attention = resolve_train_attention(train_attention, self.device, self.config.bf16)
-        self.eval_kernel = check_eval_kernel(eval_kernel)  # how evaluation computes: it keys what it evaluates
+        # `auto` resolved here, once, for this device and precision (`prompt.AUTO_KERNELS`): the kernel
+        # that trains this benchmark's prompts keys them, and so does the one that evaluates
+        self.train_attention = resolve_train_attention(train_attention, self.device, self.precision.name)
+        self.eval_kernel = resolve_eval_kernel(eval_kernel, self.device, self.precision.name)
         self.context = units.UnitContext(suite, backbone, self.config, tuple(self.tasks),
                                          threads=self.executor.threads_per_unit, device=str(self.device),
                                          train_attention=self.train_attention, eval_kernel=self.eval_kernel)
@@ -138,14 +145,16 @@ class Benchmark:
 
     def _device_key(self, train_attention: str | None = None, prompts_per_pass: int | None = None,
                     eval_kernel: str | None = None) -> dict[str, Any]:
-        """Measured numbers depend on the device's kernels, the attention kernel of training steps,
-        how many prompts train in one pass and the evaluation kernel (this benchmark's, unless
-        given); keys of CPU runs training one prompt at a time with sdpa attention and evaluating
-        under autocast stay as they always were."""
+        """Measured numbers depend on the device's kernels, the precision, the attention kernel of
+        training steps, how many prompts train in one pass and the evaluation kernel (this
+        benchmark's, unless given); keys of CPU runs in bf16 training one prompt at a time with sdpa
+        attention and evaluating under autocast stay as they always were."""
         train_attention = train_attention or self.train_attention
         prompts_per_pass = prompts_per_pass or self.prompts_per_pass
         eval_kernel = eval_kernel or self.eval_kernel
         key: dict[str, Any] = {} if self.device.type == "cpu" else {"device": self.device.type}
+        if not self.config.bf16:  # the null prompt's cells are keyed by no config: the precision keys them
+            key["precision"] = "fp32"
         if train_attention != "sdpa":
             key["train_attention"] = train_attention
         if prompts_per_pass > 1:
