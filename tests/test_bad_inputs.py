@@ -294,7 +294,8 @@ BAD_TRAINING = {
 }
 
 
-@pytest.mark.parametrize("setting", sorted(BAD_TRAINING) + ["steps=-3", "steps=2.5", "lr=.nan"])
+@pytest.mark.parametrize("setting", sorted(BAD_TRAINING) + ["steps=-3", "steps=2.5", "lr=.nan", "steps=true",
+                                                             "batch_size=false"])
 def test_bad_training_setting_is_one_line_naming_suite_and_field(tmp_path, capsys, monkeypatch, tiny_backbone,
                                                                  setting):
     import re
@@ -515,6 +516,9 @@ def test_indicator_parameter_list_is_parsed_as_one_value():
     (["-i", "random", "--columns", "some"], "--columns: invalid choice"),
     (["-i", "random", "--train-attention", "flash"], "--train-attention: invalid choice"),
     (["-i", "random", "--eval-kernel", "jit"], "--eval-kernel: invalid choice"),
+    (["-i", "random", "--ray-num-cpus", "-5"], "--ray-num-cpus must be at least 1, got -5"),
+    (["-i", "random", "--gpus-per-task", "-1"], "--gpus-per-task must be a number of GPUs, 0 or more, got -1.0"),
+    (["-i", "random", "--gpus-per-task", "nan"], "--gpus-per-task must be a number of GPUs"),
 ])
 def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch, args, message):
     with pytest.raises(SystemExit) as exit_info:
