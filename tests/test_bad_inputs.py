@@ -868,3 +868,57 @@ def test_bad_reference_build_option_is_one_error_line_and_builds_nothing(tmp_pat
     errors = [line for line in err.splitlines() if "error:" in line]
     assert "Traceback" not in err and len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "root").exists() and not (tmp_path / "cache").exists()
+
+
+# ---- 13. bad input fails early with one line (issue 26, item 5) ---------------------------------
+
+def _billion_laughs() -> str:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 10):
+        lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 9)}]")
+    return "\n".join(lines) + "\nindicators: *j\nsuite: smoke\n"
+
+
+BAD_CONFIG_FILES = {
+    "nested_list": (b"indicators: [[random]]\nsuite: smoke\n", "run.yaml: field 'indicators.0': Input should be a valid string"),
+    "binary": (bytes(range(256)) * 8, "run.yaml: not UTF-8 text (byte 0x80 at line 2); save it as UTF-8"),
+    "latin1": ("indicators: [random]\nsuite: smoke\n# café\n".encode("latin-1"), "run.yaml: not UTF-8 text (byte 0xe9 at line 3)"),
+    "nul_bytes": (b"indicators: [random]\x00\n", "run.yaml: invalid YAML"),
+    "billion_laughs": (_billion_laughs().encode(), "run.yaml: more than 100000 values once its YAML aliases"),
+    "alias_cycle": (b"indicators: &a [*a]\nsuite: smoke\n", "run.yaml: a YAML alias refers to a node that contains it"),
+    "deep_nesting": (b"indicators: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "run.yaml: nested more than 64 levels"),
+    "too_large": (b"# padding\n" * 200_000, "run.yaml: larger than 1 MiB"),
+    "seeds_boolean": (b"indicators: [random]\nsuite: smoke\nseeds: [true]\n", "run.yaml: field 'seeds': takes numbers, not true"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIG_FILES))
+def test_bad_config_file_is_one_line_quickly(tmp_path, capsys, monkeypatch, case):
+    data, message = BAD_CONFIG_FILES[case]
+    (tmp_path / "run.yaml").write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    assert main(["run", "--config", "run.yaml", *_isolated(tmp_path, monkeypatch)]) == 2
+    assert time.monotonic() - started < 10
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+@pytest.mark.parametrize("case", ["latin1", "seeds_boolean"])
+def test_bad_suite_file_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, case):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    text = suite.read_text()
+    if case == "latin1":
+        suite.write_bytes(text.replace("Four synthetic", "Quatre tâches").encode("latin-1"))
+        message = f"{suite}: not UTF-8 text (byte 0xe2 at line 2)"
+    else:
+        suite.write_text(text.replace("seeds: [0]", "seeds: [true]"))
+        message = f"{suite}: field 'seeds.0': Input should be a valid integer (got True)"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["run", "-i", "random", "--suite", str(suite), "--results-dir", str(tmp_path / "results")]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
+
+

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import get_args
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -28,6 +27,7 @@ from transferbench import inspect_neurons
 from transferbench.errors import TransferbenchError
 from transferbench.protocol import TRANSFER_KINDS
 from transferbench.run_config import RunConfig, build_run_config
+from transferbench.schema_errors import read_yaml
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
@@ -262,12 +262,15 @@ def _print_first_line(args, console: Console) -> None:
     settings = {name: field.get_default(call_default_factory=True) for name, field in RunConfig.model_fields.items()}
     config = getattr(args, "config", None)
     if config is not None:
-        with contextlib.suppress(Exception):  # a bad file is reported by the validation right after
-            from_file = yaml.safe_load(Path(config).read_text())
-            settings.update(from_file if isinstance(from_file, dict) else {})
+        with contextlib.suppress(TransferbenchError):  # a bad file is reported by the validation right after
+            settings.update(read_yaml(Path(config), str(config)))
     settings.update({name: value for name, value in vars(args).items() if name in settings})
-    local, submissions, _ = _output_dirs(args, settings)
-    asked = [str(name) for name in dict.fromkeys(settings.get("indicators") or [])]
+    try:
+        local, submissions, _ = _output_dirs(args, settings)
+    except (TypeError, ValueError):  # e.g. `submissions_dir: [1]`: the validation right after names it
+        return
+    asked = settings.get("indicators") or []
+    asked = list(dict.fromkeys(str(name) for name in (asked if isinstance(asked, list) else [asked])))
     console.print(f"transferbench run: indicator{'s' if len(asked) != 1 else ''} {', '.join(asked)} on suite "
                   f"{settings['suite']}, backbone {settings['backbone']}; results -> {submissions}"
                   + ("" if local is None else " (yours; --submit for the project's)"), highlight=False, soft_wrap=True)
