@@ -872,6 +872,47 @@ def test_bad_reference_build_option_is_one_error_line_and_builds_nothing(tmp_pat
 
 # ---- 13. bad input fails early with one line (issue 26, item 5) ---------------------------------
 
+INDICATOR_FILES = {
+    "renamed_parameter": ("from transferbench.indicator import Indicator\n\n"
+                          "class Mine(Indicator):\n    def __init__(self, weight=1.0):\n        self.w = weight\n\n"
+                          "    def score(self, source, target):\n        return 0.0\n",
+                          ":Mine", "indicator 'Mine': parameter 'weight' of __init__ is not stored under its own name"),
+    "no_score": ("from transferbench.indicator import Indicator\n\nclass Mine(Indicator):\n    pass\n",
+                 ":Mine", "indicator 'Mine' does not implement score(self, source, target)"),
+    "requires_a_string": ("from transferbench.indicator import Indicator\n\nclass Mine(Indicator):\n"
+                          "    requires = 'prompts'\n\n    def score(self, source, target):\n        return 0.0\n",
+                          ":Mine", "`requires` must be a tuple of artifact names"),
+    "two_classes_no_name": ("from transferbench.indicator import Indicator\n\n"
+                            "class A(Indicator):\n    def score(self, s, t):\n        return 0.0\n\n"
+                            "class B(Indicator):\n    def score(self, s, t):\n        return 0.0\n",
+                            "", "defines several Indicator subclasses (A, B); name one: "),
+    "no_class_no_name": ("x = 1\n", "", "defines no subclass of transferbench.indicator.Indicator"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDICATOR_FILES))
+def test_broken_indicator_file_is_one_line_before_any_compute(tmp_path, capsys, monkeypatch, case):
+    code, suffix, message = INDICATOR_FILES[case]
+    file = tmp_path / "my_indicator.py"
+    file.write_text(code)
+    assert main(["run", "-i", f"{file}{suffix}", *_isolated(tmp_path, monkeypatch)]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [file.name]  # nothing written
+
+
+def test_indicator_file_without_class_name_loads_its_one_indicator(tmp_path):
+    """`-i my_indicator.py` names no class: the one Indicator subclass the file defines (classes it
+    imports, like a built-in it extends, do not count)."""
+    from transferbench.indicator import make_indicator
+
+    file = tmp_path / "my_indicator.py"
+    file.write_text("from transferbench.indicators.baselines import RandomIndicator\n\n"
+                    "class Mine(RandomIndicator):\n    pass\n")
+    indicator = make_indicator(str(file))
+    assert type(indicator).__name__ == "Mine" and indicator.name == "Mine"
+    assert make_indicator(f"{file}:Mine").get_params() == {"seed": 0}
+
+
 def _billion_laughs() -> str:
     lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     for i in range(1, 10):
