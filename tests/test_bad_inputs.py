@@ -872,6 +872,111 @@ def test_bad_reference_build_option_is_one_error_line_and_builds_nothing(tmp_pat
 
 # ---- 13. bad input fails early with one line (issue 26, item 5) ---------------------------------
 
+class RenamedParameter(Indicator):
+    """Stores its parameter under another name: `get_params` could not read it back."""
+
+    def __init__(self, weight: float = 1.0):
+        self.w = weight
+
+    def score(self, source, target):
+        return 0.0
+
+
+class Fine(Indicator):
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def score(self, source, target):
+        return 0.0
+
+
+@pytest.fixture
+def no_compute(tmp_path, monkeypatch):
+    """`transferbench.run` may validate, never build a benchmark; nothing lands in the cache."""
+    from transferbench import api
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("reached the benchmark: validation came too late")
+
+    monkeypatch.setattr(api, "benchmark_for", refuse)
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    yield
+    assert not (tmp_path / "cache").exists()
+
+
+API_ARGUMENTS = {
+    "indicator_not_a_plugin": ({"indicators": [object]}, "indicators: <class 'object'> is not an indicator; pass names"),
+    "indicator_number": ({"indicators": [1]}, "indicators: 1 is not an indicator"),
+    "indicator_base_class_instance": ({"indicators": [Indicator()]}, "Indicator() is not an indicator"),
+    "indicators_none": ({"indicators": None}, "indicators=None: give a non-empty list of indicator names"),
+    "indicators_empty": ({"indicators": []}, "indicators=[]: give a non-empty list"),
+    "indicator_string_is_one_name": ({"indicators": "rando"}, "unknown indicator 'rando' (did you mean 'random'?)"),
+    "suite_number": ({"suite": 123}, "transferbench.run: suite=123: input should be a valid string"),
+    "suite_unknown": ({"suite": "smok"}, "suite='smok': 'smok' does not load: unknown suite"),
+    "backbone_none": ({"backbone": None}, "transferbench.run: backbone=None: input should be a valid string"),
+    "backbone_empty": ({"backbone": ""}, "backbone='': is empty; give a packaged alias"),
+    "seeds_string": ({"seeds": "0"}, "seeds='0': input should be a valid list"),
+    "seeds_boolean": ({"seeds": [True]}, "seeds=[True]: takes numbers, not true or false"),
+    "seeds_negative": ({"seeds": [-1]}, "seeds=[-1]: takes integers from 0 to"),
+    "kinds_empty": ({"kinds": []}, "kinds=[]: give a non-empty list of transfer kinds: zero_shot"),
+    "kind_unknown": ({"kinds": "zero"}, "unknown transfer kind 'zero' in kinds"),
+    "prompts_per_pass_zero": ({"prompts_per_pass": 0}, "prompts_per_pass=0: must be at least 1"),
+    "train_attention_unknown": ({"train_attention": "flash"}, "train_attention='flash': input should be"),
+    "parameter_stored_elsewhere_class": ({"indicators": [RenamedParameter]},
+                                         "indicator 'RenamedParameter': parameter 'weight' of __init__ is not stored "
+                                         "under its own name; set self.weight = weight"),
+    "parameter_stored_elsewhere_instance": ({"indicators": [RenamedParameter(2.0)]},
+                                            "parameter 'weight' of __init__ is not stored under its own name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(API_ARGUMENTS))
+def test_bad_library_argument_is_one_line_before_any_compute(no_compute, case):
+    import transferbench
+
+    arguments, message = API_ARGUMENTS[case]
+    started = time.monotonic()
+    with pytest.raises(TransferbenchError) as info:
+        transferbench.run(**{"indicators": ["random"], "suite": "smoke", **arguments})
+    assert message in str(info.value) and "\n" not in str(info.value), info.value
+    assert time.monotonic() - started < 10
+
+
+def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
+    """What `transferbench.run` accepts besides the command line's specs: one string is one name (or
+    kind), and Indicator subclasses (built with their defaults) and instances are used as given."""
+    import contextlib
+
+    import transferbench
+    from transferbench import api
+
+    seen: dict = {}
+
+    class Bench:
+        def progress(self):
+            return contextlib.nullcontext()
+
+        def reference(self):
+            return None
+
+    def benchmark_for(suite, backbone, seeds, **kwargs):
+        seen.update(suite=suite, backbone=backbone, seeds=seeds)
+        return Bench()
+
+    monkeypatch.setattr(api, "benchmark_for", benchmark_for)
+    monkeypatch.setattr(api, "score", lambda bench, built, kinds, started: seen.update(built=built, kinds=kinds) or [])
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    mine = Fine(weight=2.0)
+    transferbench.run(indicators=[Fine, mine, "random", mine], kinds="zero_shot", suite="smoke", seeds=(0, 1),
+                      executor=contextlib.nullcontext())
+    assert [(i.name, i.get_params()) for i in seen["built"]] == [
+        ("Fine", {"weight": 1.0}), ("Fine", {"weight": 2.0}), ("random", {"seed": 0})]
+    assert seen["built"][1] is mine and seen["kinds"] == ["zero_shot"] and seen["seeds"] == [0, 1]
+    transferbench.run(indicators="random", suite="smoke", executor=contextlib.nullcontext())
+    assert [i.name for i in seen["built"]] == ["random"] and seen["kinds"] == ["zero_shot", "zero_shot_relative",
+                                                                               "init_gain"]
+
+
 INDICATOR_FILES = {
     "renamed_parameter": ("from transferbench.indicator import Indicator\n\n"
                           "class Mine(Indicator):\n    def __init__(self, weight=1.0):\n        self.w = weight\n\n"
