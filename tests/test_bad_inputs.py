@@ -703,14 +703,16 @@ def test_cache_that_cannot_take_new_artifacts_fails_before_compute(tmp_path, cap
 def test_disk_filling_up_mid_compute_keeps_what_was_computed(tmp_path, capsys, monkeypatch, tiny_backbone):
     import errno
 
-    from transferbench.store import ArtifactStore
+    from transferbench.store import CACHE_MARKER, ArtifactStore
 
     args = _tiny_run(tmp_path, monkeypatch, tiny_backbone)
-    written = _fail_writes_under(monkeypatch, tmp_path / "cache", errno.ENOSPC, after=2)
+    # the new cache's marker file, then two artifacts
+    written = _fail_writes_under(monkeypatch, tmp_path / "cache", errno.ENOSPC, after=3)
     assert main(args) == 2
     line = _the_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and str(tmp_path / "cache") in line, line
-    files = sorted(p for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert CACHE_MARKER in written.pop(0)
+    files = sorted(p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != CACHE_MARKER)
     assert len(written) == 2 and len(files) == 2  # both kept, no temporary file left behind
     assert {Path(w).name.split(".")[1] for w in written} == {p.stem for p in files}
     for path in files:  # and each is a whole, loadable artifact
@@ -1068,3 +1070,33 @@ def test_bad_suite_file_is_one_line_naming_the_file(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
 
 
+def test_cache_clear_refuses_a_folder_without_the_cache_marker(tmp_path, capsys, monkeypatch):
+    """TRANSFERBENCH_CACHE pointing at a folder of the user's that has a `downloads/`: nothing is
+    deleted until the folder is marked as the cache (`cache --mark`)."""
+    folder = tmp_path / "mine"
+    (folder / "downloads").mkdir(parents=True)
+    (folder / "downloads" / "thesis.pdf").write_text("keep me")
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(folder))
+    assert main(["cache", "--clear", "downloads"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "has no transferbench cache marker (CACHEDIR.TAG)" in line and "transferbench cache --mark" in line
+    assert (folder / "downloads" / "thesis.pdf").read_text() == "keep me"
+    ArtifactStore().save("prompts", "a", {"x": torch.ones(2)})  # writing into it does not mark a folder in use
+    assert main(["cache", "--clear", "downloads"]) == 2
+    assert (folder / "downloads" / "thesis.pdf").read_text() == "keep me"
+    assert main(["cache", "--mark"]) == 0 and main(["cache", "--clear", "downloads"]) == 0
+    assert not (folder / "downloads").exists() and (folder / "prompts" / "a.pt").is_file()
+
+
+@pytest.mark.parametrize("existing", ["missing", "empty"])
+def test_a_cache_folder_transferbench_creates_carries_its_marker(tmp_path, monkeypatch, existing):
+    from transferbench.store import CACHE_MARKER, is_marked_cache
+
+    root = tmp_path / "cache"
+    if existing == "empty":
+        root.mkdir()
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(root))
+    store = ArtifactStore()
+    store.check_writable("prompts")
+    assert is_marked_cache(root) and (root / CACHE_MARKER).read_text().startswith("Signature: 8a477f597d28d172")
+    assert main(["cache", "--clear", "prompts"]) == 0

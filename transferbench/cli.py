@@ -179,7 +179,11 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="show the artifact cache's size and contents, or clear a stage")
     cache.add_argument("--clear", metavar="STAGE", action="append", default=[],
                        help="delete every artifact of a stage (prompts, transfer, skill_neurons, activations, "
-                            "text_embedding, downloads, models); repeatable")
+                            "text_embedding, downloads, models); repeatable; only in a folder carrying the "
+                            "cache's marker file CACHEDIR.TAG")
+    cache.add_argument("--mark", action="store_true",
+                       help="mark the cache folder as transferbench's (write its CACHEDIR.TAG), for a cache made "
+                            "before transferbench marked its folder; --clear refuses an unmarked folder")
 
     tasks = commands.add_parser("tasks", help="list tasks and suites, show one task, or export a split")
     tasks.add_argument("action", nargs="?", choices=["show", "export"],
@@ -536,6 +540,13 @@ def cmd_cache(args, console: Console) -> int:
     from transferbench.store import ArtifactStore
 
     store = ArtifactStore()
+    if args.mark:
+        from transferbench.store import CACHE_MARKER, mark_cache_root
+
+        if not store.root.is_dir():
+            raise TransferbenchError(f"no cache folder {store.root} to mark; it is created, marked, on first use")
+        mark_cache_root(store.root)
+        console.print(f"marked {store.root} as transferbench's cache ({CACHE_MARKER})", markup=False)
     for stage in args.clear:  # every name is checked before anything is deleted
         store.check_clearable(stage)
     for stage in args.clear:
