@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.console import Console
 from transferbench.errors import TransferbenchError
 from transferbench.protocol import TRANSFER_KINDS
 from transferbench.reference import Reference
+
+if TYPE_CHECKING:
+    from transferbench.run_config import RunConfig
 
 # Rough rates of the packaged backbone on a 2-core CPU (examples per second, bf16), used only to
 # tell a user how long a reference build will take before it starts (see benchmarks/README.md).
@@ -225,7 +228,7 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
     return results
 
 
-def _validated(arguments: dict) -> "RunConfig":
+def _validated(arguments: dict) -> RunConfig:
     """`run`'s arguments as the `RunConfig` the command line builds, validated before any compute
     (the suite is loaded, seeds and backbone checked): a bad one is one line naming the argument."""
     from pydantic import ValidationError
