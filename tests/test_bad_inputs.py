@@ -294,7 +294,8 @@ BAD_TRAINING = {
 }
 
 
-@pytest.mark.parametrize("setting", sorted(BAD_TRAINING) + ["steps=-3", "steps=2.5", "lr=.nan"])
+@pytest.mark.parametrize("setting", sorted(BAD_TRAINING) + ["steps=-3", "steps=2.5", "lr=.nan", "steps=true",
+                                                             "batch_size=false"])
 def test_bad_training_setting_is_one_line_naming_suite_and_field(tmp_path, capsys, monkeypatch, tiny_backbone,
                                                                  setting):
     import re
@@ -515,6 +516,9 @@ def test_indicator_parameter_list_is_parsed_as_one_value():
     (["-i", "random", "--columns", "some"], "--columns: invalid choice"),
     (["-i", "random", "--train-attention", "flash"], "--train-attention: invalid choice"),
     (["-i", "random", "--eval-kernel", "jit"], "--eval-kernel: invalid choice"),
+    (["-i", "random", "--ray-num-cpus", "-5"], "--ray-num-cpus must be at least 1, got -5"),
+    (["-i", "random", "--gpus-per-task", "-1"], "--gpus-per-task must be a number of GPUs, 0 or more, got -1.0"),
+    (["-i", "random", "--gpus-per-task", "nan"], "--gpus-per-task must be a number of GPUs"),
 ])
 def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch, args, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -699,14 +703,16 @@ def test_cache_that_cannot_take_new_artifacts_fails_before_compute(tmp_path, cap
 def test_disk_filling_up_mid_compute_keeps_what_was_computed(tmp_path, capsys, monkeypatch, tiny_backbone):
     import errno
 
-    from transferbench.store import ArtifactStore
+    from transferbench.store import CACHE_MARKER, ArtifactStore
 
     args = _tiny_run(tmp_path, monkeypatch, tiny_backbone)
-    written = _fail_writes_under(monkeypatch, tmp_path / "cache", errno.ENOSPC, after=2)
+    # the new cache's marker file, then two artifacts
+    written = _fail_writes_under(monkeypatch, tmp_path / "cache", errno.ENOSPC, after=3)
     assert main(args) == 2
     line = _the_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and str(tmp_path / "cache") in line, line
-    files = sorted(p for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert CACHE_MARKER in written.pop(0)
+    files = sorted(p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != CACHE_MARKER)
     assert len(written) == 2 and len(files) == 2  # both kept, no temporary file left behind
     assert {Path(w).name.split(".")[1] for w in written} == {p.stem for p in files}
     for path in files:  # and each is a whole, loadable artifact
@@ -864,3 +870,233 @@ def test_bad_reference_build_option_is_one_error_line_and_builds_nothing(tmp_pat
     errors = [line for line in err.splitlines() if "error:" in line]
     assert "Traceback" not in err and len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "root").exists() and not (tmp_path / "cache").exists()
+
+
+# ---- 13. bad input fails early with one line (issue 26, item 5) ---------------------------------
+
+class RenamedParameter(Indicator):
+    """Stores its parameter under another name: `get_params` could not read it back."""
+
+    def __init__(self, weight: float = 1.0):
+        self.w = weight
+
+    def score(self, source, target):
+        return 0.0
+
+
+class Fine(Indicator):
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def score(self, source, target):
+        return 0.0
+
+
+@pytest.fixture
+def no_compute(tmp_path, monkeypatch):
+    """`transferbench.run` may validate, never build a benchmark; nothing lands in the cache."""
+    from transferbench import api
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("reached the benchmark: validation came too late")
+
+    monkeypatch.setattr(api, "benchmark_for", refuse)
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    yield
+    assert not (tmp_path / "cache").exists()
+
+
+API_ARGUMENTS = {
+    "indicator_not_a_plugin": ({"indicators": [object]}, "indicators: <class 'object'> is not an indicator; pass names"),
+    "indicator_number": ({"indicators": [1]}, "indicators: 1 is not an indicator"),
+    "indicator_base_class_instance": ({"indicators": [Indicator()]}, "Indicator() is not an indicator"),
+    "indicators_none": ({"indicators": None}, "indicators=None: give a non-empty list of indicator names"),
+    "indicators_empty": ({"indicators": []}, "indicators=[]: give a non-empty list"),
+    "indicator_string_is_one_name": ({"indicators": "rando"}, "unknown indicator 'rando' (did you mean 'random'?)"),
+    "suite_number": ({"suite": 123}, "transferbench.run: suite=123: input should be a valid string"),
+    "suite_unknown": ({"suite": "smok"}, "suite='smok': 'smok' does not load: unknown suite"),
+    "backbone_none": ({"backbone": None}, "transferbench.run: backbone=None: input should be a valid string"),
+    "backbone_empty": ({"backbone": ""}, "backbone='': is empty; give a packaged alias"),
+    "seeds_string": ({"seeds": "0"}, "seeds='0': input should be a valid list"),
+    "seeds_boolean": ({"seeds": [True]}, "seeds=[True]: takes numbers, not true or false"),
+    "seeds_negative": ({"seeds": [-1]}, "seeds=[-1]: takes integers from 0 to"),
+    "kinds_empty": ({"kinds": []}, "kinds=[]: give a non-empty list of transfer kinds: zero_shot"),
+    "kind_unknown": ({"kinds": "zero"}, "unknown transfer kind 'zero' in kinds"),
+    "prompts_per_pass_zero": ({"prompts_per_pass": 0}, "prompts_per_pass=0: must be at least 1"),
+    "train_attention_unknown": ({"train_attention": "flash"}, "train_attention='flash': input should be"),
+    "parameter_stored_elsewhere_class": ({"indicators": [RenamedParameter]},
+                                         "indicator 'RenamedParameter': parameter 'weight' of __init__ is not stored "
+                                         "under its own name; set self.weight = weight"),
+    "parameter_stored_elsewhere_instance": ({"indicators": [RenamedParameter(2.0)]},
+                                            "parameter 'weight' of __init__ is not stored under its own name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(API_ARGUMENTS))
+def test_bad_library_argument_is_one_line_before_any_compute(no_compute, case):
+    import transferbench
+
+    arguments, message = API_ARGUMENTS[case]
+    started = time.monotonic()
+    with pytest.raises(TransferbenchError) as info:
+        transferbench.run(**{"indicators": ["random"], "suite": "smoke", **arguments})
+    assert message in str(info.value) and "\n" not in str(info.value), info.value
+    assert time.monotonic() - started < 10
+
+
+def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
+    """What `transferbench.run` accepts besides the command line's specs: one string is one name (or
+    kind), and Indicator subclasses (built with their defaults) and instances are used as given."""
+    import contextlib
+
+    import transferbench
+    from transferbench import api
+
+    seen: dict = {}
+
+    class Bench:
+        def progress(self):
+            return contextlib.nullcontext()
+
+        def reference(self):
+            return None
+
+    def benchmark_for(suite, backbone, seeds, **kwargs):
+        seen.update(suite=suite, backbone=backbone, seeds=seeds)
+        return Bench()
+
+    monkeypatch.setattr(api, "benchmark_for", benchmark_for)
+    monkeypatch.setattr(api, "score", lambda bench, built, kinds, started: seen.update(built=built, kinds=kinds) or [])
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    mine = Fine(weight=2.0)
+    transferbench.run(indicators=[Fine, mine, "random", mine], kinds="zero_shot", suite="smoke", seeds=(0, 1),
+                      executor=contextlib.nullcontext())
+    assert [(i.name, i.get_params()) for i in seen["built"]] == [
+        ("Fine", {"weight": 1.0}), ("Fine", {"weight": 2.0}), ("random", {"seed": 0})]
+    assert seen["built"][1] is mine and seen["kinds"] == ["zero_shot"] and seen["seeds"] == [0, 1]
+    transferbench.run(indicators="random", suite="smoke", executor=contextlib.nullcontext())
+    assert [i.name for i in seen["built"]] == ["random"] and seen["kinds"] == ["zero_shot", "zero_shot_relative",
+                                                                               "init_gain"]
+
+
+INDICATOR_FILES = {
+    "renamed_parameter": ("from transferbench.indicator import Indicator\n\n"
+                          "class Mine(Indicator):\n    def __init__(self, weight=1.0):\n        self.w = weight\n\n"
+                          "    def score(self, source, target):\n        return 0.0\n",
+                          ":Mine", "indicator 'Mine': parameter 'weight' of __init__ is not stored under its own name"),
+    "no_score": ("from transferbench.indicator import Indicator\n\nclass Mine(Indicator):\n    pass\n",
+                 ":Mine", "indicator 'Mine' does not implement score(self, source, target)"),
+    "requires_a_string": ("from transferbench.indicator import Indicator\n\nclass Mine(Indicator):\n"
+                          "    requires = 'prompts'\n\n    def score(self, source, target):\n        return 0.0\n",
+                          ":Mine", "`requires` must be a tuple of artifact names"),
+    "two_classes_no_name": ("from transferbench.indicator import Indicator\n\n"
+                            "class A(Indicator):\n    def score(self, s, t):\n        return 0.0\n\n"
+                            "class B(Indicator):\n    def score(self, s, t):\n        return 0.0\n",
+                            "", "defines several Indicator subclasses (A, B); name one: "),
+    "no_class_no_name": ("x = 1\n", "", "defines no subclass of transferbench.indicator.Indicator"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDICATOR_FILES))
+def test_broken_indicator_file_is_one_line_before_any_compute(tmp_path, capsys, monkeypatch, case):
+    code, suffix, message = INDICATOR_FILES[case]
+    file = tmp_path / "my_indicator.py"
+    file.write_text(code)
+    assert main(["run", "-i", f"{file}{suffix}", *_isolated(tmp_path, monkeypatch)]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [file.name]  # nothing written
+
+
+def test_indicator_file_without_class_name_loads_its_one_indicator(tmp_path):
+    """`-i my_indicator.py` names no class: the one Indicator subclass the file defines (classes it
+    imports, like a built-in it extends, do not count)."""
+    from transferbench.indicator import make_indicator
+
+    file = tmp_path / "my_indicator.py"
+    file.write_text("from transferbench.indicators.baselines import RandomIndicator\n\n"
+                    "class Mine(RandomIndicator):\n    pass\n")
+    indicator = make_indicator(str(file))
+    assert type(indicator).__name__ == "Mine" and indicator.name == "Mine"
+    assert make_indicator(f"{file}:Mine").get_params() == {"seed": 0}
+
+
+def _billion_laughs() -> str:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 10):
+        lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 9)}]")
+    return "\n".join(lines) + "\nindicators: *j\nsuite: smoke\n"
+
+
+BAD_CONFIG_FILES = {
+    "nested_list": (b"indicators: [[random]]\nsuite: smoke\n", "run.yaml: field 'indicators.0': Input should be a valid string"),
+    "binary": (bytes(range(256)) * 8, "run.yaml: not UTF-8 text (byte 0x80 at line 2); save it as UTF-8"),
+    "latin1": ("indicators: [random]\nsuite: smoke\n# café\n".encode("latin-1"), "run.yaml: not UTF-8 text (byte 0xe9 at line 3)"),
+    "nul_bytes": (b"indicators: [random]\x00\n", "run.yaml: invalid YAML"),
+    "billion_laughs": (_billion_laughs().encode(), "run.yaml: more than 100000 values once its YAML aliases"),
+    "alias_cycle": (b"indicators: &a [*a]\nsuite: smoke\n", "run.yaml: a YAML alias refers to a node that contains it"),
+    "deep_nesting": (b"indicators: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "run.yaml: nested more than 64 levels"),
+    "too_large": (b"# padding\n" * 200_000, "run.yaml: larger than 1 MiB"),
+    "seeds_boolean": (b"indicators: [random]\nsuite: smoke\nseeds: [true]\n", "run.yaml: field 'seeds': takes numbers, not true"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIG_FILES))
+def test_bad_config_file_is_one_line_quickly(tmp_path, capsys, monkeypatch, case):
+    data, message = BAD_CONFIG_FILES[case]
+    (tmp_path / "run.yaml").write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    assert main(["run", "--config", "run.yaml", *_isolated(tmp_path, monkeypatch)]) == 2
+    assert time.monotonic() - started < 10
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+@pytest.mark.parametrize("case", ["latin1", "seeds_boolean"])
+def test_bad_suite_file_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, case):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    text = suite.read_text()
+    if case == "latin1":
+        suite.write_bytes(text.replace("Four synthetic", "Quatre tâches").encode("latin-1"))
+        message = f"{suite}: not UTF-8 text (byte 0xe2 at line 2)"
+    else:
+        suite.write_text(text.replace("seeds: [0]", "seeds: [true]"))
+        message = f"{suite}: field 'seeds.0': Input should be a valid integer (got True)"
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["run", "-i", "random", "--suite", str(suite), "--results-dir", str(tmp_path / "results")]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
+
+
+def test_cache_clear_refuses_a_folder_without_the_cache_marker(tmp_path, capsys, monkeypatch):
+    """TRANSFERBENCH_CACHE pointing at a folder of the user's that has a `downloads/`: nothing is
+    deleted until the folder is marked as the cache (`cache --mark`)."""
+    folder = tmp_path / "mine"
+    (folder / "downloads").mkdir(parents=True)
+    (folder / "downloads" / "thesis.pdf").write_text("keep me")
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(folder))
+    assert main(["cache", "--clear", "downloads"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "has no transferbench cache marker (CACHEDIR.TAG)" in line and "transferbench cache --mark" in line
+    assert (folder / "downloads" / "thesis.pdf").read_text() == "keep me"
+    ArtifactStore().save("prompts", "a", {"x": torch.ones(2)})  # writing into it does not mark a folder in use
+    assert main(["cache", "--clear", "downloads"]) == 2
+    assert (folder / "downloads" / "thesis.pdf").read_text() == "keep me"
+    assert main(["cache", "--mark"]) == 0 and main(["cache", "--clear", "downloads"]) == 0
+    assert not (folder / "downloads").exists() and (folder / "prompts" / "a.pt").is_file()
+
+
+@pytest.mark.parametrize("existing", ["missing", "empty"])
+def test_a_cache_folder_transferbench_creates_carries_its_marker(tmp_path, monkeypatch, existing):
+    from transferbench.store import CACHE_MARKER, is_marked_cache
+
+    root = tmp_path / "cache"
+    if existing == "empty":
+        root.mkdir()
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(root))
+    store = ArtifactStore()
+    store.check_writable("prompts")
+    assert is_marked_cache(root) and (root / CACHE_MARKER).read_text().startswith("Signature: 8a477f597d28d172")
+    assert main(["cache", "--clear", "prompts"]) == 0

@@ -163,6 +163,11 @@ def test_without_a_file_the_defaults_are_the_old_flag_defaults():
     ("indicators: [random]\neval_kernel: jit\n",
      "run.yaml: field 'eval_kernel': Input should be 'autocast' or 'compiled' (got 'jit')"),
     ("indicators: [random]\ntrain_attention: flash\n", "run.yaml: field 'train_attention': Input should be 'auto'"),
+    ("indicators: [random]\nseeds: [true]\n", "run.yaml: field 'seeds': takes numbers, not true or false"),
+    ("indicators: [random]\nprompts_per_pass: true\n", "run.yaml: field 'prompts_per_pass': takes numbers, not true"),
+    ("indicators: [random]\nray_num_cpus: 0\n", "run.yaml: field 'ray_num_cpus': must be at least 1, got 0"),
+    ("indicators: [random]\ngpus_per_task: -0.5\n", "run.yaml: field 'gpus_per_task': must be a number of GPUs"),
+    ("indicators: [[random]]\n", "run.yaml: field 'indicators.0': Input should be a valid string"),
     ("- random\n", "run.yaml: expected a mapping of fields at the top level"),
     ("suite: smoke\n", "no indicator to run"),
 ])

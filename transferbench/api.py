@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.console import Console
 from transferbench.errors import TransferbenchError
 from transferbench.protocol import TRANSFER_KINDS
 from transferbench.reference import Reference
+
+if TYPE_CHECKING:
+    from transferbench.run_config import RunConfig
 
 # Rough rates of the packaged backbone on a 2-core CPU (examples per second, bf16), used only to
 # tell a user how long a reference build will take before it starts (see benchmarks/README.md).
@@ -238,32 +241,82 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
     return results
 
 
-def run(indicators: Sequence[str] = ("all",), suite: str = "default", backbone: str = "minilm",
+def _validated(arguments: dict) -> RunConfig:
+    """`run`'s arguments as the `RunConfig` the command line builds, validated before any compute
+    (the suite is loaded, seeds and backbone checked): a bad one is one line naming the argument."""
+    from pydantic import ValidationError
+
+    from transferbench.run_config import RunConfig
+
+    try:
+        return RunConfig.model_validate(arguments)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        message = first["msg"].removeprefix("Value error, ")
+        message = message[0].lower() + message[1:] if message[:1].isupper() else message
+        raise TransferbenchError(f"transferbench.run: {field}={arguments.get(field)!r}: {message}") from None
+
+
+def _as_list(value, argument: str, what: str) -> list:
+    """`value` (a list, tuple or other iterable but a mapping or bytes) as a non-empty list."""
+    try:
+        items = [] if isinstance(value, (bytes, dict)) else list(value)
+    except TypeError:
+        items = []
+    if not items:
+        raise TransferbenchError(f"transferbench.run: {argument}={value!r}: give a non-empty list of {what}")
+    return items
+
+
+def run(indicators: Sequence = ("all",), suite: str = "default", backbone: str = "minilm",
         seeds: Sequence[int] | None = None, kinds: Sequence[str] = TRANSFER_KINDS, executor=None,
         submissions_dir: Path | None = None, console: Console | None = None, device: str = "auto",
         prompts_per_pass: int = 1, train_attention: str = "auto", eval_kernel: str = "auto",
         precision: str = "auto") -> Results:
-    """Score `indicators` (registered names with optional `:k=v` parameters, `file.py:Class`, or
-    "all") on `suite` and `backbone` against its reference (the shipped one, or measured first).
+    """Score `indicators` on `suite` and `backbone` against its reference (the shipped one, or
+    measured first).
+
+    `indicators`: a list of registered names with optional `:k=v` parameters, `file.py:Class`
+    specs or "all" (as `--indicator` takes them), Indicator subclasses (built with their default
+    parameters) or Indicator instances; a single string is one name. `kinds`: transfer kinds, a
+    single string is one kind. Every argument is validated as `transferbench.run_config.RunConfig`
+    before anything is computed; a bad one is one `TransferbenchError` line naming it.
 
     Writes result files to `submissions_dir` when given; never writes anything else but the cache.
     """
     from transferbench.executors import LocalExecutor
-    from transferbench.indicator import all_indicator_names, make_indicator
+    from transferbench.indicator import Indicator, all_indicator_names, as_indicator
     from transferbench.results import write_results
 
+    single = isinstance(indicators, (str, Indicator)) or (isinstance(indicators, type) and issubclass(indicators, Indicator))
+    indicators = _as_list([indicators] if single else indicators, "indicators",
+                          "indicator names, Indicator subclasses or instances")
+    kinds = _as_list([kinds] if isinstance(kinds, str) else kinds, "kinds",
+                     "transfer kinds: " + ", ".join(TRANSFER_KINDS))
     unknown = [kind for kind in kinds if kind not in TRANSFER_KINDS]
     if unknown:
-        raise TransferbenchError(f"unknown transfer kind {unknown[0]!r}; use one of {', '.join(TRANSFER_KINDS)}")
-    names: list[str] = []
-    for spec in indicators:
-        names += all_indicator_names() if spec == "all" else [spec]
-    built = [make_indicator(spec) for spec in dict.fromkeys(names)]  # fail fast on bad names
+        raise TransferbenchError(f"transferbench.run: unknown transfer kind {unknown[0]!r} in kinds; use one or more "
+                                 f"of {', '.join(TRANSFER_KINDS)}")
+    specs = [item for item in indicators if isinstance(item, str)]
+    arguments = {"indicators": specs, "suite": suite, "backbone": backbone, "seeds": seeds, "device": device,
+                 "prompts_per_pass": prompts_per_pass, "train_attention": train_attention, "eval_kernel": eval_kernel,
+                 "precision": precision}
+    if submissions_dir is not None:
+        arguments["submissions_dir"] = submissions_dir
+    config = _validated(arguments)
+    items: list = []
+    for item in indicators:
+        for one in all_indicator_names() if isinstance(item, str) and item == "all" else [item]:
+            if not any(one is seen or (isinstance(one, str) and one == seen) for seen in items):
+                items.append(one)
+    built = [as_indicator(item) for item in items]  # fail fast on bad names and broken plugins
     started = time.perf_counter()
     executor = executor or LocalExecutor()
-    bench = benchmark_for(suite, backbone, seeds, executor=executor, console=console, device=device,
-                          prompts_per_pass=prompts_per_pass, train_attention=train_attention, eval_kernel=eval_kernel,
-                          precision=precision)
+    bench = benchmark_for(config.suite, config.backbone, config.seeds, executor=executor, console=console,
+                          device=config.device, prompts_per_pass=config.prompts_per_pass,
+                          train_attention=config.train_attention, eval_kernel=config.eval_kernel,
+                          precision=config.precision)
     with executor, bench.progress():
         results = score(bench, built, kinds, started)
     paths = write_results(results, submissions_dir) if submissions_dir else []

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import get_args
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -28,6 +27,7 @@ from transferbench import inspect_neurons
 from transferbench.errors import TransferbenchError
 from transferbench.protocol import TRANSFER_KINDS
 from transferbench.run_config import RunConfig, build_run_config
+from transferbench.schema_errors import read_yaml
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
@@ -186,7 +186,11 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="show the artifact cache's size and contents, or clear a stage")
     cache.add_argument("--clear", metavar="STAGE", action="append", default=[],
                        help="delete every artifact of a stage (prompts, transfer, skill_neurons, activations, "
-                            "text_embedding, downloads, models); repeatable")
+                            "text_embedding, downloads, models); repeatable; only in a folder carrying the "
+                            "cache's marker file CACHEDIR.TAG")
+    cache.add_argument("--mark", action="store_true",
+                       help="mark the cache folder as transferbench's (write its CACHEDIR.TAG), for a cache made "
+                            "before transferbench marked its folder; --clear refuses an unmarked folder")
 
     tasks = commands.add_parser("tasks", help="list tasks and suites, show one task, or export a split")
     tasks.add_argument("action", nargs="?", choices=["show", "export"],
@@ -269,12 +273,15 @@ def _print_first_line(args, console: Console) -> None:
     settings = {name: field.get_default(call_default_factory=True) for name, field in RunConfig.model_fields.items()}
     config = getattr(args, "config", None)
     if config is not None:
-        with contextlib.suppress(Exception):  # a bad file is reported by the validation right after
-            from_file = yaml.safe_load(Path(config).read_text())
-            settings.update(from_file if isinstance(from_file, dict) else {})
+        with contextlib.suppress(TransferbenchError):  # a bad file is reported by the validation right after
+            settings.update(read_yaml(Path(config), str(config)))
     settings.update({name: value for name, value in vars(args).items() if name in settings})
-    local, submissions, _ = _output_dirs(args, settings)
-    asked = [str(name) for name in dict.fromkeys(settings.get("indicators") or [])]
+    try:
+        local, submissions, _ = _output_dirs(args, settings)
+    except (TypeError, ValueError):  # e.g. `submissions_dir: [1]`: the validation right after names it
+        return
+    asked = settings.get("indicators") or []
+    asked = list(dict.fromkeys(str(name) for name in (asked if isinstance(asked, list) else [asked])))
     console.print(f"transferbench run: indicator{'s' if len(asked) != 1 else ''} {', '.join(asked)} on suite "
                   f"{settings['suite']}, backbone {settings['backbone']}; results -> {submissions}"
                   + ("" if local is None else " (yours; --submit for the project's)"), highlight=False, soft_wrap=True)
@@ -547,6 +554,13 @@ def cmd_cache(args, console: Console) -> int:
     from transferbench.store import ArtifactStore
 
     store = ArtifactStore()
+    if args.mark:
+        from transferbench.store import CACHE_MARKER, mark_cache_root
+
+        if not store.root.is_dir():
+            raise TransferbenchError(f"no cache folder {store.root} to mark; it is created, marked, on first use")
+        mark_cache_root(store.root)
+        console.print(f"marked {store.root} as transferbench's cache ({CACHE_MARKER})", markup=False)
     for stage in args.clear:  # every name is checked before anything is deleted
         store.check_clearable(stage)
     for stage in args.clear:

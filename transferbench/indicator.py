@@ -128,7 +128,8 @@ class Indicator:
 
     @property
     def name(self) -> str:
-        return self.registered_name or type(self).__name__
+        # the class's own registration: a subclass of a registered indicator is another indicator
+        return type(self).__dict__.get("registered_name") or type(self).__name__
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -157,7 +158,9 @@ for _name, _target in {
     INDICATORS.add(_name, _target)
 
 
-def _load_file_class(path: str, class_name: str) -> type[Indicator]:
+def _load_file_class(path: str, class_name: str | None) -> type[Indicator]:
+    """The Indicator subclass `class_name` of the Python file `path`; with `class_name` None, the one
+    Indicator subclass the file defines (several, or none, is an error naming what it defines)."""
     file = Path(path)
     if not file.is_file():
         raise TransferbenchError(f"indicator file {path!r} does not exist")
@@ -172,13 +175,23 @@ def _load_file_class(path: str, class_name: str) -> type[Indicator]:
             spec.loader.exec_module(module)  # type: ignore[union-attr]
     finally:
         sys.dont_write_bytecode = dont_write
+    # the classes the file defines itself, not those it imports (the base class, a built-in it extends)
+    classes = [n for n, v in vars(module).items()
+               if isinstance(v, type) and issubclass(v, Indicator) and v.__module__ == module_name]
+    if class_name is None:
+        if not classes:
+            raise TransferbenchError(f"indicator file {path!r} defines no subclass of transferbench.indicator.Indicator "
+                                     "(see docs/indicators.md for one)")
+        if len(classes) > 1:
+            raise TransferbenchError(f"indicator file {path!r} defines several Indicator subclasses "
+                                     f"({', '.join(classes)}); name one: {path}:{classes[0]}")
+        class_name = classes[0]
     cls = getattr(module, class_name, None)
     if cls is None:
-        classes = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Indicator) and v is not Indicator]
         raise UnknownNameError(f"{path!r} has no class {class_name!r}{did_you_mean(class_name, classes)}")
     if not (isinstance(cls, type) and issubclass(cls, Indicator)):
         raise TransferbenchError(f"{path}:{class_name} is not a subclass of transferbench.indicator.Indicator")
-    if cls.registered_name is None:
+    if cls.__dict__.get("registered_name") is None:  # not the name of a registered class it extends
         cls.registered_name = class_name
     return cls
 
@@ -220,15 +233,18 @@ def parse_params(text: str, where: str) -> dict[str, Any]:
 def make_indicator(spec: str) -> Indicator:
     """Build an indicator from a command-line spec.
 
-    Forms: `name`, `name:p=0.05,measure=weighted`, `path/to/file.py:ClassName`, and
-    `path/to/file.py:ClassName:param=value`.
+    Forms: `name`, `name:p=0.05,measure=weighted`, `path/to/file.py:ClassName`,
+    `path/to/file.py:ClassName:param=value`, and `path/to/file.py` for a file that defines exactly
+    one Indicator subclass.
     """
+    name, _, param_text = spec.partition(":")
     if ".py:" in spec:
         path, _, rest = spec.partition(".py:")
         class_name, _, param_text = rest.partition(":")
         cls = _load_file_class(path + ".py", class_name)
+    elif name.endswith(".py") and name not in INDICATORS:
+        cls = _load_file_class(name, None)
     else:
-        name, _, param_text = spec.partition(":")
         with _plugin_guard(f"indicator {name!r} failed to import:"):  # an installed plugin's module
             cls = INDICATORS.get(name)
     params = parse_params(param_text, spec)
@@ -238,17 +254,58 @@ def make_indicator(spec: str) -> Indicator:
             f"indicator {cls.registered_name!r} has no parameter {unknown[0]!r}"
             f"{did_you_mean(unknown[0], cls.param_names())}"
         )
-    with _plugin_guard(f"indicator {cls.registered_name!r}: its constructor raised"):
+    return construct_indicator(cls, params)
+
+
+def construct_indicator(cls: type[Indicator], params: Mapping[str, Any] | None = None) -> Indicator:
+    """`cls(**params)` with the plugin's failures as one line, checked by `check_indicator`."""
+    label = cls.__dict__.get("registered_name") or cls.__name__
+    with _plugin_guard(f"indicator {label!r}: its constructor raised"):
         try:
-            indicator = cls(**params)
+            indicator = cls(**(params or {}))
         except (TypeError, ValueError) as exc:  # a bad parameter value: the plugin's own message
-            raise TransferbenchError(f"indicator {cls.registered_name!r}: {exc}") from None
-    missing = sorted(set(indicator.requires) - set(ARTIFACTS))
+            raise TransferbenchError(f"indicator {label!r}: {exc}") from None
+    return check_indicator(indicator)
+
+
+def check_indicator(indicator: Indicator) -> Indicator:
+    """The indicator contract, checked when an indicator is built and before anything is computed
+    (after scikit-learn's `check_estimator`): `requires` names known artifacts, `score` is
+    implemented, and every `__init__` parameter is stored under its own name (`get_params`, which
+    names the result files, reads them back by name). Returns the indicator; a breach is one line."""
+    name = indicator.name
+    requires = indicator.requires
+    if isinstance(requires, str) or not all(isinstance(item, str) for item in requires):
+        raise TransferbenchError(f"indicator {name!r}: `requires` must be a tuple of artifact names, "
+                                 f"e.g. (\"prompts\",), got {requires!r}")
+    missing = sorted(set(requires) - set(ARTIFACTS))
     if missing:
         raise TransferbenchError(
-            f"indicator {indicator.name!r} requires unknown artifact {missing[0]!r}{did_you_mean(missing[0], list(ARTIFACTS))}"
+            f"indicator {name!r} requires unknown artifact {missing[0]!r}{did_you_mean(missing[0], list(ARTIFACTS))}"
         )
+    if type(indicator).score is Indicator.score:
+        raise TransferbenchError(f"indicator {name!r} does not implement score(self, source, target)")
+    with _plugin_guard(f"indicator {name!r}: reading its parameters raised"):
+        for param in indicator.param_names():
+            if not hasattr(indicator, param):
+                raise TransferbenchError(
+                    f"indicator {name!r}: parameter {param!r} of __init__ is not stored under its own name; "
+                    f"set self.{param} = {param} in __init__ (parameters are read back by name)")
     return indicator
+
+
+def as_indicator(item: Any) -> Indicator:
+    """What `transferbench.run(indicators=[...])` accepts, as one checked indicator: a spec string
+    (as `--indicator` takes), an Indicator subclass (built with its defaults) or an instance."""
+    if isinstance(item, str):
+        return make_indicator(item)
+    if isinstance(item, type) and issubclass(item, Indicator) and item is not Indicator:
+        return construct_indicator(item)
+    if isinstance(item, Indicator) and type(item) is not Indicator:
+        return check_indicator(item)
+    raise TransferbenchError(
+        f"indicators: {item!r} is not an indicator; pass names ('random', 'skill_overlap:p=0.02', "
+        "'file.py:ClassName', 'all'), Indicator subclasses or Indicator instances")
 
 
 # Seconds one `score(source, target)` call may take before the run stops with an error line. Plugins

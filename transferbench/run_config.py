@@ -91,11 +91,26 @@ class RunConfig(BaseModel):
             raise ValueError(f"{value!r} is not a registered executor{did_you_mean(value, EXECUTORS.names())}")
         return value
 
-    @field_validator("unit_threads", "prompts_per_pass")
+    @field_validator("unit_threads", "prompts_per_pass", "ray_num_cpus")
     @classmethod
     def _at_least_one(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
             raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("gpus_per_task")
+    @classmethod
+    def _gpus_not_negative(cls, value: float) -> float:
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"must be a number of GPUs, 0 or more, got {value}")
+        return value
+
+    @field_validator("seeds", "ray_num_cpus", "gpus_per_task", "unit_threads", "prompts_per_pass", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # pydantic reads true as 1: `seeds: [true]` would silently be seed 1
+        if isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)):
+            raise ValueError(f"takes numbers, not true or false, got {value}")
         return value
 
     def transfer_kinds(self) -> list[str]:

@@ -32,7 +32,7 @@ from transferbench import progress
 from transferbench.errors import TransferbenchError
 from transferbench.processes import die_with_this_process
 from transferbench.registry import Registry
-from transferbench.store import cache_root, remove_leftovers, working_folder, writing
+from transferbench.store import cache_root, create_cache_root, remove_leftovers, working_folder, writing
 
 # Working folders of `pip download` under the cache's downloads/; a killed run's are removed later.
 DOWNLOAD_PREFIX = ".pip-"
@@ -328,6 +328,7 @@ def fetch_distribution(package: str, version: str, sha256: str, dist: str) -> Pa
             return path
     started = time.monotonic()
     progress.note(f"downloading {package}=={version} ({dist}) into {folder.parent} ...")
+    create_cache_root()
     with working_folder(folder.parent, DOWNLOAD_PREFIX) as tmp:
         fetched = _pip_download(package, version, dist, tmp, folder)
         progress.note(f"downloaded {fetched.name}: {fetched.stat().st_size / 2**20:.1f} MiB in "

@@ -44,6 +44,54 @@ def cache_root() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "transferbench"
 
 
+# The file that marks a folder as transferbench's cache: a CACHEDIR.TAG (https://bford.info/cachedir/,
+# which backup tools also honour) naming transferbench. `cache --clear` deletes only in a marked
+# folder, so $TRANSFERBENCH_CACHE pointing at a user's own folder that happens to hold a `downloads/`
+# never costs them a file. It is written when transferbench creates the cache folder (or first writes
+# into an empty one); a folder that already held anything is never marked behind the user's back.
+CACHE_MARKER = "CACHEDIR.TAG"
+CACHE_MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+                     "# This folder is transferbench's artifact cache; `transferbench cache --clear STAGE` empties a stage.\n")
+
+
+def _unused_folder(root: Path) -> bool:
+    """True when `root` does not exist or holds nothing but empty folders (such as a stage folder
+    left by a run that stopped before writing): transferbench may make it its cache and mark it."""
+    try:
+        return all(entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()) for entry in root.iterdir())
+    except FileNotFoundError:
+        return True
+    except OSError:  # a file, or unreadable: not ours to mark
+        return False
+
+
+def create_cache_root(root: Path | None = None) -> Path:
+    """The cache folder `root` (default `cache_root()`), created, and marked as transferbench's cache
+    when it did not exist or held nothing yet; called wherever transferbench is about to write into
+    the cache."""
+    root = Path(root) if root is not None else cache_root()
+    if _unused_folder(root):
+        with writing(root):
+            root.mkdir(parents=True, exist_ok=True)
+            mark_cache_root(root)
+    return root
+
+
+def mark_cache_root(root: Path) -> None:
+    """Write the marker of transferbench's cache into `root` (`transferbench cache --mark`)."""
+    atomic_write_bytes(root / CACHE_MARKER, CACHE_MARKER_TEXT.encode())
+
+
+def is_marked_cache(root: Path) -> bool:
+    """True when `root` carries transferbench's cache marker."""
+    try:
+        with open(root / CACHE_MARKER, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return head.startswith(CACHE_MARKER_TEXT.split("\n")[0].encode()) and b"transferbench" in head
+
+
 def content_key(inputs: dict[str, Any]) -> str:
     """Stable sha256 (first 20 hex digits) of a JSON-serialisable description of an artifact."""
     blob = json.dumps(inputs, sort_keys=True, default=str).encode()
@@ -226,6 +274,7 @@ class ArtifactStore:
         torch.save(artifact, buffer)
         payload = buffer.getvalue()
         digest = hashlib.sha256(payload).hexdigest().encode()
+        create_cache_root(self.root)
         atomic_write_bytes(self.path(stage, key), digest + b"\n" + payload)
 
     def check_writable(self, stage: str) -> None:
@@ -233,6 +282,7 @@ class ArtifactStore:
         stored: the folder cannot be created or written (read-only cache), or the disk under it
         has less than `MIN_FREE_BYTES` free."""
         folder = self.root / stage
+        unused = _unused_folder(self.root)
         with writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(dir=folder, prefix=".writable.", suffix=".tmp")
@@ -242,6 +292,8 @@ class ArtifactStore:
             if free < MIN_FREE_BYTES:
                 raise OSError(errno.ENOSPC, f"only {free // 1024} KiB free (at least {MIN_FREE_BYTES >> 20} MiB "
                                             "needed to store new artifacts)", str(folder))
+            if unused:  # marked only once it can take artifacts: a refused cache is left without a file
+                mark_cache_root(self.root)
 
     def summary(self) -> list[tuple[str, int, int]]:
         """(stage, number of artifacts, bytes) for every stage folder in the store."""
@@ -254,11 +306,17 @@ class ArtifactStore:
 
     def check_clearable(self, stage: str) -> Path:
         """The folder `clear(stage)` would delete; raises for anything but a known stage folder
-        that is a real directory directly inside the (resolved) cache root."""
+        that is a real directory directly inside the (resolved) cache root, and for a root without
+        the cache marker (`CACHE_MARKER`)."""
         if stage not in STAGES:
             raise TransferbenchError(
                 f"no cache stage {stage!r}: --clear takes one of {', '.join(STAGES)}; nothing was deleted"
             )
+        if not is_marked_cache(self.root):
+            raise TransferbenchError(
+                f"{self.root} has no transferbench cache marker ({CACHE_MARKER}), so it may be a folder of yours "
+                "(is TRANSFERBENCH_CACHE right?); nothing was deleted. If it is transferbench's cache (one made "
+                "before the marker existed), run `transferbench cache --mark` once, then clear again")
         folder = self.root / stage
         if not folder.is_dir():
             present = ", ".join(name for name, _, _ in self.summary()) or "none"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_validator
 
 from transferbench.sources import HubSource, LocalSource, Source
 
@@ -164,11 +164,12 @@ class SuiteSpec(BaseModel):
     # what makes splits joint across tasks that share a corpus (see `text_zone`).
     eval_share: float = Field(default=0.5, gt=0, lt=1)
     # Prompt-tuning seeds a run uses unless `--seeds` overrides them.
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1)  # `[true]` is no seed 1
     # Smaller sizes for tasks whose source is too small for the suite's sizes (task name -> sizes).
     task_sizes: dict[str, SplitSizes] = Field(default_factory=dict)
-    # Prompt-training overrides (steps, batch_size, ...); validated by the training stage.
-    training: dict[str, int | float] = Field(default_factory=dict)
+    # Prompt-training overrides (steps, batch_size, ...); validated by the training stage. A boolean
+    # stays one (pydantic would read `steps: true` as 1), so only `bf16` accepts it.
+    training: dict[str, bool | int | float] = Field(default_factory=dict)
 
     _yaml_path: Path | None = PrivateAttr(default=None)
 
