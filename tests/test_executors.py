@@ -18,6 +18,7 @@ from transferbench.cli import main
 from transferbench.errors import TransferbenchError
 from transferbench.executors import LocalExecutor, RayExecutor, Unit, make_executor
 from transferbench.protocol import TRANSFER_KINDS
+from transferbench.prompt import AUTO_KERNELS
 from transferbench.runner import Benchmark
 from transferbench.task import load_suite
 
@@ -230,10 +231,11 @@ def test_train_attention_keys_trained_prompts_and_shipped_ones_by_their_build(ti
 
     suite = load_suite(str(tiny_suite))
     task = next(iter(suite.task_specs())).name
-    benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention=kernel)
+    benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention=kernel, precision="bf16")
                for kernel in ("auto", "sdpa", "eager", "eager-compiled")}
-    assert Benchmark(suite, str(tiny_backbone), seeds=[0]).train_attention == "sdpa"  # the default: the shipped references' kernel
-    assert benches["auto"].train_attention == "eager"  # bf16 on a CPU
+    default = Benchmark(suite, str(tiny_backbone), seeds=[0])  # auto: the table's kernel for this CPU's precision
+    assert default.train_attention == AUTO_KERNELS["cpu", default.precision.name][0]
+    assert benches["auto"].train_attention == AUTO_KERNELS["cpu", "bf16"][0] == "eager"  # bf16 on a CPU
     assert benches["auto"].context.train_attention == "eager"
     assert "train_attention" not in benches["sdpa"].prompt_inputs(task, 0)
     assert benches["eager"].prompt_inputs(task, 0)["train_attention"] == "eager"
@@ -243,7 +245,7 @@ def test_train_attention_keys_trained_prompts_and_shipped_ones_by_their_build(ti
         Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention="flash")
     for build, expected in (({}, benches["sdpa"]), ({"train_attention": "eager"}, benches["eager"])):
         shipped = SimpleNamespace(root=tiny_suite.parent, prompts={f"{task}/0": None}, info={"build": build})
-        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped, train_attention="auto")
+        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped, train_attention="auto", precision="bf16")
         assert bench.prompt_inputs(task, 0) == expected.prompt_inputs(task, 0)
 
 
@@ -257,7 +259,8 @@ def test_eval_kernel_keys_what_it_evaluates_and_shipped_prompts_by_their_build(t
     task, target = [spec.name for spec in suite.task_specs()][:2]
     benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], eval_kernel=kernel)
                for kernel in ("autocast", "compiled")}
-    assert Benchmark(suite, str(tiny_backbone), seeds=[0]).eval_kernel == "autocast"
+    default = Benchmark(suite, str(tiny_backbone), seeds=[0])
+    assert default.eval_kernel == AUTO_KERNELS["cpu", default.precision.name][1] == "autocast"
     assert benches["compiled"].context.eval_kernel == "compiled"
     assert "eval_kernel" not in benches["autocast"].prompt_inputs(task, 0)
     assert benches["compiled"].prompt_inputs(task, 0)["eval_kernel"] == "compiled"

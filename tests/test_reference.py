@@ -148,7 +148,7 @@ def test_edited_predictions_are_caught_by_rerunning_cells(built, tiny_backbone, 
     reference.save(loaded, folder, pin=root / "index.json")
     code, out, err = run_cli(capsys, "reference", "verify", "--suite", tiny_suite, "--backbone", tiny_backbone,
                              "--root", root, "--cells", 2)
-    assert code == 2 and "predictions.safetensors" in err and "agree on only" in err
+    assert code == 2 and "predictions.safetensors" in err and "re-computes in" in err and "needed:" in err
 
 
 def test_run_against_a_shipped_reference_trains_and_measures_nothing(built, tiny_backbone, tiny_suite, capsys,
@@ -287,3 +287,29 @@ def test_verify_re_runs_cells_with_the_builds_threads_per_unit(tmp_path, cache, 
                              "--root", root, "--cells", 0, "--unit-threads", 2)
     assert code == 0, err
     assert "as the build did" not in out
+
+
+def test_a_re_run_cell_passes_within_the_tolerance_of_its_kind_and_precision():
+    """`verify` compares re-run cells with a stated tolerance: the share of predictions as stored and
+    the balanced-accuracy difference; looser at another precision than the build's, and looser for
+    initialisation cells (trained first) than for zero-shot ones."""
+    same_zero, same_init = reference.cell_tolerance("zero_shot", True), reference.cell_tolerance("init", True)
+    other_zero, other_init = reference.cell_tolerance("zero_shot", False), reference.cell_tolerance("init", False)
+    assert same_zero.agreement >= same_init.agreement and other_zero.agreement >= other_init.agreement
+    assert same_zero.agreement >= other_zero.agreement and same_init.agreement >= other_init.agreement
+    assert same_zero.delta <= other_zero.delta and same_init.delta <= other_init.delta
+
+    def check(agreement, stored, recomputed, tolerance=same_init):
+        return reference.CellCheck("init", "a", "b", 0, agreement, stored, recomputed, tolerance)
+
+    assert check(1.0, 0.7, 0.7).ok
+    assert check(same_init.agreement, 0.7, 0.7 + same_init.delta / 2).ok
+    assert not check(same_init.agreement - 0.01, 0.7, 0.7).ok  # too many predictions moved
+    assert not check(1.0 - 1e-9, 0.7, 0.7 + same_init.delta + 0.01).ok  # the number moved
+    assert "balanced accuracy within" in same_init.phrase()
+
+
+def test_the_build_precision_is_read_from_the_build_record_or_the_config():
+    assert reference.build_precision({"config": {"bf16": True}, "build": {}}) == "bf16"
+    assert reference.build_precision({"config": {"bf16": False}, "build": {}}) == "fp32"
+    assert reference.build_precision({"config": {"bf16": True}, "build": {"precision": {"precision": "fp16"}}}) == "fp16"

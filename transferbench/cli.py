@@ -381,11 +381,17 @@ def cmd_reference(args, console: Console) -> int:
     executor = _executor(args)
     bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                           device=args.device, train_attention=build.get("train_attention", "sdpa"),
-                          eval_kernel=build.get("eval_kernel", "autocast"))
+                          eval_kernel=build.get("eval_kernel", "autocast"), precision=args.precision)
     problem = ref.suite_problem(shipped, bench)
     if problem:
         raise TransferbenchError(f"{shipped.root}: {problem}")
     console.print("suite, backbone, seeds and every task's data hash match the bundle")
+    built_at = ref.build_precision(shipped.info)
+    same = bench.precision.name == built_at
+    console.print(f"re-running cells in {bench.precision.phrase()}; the reference was built in {built_at}: "
+                  f"{'the same precision' if same else 'another precision'}, so a cell passes with "
+                  + "; ".join(f"{kind}: {ref.cell_tolerance(kind, same).phrase()}" for kind in ("zero_shot", "init")),
+                  highlight=False, soft_wrap=True)
     if args.cells > 0:
         with executor:
             checks = ref.rerun_cells(shipped, bench, args.cells, args.seed)
@@ -401,8 +407,9 @@ def cmd_reference(args, console: Console) -> int:
             c = bad[0]
             raise TransferbenchError(
                 f"{shipped.root / 'predictions.safetensors'}: cell {c.kind} {c.source} -> {c.target} seed {c.seed} "
-                f"re-computes to predictions that agree on only {c.agreement:.1%} of test examples "
-                f"(at least {ref.VERIFY_MIN_AGREEMENT:.0%} needed)")
+                f"re-computes in {bench.precision.name} to predictions that agree on {c.agreement:.1%} of test examples "
+                f"with balanced accuracy {c.recomputed:.4f} against the stored {c.stored:.4f} (needed: "
+                f"{c.tolerance.phrase()})")
     console.print(f"reference {shipped.root.name} verified")
     return 0
 

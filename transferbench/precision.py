@@ -129,3 +129,15 @@ def resolve_precision(requested: str, device: torch.device, suite_allows_reduced
         note = "" if native != "fp32" else "; slow here: " + evidence
         return Precision(reduced, requested, native, f"asked for with --precision bf16{note}")
     return Precision(native, requested, native, f"auto: {evidence}")
+
+
+def numerics_kind(precision: Precision, device: torch.device) -> str:
+    """A name for the kernels that compute a run, e.g. `bf16-amx_bf16`, `bf16-avx512_bf16`,
+    `fp32-AVX2`: runs of one kind give bit-identical numbers (at equal threads per unit); other
+    kinds round differently (tests/test_results_unchanged.py keeps one stored copy per kind)."""
+    if device.type != "cpu":
+        return f"{precision.name}-{device.type}"
+    if precision.name == "bf16" and cpu_bf16()[0]:
+        flags = cpu_flags()
+        return "bf16-" + next(flag for flag in BF16_CPU_FLAGS if flag in flags)
+    return f"{precision.name}-{torch.backends.cpu.get_cpu_capability()}"

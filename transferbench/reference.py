@@ -47,9 +47,46 @@ from transferbench.errors import TransferbenchError
 
 FORMAT_VERSION = 1
 FILES = ("bundle.json", "prompts.safetensors", "predictions.safetensors", "tasks.json", "transfer.json")
-# Re-run cells must agree with the stored predictions on this share of test examples: CPU bf16
-# kernels round differently across machines and thread counts, so exact equality is not promised.
-VERIFY_MIN_AGREEMENT = 0.97
+
+
+@dataclass(frozen=True)
+class CellTolerance:
+    """How far a re-run cell may be from the stored one (`reference verify`): the least share of
+    test examples predicted as stored, and the largest difference in balanced accuracy."""
+
+    agreement: float
+    delta: float
+
+    def phrase(self) -> str:
+        return f"at least {self.agreement:.0%} of predictions as stored and balanced accuracy within {self.delta:.2f}"
+
+
+# Re-run cells are compared with a tolerance, not for equality: kernels round differently on other
+# CPU kinds (AMX vs AVX512-BF16 vs AVX2), thread counts and precisions, and predictions near the
+# decision boundary flip; initialisation cells train `init_steps` steps first, so they drift more
+# than zero-shot ones. Each bound is about twice the worst spread measured between CPU kinds and
+# precisions (docs/protocol.md, "Verifying": the table and the commands), and far below what an edit
+# of the predictions that moves a transfer number shows.
+VERIFY_TOLERANCE = {
+    # at the build's precision, on another CPU kind or thread count
+    ("same", "zero_shot"): CellTolerance(agreement=0.98, delta=0.02),
+    ("same", "init"): CellTolerance(agreement=0.93, delta=0.04),
+    # at another precision (fp32 re-runs of a bf16 build: CPUs without bf16 instructions)
+    ("other", "zero_shot"): CellTolerance(agreement=0.95, delta=0.03),
+    ("other", "init"): CellTolerance(agreement=0.90, delta=0.05),
+}
+
+
+def build_precision(info: dict[str, Any]) -> str:
+    """The precision a bundle was built at: its build record, else its prompt config (`bf16`)."""
+    recorded = info.get("build", {}).get("precision")
+    if isinstance(recorded, dict) and recorded.get("precision"):
+        return str(recorded["precision"])
+    return "bf16" if info.get("config", {}).get("bf16", True) else "fp32"
+
+
+def cell_tolerance(kind: str, same_precision: bool) -> CellTolerance:
+    return VERIFY_TOLERANCE["same" if same_precision else "other", kind]
 
 
 def shipped_root() -> Path:
@@ -421,20 +458,24 @@ class CellCheck:
     agreement: float
     stored: float
     recomputed: float
+    tolerance: CellTolerance = field(default_factory=lambda: VERIFY_TOLERANCE["same", "zero_shot"])
 
     @property
     def ok(self) -> bool:
-        return self.agreement >= VERIFY_MIN_AGREEMENT
+        return (self.agreement >= self.tolerance.agreement
+                and abs(self.recomputed - self.stored) <= self.tolerance.delta)
 
 
 def rerun_cells(reference: Reference, bench, cells: int, seed: int = 0) -> list[CellCheck]:
     """Re-compute `cells` randomly chosen cells (half zero-shot, half initialisation) from the
-    shipped prompts and compare their per-example predictions with the stored ones."""
+    shipped prompts and compare their per-example predictions with the stored ones, within the
+    tolerance for `bench`'s precision against the build's (`cell_tolerance`)."""
     import torch
 
     from transferbench import units
 
     rng = np.random.default_rng(seed)
+    same_precision = bench.precision.name == build_precision(reference.info)
     names = reference.task_names
     checks = []
     for i in range(cells):
@@ -455,5 +496,6 @@ def rerun_cells(reference: Reference, bench, cells: int, seed: int = 0) -> list[
         classes = next(t["classes"] for t in reference.info["tasks"] if t["name"] == target)
         checks.append(CellCheck(kind, source or NULL, target, run_seed, float(np.mean(predicted == stored)),
                                 float(protocol.balanced_accuracy(stored, labels, num_classes=classes)),
-                                float(protocol.balanced_accuracy(predicted, labels, num_classes=classes))))
+                                float(protocol.balanced_accuracy(predicted, labels, num_classes=classes)),
+                                cell_tolerance(kind, same_precision)))
     return checks
