@@ -257,7 +257,8 @@ def test_eval_kernel_keys_what_it_evaluates_and_shipped_prompts_by_their_build(t
 
     suite = load_suite(str(tiny_suite))
     task, target = [spec.name for spec in suite.task_specs()][:2]
-    benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], eval_kernel=kernel)
+    benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], eval_kernel=kernel, precision="bf16",
+                                 train_attention="sdpa")
                for kernel in ("autocast", "compiled")}
     default = Benchmark(suite, str(tiny_backbone), seeds=[0])
     assert default.eval_kernel == AUTO_KERNELS["cpu", default.precision.name][1] == "autocast"
@@ -269,11 +270,11 @@ def test_eval_kernel_keys_what_it_evaluates_and_shipped_prompts_by_their_build(t
         assert getattr(benches["compiled"], key)(*args) != getattr(benches["autocast"], key)(*args), key
     null_keys = {k: b._zero_shot_key(None, target, 0) for k, b in benches.items()}
     assert null_keys["compiled"] != null_keys["autocast"]  # the null prompt's cell is evaluated too
-    with pytest.raises(TransferbenchError, match="--eval-kernel must be one of autocast, compiled"):
+    with pytest.raises(TransferbenchError, match="--eval-kernel must be one of auto, autocast, compiled"):
         Benchmark(suite, str(tiny_backbone), seeds=[0], eval_kernel="jit")
     for build, expected in (({}, benches["autocast"]), ({"eval_kernel": "compiled"}, benches["compiled"])):
         shipped = SimpleNamespace(root=tiny_suite.parent, prompts={f"{task}/0": None}, info={"build": build})
-        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped)
+        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped, precision="bf16")
         assert bench.prompt_inputs(task, 0) == expected.prompt_inputs(task, 0)
     row = units.zero_shot_row_unit(benches["compiled"].context, target, 0, {None: None})
     assert isinstance(units.loaded(benches["compiled"].context).backbone._compiled.get(torch.bfloat16),

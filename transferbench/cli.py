@@ -388,10 +388,10 @@ def cmd_reference(args, console: Console) -> int:
     console.print("suite, backbone, seeds and every task's data hash match the bundle")
     built_at = ref.build_precision(shipped.info)
     same = bench.precision.name == built_at
-    console.print(f"re-running cells in {bench.precision.phrase()}; the reference was built in {built_at}: "
-                  f"{'the same precision' if same else 'another precision'}, so a cell passes with "
-                  + "; ".join(f"{kind}: {ref.cell_tolerance(kind, same).phrase()}" for kind in ("zero_shot", "init")),
-                  highlight=False, soft_wrap=True)
+    console.print(f"re-running cells in {bench.precision.phrase()}; the reference was built in {built_at} "
+                  f"({'the same precision' if same else 'another precision'}); a cell passes with "
+                  + "; ".join(f"{kind}: {ref.cell_tolerance(kind).phrase()}" for kind in ("zero_shot", "init"))
+                  + " (docs/protocol.md, 'Verifying')", highlight=False, soft_wrap=True)
     if args.cells > 0:
         with executor:
             checks = ref.rerun_cells(shipped, bench, args.cells, args.seed)

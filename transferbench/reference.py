@@ -64,16 +64,14 @@ class CellTolerance:
 # Re-run cells are compared with a tolerance, not for equality: kernels round differently on other
 # CPU kinds (AMX vs AVX512-BF16 vs AVX2), thread counts and precisions, and predictions near the
 # decision boundary flip; initialisation cells train `init_steps` steps first, so they drift more
-# than zero-shot ones. Each bound is about twice the worst spread measured between CPU kinds and
-# precisions (docs/protocol.md, "Verifying": the table and the commands), and far below what an edit
-# of the predictions that moves a transfer number shows.
+# than zero-shot ones. Measured on the shipped default reference (bf16, AMX) re-run on an AMD EPYC
+# in bf16 (24 cells) and fp32 (12 cells), docs/protocol.md "Verifying": zero-shot cells agreed on
+# >= 99.3% of predictions with |delta m| <= 0.004, initialisation cells on >= 93.8% with
+# |delta m| <= 0.024, fp32 no further off than bf16 on another CPU. Each bound is about twice the
+# worst of those (rounded outwards), for any precision.
 VERIFY_TOLERANCE = {
-    # at the build's precision, on another CPU kind or thread count
-    ("same", "zero_shot"): CellTolerance(agreement=0.98, delta=0.02),
-    ("same", "init"): CellTolerance(agreement=0.93, delta=0.04),
-    # at another precision (fp32 re-runs of a bf16 build: CPUs without bf16 instructions)
-    ("other", "zero_shot"): CellTolerance(agreement=0.95, delta=0.03),
-    ("other", "init"): CellTolerance(agreement=0.90, delta=0.05),
+    "zero_shot": CellTolerance(agreement=0.98, delta=0.02),
+    "init": CellTolerance(agreement=0.85, delta=0.05),
 }
 
 
@@ -85,8 +83,8 @@ def build_precision(info: dict[str, Any]) -> str:
     return "bf16" if info.get("config", {}).get("bf16", True) else "fp32"
 
 
-def cell_tolerance(kind: str, same_precision: bool) -> CellTolerance:
-    return VERIFY_TOLERANCE["same" if same_precision else "other", kind]
+def cell_tolerance(kind: str) -> CellTolerance:
+    return VERIFY_TOLERANCE[kind]
 
 
 def shipped_root() -> Path:
@@ -458,7 +456,7 @@ class CellCheck:
     agreement: float
     stored: float
     recomputed: float
-    tolerance: CellTolerance = field(default_factory=lambda: VERIFY_TOLERANCE["same", "zero_shot"])
+    tolerance: CellTolerance = field(default_factory=lambda: VERIFY_TOLERANCE["zero_shot"])
 
     @property
     def ok(self) -> bool:
@@ -469,13 +467,12 @@ class CellCheck:
 def rerun_cells(reference: Reference, bench, cells: int, seed: int = 0) -> list[CellCheck]:
     """Re-compute `cells` randomly chosen cells (half zero-shot, half initialisation) from the
     shipped prompts and compare their per-example predictions with the stored ones, within the
-    tolerance for `bench`'s precision against the build's (`cell_tolerance`)."""
+    tolerance of their kind (`cell_tolerance`), in `bench`'s precision."""
     import torch
 
     from transferbench import units
 
     rng = np.random.default_rng(seed)
-    same_precision = bench.precision.name == build_precision(reference.info)
     names = reference.task_names
     checks = []
     for i in range(cells):
@@ -497,5 +494,5 @@ def rerun_cells(reference: Reference, bench, cells: int, seed: int = 0) -> list[
         checks.append(CellCheck(kind, source or NULL, target, run_seed, float(np.mean(predicted == stored)),
                                 float(protocol.balanced_accuracy(stored, labels, num_classes=classes)),
                                 float(protocol.balanced_accuracy(predicted, labels, num_classes=classes)),
-                                cell_tolerance(kind, same_precision)))
+                                cell_tolerance(kind)))
     return checks
