@@ -7,6 +7,7 @@ import math
 from collections import defaultdict
 
 import pytest
+import torch
 
 from transferbench import calibration, progress
 from transferbench.runner import Benchmark
@@ -25,7 +26,9 @@ def test_calibration_gives_positive_finite_costs_once_per_process_and_setting(ca
     monkeypatch.setattr(calibration, "measure", counted)
     monkeypatch.setattr(calibration, "_MEASURED", {})
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0])
+    rng = torch.get_rng_state()
     cost = calibration.example_cost(bench)
+    assert torch.equal(torch.get_rng_state(), rng)  # a calibration changes nothing a run computes
     assert math.isfinite(cost.eval_seconds) and cost.eval_seconds > 0
     assert math.isfinite(cost.train_seconds) and cost.train_seconds > 0
     assert calibration.example_cost(Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[1])) is cost

@@ -36,7 +36,9 @@ def example_cost(bench) -> ExampleCost:
     if key not in _MEASURED:
         suite = units.loaded(ctx)  # sets the run's threads
         task = next(iter(bench.tasks))
-        with progress.paused():
+        devices = [suite.backbone.device] if suite.backbone.device.type == "cuda" else []
+        # the timed step seeds the global generator: put it back, so a run computes what it would have
+        with progress.paused(), torch.random.fork_rng(devices=devices):
             _MEASURED[key] = measure(suite.backbone, suite.encoded(task, "train"), suite.verbalizer(task), ctx.config,
                                      ctx.train_attention, ctx.eval_kernel)
     return _MEASURED[key]
@@ -49,7 +51,7 @@ def measure(backbone, split: EncodedSplit, verbalizer, config, train_attention: 
     an evaluation batch is length-sorted (the split's mean length), a training batch is padded to
     its longest example (the mean longest of `config.batch_size` random examples).
 
-    Each kind runs a warm-up pass of one example (one-off work: weight copies, kernel selection,
+    Each kind runs a warm-up pass of two examples (one-off work: weight copies, kernel selection,
     compilation), then one timed pass at the run's batch size (`eval_batch_size`, `batch_size`):
     a smaller one would overstate the cost, which a pass's fixed overheads dominate at a few
     examples (on the shared 2-core CPU a training step of 1 example cost 7x the per-example time
@@ -74,7 +76,10 @@ def measure(backbone, split: EncodedSplit, verbalizer, config, train_attention: 
 
 
 def _seconds_per_example(run: Callable[[int], None], batch: int) -> float:
-    run(1)  # warm-up: what a process does once is not a cost per example
+    # warm-up: what a process does once is not a cost per example. Two examples, not one: a
+    # dynamic-shape compilation (`--eval-kernel compiled`, `eager-compiled`) specializes a size of
+    # 1 and would compile again for the timed batch.
+    run(min(2, batch))
     start = time.perf_counter()
     run(batch)
     return max(time.perf_counter() - start, 1e-9) / batch
