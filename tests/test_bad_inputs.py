@@ -440,6 +440,28 @@ def test_the_users_own_ctrl_c_still_interrupts_plugin_code():
         checked_score(WaitsForCtrlC(), a, a)
 
 
+def test_a_sigterm_in_plugin_code_stops_the_run_as_ctrl_c_does():
+    """Under the command line's SIGTERM handler, a SIGTERM arriving in plugin code is not the
+    plugin's KeyboardInterrupt: it stops the run (`Terminated`) instead of becoming an error line."""
+    import signal
+
+    from transferbench.cli import _terminate_as_interrupt
+    from transferbench.errors import Terminated
+    from transferbench.indicator import TaskView, checked_score
+
+    class Stopped(Indicator):
+        def score(self, source, target):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+            return 0.0
+
+    a = TaskView("a", "f", 2, {})
+    previous = signal.getsignal(signal.SIGTERM)
+    with _terminate_as_interrupt(), pytest.raises(Terminated):
+        checked_score(Stopped(), a, a)
+    assert signal.getsignal(signal.SIGTERM) == previous  # put back afterwards
+
+
 @pytest.mark.parametrize("module_level, message", [
     ("sys.exit(3)", "indicator 'broken_plugin' failed to import: SystemExit: 3"),
     ("raise ImportError('needs a package that is not installed')",

@@ -208,22 +208,28 @@ def test_protocol_work_counts_every_pass_of_a_reference_build():
     assert protocol_work(bench) == {"train": 2 * (10 + 2 * 3) * 2, "eval": 2 * (3 * 3 + 7 * 5 + 5 + 7)}
 
 
-def test_build_estimate_counts_the_kernels_speed_ups():
-    """The printed estimate of a build divides each kind of pass by its kernel's rate: the opt-in
-    kernels shorten it, the defaults give the calibrated rates, every kernel choice has a rate."""
-    import re
+def test_build_estimate_is_the_protocols_work_at_the_cost_measured_on_this_machine():
+    """The printed estimate of a build is `protocol_work` at the measured cost of a training and an
+    evaluation example (measured with the build's own kernels and precision, so no speed-up of a
+    kernel is assumed), and says so; the plan of a run does the same for the indicators' artifacts."""
     from types import SimpleNamespace
 
-    from transferbench.api import EVAL_SPEEDUP, TRAIN_SPEEDUP, build_estimate
-    from transferbench.prompt import EVAL_KERNEL, TRAIN_ATTENTION, PromptConfig
+    from transferbench.api import build_estimate, protocol_work, score_plan
+    from transferbench.progress import ExampleCost
+    from transferbench.prompt import PromptConfig
     from transferbench.task_schema import SplitSizes
 
-    def minutes(train_attention, eval_kernel):
-        bench = SimpleNamespace(config=PromptConfig(), tasks=[str(i) for i in range(12)], seeds=[0, 1, 2],
-                                train_attention=train_attention, eval_kernel=eval_kernel,
-                                suite=SimpleNamespace(sizes_for=lambda name: SplitSizes(train=1000, dev=200, test=400)))
-        return int(re.search(r"roughly (\d+) min", build_estimate(bench)).group(1))
-
-    assert set(TRAIN_SPEEDUP) == set(TRAIN_ATTENTION) - {"auto"} and set(EVAL_SPEEDUP) == set(EVAL_KERNEL)
-    assert minutes("sdpa", "autocast") > minutes("eager", "autocast") > minutes("eager-compiled", "autocast")
-    assert minutes("eager-compiled", "autocast") > minutes("eager-compiled", "compiled")
+    sizes = SplitSizes(train=1000, dev=200, test=400)
+    bench = SimpleNamespace(config=PromptConfig(), tasks=[str(i) for i in range(12)], seeds=[0, 1, 2],
+                            suite=SimpleNamespace(name="twelve", sizes_for=lambda name: sizes),
+                            store=SimpleNamespace(root="/cache"), _reference=None)
+    work = protocol_work(bench)
+    cost = ExampleCost(eval_seconds=0.001, train_seconds=0.01)
+    minutes = (work["train"] * 0.01 + work["eval"] * 0.001) / 60
+    assert f"roughly {round(minutes)} min at the rate measured on this machine (1 ms per evaluation example, " \
+           "10 ms per training example)" in build_estimate(bench, cost)
+    assert f"roughly {round(minutes / 2)} min" in build_estimate(bench, ExampleCost(0.0005, 0.005))
+    assert f"roughly {minutes * 2 / 60:.1f} h" in build_estimate(bench, ExampleCost(0.002, 0.02))
+    plan = score_plan(bench, [SimpleNamespace(requires=["skill_scores"])], cost)
+    examples = 3 * 12 * (1000 + 200)  # skill neurons read train and dev of every task and seed
+    assert f"read {examples} examples: roughly {round(examples * 0.001 / 60)} min at the rate measured" in plan

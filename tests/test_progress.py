@@ -58,6 +58,47 @@ def test_eta_counts_the_batches_of_the_unit_in_progress(monkeypatch):
     assert stage.fraction() == pytest.approx(0.25) and stage.eta() == "ETA 1m30s"
 
 
+def test_eta_is_the_work_left_over_the_rate_of_work(monkeypatch):
+    """One big unit and ten small ones (a zero-shot row next to single cells): once the big one
+    is done in 100 s, the ETA is the small units' work at that rate (10 s), not 10 units at 100 s
+    each (16m40s, what counting units gave); within a unit, its ticked examples count."""
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    console, _ = _console(False)
+    reporter = progress.Reporter(console, "plain", interval=1e9)
+    with reporter.reporting():
+        unit_done = reporter.stage("measure transfer", 11, [progress.Work(eval=1000)] + [progress.Work(eval=10)] * 10)
+        stage = progress._current
+        for _ in range(5):  # half of the big unit: 500 of 1100 examples in 50 s
+            clock[0] += 10.0
+            progress.batch_done(100)
+        assert stage.fraction() == pytest.approx(500 / 1100) and stage.eta() == "ETA 1m00s"
+        for _ in range(5):
+            clock[0] += 10.0
+            progress.batch_done(100)
+        unit_done(0)
+        assert stage.eta() == "ETA 10s", stage.status()  # 100 examples left at 10 per second
+        unit_done(7)  # units finishing out of order (Ray) count their own work
+        assert stage.work_done() == pytest.approx(1010)
+
+
+def test_a_training_example_weighs_its_measured_cost_and_the_first_eta_is_measured(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    console, buffer = _console(False)
+    reporter = progress.Reporter(console, "plain", interval=1e9)
+    cost = progress.ExampleCost(eval_seconds=0.01, train_seconds=0.1)  # a training example: 10 evaluation ones
+    with reporter.reporting():
+        reporter.stage("train prompts", 2, [progress.Work(train=160, eval=400)] * 2, cost)
+        stage = progress._current
+        assert stage.sizes == [2000, 2000]
+        assert stage.eta() == "ETA 40s"  # nothing done yet: 4000 evaluation examples at 0.01 s
+        clock[0] += 16.0
+        progress.batch_done(16, train=True)  # 160 of 4000 in 16 s: 384 s left at the observed rate
+        assert stage.eta() == "ETA 6m24s"
+    assert buffer.getvalue().splitlines()[0] == "train prompts: 2 units to run, ETA 40s at the rate measured on this machine"
+
+
 def test_evaluation_batches_tick_the_current_stage():
     console, buffer = _console(False)
     reporter = progress.Reporter(console, "plain", interval=1e9)
@@ -66,8 +107,11 @@ def test_evaluation_batches_tick_the_current_stage():
         unit_done = reporter.stage("text embedding", 1)
         assert len(list(split.length_sorted_batches(4))) == 3
         assert progress._current.unit_total == 3 and progress._current.batches == 3
+        assert progress._current.unit_work == 10  # examples, the unit of work
+        assert len(list(split.length_sorted_batches(4, copies=3))) == 3  # 3 prompts evaluated together
+        assert progress._current.unit_work == 10 + 30
         unit_done()
-    assert buffer.getvalue().splitlines()[-1].startswith("done: text embedding: 1 unit, 3 batches")
+    assert buffer.getvalue().splitlines()[-1].startswith("done: text embedding: 1 unit, 6 batches")
     assert progress._current is None
 
 

@@ -100,6 +100,45 @@ def test_killed_run_resumes_without_recomputing_and_gives_same_results(tmp_path,
     assert resumed_result["metrics"] == clean_result["metrics"]
 
 
+def test_sigterm_stops_a_run_with_one_line_and_143_and_the_rerun_resumes(tmp_path, tiny_backbone):
+    """SIGTERM (a scheduler's stop) ends a run as Ctrl-C does: one line, exit status 143, every
+    finished artifact kept whole; the next run reuses them and gives the same numbers as a run
+    never stopped."""
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks", steps=20)
+    args = ["run", "--submit", "-i", "skill_overlap", "--suite", str(suite), "--backbone", str(tiny_backbone),
+            "--transfer", "zero_shot"]
+    env = {**os.environ, "TRANSFERBENCH_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "stopped").mkdir()
+    process = _run(args, tmp_path / "stopped", env)
+    prompts = tmp_path / "cache" / "prompts"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(prompts.glob("*.pt")) and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert err.splitlines()[-1] == "interrupted; finished artifacts are cached and will be reused", err
+    assert "Traceback" not in err
+    finished = {p.name: p.read_bytes() for p in prompts.glob("*.pt")}
+    assert 1 <= len(finished) < 4, "SIGTERM should land while prompts are being trained"
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+    (tmp_path / "resumed").mkdir()
+    resumed = _run(args, tmp_path / "resumed", env)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    for name, content in finished.items():  # finished artifacts were reused, not rewritten
+        assert (prompts / name).read_bytes() == content
+    (tmp_path / "clean").mkdir()
+    clean = _run(args, tmp_path / "clean", {**env, "TRANSFERBENCH_CACHE": str(tmp_path / "clean_cache")})
+    assert clean.wait(timeout=600) == 0, clean.stderr.read()
+    resumed_result = json.loads(next((tmp_path / "resumed" / "submissions").glob("*.json")).read_text())
+    clean_result = json.loads(next((tmp_path / "clean" / "submissions").glob("*.json")).read_text())
+    for field in ("scores", "transfer", "metrics"):
+        assert resumed_result[field] == clean_result[field]
+
+
 def test_two_runs_on_one_store_at_once_do_not_corrupt_it(tmp_path, tiny_backbone):
     from conftest import build_tiny_suite
 

@@ -25,16 +25,6 @@ from transferbench.reference import Reference
 if TYPE_CHECKING:
     from transferbench.run_config import RunConfig
 
-# Rough rates of the packaged backbone on a 2-core CPU (examples per second, bf16), used only to
-# tell a user how long a reference build will take before it starts (see benchmarks/README.md).
-TRAIN_EXAMPLES_PER_SECOND = 50
-EVAL_EXAMPLES_PER_SECOND = 400
-# How much faster the opt-in kernels are than the defaults (sdpa training, autocast evaluation),
-# rounded from `benchmarks/speed_vs_peft.py --steps 40` (2026-11-27: training 109.1 and 136.1
-# against 61.3 examples/s, zero-shot evaluation 804 against 657).
-TRAIN_SPEEDUP = {"sdpa": 1.0, "eager": 1.8, "eager-compiled": 2.2}
-EVAL_SPEEDUP = {"autocast": 1.0, "compiled": 1.2}
-
 
 @dataclass
 class Results:
@@ -82,30 +72,45 @@ def protocol_work(bench) -> dict[str, int]:
     return {"train": train, "eval": evaluate}
 
 
-def build_estimate(bench) -> str:
-    """A rough duration of measuring `bench`'s reference on this kind of machine with its kernels
-    (`bench.train_attention`, resolved, and `bench.eval_kernel`), as a phrase."""
+def _roughly(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"roughly {max(1, round(minutes))} min" if minutes < 90 else f"roughly {minutes / 60:.1f} h"
+
+
+def _measured(cost) -> str:
+    return (f"at the rate measured on this machine ({cost.eval_seconds * 1e3:.3g} ms per evaluation example, "
+            f"{cost.train_seconds * 1e3:.3g} ms per training example)")
+
+
+def build_estimate(bench, cost=None) -> str:
+    """How long measuring `bench`'s reference takes from a cold cache, as a phrase: `protocol_work`
+    at `cost` (a `transferbench.progress.ExampleCost`; default: measured now on this machine with
+    the benchmark's backbone, precision and kernels, `transferbench.calibration.example_cost`)."""
+    from transferbench.calibration import example_cost
+    from transferbench.progress import Work
+
     n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
+    cost = cost or example_cost(bench)
     work = protocol_work(bench)
-    seconds = (work["train"] / (TRAIN_EXAMPLES_PER_SECOND * TRAIN_SPEEDUP[bench.train_attention])
-               + work["eval"] / (EVAL_EXAMPLES_PER_SECOND * EVAL_SPEEDUP[bench.eval_kernel]))
+    seconds = cost.seconds(Work(train=work["train"], eval=work["eval"]))
     return (f"{n_tasks * n_seeds} prompts and {n_tasks * (n_tasks - 1) * n_seeds} ordered pairs of each transfer kind: "
-            f"roughly {seconds / 60:.0f} min on a 2-core CPU from a cold cache (less for what the cache holds)")
+            f"{_roughly(seconds)} {_measured(cost)} from a cold cache (less for what the cache holds)")
 
 
 def _scoring_examples(bench, artifacts: set[str]) -> int:
     """Examples the backbone reads to compute `artifacts` for every task and seed from a cold cache
     (prompts and transfer come from the reference): each artifact's unit in `transferbench.units`
-    reads these splits or sample counts."""
-    from transferbench import units
+    reads these splits, and a declared one (`transferbench.artifact_specs`) its `examples`."""
+    from transferbench.artifact_specs import ARTIFACT_SPECS
 
     n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
     sizes = [bench.suite.sizes_for(name) for name in bench.tasks]
-    per_task_seed = {"skill_scores": sum(s.train + s.dev for s in sizes),
-                     "mask_activations_task": sum(s.dev for s in sizes),
-                     "probe_ranking": n_tasks * units.PROBE_EXAMPLES,
-                     "pair_outputs": n_tasks * (n_tasks - 1) * units.PAIR_EXAMPLES}
-    total = sum(count * n_seeds for name, count in per_task_seed.items() if name in artifacts)
+    per_seed = {"skill_scores": sum(s.train + s.dev for s in sizes),
+                "mask_activations_task": sum(s.dev for s in sizes)}
+    for name, spec in ARTIFACT_SPECS.items():
+        sources = n_tasks - 1 if spec.per == "pair" else 1  # a pair artifact: per target, every source
+        per_seed[name] = sum(sources * spec.examples(s.train) for s in sizes)
+    total = sum(count * n_seeds for name, count in per_seed.items() if name in artifacts)
     if "text_embedding" in artifacts:
         total += sum(s.train for s in sizes)
     return total
@@ -122,9 +127,13 @@ def compute_line(bench) -> str:
     return line
 
 
-def score_plan(bench, indicators: Sequence) -> str:
+def score_plan(bench, indicators: Sequence, cost=None) -> str:
     """What scoring `indicators` on `bench` involves, as one line: tasks, prompts and pairs, where
-    the reference and the cache are, and a rough duration on a 2-core CPU from a cold cache."""
+    the reference and the cache are, and how long the compute takes from a cold cache at `cost`
+    (default: measured on this machine when there is compute to estimate, see `build_estimate`)."""
+    from transferbench.calibration import example_cost
+    from transferbench.progress import Work
+
     n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
     artifacts = {name for indicator in indicators for name in indicator.requires}
     line = (f"suite {bench.suite.name}: {n_tasks} tasks x {len(bench.seeds)} seeds = {n_tasks * n_seeds} prompts, "
@@ -132,11 +141,13 @@ def score_plan(bench, indicators: Sequence) -> str:
     if bench._reference is not None:
         line += f"prompts and transfer from the shipped reference {bench._reference.hash[:12]} (nothing to train)"
     else:
-        line += f"no shipped reference: measured first ({build_estimate(bench)})"
+        cost = cost or example_cost(bench)
+        line += f"no shipped reference: measured first ({build_estimate(bench, cost)})"
     examples = _scoring_examples(bench, artifacts)
     if examples:
-        line += (f"; the indicators' artifacts ({', '.join(sorted(artifacts))}) read {examples} examples: roughly "
-                 f"{max(1, round(examples / EVAL_EXAMPLES_PER_SECOND / 60))} min from a cold cache, less for what "
+        cost = cost or example_cost(bench)
+        line += (f"; the indicators' artifacts ({', '.join(sorted(artifacts))}) read {examples} examples: "
+                 f"{_roughly(cost.seconds(Work(eval=examples)))} {_measured(cost)} from a cold cache, less for what "
                  "the cache holds")
     return line
 

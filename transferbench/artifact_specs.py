@@ -29,8 +29,11 @@ class ArtifactSpec:
 
     `stage` is the store folder (one of `transferbench.store.STAGES`), `settings` everything else
     the unit's output depends on (sizes, penalties: part of the store key), `code` the version
-    to bump when the unit changes what it computes, and `description` what indicator authors read
-    in `indicator.ARTIFACTS`. See docs/indicators.md, "Adding an artifact".
+    to bump when the unit changes what it computes, `description` what indicator authors read
+    in `indicator.ARTIFACTS`, and `examples` how many examples the backbone evaluates per unit
+    (per source for a pair artifact) given the task's train-split size (default: the whole train
+    split once), which sizes the unit for progress and the opening estimate. See
+    docs/indicators.md, "Adding an artifact".
     """
 
     per: str
@@ -40,14 +43,17 @@ class ArtifactSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     code: int = 1
     description: str = ""
+    examples: Callable[[int], int] = lambda train_size: train_size
 
 
 ARTIFACT_SPECS: dict[str, ArtifactSpec] = {
     "pair_outputs": ArtifactSpec(
         "pair", units.pair_outputs_unit, stage="pair_outputs", settings={"examples": units.PAIR_EXAMPLES},
+        examples=lambda train_size: min(train_size, units.PAIR_EXAMPLES),
         serve=lambda a: PairOutputs(a["features"].numpy(), a["source_probs"].numpy(), a["target_labels"].numpy())),
     "probe_ranking": ArtifactSpec(
         "task", units.probe_ranking_unit, stage="activations", serve=lambda a: a["rank"].numpy(),
+        examples=lambda train_size: min(train_size, units.PROBE_EXAMPLES),
         settings={"examples": units.PROBE_EXAMPLES, "l1": units.PROBE_L1, "l2": units.PROBE_L2,
                   "max_iter": units.PROBE_MAX_ITER, "positions": "prompt_mean"}),
 }

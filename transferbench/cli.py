@@ -1,7 +1,8 @@
 """The `transferbench` command line: run the benchmark, print the leaderboard, list plugins and tasks.
 
 User errors (unknown names, bad YAML, failing plugins) end with one `error:` line and exit status
-2; anything else is a bug and keeps its traceback. Every console here has markup off: names,
+2; Ctrl-C and SIGTERM with one "interrupted" line and 130 / 143 (finished artifacts stay cached);
+anything else is a bug and keeps its traceback. Every console here has markup off: names,
 paths and messages come from users and are printed literally (styles are passed as `style=`).
 
 Over 400 lines because each subcommand's printing lives next to its parser; the work is library
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import get_args
@@ -24,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from transferbench import inspect_neurons
-from transferbench.errors import TransferbenchError
+from transferbench.errors import Terminated, TransferbenchError
 from transferbench.protocol import TRANSFER_KINDS
 from transferbench.run_config import RunConfig, build_run_config
 from transferbench.schema_errors import read_yaml
@@ -218,6 +221,30 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(neurons=not other_command).parse_args(argv)
     # Wide tables stay readable when output goes to a file or pipe (rich defaults to 80 columns).
     console = Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=200)
+    with _terminate_as_interrupt():
+        return _dispatch(args, console)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """In the block, SIGTERM (a job scheduler's or `kill`'s stop) raises `Terminated` in the main
+    thread: the run stops as on Ctrl-C, with its one line, and exits with 143. The previous handler
+    is restored afterwards (tests call `main` in-process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _dispatch(args, console: Console) -> int:
     try:
         if args.command == "run":
             _print_first_line(args, console)
@@ -230,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         error_line = Text.assemble(("error:", "bold red"), f" {exc}")
         Console(stderr=True, markup=False).print(error_line, highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         Console(stderr=True).print("interrupted; finished artifacts are cached and will be reused")
-        return 130
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
         return 0

@@ -11,3 +11,9 @@ class TransferbenchError(Exception):
 
 class UnknownNameError(TransferbenchError):
     """A name (task, suite, indicator, backbone) that is not registered."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the command line's handler (`transferbench.cli`): a
+    KeyboardInterrupt, so the run stops as on Ctrl-C (every finished artifact is already stored),
+    and the CLI exits with status 143 (128 + SIGTERM) instead of 130."""

@@ -9,7 +9,10 @@ touch the store, so a worker that dies mid-task leaves nothing half-written behi
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+import contextlib
+import signal
+import threading
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 
@@ -140,7 +143,8 @@ class RayExecutor(Executor):
                     raise TransferbenchError(f"could not connect to the Ray cluster at --ray-address {self.address} "
                                              f"({str(exc).splitlines()[0]}); is `ray start` running there?") from None
             else:
-                ray.init(num_cpus=self.num_cpus, **options)
+                with _keeping_sigterm_handler():
+                    ray.init(num_cpus=self.num_cpus, **options)
                 self._started = True
         return ray
 
@@ -179,6 +183,22 @@ class RayExecutor(Executor):
             ray.shutdown()
             self._started = False
         self._remote.clear()
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """A local Ray instance installs its own SIGTERM handler (kill Ray's processes, exit with 1);
+    a Python handler installed before (the CLI's, which stops the run as Ctrl-C does, so `close`
+    shuts Ray down on the way out) is put back. Without one, Ray's handler stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _unwrap(exc: Exception, description: str) -> Exception:

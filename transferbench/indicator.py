@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 import yaml
 
-from transferbench.errors import TransferbenchError, UnknownNameError
+from transferbench.errors import Terminated, TransferbenchError, UnknownNameError
 from transferbench.registry import Registry, did_you_mean
 
 # Every artifact an indicator can declare, with what it is. `TaskView` serves exactly these.
@@ -349,15 +349,15 @@ def _user_interrupts() -> Iterator[list[int]]:
 def _plugin_guard(failure: str) -> Iterator[None]:
     """Run plugin code (import, constructor, `score`): anything it raises becomes one
     `TransferbenchError` "<failure> <Type>: <message>", SystemExit and a KeyboardInterrupt the
-    plugin raises itself included. A TransferbenchError passes unchanged, and so does the user's
-    own Ctrl-C, which stops the run as usual."""
+    plugin raises itself included. A TransferbenchError passes unchanged, and so do the user's
+    own Ctrl-C and a SIGTERM (`Terminated`, raised by the CLI's handler), which stop the run as usual."""
     with _user_interrupts() as interrupts:
         try:
             yield
         except TransferbenchError:
             raise
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt) and interrupts:
+            if isinstance(exc, Terminated) or (isinstance(exc, KeyboardInterrupt) and interrupts):
                 raise
             raise TransferbenchError(f"{failure} {_describe(exc)}") from None
 
@@ -438,6 +438,7 @@ def _score_in_child(indicator: Indicator, pairs: Sequence[tuple[TaskView, TaskVi
 
         die_with_parent(parent)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the user's Ctrl-C is the parent's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler: a SIGTERM ends the child at once
         if "torch" in sys.modules:  # torch's OpenMP thread pool does not survive fork: its next op would hang
             sys.modules["torch"].set_num_threads(1)
         with os.fdopen(fd, "wb", buffering=0) as pipe:

@@ -110,13 +110,16 @@ class EncodedSplit:
                 types[row, : len(seq)] = torch.tensor(self.token_type_ids[i])
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
-    def length_sorted_batches(self, batch_size: int) -> Iterator[list[int]]:
-        """Batches of similar lengths (less padding), for evaluation where order does not matter."""
+    def length_sorted_batches(self, batch_size: int, copies: int = 1) -> Iterator[list[int]]:
+        """Batches of similar lengths (less padding), for evaluation where order does not matter.
+        `copies`: how many rows the caller's pass runs per example (one per prompt evaluated
+        together), the evaluation examples each batch reports to `transferbench.progress`."""
         order = sorted(range(len(self)), key=lambda i: len(self.input_ids[i]))
         progress_bar.loop_started(-(-len(order) // batch_size))
         for start in range(0, len(order), batch_size):
-            yield order[start : start + batch_size]
-            progress_bar.batch_done()
+            batch = order[start : start + batch_size]
+            yield batch
+            progress_bar.batch_done(len(batch) * copies)
 
 
 def encode_split(backbone: Backbone, split, max_length: int, prompt_length: int = 0) -> EncodedSplit:
@@ -441,7 +444,7 @@ def predict_many(
     pad = backbone.tokenizer.pad_token_id
     per_pass = max(1, config.eval_batch_size // count)
     with evaluation(backbone, config, kernel) as encoder:
-        for index in split.length_sorted_batches(per_pass):
+        for index in split.length_sorted_batches(per_pass, copies=count):
             batch = split.batch(index, pad)
             tiled = {k: v.repeat(count, 1) for k, v in batch.items()}
             rows = prompts.repeat_interleave(len(index), dim=0)
@@ -574,7 +577,7 @@ def _train(backbone, jobs, config, progress, kernel: str, eval_kernel: str) -> l
         if progress is not None:
             for _ in jobs:  # one tick per prompt-step, as `train_prompt` ticks
                 progress()
-        progress_bar.batch_done()  # one step of every prompt of the pass
+        progress_bar.batch_done(sum(len(i) for i in indices), train=True)  # one step of every prompt of the pass
     if not all(math.isfinite(x) for job_losses in losses for x in job_losses):
         raise TransferbenchError("prompt training diverged (non-finite loss); lower `lr` in the suite's training block")
     return [TrainedPrompt(prompt=b[2].cpu(), dev_accuracy=b[0], best_step=b[1], losses=l) for b, l in zip(best, losses)]

@@ -31,7 +31,7 @@ from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
-from transferbench.progress import Reporter
+from transferbench.progress import Reporter, Work
 from transferbench.prompt import (
     PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, resolve_eval_kernel, resolve_train_attention,
 )
@@ -61,6 +61,8 @@ class _Job:
     keys: list[tuple[str, str]]
     # Splits the unit's result into one artifact per key (most units return exactly one).
     unpack: Callable[[Any], list[dict[str, Any]]] = lambda result: [result]
+    # Examples the unit's backbone passes process: its size, for the stage's progress and ETA.
+    work: Work = Work()
 
 
 class Benchmark:
@@ -223,12 +225,13 @@ class Benchmark:
         missing = [(task, seed) for task, seed in dict.fromkeys(pairs)
                    if self._shipped_prompt(task, seed) is None and not self._has("prompts", self._prompt_key(task, seed))]
         if self.prompts_per_pass == 1:
-            jobs = [_Job(Unit(units.train_prompt_unit, (self.context, task, seed)), [("prompts", self._prompt_key(task, seed))])
-                    for task, seed in missing]
+            jobs = [_Job(Unit(units.train_prompt_unit, (self.context, task, seed)), [("prompts", self._prompt_key(task, seed))],
+                         work=self._prompt_work(task)) for task, seed in missing]
         else:
             everything = [(name, seed) for seed in self.seeds for name in self.tasks]
             jobs = [_Job(Unit(units.train_prompts_unit, (self.context, group)),
-                         [("prompts", self._prompt_key(task, seed)) for task, seed in group], list)
+                         [("prompts", self._prompt_key(task, seed)) for task, seed in group], list,
+                         sum((self._prompt_work(task) for task, _ in group), Work()))
                     for group in self._groups(everything) if any(pair in missing for pair in group)]
         self._execute("train prompts", jobs)
 
@@ -291,7 +294,7 @@ class Benchmark:
             return [row[s] for s in missing]
 
         return [_Job(Unit(units.zero_shot_row_unit, (self.context, target, seed, prompts)),
-                     [("transfer", keys[s]) for s in missing], unpack)]
+                     [("transfer", keys[s]) for s in missing], unpack, Work(eval=len(missing) * self._size(target, "test")))]
 
     def _init_jobs(self, sources: list[str | None], target: str, seed: int) -> list[_Job]:
         """One unit per missing (source, target, seed) cell; with `prompts_per_pass` > 1, one unit
@@ -303,11 +306,13 @@ class Benchmark:
         def init(source: str | None) -> torch.Tensor | None:
             return self.source_prompt(source, seed)["prompt"] if source else None
 
+        # each arm: `init_steps` training steps, then one pass over the target's test split
+        arm = Work(train=self.config.init_steps * self.config.batch_size, eval=self._size(target, "test"))
         if self.prompts_per_pass == 1:
-            return [_Job(Unit(units.init_accuracy_unit, (self.context, init(s), target, seed)), [("transfer", keys[s])])
-                    for s in missing]
+            return [_Job(Unit(units.init_accuracy_unit, (self.context, init(s), target, seed)), [("transfer", keys[s])],
+                         work=arm) for s in missing]
         return [_Job(Unit(units.init_accuracy_many_unit, (self.context, [init(s) for s in group], target, seed)),
-                     [("transfer", keys[s]) for s in group], list)
+                     [("transfer", keys[s]) for s in group], list, arm * len(group))
                 for group in self._groups(sources) if any(s in missing for s in group)]
 
     def measured_keys(self) -> list[tuple[str, str]]:
@@ -334,7 +339,8 @@ class Benchmark:
                                        "max_length": self.config.max_length, "bf16": self.config.bf16,
                                        "code": ARTIFACT_CODE_VERSION})
         if not self._has("probe", key):
-            self._execute("linear probes", [_Job(Unit(units.probe_unit, (self.context, task)), [("probe", key)])])
+            work = Work(eval=self._size(task, "train") + self._size(task, "test"))  # features of both splits
+            self._execute("linear probes", [_Job(Unit(units.probe_unit, (self.context, task)), [("probe", key)], work=work)])
         return self._artifact_of("probe", key)["predictions"].numpy().astype(np.int64)
 
     # ---- stage 3: the reference ground truth ------------------------------------------------------
@@ -381,7 +387,7 @@ class Benchmark:
             return []
         prompt = self.source_prompt(task, seed)["prompt"]
         return [_Job(Unit(units.skill_neurons_unit, (self.context, task, seed, prompt, positions)),
-                     [("skill_neurons", key)])]
+                     [("skill_neurons", key)], work=Work(eval=self._size(task, "train") + self._size(task, "dev")))]
 
     def _mask_jobs(self, task: str, seed: int, with_inputs: bool) -> list[_Job]:
         key = self._mask_key(task, seed, with_inputs)
@@ -389,13 +395,14 @@ class Benchmark:
             return []
         prompt = self.source_prompt(task, seed)["prompt"]
         return [_Job(Unit(units.mask_activations_unit, (self.context, task, seed, prompt, with_inputs)),
-                     [("activations", key)])]
+                     [("activations", key)], work=Work(eval=self._size(task, "dev") if with_inputs else 1))]
 
     def _embedding_jobs(self, task: str) -> list[_Job]:
         key = self._embedding_key(task)
         if self._has("text_embedding", key):
             return []
-        return [_Job(Unit(units.text_embedding_unit, (self.context, task)), [("text_embedding", key)])]
+        return [_Job(Unit(units.text_embedding_unit, (self.context, task)), [("text_embedding", key)],
+                     work=Work(eval=self._size(task, "train")))]
 
     def _declared_key(self, name: str, task: str, seed: int, target: str | None = None) -> str:
         """Store key of an `ARTIFACT_SPECS` artifact: of (task, seed), or of (source=task, target, seed)."""
@@ -415,14 +422,15 @@ class Benchmark:
             if self._has(spec.stage, key):
                 return []
             prompt = self.source_prompt(task, seed)["prompt"]
-            return [_Job(Unit(spec.unit, (self.context, task, seed, prompt)), [(spec.stage, key)])]
+            return [_Job(Unit(spec.unit, (self.context, task, seed, prompt)), [(spec.stage, key)],
+                         work=Work(eval=spec.examples(self._size(task, "train"))))]
         keys = {s: self._declared_key(name, s, seed, target=task) for s in self.tasks if s != task}
         missing = [s for s, key in keys.items() if not self._has(spec.stage, key)]
         if not missing:
             return []
         prompts = {s: self.source_prompt(s, seed)["prompt"] for s in missing}
         return [_Job(Unit(spec.unit, (self.context, task, seed, prompts)), [(spec.stage, keys[s]) for s in missing],
-                     lambda row: [row[s] for s in missing])]
+                     lambda row: [row[s] for s in missing], Work(eval=len(missing) * spec.examples(self._size(task, "train"))))]
 
     def declared_artifact(self, name: str, task: str) -> Any:
         """An `ARTIFACT_SPECS` artifact as views serve it: per seed, or {source: per seed} for a pair
@@ -524,7 +532,7 @@ class Benchmark:
             return
         for stage in sorted({stage for job in jobs for stage, _ in job.keys}):
             self.store.check_writable(stage)  # a read-only or full cache fails here, before compute
-        advance = self._advance(description, len(jobs)) or (lambda: None)
+        advance = self._advance(description, jobs) or (lambda index: None)
 
         def store_result(index: int, result: Any) -> None:
             job = jobs[index]
@@ -532,7 +540,7 @@ class Benchmark:
             for (stage, key), artifact in zip(job.keys, artifacts, strict=True):
                 self.store.save(stage, key, artifact)  # atomic rename: never half-written
                 self._loaded_artifacts[stage, key] = artifact
-            advance()
+            advance(index)
 
         self.executor.run([job.unit for job in jobs], description, on_result=store_result)
 
@@ -549,7 +557,23 @@ class Benchmark:
             finally:
                 self._progress = None
 
-    def _advance(self, description: str, total: int):
+    def _advance(self, description: str, jobs: list[_Job]):
+        """The reporter's stage for `jobs`, sized by their work, with the cost of an example measured
+        on this machine (`transferbench.calibration`: a few seconds, once per process)."""
         if self._progress is None:
             return None
-        return self._progress.stage(description, total)
+        from transferbench.calibration import example_cost
+
+        return self._progress.stage(description, len(jobs), [job.work for job in jobs], example_cost(self))
+
+    def _size(self, task: str, split: str) -> int:
+        """Examples in a split of `task` (the data is loaded in this process to key its artifacts)."""
+        return len(getattr(self.data(task), split))
+
+    def _prompt_work(self, task: str) -> Work:
+        """A task's own prompt (`units.train_prompt_unit`): `steps` training batches, a dev pass
+        at every multiple of `eval_every` and at the last step, one test pass."""
+        config = self.config
+        dev_passes = -(-config.steps // config.eval_every)
+        return Work(train=config.steps * config.batch_size,
+                    eval=dev_passes * self._size(task, "dev") + self._size(task, "test"))

@@ -351,7 +351,7 @@ def pair_outputs_unit(ctx: UnitContext, target: str, seed: int,
     probs = [torch.zeros(size, suite.specs[s].num_classes) for s in sources]
     pad = backbone.tokenizer.pad_token_id
     with autocast(ctx.config, backbone):
-        for index in train.length_sorted_batches(max(1, ctx.config.eval_batch_size // count)):
+        for index in train.length_sorted_batches(max(1, ctx.config.eval_batch_size // count), copies=count):
             batch = train.batch(index, pad)
             rows = stacked.repeat_interleave(len(index), dim=0)  # row k * len(index) + i: source k, example i
             output = prompted_forward(backbone, rows, {k: v.repeat(count, 1) for k, v in batch.items()})
