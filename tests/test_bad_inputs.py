@@ -1122,3 +1122,36 @@ def test_a_cache_folder_transferbench_creates_carries_its_marker(tmp_path, monke
     store.check_writable("prompts")
     assert is_marked_cache(root) and (root / CACHE_MARKER).read_text().startswith("Signature: 8a477f597d28d172")
     assert main(["cache", "--clear", "prompts"]) == 0
+
+
+# ---- issue 26 item 3: the shipped reference's index and the official rows -----------------------
+
+def _synthetic_shipped(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A pinned synthetic reference standing in for reference/, and an official submissions folder
+    with one valid file scored against it (tests/test_leaderboard.py builds the same)."""
+    from test_leaderboard import ref_result, synthetic_reference
+
+    from transferbench import reference
+
+    root = tmp_path / "reference"
+    ref = synthetic_reference()
+    reference.save(ref, root / "syn__tiny-bb", pin=root / "index.json")
+    monkeypatch.setattr(reference, "shipped_root", lambda: root)
+    monkeypatch.setenv("TRANSFERBENCH_RESULTS", str(tmp_path / "results"))
+    folder = tmp_path / "submissions"
+    write_result(ref_result(ref, "skill_overlap"), folder)
+    return root, folder
+
+
+@pytest.mark.parametrize("damage", ["deleted", "not_json"])
+def test_leaderboard_with_a_removed_reference_index_is_one_line(tmp_path, capsys, monkeypatch, damage):
+    root, folder = _synthetic_shipped(tmp_path, monkeypatch)
+    if damage == "deleted":
+        (root / "index.json").unlink()
+    else:
+        (root / "index.json").write_text("not json")
+    board = tmp_path / "board"
+    assert main(["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(board)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "index.json" in line and "restore" in line, line
+    assert not board.exists()

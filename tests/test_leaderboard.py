@@ -29,6 +29,7 @@ from transferbench.results import (
     make_result,
     per_seed_frames,
     result_filename,
+    result_json,
     write_result,
 )
 
@@ -506,3 +507,118 @@ def test_a_local_result_sits_beside_the_projects_result_of_the_same_indicator():
     assert sorted(table["local"]) == [False, True] and not table.attrs["notes"][1:]
     markdown = render_markdown(build_tables([official, mine]))
     assert "| random (baseline) (local) |" in markdown and "| random (baseline) |" in markdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Result files against the shipped reference (issue 26, item 3): a synthetic reference bundle,
+# pinned in its own index.json, stands in for reference/.
+
+REF_TASKS = ["pa", "pb", "pc", "ta", "tb"]
+REF_FAMILIES = {"pa": "sentiment", "pb": "sentiment", "pc": "sentiment", "ta": "topic", "tb": "topic"}
+REF_SEEDS = [0, 1, 2]
+REF_EXCLUDED = {"tb": "own prompt does not beat the majority class"}
+
+
+def synthetic_reference():
+    from transferbench.reference import Reference
+
+    rng = np.random.default_rng(7)
+    per_seed = {s: {t: (None if s == t else [float(v) for v in rng.uniform(0.0, 1.0, len(REF_SEEDS))])
+                    for t in REF_TASKS} for s in REF_TASKS}
+    mean = {s: {t: (None if v is None else float(np.mean(v))) for t, v in row.items()} for s, row in per_seed.items()}
+    info = {"format": 1, "suite": {"name": "syn"}, "backbone": {"backbone": "tiny-bb", "revision": "test"},
+            "seeds": REF_SEEDS, "tasks": [{"name": t, "family": REF_FAMILIES[t]} for t in REF_TASKS]}
+    tasks = {t: {"admitted": t not in REF_EXCLUDED, "excluded_because": REF_EXCLUDED.get(t, "")} for t in REF_TASKS}
+    return Reference(info=info, prompts={"pa/0": np.zeros((1, 2), dtype=np.float32)},
+                     predictions={"labels/pa": np.zeros(2, dtype=np.int64)}, tasks=tasks,
+                     transfer={"zero_shot": {"mean": mean, "per_seed": per_seed}})
+
+
+def ref_result(ref, name="skill_overlap", *, seed=0, suite="syn", backbone="tiny-bb", reference="pinned",
+               transfer=None, seeds=REF_SEEDS, per_seed="reference", families=REF_FAMILIES, tasks=REF_TASKS,
+               excluded=REF_EXCLUDED, created_at="2025-01-01T00:00:00+00:00", baseline=False):
+    """A result of the synthetic setting made with `make_result` (its metrics reproduce), with one
+    part replaced by an attacker's."""
+    frames = ref.per_seed("zero_shot") if per_seed == "reference" else per_seed
+    frames = [frame.loc[tasks, tasks] for frame in frames]
+    transfer = (ref.matrix("zero_shot") if transfer is None else transfer).loc[tasks, tasks]
+    scores = transfer.fillna(0.5) + np.random.default_rng(seed).normal(scale=0.2, size=transfer.shape)
+    return make_result(
+        scores, transfer, indicator=name, suite=suite, backbone=backbone, transfer_kind="zero_shot",
+        seeds=seeds, baseline=baseline, manifest={"created_at": created_at}, n_bootstrap=100, n_permutations=50,
+        reference=ref.hash if reference == "pinned" else reference, excluded_targets=excluded, families=families,
+        transfer_per_seed=frames,
+    )
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """(root, reference, official submissions folder with two valid files) for the synthetic setting."""
+    from transferbench import reference as reference_module
+
+    root = tmp_path / "reference"
+    ref = synthetic_reference()
+    reference_module.save(ref, root / "syn__tiny-bb", pin=root / "index.json")
+    monkeypatch.setattr(reference_module, "shipped_root", lambda: root)
+    folder = tmp_path / "submissions"
+    write_result(ref_result(ref, "skill_overlap"), folder)
+    write_result(ref_result(ref, "random", seed=1, baseline=True), folder)
+    return root, ref, folder
+
+
+def _board(results):
+    return render_markdown(build_tables(results))
+
+
+def _only_problem(folder, name):
+    results, problems = load_results(folder)
+    assert [(path.name, "\n" in reason) for path, reason in problems] == [(name, False)], problems
+    return results, problems[0][1]
+
+
+def test_valid_files_of_a_shipped_setting_rank_with_seed_resampling(shipped):
+    root, ref, folder = shipped
+    results, problems = load_results(folder)
+    assert problems == [] and sorted(r.indicator.name for r in results) == ["random", "skill_overlap"]
+    table = next(iter(build_tables(results).values()))
+    assert table.attrs["rank_resampled"] == "targets and seeds"
+    assert list(build_tables(results)) == [("syn", "tiny-bb", "zero_shot", ref.hash[:12])]
+
+
+@pytest.mark.parametrize("damage", ["index_deleted", "index_not_json", "index_not_object", "bundle_unpinned",
+                                    "manifest_edited", "bundle_deleted"])
+def test_a_broken_index_of_the_shipped_references_is_an_error_not_silence(shipped, damage):
+    """Attack 3: removing or editing reference/index.json would switch every check off."""
+    import shutil
+
+    root, ref, folder = shipped
+    index = root / "index.json"
+    if damage == "index_deleted":
+        index.unlink()
+    elif damage == "index_not_json":
+        index.write_text("{")
+    elif damage == "index_not_object":
+        index.write_text("[]")
+    elif damage == "bundle_unpinned":
+        index.write_text("{}")
+    elif damage == "manifest_edited":
+        manifest = root / "syn__tiny-bb" / "MANIFEST.json"
+        manifest.write_text(manifest.read_text() + " ")
+    else:
+        shutil.rmtree(root / "syn__tiny-bb")
+    with pytest.raises(TransferbenchError) as caught:
+        load_results(folder)
+    message = str(caught.value)
+    assert "\n" not in message and "restore" in message and str(root) in message, message
+
+
+def test_a_users_results_folder_and_a_root_without_bundles_need_no_index(tmp_path, monkeypatch):
+    from transferbench import reference as reference_module
+
+    empty = tmp_path / "no_references"
+    empty.mkdir()
+    monkeypatch.setattr(reference_module, "shipped_root", lambda: empty)
+    folder = tmp_path / "results" / "submissions"
+    write_result(result("random", 1.0), folder)
+    results, problems = load_results(folder, local=True)
+    assert problems == [] and results[0].local

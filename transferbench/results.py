@@ -499,11 +499,18 @@ def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[Resul
     """Every valid `*.json` under `submissions_dir` (recursively, in sorted path order), and
     (path, one-line reason) for each file left out: malformed, wrong schema version, metric
     settings out of bounds, not a regular file (links, FIFOs), or metrics that do not reproduce
-    (a tampered or stale file). `local`: the folder is a user's own results (see `ResultFile.local`)."""
+    (a tampered or stale file), or a file not matching its shipped reference (`reference_problem`).
+    `local`: the folder is a user's own results (see `ResultFile.local`).
+
+    TransferbenchError (the whole board, one line) when the shipped references' index is missing,
+    broken or does not pin its bundles (`transferbench.reference.check_shipped_root`)."""
     root = Path(submissions_dir)
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
         raise TransferbenchError(f"submissions folder {root} {problem}; pass the folder of result files")
+    from transferbench.reference import check_shipped_root
+
+    check_shipped_root()  # a removed or edited index.json would switch every reference check off
     results: list[ResultFile] = []
     problems: list[tuple[Path, str]] = []
     for path in sorted(root.rglob("*.json")):
