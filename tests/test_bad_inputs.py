@@ -3,6 +3,7 @@ nothing outside the intended output is lost or changed. Add a case here for ever
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -595,9 +596,15 @@ def test_markdown_board_escapes_names_notes_and_paths(tmp_path, capsys, case):
     text = MARKDOWN_INJECTIONS[case]
     folder = tmp_path / "submissions"
     write_result(_result("good"), folder)
-    write_result(_result(text, suite=f"s{text}", seed=1), folder)
-    write_result(_result(text, suite=f"s{text}", seed=2), folder / "older")  # a duplicate: named in a note
+    # a suite name holds no control character nor outer whitespace (a file with one is skipped, its
+    # reason escaped like any other)
+    named = _result(text, suite=f"s{' '.join(text.split())}", seed=1)
+    write_result(named, folder)
+    write_result(_result(text, suite=named.suite, seed=2), folder / "older")  # a duplicate: named in a note
     (folder / f"bad{text.replace('/', '_')}.json").write_text("{not json")  # a skipped file
+    data = named.model_dump(mode="json") | {"suite": f"s{text}"}
+    if data["suite"] != named.suite:
+        (folder / "bad_suite.json").write_text(json.dumps(data))  # skipped: the reason shows the name
     args = ["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
     assert main(args) == 0
     readme = (tmp_path / "board" / "README.md").read_text()

@@ -585,6 +585,84 @@ def test_valid_files_of_a_shipped_setting_rank_with_seed_resampling(shipped):
     assert list(build_tables(results)) == [("syn", "tiny-bb", "zero_shot", ref.hash[:12])]
 
 
+ATTACKS_ON_THE_REFERENCE = {  # attack 1: parts of the reference a file could replace
+    "one_seed": (lambda ref: {"seeds": [0], "per_seed": []}, "its seeds [0] differ"),
+    "other_seeds": (lambda ref: {"seeds": [5, 6, 7]}, "its seeds [5, 6, 7] differ"),
+    "no_per_seed": (lambda ref: {"per_seed": []}, "carries the transfer of 0 seeds"),
+    "seeds_swapped": (lambda ref: {"per_seed": [ref.per_seed("zero_shot")[i] for i in (1, 0, 2)]},
+                      "its transfer of seed 0 (transfer_per_seed[0]) differs"),
+    "one_family": (lambda ref: {"families": {t: "all" for t in REF_TASKS}}, "its families differ"),
+    "no_families": (lambda ref: {"families": {}}, "its families differ"),
+    "tasks_reordered": (lambda ref: {"tasks": REF_TASKS[::-1]}, "its tasks differ"),
+    "nothing_excluded": (lambda ref: {"excluded": {}}, "its excluded targets differ"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS_ON_THE_REFERENCE))
+def test_a_file_differing_from_the_reference_is_named_and_left_out(shipped, attack):
+    root, ref, folder = shipped
+    before = _board(load_results(folder)[0])
+    edit, message = ATTACKS_ON_THE_REFERENCE[attack]
+    (folder / "attack.json").write_bytes(result_json(ref_result(ref, "prompt_cosine", seed=2, **edit(ref))))
+    results, reason = _only_problem(folder, "attack.json")
+    assert message in reason and "shipped reference syn__tiny-bb" in reason, reason
+    assert _board(results) == before  # the official rows, their rank intervals and split-seed tau unchanged
+
+
+NAME_ATTACKS = {  # attack 2: a look-alike setting carrying its own transfer
+    "suite_trailing_space": ({"suite": "syn "}, "suite 'syn ' has leading or trailing whitespace"),
+    "suite_leading_space": ({"suite": " syn"}, "suite ' syn' has leading or trailing whitespace"),
+    "backbone_newline": ({"backbone": "tiny-bb\n"}, "backbone 'tiny-bb\\n' has leading or trailing whitespace"),
+    "suite_zero_width_space": ({"suite": "syn\u200b"}, "holds a control or non-printable character"),
+    "suite_decomposed_accent": ({"suite": "syn\u0301"}, "is not in Unicode NFC form"),
+    "suite_capitalised": ({"suite": "Syn"}, "another spelling of the shipped setting syn__tiny-bb"),
+    "backbone_capitalised": ({"backbone": "Tiny-BB"}, "another spelling of the shipped setting syn__tiny-bb"),
+    "backbone_slug_twin": ({"backbone": "tiny/bb"}, "another spelling of the shipped setting syn__tiny-bb"),
+    "other_suite_official_hash": ({"suite": "mine"}, "names the hash of the shipped reference syn__tiny-bb"),
+    "other_suite_hash_prefix": ({"suite": "mine", "reference": "prefix"},
+                                "names the hash of the shipped reference syn__tiny-bb"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(NAME_ATTACKS))
+def test_a_look_alike_setting_never_shows_under_the_official_hash(shipped, attack):
+    from transferbench.results import _name_problem
+
+    root, ref, folder = shipped
+    before = _board(load_results(folder)[0])
+    edit, message = NAME_ATTACKS[attack]
+    own = ref.matrix("zero_shot").fillna(0.4) * 0.5  # its own ground truth
+    own_per_seed = [own] * 3
+    reference = ref.hash[:12] + "0" * 52 if edit.get("reference") == "prefix" else "pinned"
+    names = {key: value for key, value in edit.items() if key in ("suite", "backbone")}
+    clean = ref_result(ref, "prompt_cosine", seed=2, transfer=own, per_seed=own_per_seed, reference=reference,
+                       **{key: value for key, value in names.items() if not _name_problem(value)})
+    data = json.loads(result_json(clean))
+    data.update(names)  # and the names make_result refuses
+    (folder / "attack.json").write_text(json.dumps(data))
+    results, reason = _only_problem(folder, "attack.json")
+    assert message in reason, reason
+    assert _board(results) == before
+    assert all(key.reference != ref.hash[:12] or (key.suite, key.backbone) == ("syn", "tiny-bb")
+               for key in build_tables(results))
+
+
+def test_another_setting_without_the_official_hash_is_its_own_table(shipped):
+    root, ref, folder = shipped
+    own = ref.matrix("zero_shot").fillna(0.4) * 0.5
+    write_result(ref_result(ref, "prompt_cosine", suite="mine", transfer=own, per_seed=[own] * 3, reference=None),
+                 folder)
+    results, problems = load_results(folder)
+    assert problems == []
+    assert sorted(build_tables(results)) == [("mine", "tiny-bb", "zero_shot", "none"),
+                                             ("syn", "tiny-bb", "zero_shot", ref.hash[:12])]
+
+
+def test_make_result_refuses_a_name_that_is_not_normalised():
+    with pytest.raises(TransferbenchError, match="suite 'sentiment ' has leading or trailing whitespace"):
+        result("random", 1.0, suite="sentiment ")
+
+
 @pytest.mark.parametrize("damage", ["index_deleted", "index_not_json", "index_not_object", "bundle_unpinned",
                                     "manifest_edited", "bundle_deleted"])
 def test_a_broken_index_of_the_shipped_references_is_an_error_not_silence(shipped, damage):
