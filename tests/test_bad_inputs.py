@@ -597,13 +597,12 @@ def test_markdown_board_escapes_names_notes_and_paths(tmp_path, capsys, case):
     folder = tmp_path / "submissions"
     write_result(_result("good"), folder)
     # a suite name holds no control character nor outer whitespace (a file with one is skipped, its
-    # reason escaped like any other)
+    # reason escaped like any other); two official files of one row are an error, not a note
     named = _result(text, suite=f"s{' '.join(text.split())}", seed=1)
     write_result(named, folder)
-    write_result(_result(text, suite=named.suite, seed=2), folder / "older")  # a duplicate: named in a note
     (folder / f"bad{text.replace('/', '_')}.json").write_text("{not json")  # a skipped file
     data = named.model_dump(mode="json") | {"suite": f"s{text}"}
-    if data["suite"] != named.suite:
+    if data["suite"] != f"s{' '.join(text.split())}":
         (folder / "bad_suite.json").write_text(json.dumps(data))  # skipped: the reason shows the name
     args = ["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
     assert main(args) == 0
@@ -1162,3 +1161,23 @@ def test_leaderboard_with_a_removed_reference_index_is_one_line(tmp_path, capsys
     line = _one_error_line(capsys.readouterr().err)
     assert "index.json" in line and "restore" in line, line
     assert not board.exists()
+
+
+def test_leaderboard_with_two_official_files_of_one_row_is_one_line(tmp_path, capsys, monkeypatch):
+    from test_leaderboard import ref_result
+
+    from transferbench.results import result_json
+
+    root, folder = _synthetic_shipped(tmp_path, monkeypatch)
+    ref = reference_of(root)
+    hijack = ref_result(ref, "skill_overlap", seed=5, created_at="2030-01-01T00:00:00+00:00")
+    (folder / "zz_hijack.json").write_bytes(result_json(hijack))
+    assert main(["leaderboard", "--submissions-dir", str(folder)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "zz_hijack.json" in line and "__skill_overlap__" in line and "both claim the row skill_overlap" in line
+
+
+def reference_of(root: Path):
+    from transferbench import reference
+
+    return reference.load_shipped("syn", "tiny-bb", root)

@@ -232,7 +232,7 @@ def test_duplicate_files_on_disk_are_named_in_the_note(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_result(result("random", 1.0, created_at="2025-01-01T00:00:00+00:00"), tmp_path / "subs" / "old")
     write_result(result("random", 1.0, created_at="2025-02-01T00:00:00+00:00"), tmp_path / "subs" / "new")
-    results, problems = load_results(tmp_path / "subs")
+    results, problems = load_results(tmp_path / "subs", local=True)  # a user's folder: the newest is shown
     assert problems == [] and len(results) == 2
     write_leaderboard(results, tmp_path / "board")
     readme = (tmp_path / "board" / "README.md").read_text()
@@ -700,3 +700,34 @@ def test_a_users_results_folder_and_a_root_without_bundles_need_no_index(tmp_pat
     write_result(result("random", 1.0), folder)
     results, problems = load_results(folder, local=True)
     assert problems == [] and results[0].local
+
+
+def test_two_official_files_claiming_one_row_are_an_error_naming_both(submissions):
+    """Attack 4: a later `created_at` under another file name no longer replaces the official row."""
+    official = next(submissions.glob("*skill_overlap-*.json"))
+    hijack = result("skill_overlap", 2.0, seed=9, params={"p": 0.05}, created_at="2030-01-01T00:00:00+00:00")
+    (submissions / "zz_hijack.json").write_bytes(result_json(hijack))
+    with pytest.raises(TransferbenchError) as caught:
+        load_results(submissions)
+    message = str(caught.value)
+    assert "\n" not in message and official.name in message and "zz_hijack.json" in message, message
+    assert "skill_overlap(p=0.05)" in message and "keep one of them" in message
+    (submissions / "zz_hijack.json").rename(submissions / "aa_hijack.json")  # nor by sorting first
+    with pytest.raises(TransferbenchError, match="aa_hijack.json"):
+        load_results(submissions)
+
+
+def test_a_local_file_claiming_an_official_row_is_shown_beside_it_marked_local(submissions, tmp_path):
+    official_results, _ = load_results(submissions)
+    mine = tmp_path / "mine"
+    hijack = result("skill_overlap", 2.0, seed=9, params={"p": 0.05}, created_at="2030-01-01T00:00:00+00:00")
+    (mine / "zz_hijack.json").parent.mkdir()
+    (mine / "zz_hijack.json").write_bytes(result_json(hijack))
+    local_results, problems = load_results(mine, local=True)
+    assert problems == []
+    table = next(iter(build_tables(official_results + local_results).values()))
+    rows = table[table["indicator"] == "skill_overlap(p=0.05)"]
+    assert sorted(rows["local"]) == [False, True]
+    official_row = rows[~rows["local"]].iloc[0]
+    assert official_row["mean_spearman"] == official_results[
+        [r.indicator.name for r in official_results].index("skill_overlap")].metrics.mean_spearman

@@ -29,7 +29,9 @@ Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are
     excluded_targets {task: reason}: targets the reference does not admit (their transfer
                     column is null)
     manifest        free-form provenance: config, package versions, data hashes, git commit,
-                    created_at (ISO 8601 UTC; the newest of two duplicates wins on the leaderboard)
+                    created_at (ISO 8601 UTC; of two results of one row in a user's own results
+                    folder the newest is shown, with a note; in the project's submissions two
+                    files of one row are an error, see `load_results`)
 
 Over 400 lines because the schema and the checks that re-derive a file on load (metrics
 recomputed, transfer against the reference, names and paths) are one contract kept in one place;
@@ -551,6 +553,25 @@ def reference_problem(result: ResultFile) -> str:
     return ""
 
 
+def _identity(result: ResultFile) -> tuple[str, ...]:
+    """What names a row of the leaderboard: the indicator (name and params) on one setting
+    (suite, backbone, transfer kind, reference hash)."""
+    return (result.indicator.name, result.indicator.params_key(), result.suite, result.backbone,
+            result.transfer_kind, (result.reference or "none")[:12])  # the table's key (TableKey)
+
+
+def _duplicate_problem(results: Sequence[ResultFile]) -> str:
+    """'' if no two results claim one row, else a line naming both files of the first pair."""
+    seen: dict[tuple[str, ...], ResultFile] = {}
+    for result in results:
+        first = seen.setdefault(_identity(result), result)
+        if first is not result:
+            return (f"{first.path} and {result.path} both claim the row {result.indicator.label()} of suite "
+                    f"{result.suite!r}, backbone {result.backbone!r}, {result.transfer_kind}, reference "
+                    f"{(result.reference or 'none')[:12]}; keep one of them")
+    return ""
+
+
 def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[ResultFile], list[tuple[Path, str]]]:
     """Every valid `*.json` under `submissions_dir` (recursively, in sorted path order), and
     (path, one-line reason) for each file left out: malformed, wrong schema version, metric
@@ -559,7 +580,9 @@ def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[Resul
     `local`: the folder is a user's own results (see `ResultFile.local`).
 
     TransferbenchError (the whole board, one line) when the shipped references' index is missing,
-    broken or does not pin its bundles (`transferbench.reference.check_shipped_root`)."""
+    broken or does not pin its bundles (`transferbench.reference.check_shipped_root`), and, for the
+    project's folder (not `local`), when two files claim one row (indicator name and params on
+    one setting): neither file name order nor `created_at` may decide which one is official."""
     root = Path(submissions_dir)
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
@@ -577,4 +600,8 @@ def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[Resul
             problems.append((path, " ".join(str(exc).split())))
         except Exception as exc:  # a submission is untrusted input: it never stops the others
             problems.append((path, f"could not be checked ({type(exc).__name__}: {' '.join(str(exc).split())})"))
+    if not local:
+        problem = _duplicate_problem(results)
+        if problem:
+            raise TransferbenchError(f"submissions folder {root}: {problem}")
     return results, problems
