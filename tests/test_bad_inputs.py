@@ -3,6 +3,7 @@ nothing outside the intended output is lost or changed. Add a case here for ever
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -595,9 +596,14 @@ def test_markdown_board_escapes_names_notes_and_paths(tmp_path, capsys, case):
     text = MARKDOWN_INJECTIONS[case]
     folder = tmp_path / "submissions"
     write_result(_result("good"), folder)
-    write_result(_result(text, suite=f"s{text}", seed=1), folder)
-    write_result(_result(text, suite=f"s{text}", seed=2), folder / "older")  # a duplicate: named in a note
+    # a suite name holds no control character nor outer whitespace (a file with one is skipped, its
+    # reason escaped like any other); two official files of one row are an error, not a note
+    named = _result(text, suite=f"s{' '.join(text.split())}", seed=1)
+    write_result(named, folder)
     (folder / f"bad{text.replace('/', '_')}.json").write_text("{not json")  # a skipped file
+    data = named.model_dump(mode="json") | {"suite": f"s{text}"}
+    if data["suite"] != f"s{' '.join(text.split())}":
+        (folder / "bad_suite.json").write_text(json.dumps(data))  # skipped: the reason shows the name
     args = ["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
     assert main(args) == 0
     readme = (tmp_path / "board" / "README.md").read_text()
@@ -1122,3 +1128,56 @@ def test_a_cache_folder_transferbench_creates_carries_its_marker(tmp_path, monke
     store.check_writable("prompts")
     assert is_marked_cache(root) and (root / CACHE_MARKER).read_text().startswith("Signature: 8a477f597d28d172")
     assert main(["cache", "--clear", "prompts"]) == 0
+
+
+# ---- issue 26 item 3: the shipped reference's index and the official rows -----------------------
+
+def _synthetic_shipped(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A pinned synthetic reference standing in for reference/, and an official submissions folder
+    with one valid file scored against it (tests/test_leaderboard.py builds the same)."""
+    from test_leaderboard import ref_result, synthetic_reference
+
+    from transferbench import reference
+
+    root = tmp_path / "reference"
+    ref = synthetic_reference()
+    reference.save(ref, root / "syn__tiny-bb", pin=root / "index.json")
+    monkeypatch.setattr(reference, "shipped_root", lambda: root)
+    monkeypatch.setenv("TRANSFERBENCH_RESULTS", str(tmp_path / "results"))
+    folder = tmp_path / "submissions"
+    write_result(ref_result(ref, "skill_overlap"), folder)
+    return root, folder
+
+
+@pytest.mark.parametrize("damage", ["deleted", "not_json"])
+def test_leaderboard_with_a_removed_reference_index_is_one_line(tmp_path, capsys, monkeypatch, damage):
+    root, folder = _synthetic_shipped(tmp_path, monkeypatch)
+    if damage == "deleted":
+        (root / "index.json").unlink()
+    else:
+        (root / "index.json").write_text("not json")
+    board = tmp_path / "board"
+    assert main(["leaderboard", "--write", "--submissions-dir", str(folder), "--leaderboard-dir", str(board)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "index.json" in line and "restore" in line, line
+    assert not board.exists()
+
+
+def test_leaderboard_with_two_official_files_of_one_row_is_one_line(tmp_path, capsys, monkeypatch):
+    from test_leaderboard import ref_result
+
+    from transferbench.results import result_json
+
+    root, folder = _synthetic_shipped(tmp_path, monkeypatch)
+    ref = reference_of(root)
+    hijack = ref_result(ref, "skill_overlap", seed=5, created_at="2030-01-01T00:00:00+00:00")
+    (folder / "zz_hijack.json").write_bytes(result_json(hijack))
+    assert main(["leaderboard", "--submissions-dir", str(folder)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "zz_hijack.json" in line and "__skill_overlap__" in line and "both claim the row skill_overlap" in line
+
+
+def reference_of(root: Path):
+    from transferbench import reference
+
+    return reference.load_shipped("syn", "tiny-bb", root)

@@ -29,6 +29,7 @@ from transferbench.results import (
     make_result,
     per_seed_frames,
     result_filename,
+    result_json,
     write_result,
 )
 
@@ -231,7 +232,7 @@ def test_duplicate_files_on_disk_are_named_in_the_note(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_result(result("random", 1.0, created_at="2025-01-01T00:00:00+00:00"), tmp_path / "subs" / "old")
     write_result(result("random", 1.0, created_at="2025-02-01T00:00:00+00:00"), tmp_path / "subs" / "new")
-    results, problems = load_results(tmp_path / "subs")
+    results, problems = load_results(tmp_path / "subs", local=True)  # a user's folder: the newest is shown
     assert problems == [] and len(results) == 2
     write_leaderboard(results, tmp_path / "board")
     readme = (tmp_path / "board" / "README.md").read_text()
@@ -506,3 +507,227 @@ def test_a_local_result_sits_beside_the_projects_result_of_the_same_indicator():
     assert sorted(table["local"]) == [False, True] and not table.attrs["notes"][1:]
     markdown = render_markdown(build_tables([official, mine]))
     assert "| random (baseline) (local) |" in markdown and "| random (baseline) |" in markdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Result files against the shipped reference (issue 26, item 3): a synthetic reference bundle,
+# pinned in its own index.json, stands in for reference/.
+
+REF_TASKS = ["pa", "pb", "pc", "ta", "tb"]
+REF_FAMILIES = {"pa": "sentiment", "pb": "sentiment", "pc": "sentiment", "ta": "topic", "tb": "topic"}
+REF_SEEDS = [0, 1, 2]
+REF_EXCLUDED = {"tb": "own prompt does not beat the majority class"}
+
+
+def synthetic_reference():
+    from transferbench.reference import Reference
+
+    rng = np.random.default_rng(7)
+    per_seed = {s: {t: (None if s == t else [float(v) for v in rng.uniform(0.0, 1.0, len(REF_SEEDS))])
+                    for t in REF_TASKS} for s in REF_TASKS}
+    mean = {s: {t: (None if v is None else float(np.mean(v))) for t, v in row.items()} for s, row in per_seed.items()}
+    info = {"format": 1, "suite": {"name": "syn"}, "backbone": {"backbone": "tiny-bb", "revision": "test"},
+            "seeds": REF_SEEDS, "tasks": [{"name": t, "family": REF_FAMILIES[t]} for t in REF_TASKS]}
+    tasks = {t: {"admitted": t not in REF_EXCLUDED, "excluded_because": REF_EXCLUDED.get(t, "")} for t in REF_TASKS}
+    return Reference(info=info, prompts={"pa/0": np.zeros((1, 2), dtype=np.float32)},
+                     predictions={"labels/pa": np.zeros(2, dtype=np.int64)}, tasks=tasks,
+                     transfer={"zero_shot": {"mean": mean, "per_seed": per_seed}})
+
+
+def ref_result(ref, name="skill_overlap", *, seed=0, suite="syn", backbone="tiny-bb", reference="pinned",
+               transfer=None, seeds=REF_SEEDS, per_seed="reference", families=REF_FAMILIES, tasks=REF_TASKS,
+               excluded=REF_EXCLUDED, created_at="2025-01-01T00:00:00+00:00", baseline=False):
+    """A result of the synthetic setting made with `make_result` (its metrics reproduce), with one
+    part replaced by an attacker's."""
+    frames = ref.per_seed("zero_shot") if per_seed == "reference" else per_seed
+    frames = [frame.loc[tasks, tasks] for frame in frames]
+    transfer = (ref.matrix("zero_shot") if transfer is None else transfer).loc[tasks, tasks]
+    scores = transfer.fillna(0.5) + np.random.default_rng(seed).normal(scale=0.2, size=transfer.shape)
+    return make_result(
+        scores, transfer, indicator=name, suite=suite, backbone=backbone, transfer_kind="zero_shot",
+        seeds=seeds, baseline=baseline, manifest={"created_at": created_at}, n_bootstrap=100, n_permutations=50,
+        reference=ref.hash if reference == "pinned" else reference, excluded_targets=excluded, families=families,
+        transfer_per_seed=frames,
+    )
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """(root, reference, official submissions folder with two valid files) for the synthetic setting."""
+    from transferbench import reference as reference_module
+
+    root = tmp_path / "reference"
+    ref = synthetic_reference()
+    reference_module.save(ref, root / "syn__tiny-bb", pin=root / "index.json")
+    monkeypatch.setattr(reference_module, "shipped_root", lambda: root)
+    folder = tmp_path / "submissions"
+    write_result(ref_result(ref, "skill_overlap"), folder)
+    write_result(ref_result(ref, "random", seed=1, baseline=True), folder)
+    return root, ref, folder
+
+
+def _board(results):
+    return render_markdown(build_tables(results))
+
+
+def _only_problem(folder, name):
+    results, problems = load_results(folder)
+    assert [(path.name, "\n" in reason) for path, reason in problems] == [(name, False)], problems
+    return results, problems[0][1]
+
+
+def test_valid_files_of_a_shipped_setting_rank_with_seed_resampling(shipped):
+    root, ref, folder = shipped
+    results, problems = load_results(folder)
+    assert problems == [] and sorted(r.indicator.name for r in results) == ["random", "skill_overlap"]
+    table = next(iter(build_tables(results).values()))
+    assert table.attrs["rank_resampled"] == "targets and seeds"
+    assert list(build_tables(results)) == [("syn", "tiny-bb", "zero_shot", ref.hash[:12])]
+
+
+ATTACKS_ON_THE_REFERENCE = {  # attack 1: parts of the reference a file could replace
+    "one_seed": (lambda ref: {"seeds": [0], "per_seed": []}, "its seeds [0] differ"),
+    "other_seeds": (lambda ref: {"seeds": [5, 6, 7]}, "its seeds [5, 6, 7] differ"),
+    "no_per_seed": (lambda ref: {"per_seed": []}, "carries the transfer of 0 seeds"),
+    "seeds_swapped": (lambda ref: {"per_seed": [ref.per_seed("zero_shot")[i] for i in (1, 0, 2)]},
+                      "its transfer of seed 0 (transfer_per_seed[0]) differs"),
+    "one_family": (lambda ref: {"families": {t: "all" for t in REF_TASKS}}, "its families differ"),
+    "no_families": (lambda ref: {"families": {}}, "its families differ"),
+    "tasks_reordered": (lambda ref: {"tasks": REF_TASKS[::-1]}, "its tasks differ"),
+    "nothing_excluded": (lambda ref: {"excluded": {}}, "its excluded targets differ"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS_ON_THE_REFERENCE))
+def test_a_file_differing_from_the_reference_is_named_and_left_out(shipped, attack):
+    root, ref, folder = shipped
+    before = _board(load_results(folder)[0])
+    edit, message = ATTACKS_ON_THE_REFERENCE[attack]
+    (folder / "attack.json").write_bytes(result_json(ref_result(ref, "prompt_cosine", seed=2, **edit(ref))))
+    results, reason = _only_problem(folder, "attack.json")
+    assert message in reason and "shipped reference syn__tiny-bb" in reason, reason
+    assert _board(results) == before  # the official rows, their rank intervals and split-seed tau unchanged
+
+
+NAME_ATTACKS = {  # attack 2: a look-alike setting carrying its own transfer
+    "suite_trailing_space": ({"suite": "syn "}, "suite 'syn ' has leading or trailing whitespace"),
+    "suite_leading_space": ({"suite": " syn"}, "suite ' syn' has leading or trailing whitespace"),
+    "backbone_newline": ({"backbone": "tiny-bb\n"}, "backbone 'tiny-bb\\n' has leading or trailing whitespace"),
+    "suite_zero_width_space": ({"suite": "syn\u200b"}, "holds a control or non-printable character"),
+    "suite_decomposed_accent": ({"suite": "syn\u0301"}, "is not in Unicode NFC form"),
+    "suite_capitalised": ({"suite": "Syn"}, "another spelling of the shipped setting syn__tiny-bb"),
+    "backbone_capitalised": ({"backbone": "Tiny-BB"}, "another spelling of the shipped setting syn__tiny-bb"),
+    "backbone_slug_twin": ({"backbone": "tiny/bb"}, "another spelling of the shipped setting syn__tiny-bb"),
+    "other_suite_official_hash": ({"suite": "mine"}, "names the hash of the shipped reference syn__tiny-bb"),
+    "other_suite_hash_prefix": ({"suite": "mine", "reference": "prefix"},
+                                "names the hash of the shipped reference syn__tiny-bb"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(NAME_ATTACKS))
+def test_a_look_alike_setting_never_shows_under_the_official_hash(shipped, attack):
+    from transferbench.results import _name_problem
+
+    root, ref, folder = shipped
+    before = _board(load_results(folder)[0])
+    edit, message = NAME_ATTACKS[attack]
+    own = ref.matrix("zero_shot").fillna(0.4) * 0.5  # its own ground truth
+    own_per_seed = [own] * 3
+    reference = ref.hash[:12] + "0" * 52 if edit.get("reference") == "prefix" else "pinned"
+    names = {key: value for key, value in edit.items() if key in ("suite", "backbone")}
+    clean = ref_result(ref, "prompt_cosine", seed=2, transfer=own, per_seed=own_per_seed, reference=reference,
+                       **{key: value for key, value in names.items() if not _name_problem(value)})
+    data = json.loads(result_json(clean))
+    data.update(names)  # and the names make_result refuses
+    (folder / "attack.json").write_text(json.dumps(data))
+    results, reason = _only_problem(folder, "attack.json")
+    assert message in reason, reason
+    assert _board(results) == before
+    assert all(key.reference != ref.hash[:12] or (key.suite, key.backbone) == ("syn", "tiny-bb")
+               for key in build_tables(results))
+
+
+def test_another_setting_without_the_official_hash_is_its_own_table(shipped):
+    root, ref, folder = shipped
+    own = ref.matrix("zero_shot").fillna(0.4) * 0.5
+    write_result(ref_result(ref, "prompt_cosine", suite="mine", transfer=own, per_seed=[own] * 3, reference=None),
+                 folder)
+    results, problems = load_results(folder)
+    assert problems == []
+    assert sorted(build_tables(results)) == [("mine", "tiny-bb", "zero_shot", "none"),
+                                             ("syn", "tiny-bb", "zero_shot", ref.hash[:12])]
+
+
+def test_make_result_refuses_a_name_that_is_not_normalised():
+    with pytest.raises(TransferbenchError, match="suite 'sentiment ' has leading or trailing whitespace"):
+        result("random", 1.0, suite="sentiment ")
+
+
+@pytest.mark.parametrize("damage", ["index_deleted", "index_not_json", "index_not_object", "bundle_unpinned",
+                                    "manifest_edited", "bundle_deleted"])
+def test_a_broken_index_of_the_shipped_references_is_an_error_not_silence(shipped, damage):
+    """Attack 3: removing or editing reference/index.json would switch every check off."""
+    import shutil
+
+    root, ref, folder = shipped
+    index = root / "index.json"
+    if damage == "index_deleted":
+        index.unlink()
+    elif damage == "index_not_json":
+        index.write_text("{")
+    elif damage == "index_not_object":
+        index.write_text("[]")
+    elif damage == "bundle_unpinned":
+        index.write_text("{}")
+    elif damage == "manifest_edited":
+        manifest = root / "syn__tiny-bb" / "MANIFEST.json"
+        manifest.write_text(manifest.read_text() + " ")
+    else:
+        shutil.rmtree(root / "syn__tiny-bb")
+    with pytest.raises(TransferbenchError) as caught:
+        load_results(folder)
+    message = str(caught.value)
+    assert "\n" not in message and "restore" in message and str(root) in message, message
+
+
+def test_a_users_results_folder_and_a_root_without_bundles_need_no_index(tmp_path, monkeypatch):
+    from transferbench import reference as reference_module
+
+    empty = tmp_path / "no_references"
+    empty.mkdir()
+    monkeypatch.setattr(reference_module, "shipped_root", lambda: empty)
+    folder = tmp_path / "results" / "submissions"
+    write_result(result("random", 1.0), folder)
+    results, problems = load_results(folder, local=True)
+    assert problems == [] and results[0].local
+
+
+def test_two_official_files_claiming_one_row_are_an_error_naming_both(submissions):
+    """Attack 4: a later `created_at` under another file name no longer replaces the official row."""
+    official = next(submissions.glob("*skill_overlap-*.json"))
+    hijack = result("skill_overlap", 2.0, seed=9, params={"p": 0.05}, created_at="2030-01-01T00:00:00+00:00")
+    (submissions / "zz_hijack.json").write_bytes(result_json(hijack))
+    with pytest.raises(TransferbenchError) as caught:
+        load_results(submissions)
+    message = str(caught.value)
+    assert "\n" not in message and official.name in message and "zz_hijack.json" in message, message
+    assert "skill_overlap(p=0.05)" in message and "keep one of them" in message
+    (submissions / "zz_hijack.json").rename(submissions / "aa_hijack.json")  # nor by sorting first
+    with pytest.raises(TransferbenchError, match="aa_hijack.json"):
+        load_results(submissions)
+
+
+def test_a_local_file_claiming_an_official_row_is_shown_beside_it_marked_local(submissions, tmp_path):
+    official_results, _ = load_results(submissions)
+    mine = tmp_path / "mine"
+    hijack = result("skill_overlap", 2.0, seed=9, params={"p": 0.05}, created_at="2030-01-01T00:00:00+00:00")
+    (mine / "zz_hijack.json").parent.mkdir()
+    (mine / "zz_hijack.json").write_bytes(result_json(hijack))
+    local_results, problems = load_results(mine, local=True)
+    assert problems == []
+    table = next(iter(build_tables(official_results + local_results).values()))
+    rows = table[table["indicator"] == "skill_overlap(p=0.05)"]
+    assert sorted(rows["local"]) == [False, True]
+    official_row = rows[~rows["local"]].iloc[0]
+    assert official_row["mean_spearman"] == official_results[
+        [r.indicator.name for r in official_results].index("skill_overlap")].metrics.mean_spearman

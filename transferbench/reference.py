@@ -381,9 +381,55 @@ def pinned_hashes(root: Path | None = None) -> dict[str, str]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        pins = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TransferbenchError(f"{path}: not valid JSON ({exc}); restore it from the repository") from None
+    if not isinstance(pins, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items()):
+        raise TransferbenchError(f"{path}: not a JSON object of bundle name -> hash; restore it from the repository")
+    return pins
+
+
+def _bundle_folders(root: Path) -> list[Path]:
+    """The folders of `root` that hold a reference bundle (a MANIFEST.json or a bundle.json)."""
+    if not root.is_dir():
+        return []
+    return sorted(folder for folder in root.iterdir()
+                  if folder.is_dir() and ((folder / "MANIFEST.json").exists() or (folder / "bundle.json").exists()))
+
+
+def check_shipped_root(root: Path | None = None) -> dict[str, str]:
+    """The pins of the shipped references, after checking that nothing switches their checks off:
+    a folder of `root` holding a bundle must be pinned in a valid index.json, and every pinned
+    bundle's MANIFEST.json must hash to its pin. One TransferbenchError saying what to restore
+    otherwise. A root without bundles (and without index.json) ships no reference: {}.
+
+    The leaderboard calls this before reading any result file: without it, deleting or editing
+    index.json would silently stop every result file from being checked against its reference.
+    """
+    root = Path(root or shipped_root())
+    index = root / "index.json"
+    bundles = _bundle_folders(root)
+    if not index.is_file():
+        if bundles:
+            raise TransferbenchError(
+                f"{index} is missing but {root} holds reference bundles ({', '.join(b.name for b in bundles)}); "
+                "restore index.json from the repository (`git checkout -- reference/index.json`)")
+        return {}
+    pins = pinned_hashes(root)
+    for folder in bundles:
+        if folder.name not in pins:
+            raise TransferbenchError(
+                f"{folder} is not pinned in {index}; restore index.json from the repository, or remove the folder")
+    for name, pinned in sorted(pins.items()):
+        manifest = root / name / "MANIFEST.json"
+        if not manifest.is_file():
+            raise TransferbenchError(f"{manifest}: missing, but {index} pins it; restore the bundle {root / name} "
+                                     "from the repository")
+        actual = sha256_file(manifest)
+        if actual != pinned:
+            raise TransferbenchError(f"{manifest}: its sha256 {actual[:12]}... differs from the pinned {pinned[:12]}... "
+                                     f"in {index}; restore the bundle and index.json from the repository")
+    return pins
 
 
 def load_shipped(suite: str, backbone: str, root: Path | None = None) -> Reference | None:

@@ -29,7 +29,9 @@ Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are
     excluded_targets {task: reason}: targets the reference does not admit (their transfer
                     column is null)
     manifest        free-form provenance: config, package versions, data hashes, git commit,
-                    created_at (ISO 8601 UTC; the newest of two duplicates wins on the leaderboard)
+                    created_at (ISO 8601 UTC; of two results of one row in a user's own results
+                    folder the newest is shown, with a note; in the project's submissions two
+                    files of one row are an error, see `load_results`)
 
 Over 400 lines because the schema and the checks that re-derive a file on load (metrics
 recomputed, transfer against the reference, names and paths) are one contract kept in one place;
@@ -44,6 +46,7 @@ import json
 import math
 import re
 import stat
+import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -138,6 +141,11 @@ class ResultFile(BaseModel):
             raise ValueError(
                 f"schema_version is {self.schema_version}, this transferbench reads {SCHEMA_VERSION}"
             )
+        for field in ("suite", "backbone"):
+            problem = _name_problem(getattr(self, field))
+            if problem:
+                raise ValueError(f"{field} {getattr(self, field)!r} {problem}; suite and backbone names are "
+                                 "exact, case-sensitive identifiers")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError("tasks lists a task twice")
         expected = set(self.tasks)
@@ -180,6 +188,20 @@ class ResultFile(BaseModel):
 
     def created_at(self) -> str:
         return str(self.manifest.get("created_at", ""))
+
+
+def _name_problem(name: str) -> str:
+    """'' if `name` (a suite or backbone) is already normalised, else why not: names are compared
+    exactly, so `"default "` or a name with a control character would open a look-alike setting."""
+    if not name.strip():
+        return "is empty"
+    if name != name.strip():
+        return "has leading or trailing whitespace"
+    if not name.isprintable():
+        return "holds a control or non-printable character"
+    if unicodedata.normalize("NFC", name) != name:
+        return "is not in Unicode NFC form"
+    return ""
 
 
 def _matrix(frame: pd.DataFrame, tasks: list[str]) -> dict[str, dict[str, float]]:
@@ -458,40 +480,95 @@ def read_result(path: Path) -> ResultFile:
 
 
 @functools.lru_cache(maxsize=8)
-def _shipped(suite: str, backbone: str):
-    from transferbench.reference import load_shipped
+def _shipped(root: str, name: str, pinned: str):
+    from transferbench.reference import read_bundle
 
-    return load_shipped(suite, backbone)
+    return read_bundle(Path(root) / name, pinned)
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Equal labels and cells (NaN equals NaN); the JSON round trip of a float is exact."""
+    if list(a.index) != list(b.index) or list(a.columns) != list(b.columns):
+        return False
+    return bool((((a - b).abs() <= 1e-12) | (a.isna() & b.isna())).to_numpy().all())
 
 
 def reference_problem(result: ResultFile) -> str:
     """'' if the file's measured transfer is its reference's, else why not.
 
     For a setting with a shipped reference, a file must name that reference's hash and carry
-    exactly its transfer matrix and excluded targets: a file cannot bring its own ground truth.
-    Files of settings without a shipped reference are ranked only with files of the same hash.
+    exactly what the reference measured: its tasks in order, seeds, families, excluded targets,
+    transfer matrix and per-seed transfer of the file's kind: a file cannot bring its own ground
+    truth, nor drop or shorten the parts the leaderboard's rank intervals and split-seed check use.
+    A file of any other setting may not name a shipped reference's hash (or one that shows as it),
+    nor spell a shipped setting another way (`Default`, `minilm/`): its table would be headed by
+    the official hash or look like the official table. Files of settings without a shipped
+    reference are ranked only with files of the same hash.
     """
-    from transferbench.reference import bundle_name, pinned_hashes
+    from transferbench.reference import bundle_name, pinned_hashes, shipped_root
 
+    root = shipped_root()
+    pins = pinned_hashes(root)
     name = bundle_name(result.suite, result.backbone)
-    pinned = pinned_hashes().get(name)
+    pinned = pins.get(name)
+    setting = f"suite {result.suite!r}, backbone {result.backbone!r}"
     if pinned is None:
+        for other, digest in sorted(pins.items()):
+            if other.casefold() == name.casefold():
+                return (f"its {setting} is another spelling of the shipped setting {other}; "
+                        "use the exact suite and backbone names")
+            if result.reference and result.reference[:12] == digest[:12]:
+                return (f"it names the hash of the shipped reference {other} ({digest[:12]}), but its {setting} "
+                        "is not that reference's setting")
         return ""
+    reference = _shipped(str(root), name, pinned)
+    exact = (reference.info["suite"]["name"], reference.info["backbone"]["backbone"])
+    if (result.suite, result.backbone) != exact:
+        return (f"its {setting} is another spelling of the shipped setting {name} (suite {exact[0]!r}, "
+                f"backbone {exact[1]!r}); use the exact suite and backbone names")
     if result.reference != pinned:
         return (f"scored against reference {str(result.reference)[:12]}, not the shipped reference {name} "
                 f"({pinned[:12]}); score it again with `transferbench run`")
-    reference = _shipped(result.suite, result.backbone)
     if result.transfer_kind not in reference.transfer:
         return f"the shipped reference {name} has no transfer kind {result.transfer_kind!r}"
-    expected = reference.matrix(result.transfer_kind)
-    _, transfer = dataframes(result)
-    if list(transfer.index) != list(expected.index):
+    if result.tasks != reference.task_names:
         return f"its tasks differ from those of the shipped reference {name}"
-    same = ((transfer - expected).abs() <= 1e-12) | (transfer.isna() & expected.isna())
-    if not same.to_numpy().all():
+    _, transfer = dataframes(result)
+    if not _same(transfer, reference.matrix(result.transfer_kind)):
         return f"its transfer matrix differs from the shipped reference {name} ({pinned[:12]}); it was edited"
     if result.excluded_targets != reference.excluded_targets():
         return f"its excluded targets differ from the shipped reference {name}"
+    if result.seeds != reference.seeds:
+        return f"its seeds {result.seeds} differ from the shipped reference {name}'s {reference.seeds}"
+    if result.families != reference.families():
+        return f"its families differ from those of the shipped reference {name}"
+    per_seed = per_seed_frames(result)
+    if len(per_seed) != len(reference.seeds):
+        return (f"it carries the transfer of {len(per_seed)} seeds, the shipped reference {name} "
+                f"of {len(reference.seeds)}; transfer_per_seed must be the reference's")
+    for k, (mine, theirs) in enumerate(zip(per_seed, reference.per_seed(result.transfer_kind))):
+        if not _same(mine, theirs):
+            return (f"its transfer of seed {result.seeds[k]} (transfer_per_seed[{k}]) differs from the shipped "
+                    f"reference {name}; it was edited")
+    return ""
+
+
+def _identity(result: ResultFile) -> tuple[str, ...]:
+    """What names a row of the leaderboard: the indicator (name and params) on one setting
+    (suite, backbone, transfer kind, reference hash)."""
+    return (result.indicator.name, result.indicator.params_key(), result.suite, result.backbone,
+            result.transfer_kind, (result.reference or "none")[:12])  # the table's key (TableKey)
+
+
+def _duplicate_problem(results: Sequence[ResultFile]) -> str:
+    """'' if no two results claim one row, else a line naming both files of the first pair."""
+    seen: dict[tuple[str, ...], ResultFile] = {}
+    for result in results:
+        first = seen.setdefault(_identity(result), result)
+        if first is not result:
+            return (f"{first.path} and {result.path} both claim the row {result.indicator.label()} of suite "
+                    f"{result.suite!r}, backbone {result.backbone!r}, {result.transfer_kind}, reference "
+                    f"{(result.reference or 'none')[:12]}; keep one of them")
     return ""
 
 
@@ -499,11 +576,20 @@ def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[Resul
     """Every valid `*.json` under `submissions_dir` (recursively, in sorted path order), and
     (path, one-line reason) for each file left out: malformed, wrong schema version, metric
     settings out of bounds, not a regular file (links, FIFOs), or metrics that do not reproduce
-    (a tampered or stale file). `local`: the folder is a user's own results (see `ResultFile.local`)."""
+    (a tampered or stale file), or a file not matching its shipped reference (`reference_problem`).
+    `local`: the folder is a user's own results (see `ResultFile.local`).
+
+    TransferbenchError (the whole board, one line) when the shipped references' index is missing,
+    broken or does not pin its bundles (`transferbench.reference.check_shipped_root`), and, for the
+    project's folder (not `local`), when two files claim one row (indicator name and params on
+    one setting): neither file name order nor `created_at` may decide which one is official."""
     root = Path(submissions_dir)
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
         raise TransferbenchError(f"submissions folder {root} {problem}; pass the folder of result files")
+    from transferbench.reference import check_shipped_root
+
+    check_shipped_root()  # a removed or edited index.json would switch every reference check off
     results: list[ResultFile] = []
     problems: list[tuple[Path, str]] = []
     for path in sorted(root.rglob("*.json")):
@@ -514,4 +600,8 @@ def load_results(submissions_dir: Path, local: bool = False) -> tuple[list[Resul
             problems.append((path, " ".join(str(exc).split())))
         except Exception as exc:  # a submission is untrusted input: it never stops the others
             problems.append((path, f"could not be checked ({type(exc).__name__}: {' '.join(str(exc).split())})"))
+    if not local:
+        problem = _duplicate_problem(results)
+        if problem:
+            raise TransferbenchError(f"submissions folder {root}: {problem}")
     return results, problems

@@ -88,7 +88,9 @@ def _describe(result: ResultFile) -> str:
 
 def _deduplicate(results: Sequence[ResultFile]) -> tuple[list[ResultFile], list[str]]:
     """One result per indicator name + params (and origin: a user's local result never hides the
-    project's, nor the reverse): the newest by manifest created_at."""
+    project's, nor the reverse): the newest by manifest created_at, with a note. The project's
+    submissions never get here with two files of one row (`load_results` refuses them), so this
+    only picks among a user's own results or results built in memory."""
     groups: dict[tuple[str, str, bool], list[ResultFile]] = {}
     for result in results:
         groups.setdefault((result.indicator.name, result.indicator.params_key(), result.local), []).append(result)
