@@ -25,18 +25,18 @@ def test_calibration_gives_positive_finite_costs_once_per_process_and_setting(ca
 
     monkeypatch.setattr(calibration, "measure", counted)
     monkeypatch.setattr(calibration, "_MEASURED", {})
-    bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0])
+    bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0], precision="bf16")
     rng = torch.get_rng_state()
     cost = calibration.example_cost(bench)
     assert torch.equal(torch.get_rng_state(), rng)  # a calibration changes nothing a run computes
     assert math.isfinite(cost.eval_seconds) and cost.eval_seconds > 0
     assert math.isfinite(cost.train_seconds) and cost.train_seconds > 0
-    assert calibration.example_cost(Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[1])) is cost
+    assert calibration.example_cost(Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[1],
+                                              precision="bf16")) is cost
     assert calls == [bench.config]  # measured once, under the benchmark's own settings
 
     # the precision comes from the benchmark's config: another precision is another measurement
-    tiny_suite.write_text(tiny_suite.read_text().replace("init_steps: 2}", "init_steps: 2, bf16: false}"))
-    fp32 = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0])
+    fp32 = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0], precision="fp32")
     assert not fp32.config.bf16
     assert calibration.example_cost(fp32) is not cost and len(calls) == 2 and not calls[1].bf16
 
