@@ -293,10 +293,11 @@ TRAIN_ATTENTION = ("auto", "sdpa", "eager", "eager-compiled")
 # differently again. Kernels round differently, so a kernel keys what it computes; where a shipped
 # reference was built with other kernels, scoring reads its prompts as they are (nothing retrains).
 AUTO_KERNELS: dict[tuple[str, str], tuple[str, str]] = {
-    # bf16 on a CPU (AMX Xeon: eager 1.82x sdpa training, the fused kernel's bf16 backward being
-    # the slowest op; AVX512-BF16 EPYC: see benchmarks/README.md)
+    # bf16 on a CPU: eager trains 1.82x sdpa on an AMX Xeon and 1.16x on an AVX512-BF16 EPYC (the
+    # fused kernel's bf16 backward pass is the slow op)
     ("cpu", "bf16"): ("eager", "autocast"),
-    # fp32 on a CPU (the only precision of CPUs without bf16 instructions)
+    # fp32 on a CPU (what CPUs without bf16 instructions run): sdpa trains 1.03x eager on the EPYC,
+    # 1.12x with it capped to AVX2
     ("cpu", "fp32"): ("sdpa", "autocast"),
 }
 # any other (device, precision): PyTorch's fused attention, which GPUs run natively
