@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import io
 import json
+import tempfile
 from pathlib import Path
 
 
@@ -30,12 +31,17 @@ def board(*args: str) -> dict:
     return json.loads(out.getvalue())
 
 
-def compare(local_tables: list[dict]) -> list[dict]:
-    """One row per (transfer kind, indicator) of the local rows: official mean rho and rank interval,
-    the local mean rho, and the rank it would take among the official rows (others than its own)."""
+def compare(official_tables: list[dict], local_tables: list[dict]) -> list[dict]:
+    """One row per (transfer kind, indicator) of the local rows: the official mean rho and rank
+    interval (from the official board alone: local rows would change the intervals), the local mean
+    rho, and the rank it would take among the official rows of the other indicators."""
     rows = []
+    official_by_kind = {(t["suite"], t["backbone"], t["transfer_kind"]): t for t in official_tables}
     for table in local_tables:
-        official = {row["indicator"]: row for row in table["rows"] if not row["local"]}
+        base_table = official_by_kind.get((table["suite"], table["backbone"], table["transfer_kind"]))
+        if base_table is None:
+            continue
+        official = {row["indicator"]: row for row in base_table["rows"] if not row["local"]}
         for row in (r for r in table["rows"] if r["local"]):
             base = official.get(row["indicator"])
             if base is None:
@@ -54,8 +60,9 @@ def main() -> int:
     parser.add_argument("results", type=Path, help="a results folder's submissions/ (your `run` output)")
     parser.add_argument("--label", default="fp32", help="column title of the other precision")
     args = parser.parse_args()
-    data = board("--results-dir", str(args.results.parent))
-    rows = compare([t for t in data["tables"] if t["suite"] == "default"])
+    with tempfile.TemporaryDirectory() as empty:  # the official board alone: no user results folder
+        official = board("--results-dir", empty)["tables"]
+    rows = compare(official, board("--results-dir", str(args.results.parent))["tables"])
     print(f"| transfer kind | indicator | mean ρ bf16 (official) | mean ρ {args.label} | official rank 95% | "
           f"{args.label} rank among official rows |")
     print("| --- | --- | ---: | ---: | :---: | :---: |")
