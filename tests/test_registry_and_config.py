@@ -162,6 +162,8 @@ def test_without_a_file_the_defaults_are_the_old_flag_defaults():
     ("indicators: [random]\nunit_threads: 0\n", "run.yaml: field 'unit_threads': must be at least 1"),
     ("indicators: [random]\neval_kernel: jit\n",
      "run.yaml: field 'eval_kernel': Input should be 'auto', 'autocast' or 'compiled' (got 'jit')"),
+    ("indicators: [random]\nprecision: fp8\n",
+     "run.yaml: field 'precision': Input should be 'auto', 'bf16' or 'fp32' (got 'fp8')"),
     ("indicators: [random]\ntrain_attention: flash\n", "run.yaml: field 'train_attention': Input should be 'auto'"),
     ("indicators: [random]\nseeds: [true]\n", "run.yaml: field 'seeds': takes numbers, not true or false"),
     ("indicators: [random]\nprompts_per_pass: true\n", "run.yaml: field 'prompts_per_pass': takes numbers, not true"),
