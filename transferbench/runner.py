@@ -125,11 +125,10 @@ class Benchmark:
     # ---- store keys: a hash of everything that produced an artifact (`transferbench.store`) -------
     def backbone_identity(self) -> dict[str, str]:
         # Resolving the identity of a packaged alias needs no model load.
-        from transferbench.backbone import resolve_backbone
+        from transferbench.backbone import backbone_identity
 
         if "backbone_identity" not in self._memo:
-            self._memo["backbone_identity"] = {"backbone": self.backbone_name,
-                                               "revision": resolve_backbone(self.backbone_name)[1]}
+            self._memo["backbone_identity"] = backbone_identity(self.backbone_name)
         return self._memo["backbone_identity"]
 
     def task_identity(self, task: str) -> dict[str, Any]:
