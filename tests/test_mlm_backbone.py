@@ -62,7 +62,19 @@ def test_splade_tiny_is_registered_as_a_pinned_masked_lm():
     assert BACKBONES.get("minilm").head == "cosine" and BACKBONES.get("mpnet-base").head == "cosine"
 
 
-# ---- the real packaged model ------------------------------------------------------------------
+# ---- the real packaged models -----------------------------------------------------------------
+
+@pytest.mark.integration
+def test_minilm_identity_is_the_one_its_shipped_reference_and_results_record(real_cache):
+    """Recording the verbalizer left the default backbone's identity (and so every key built from
+    it) as the shipped reference and the committed result files have it."""
+    repo = Path(__file__).resolve().parents[1]
+    bundle = json.loads((repo / "reference" / "default__minilm" / "bundle.json").read_text())
+    results = sorted((repo / "submissions").glob("default__minilm__*.json"))
+    assert results and backbone_identity("minilm") == bundle["backbone"]
+    assert all(json.loads(path.read_text())["manifest"]["config"]["backbone"] == bundle["backbone"]
+               for path in results)
+
 
 def _mask_logits(backbone: Backbone, verbalizer, text: str) -> torch.Tensor:
     """Label logits of `verbalizer` for a plain sentence holding one [MASK] (no soft prompt)."""
