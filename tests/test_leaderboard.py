@@ -470,19 +470,19 @@ def test_rich_columns_all_shows_every_column(long_name_tables):
 
 
 def test_submitting_an_identical_setting_again_leaves_the_file_byte_identical(tmp_path):
-    from transferbench.results import write_results_stable
+    from transferbench.results import write_results
 
     first = result("random", 1.0, created_at="2025-01-01T00:00:00+00:00")
-    [(path, what)] = write_results_stable([first], tmp_path)
+    [(path, what)] = write_results([first], tmp_path)
     assert what == "wrote"
     content, mtime = path.read_bytes(), path.stat().st_mtime_ns
     # a rerun: same numbers, another run's provenance (time, command, versions)
     again = result("random", 1.0, created_at="2026-06-01T00:00:00+00:00")
     again.manifest["command"] = "transferbench run -i random --submit"
-    assert write_results_stable([again], tmp_path) == [(path, "unchanged")]
+    assert write_results([again], tmp_path) == [(path, "unchanged")]
     assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime
     changed = result("random", 1.1, created_at="2026-06-01T00:00:00+00:00")  # other scores: other numbers
-    assert write_results_stable([changed], tmp_path) == [(path, "replaced")]
+    assert write_results([changed], tmp_path) == [(path, "replaced")]
     assert json.loads(path.read_text())["manifest"]["created_at"] == "2026-06-01T00:00:00+00:00"
 
 

@@ -326,16 +326,23 @@ def result_json(result: ResultFile) -> bytes:
     return (json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode()
 
 
+def check_output_folder(option: str, folder: Path) -> None:
+    """Fail, before any compute, if `folder` (given by `option`) cannot become a writable folder: a
+    file is in the way, or its nearest existing parent is not writable."""
+    import os
+
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TransferbenchError(f"{option} {folder}: {existing} is not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TransferbenchError(f"{option} {folder}: {existing} is not writable; choose another path")
+
+
 def write_result(result: ResultFile, submissions_dir: Path) -> Path:
-    """Write `result` atomically to `submissions_dir / result_filename(result)`; return the path."""
-    return write_results([result], submissions_dir)[0]
-
-
-def write_results(results: Sequence[ResultFile], submissions_dir: Path) -> list[Path]:
-    """Write every result file, all or none (`atomic_write_many`); return their paths."""
-    files = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
-    atomic_write_many(files)
-    return list(files)
+    """Write `result` to `submissions_dir / result_filename(result)` (`write_results`); return the path."""
+    return write_results([result], submissions_dir)[0][0]
 
 
 def _without_manifest(data: bytes) -> Any:
@@ -357,12 +364,13 @@ def _status(path: Path, content: bytes) -> str:
     return "unchanged" if same else "replaced"
 
 
-def write_results_stable(results: Sequence[ResultFile], submissions_dir: Path) -> list[tuple[Path, str]]:
-    """Write the result files like `write_results` (all or none), except those whose file already
-    holds the same result in every field but the manifest (the provenance of one run: when, where,
-    with which command, commit and package versions): such a file is left byte-identical, so
-    rerunning an unchanged setting changes nothing in git. Returns (path, "wrote" | "replaced" |
-    "unchanged") per result."""
+def write_results(results: Sequence[ResultFile], submissions_dir: Path) -> list[tuple[Path, str]]:
+    """The one writer of result files (`transferbench.run` writes through it): every file under
+    `submissions_dir / result_filename(result)`, atomically and all or none (`atomic_write_many`),
+    except those whose file already holds the same result in every field but the manifest (the
+    provenance of one run: when, where, with which command, commit and package versions): such a
+    file is left byte-identical, so rerunning an unchanged setting changes nothing in git. Returns
+    (path, "wrote" | "replaced" | "unchanged") per result."""
     contents = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
     done = [(path, _status(path, content)) for path, content in contents.items()]
     atomic_write_many({path: contents[path] for path, what in done if what != "unchanged"})
