@@ -352,7 +352,7 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     kinds = config.transfer_kinds()
     outputs = config.outputs()
     if write:
-        check_output_folder("--submissions-dir" if not outputs.local else flag("results_dir"), outputs.results)
+        check_output_folder(flag("results_dir" if outputs.local else "submissions_dir"), outputs.results)
     console = console or Console(stderr=True, markup=False, soft_wrap=True)
     started = time.perf_counter()
     executor = executor or executor_for(config)
