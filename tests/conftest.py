@@ -95,6 +95,13 @@ def tiny_backbone(tmp_path_factory) -> Path:
     return tiny_backbone_folder(tmp_path_factory.mktemp("tiny_backbone"))
 
 
+@pytest.fixture(autouse=True)
+def own_results_folder(tmp_path, monkeypatch):
+    """`transferbench.run` (and `transferbench run` without --submit) writes result files into the
+    user's results folder, the working directory's by default: a test's go to its own temp folder."""
+    monkeypatch.setenv("TRANSFERBENCH_RESULTS", str(tmp_path / "transferbench-results"))
+
+
 @pytest.fixture()
 def tiny_suite(tmp_path) -> Path:
     return build_tiny_suite(tmp_path / "tasks")

@@ -949,7 +949,15 @@ API_ARGUMENTS = {
     "seeds_boolean": ({"seeds": [True]}, "seeds=[True]: takes numbers, not true or false"),
     "seeds_negative": ({"seeds": [-1]}, "seeds=[-1]: takes integers from 0 to"),
     "kinds_empty": ({"kinds": []}, "kinds=[]: give a non-empty list of transfer kinds: zero_shot"),
-    "kind_unknown": ({"kinds": "zero"}, "unknown transfer kind 'zero' in kinds"),
+    "kind_unknown": ({"kinds": "zero"}, "kinds='zero': must be all or one of zero_shot, zero_shot_relative"),
+    "transfer_unknown_in_list": ({"transfer": ["init_gain", "zero"]}, "transfer=['init_gain', 'zero']: must be all or "
+                                 "one of zero_shot, zero_shot_relative, init_gain (or a list of them), got 'zero'"),
+    "transfer_and_kinds": ({"transfer": "zero_shot", "kinds": "init_gain"}, "give transfer or kinds"),
+    "seeds_twice": ({"seeds": [0, 0]}, "seeds=[0, 0]: lists a seed twice"),
+    "seeds_empty": ({"seeds": []}, "seeds=[]: needs at least one seed"),
+    "submit_not_boolean": ({"submit": "yes"}, "submit='yes': input should be a valid boolean"),
+    "unknown_setting": ({"seed": [0]}, "seed=[0]: not a setting of transferbench.run (did you mean 'seeds'"),
+    "unknown_executor": ({"executor": "rayy"}, "executor='rayy': 'rayy' is not a registered executor"),
     "prompts_per_pass_zero": ({"prompts_per_pass": 0}, "prompts_per_pass=0: must be at least 1"),
     "train_attention_unknown": ({"train_attention": "flash"}, "train_attention='flash': input should be"),
     "parameter_stored_elsewhere_class": ({"indicators": [RenamedParameter]},
@@ -983,7 +991,7 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
     seen: dict = {}
 
     class Bench:
-        def progress(self):
+        def progress(self, mode):
             return contextlib.nullcontext()
 
         def reference(self):
@@ -995,6 +1003,8 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
 
     monkeypatch.setattr(api, "benchmark_for", benchmark_for)
     monkeypatch.setattr(api, "score", lambda bench, built, kinds, started: seen.update(built=built, kinds=kinds) or [])
+    monkeypatch.setattr(api, "compute_line", lambda bench: "")
+    monkeypatch.setattr(api, "score_plan", lambda bench, indicators: "")
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
     mine = Fine(weight=2.0)
     transferbench.run(indicators=[Fine, mine, "random", mine], kinds="zero_shot", suite="smoke", seeds=(0, 1),
@@ -1005,6 +1015,14 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
     transferbench.run(indicators="random", suite="smoke", executor=contextlib.nullcontext())
     assert [i.name for i in seen["built"]] == ["random"] and seen["kinds"] == ["zero_shot", "zero_shot_relative",
                                                                                "init_gain"]
+    # a RunConfig, with fields overriding it; "all" (indicators and kinds) expanded once, each item once
+    from transferbench.indicator import all_indicator_names
+    from transferbench.run_config import RunConfig
+
+    config = RunConfig(indicators=["random", "all"], suite="smoke", seeds=[0], transfer=["init_gain", "all"])
+    transferbench.run(config, seeds=[3], executor=contextlib.nullcontext(), write=False)
+    assert [i.name for i in seen["built"]] == ["random", *(n for n in all_indicator_names() if n != "random")]
+    assert seen["kinds"] == ["init_gain", "zero_shot", "zero_shot_relative"] and seen["seeds"] == [3]
 
 
 INDICATOR_FILES = {

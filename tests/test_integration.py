@@ -30,6 +30,16 @@ def test_smoke_suite_end_to_end_on_the_packaged_backbone(real_cache, tmp_path, m
     ratios = [v for row in relative["transfer"].values() for v in row.values() if v is not None]
     assert len(ratios) == 3 * covered and all(0 <= v < 5 for v in ratios)
 
+    # the library call with the same settings computes the same files: each is left untouched
+    import transferbench
+
+    files = sorted((tmp_path / "submissions").glob("*.json"))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    again = transferbench.run(indicators=["skill_overlap", "random"], suite="smoke", submit=True)
+    assert sorted(p.name for p in again.paths) == [p.name for p in files]
+    assert {what for _, what in again.written} == {"unchanged"}
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == before
+
     # a second run of another indicator trains nothing and reuses every cached artifact
     prompts = sorted((real_cache / "prompts").glob("*.pt"))
     stamps = [p.stat().st_mtime_ns for p in prompts]

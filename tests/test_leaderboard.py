@@ -470,19 +470,19 @@ def test_rich_columns_all_shows_every_column(long_name_tables):
 
 
 def test_submitting_an_identical_setting_again_leaves_the_file_byte_identical(tmp_path):
-    from transferbench.results import write_results_stable
+    from transferbench.results import write_results
 
     first = result("random", 1.0, created_at="2025-01-01T00:00:00+00:00")
-    [(path, what)] = write_results_stable([first], tmp_path)
+    [(path, what)] = write_results([first], tmp_path)
     assert what == "wrote"
     content, mtime = path.read_bytes(), path.stat().st_mtime_ns
     # a rerun: same numbers, another run's provenance (time, command, versions)
     again = result("random", 1.0, created_at="2026-06-01T00:00:00+00:00")
     again.manifest["command"] = "transferbench run -i random --submit"
-    assert write_results_stable([again], tmp_path) == [(path, "unchanged")]
+    assert write_results([again], tmp_path) == [(path, "unchanged")]
     assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime
     changed = result("random", 1.1, created_at="2026-06-01T00:00:00+00:00")  # other scores: other numbers
-    assert write_results_stable([changed], tmp_path) == [(path, "replaced")]
+    assert write_results([changed], tmp_path) == [(path, "replaced")]
     assert json.loads(path.read_text())["manifest"]["created_at"] == "2026-06-01T00:00:00+00:00"
 
 
@@ -731,3 +731,39 @@ def test_a_local_file_claiming_an_official_row_is_shown_beside_it_marked_local(s
     official_row = rows[~rows["local"]].iloc[0]
     assert official_row["mean_spearman"] == official_results[
         [r.indicator.name for r in official_results].index("skill_overlap")].metrics.mean_spearman
+
+
+def test_a_registered_transfer_kind_validates_plots_and_is_labelled_with_no_other_edit(tmp_path, monkeypatch):
+    """Transfer kinds are data: result files, plots and tables read a kind's name, label and
+    description from `protocol.TRANSFER_KINDS`, so registering one (here in an isolated registry)
+    is all a result file of that kind needs; unregistered, it is refused in pydantic's words."""
+    from matplotlib.colorbar import Colorbar
+
+    from transferbench import plots
+    from transferbench.protocol import TRANSFER_KINDS, TransferKind
+    from transferbench.registry import isolated
+
+    labels: list[str] = []
+    monkeypatch.setattr(Colorbar, "set_label", lambda self, label, **kwargs: label and labels.append(label))
+    data = json.loads(result_json(result("random", 1.0)))
+    data["transfer_kind"] = "gap"
+    folder = tmp_path / "submissions"
+    with isolated(TRANSFER_KINDS):
+        TRANSFER_KINDS.add("gap", TransferKind("m(s->t) - m(t->t), balanced accuracy", lambda arm, source: (0.0, 0.0),
+                                               label="gap to the target's own prompt"))
+        write_result(ResultFile.model_validate(data), folder)
+        results, problems = load_results(folder)
+        assert problems == [] and [r.transfer_kind for r in results] == ["gap"]
+        plots.transfer_heatmap(results)
+        assert labels[-1] == "gap to the target's own prompt"
+        [table] = build_tables(results).values()
+        assert "measured transfer: m(s->t) - m(t->t), balanced accuracy (docs/protocol.md)" in table.attrs["notes"]
+    results, problems = load_results(folder)
+    assert results == [] and len(problems) == 1
+    assert ("transfer_kind: Input should be 'zero_shot', 'zero_shot_relative' or 'init_gain' (a registered transfer "
+            "kind), got 'gap'") in problems[0][1]
+    # the built-in kinds' labels are the registry's: zero_shot's names its own formula, not the ratio's
+    for kind in ("zero_shot", "zero_shot_relative"):
+        plots.transfer_heatmap([result("random", 1.0, kind=kind)])
+        assert labels[-1] == TRANSFER_KINDS.get(kind).label
+    assert labels[-2].startswith("normalised transfer") and labels[-1].startswith("relative performance")

@@ -35,7 +35,7 @@ def test_defaults():
     assert args.positions == "mask+prompt"  # the reference code's positions
     with pytest.raises(SystemExit):
         parse("--task", "x", "--positions", "text")
-    assert parse("--task", "x", "--seeds", "0,1", "--global").seeds == [0, 1]
+    assert parse("--task", "x", "--seeds", "0,1", "--global").seeds == "0,1"  # read by seeds.parse_seeds in `run`
 
 
 def test_prints_top_neurons_and_exports_arrays_that_reload(tmp_path, cache, tiny_backbone, tiny_suite):
@@ -111,3 +111,21 @@ def test_cli_dispatches_neurons_once_wired(tmp_path, cache, tiny_backbone, tiny_
     assert cli.main(["neurons", "--task", "pos_a", "--suite", str(tiny_suite), "--backbone", str(tiny_backbone),
                      "--top", "3"]) == 0
     assert "Top 3 neurons" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("0,0", "error: --seeds lists a seed twice ([0, 0]); each seed is one run"),
+    ("-1", "error: --seeds takes integers from 0 to 4294967295, got [-1]"),
+    ("0,x", "error: --seeds takes integers separated by commas, got '0,x'"),
+    (",", "error: --seeds needs at least one seed, e.g. 0, got ','"),
+])
+def test_bad_seeds_are_one_line_as_for_run(tiny_suite, tiny_backbone, cache, capsys, seeds, message):
+    """`neurons --seeds` is read by the parser `run --seeds` uses: one line, before any compute."""
+    from transferbench import cli
+
+    argv = ["--task", "pos_a", "--suite", str(tiny_suite), "--backbone", str(tiny_backbone), "--seeds", seeds]
+    assert cli.main(["neurons", *argv]) == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.strip()] == [message]
+    assert cli.main(["run", "-i", "random", *argv[2:]]) == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")] == [message]
+    assert not (cache / "prompts").exists()

@@ -233,3 +233,39 @@ def test_build_estimate_is_the_protocols_work_at_the_cost_measured_on_this_machi
     plan = score_plan(bench, [SimpleNamespace(requires=["skill_scores"])], cost)
     examples = 3 * 12 * (1000 + 200)  # skill neurons read train and dev of every task and seed
     assert f"read {examples} examples: roughly {round(examples * 0.001 / 60)} min at the rate measured" in plan
+
+def _without_run_provenance(path: Path) -> dict:
+    """A result file but for what differs between two runs of one setting: when it ran and how long."""
+    record = json.loads(path.read_text())
+    for key in ("created_at", "wall_seconds"):
+        record["manifest"].pop(key)
+    return record
+
+
+def test_the_command_and_the_library_call_write_identical_result_files(workdir, tiny_backbone, tiny_suite, capsys):
+    """`transferbench run` is `transferbench.run` plus printing: for the same settings both write the
+    same files (name, numbers, configuration; the manifest differs only in its time stamps), and
+    the library call writing into the command's folder leaves every file there untouched."""
+    import transferbench
+    from transferbench.run_config import RunConfig
+
+    code, out, err = run_cli(capsys, "run", "-i", "random", "-i", "same_family", "--suite", tiny_suite,
+                             "--backbone", tiny_backbone, "--results-dir", workdir / "cli")
+    assert code == 0, err
+    by_command = sorted((workdir / "cli" / "submissions").glob("*.json"))
+    assert len(by_command) == 2 * len(TRANSFER_KINDS)
+    results = transferbench.run(indicators=["random", "same_family"], suite=str(tiny_suite),
+                                backbone=str(tiny_backbone), results_dir=workdir / "api")
+    by_call = sorted((workdir / "api" / "submissions").glob("*.json"))
+    assert [p.name for p in by_call] == [p.name for p in by_command] == sorted(p.name for p in results.paths)
+    for mine, theirs in zip(by_call, by_command):
+        assert _without_run_provenance(mine) == _without_run_provenance(theirs), mine.name
+    assert {what for _, what in results.written} == {"wrote"}
+
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in by_command}
+    config = RunConfig(indicators=["random", "same_family"], suite=str(tiny_suite), backbone=str(tiny_backbone),
+                       results_dir=workdir / "cli")
+    again = transferbench.run(config)
+    assert [what for _, what in again.written] == ["unchanged"] * len(by_command)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in by_command} == before
+    assert not (workdir / LOCAL).exists()  # nothing went to the default results folder

@@ -4,6 +4,8 @@ naming the file and field, or the flag)."""
 
 from __future__ import annotations
 
+import re
+
 import sys
 import textwrap
 
@@ -155,7 +157,7 @@ def test_without_a_file_the_defaults_are_the_old_flag_defaults():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("indicators: [random]\nsuit: smoke\n", "run.yaml: field 'suit': unknown field (did you mean 'suite'?)"),
+    ("indicators: [random]\nsuit: smoke\n", "run.yaml: field 'suit': unknown field (did you mean 'suite'"),
     ("indicators: [random]\nseeds: [0, 0]\n", "run.yaml: field 'seeds': lists a seed twice"),
     ("indicators: [random]\nsuite: smok\n", "run.yaml: field 'suite': 'smok' does not load: unknown suite 'smok'"),
     ("indicators: [random]\nexecutor: rayy\n", "run.yaml: field 'executor': 'rayy' is not a registered executor"),
@@ -197,3 +199,30 @@ def test_run_config_is_frozen_and_forbids_unknown_fields():
         config.suite = "default"
     with pytest.raises(Exception, match="extra"):
         RunConfig(indicator=["random"])
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0, 2,1", None), ([3], None), ((0, 1), None),
+    ("0,0", "lists a seed twice ([0, 0]); each seed is one run"),
+    ([1, 1], "lists a seed twice ([1, 1])"),
+    ("-1", "takes integers from 0 to 4294967295, got [-1]"),
+    ([2**32], "takes integers from 0 to 4294967295"),
+    ("1.5", "takes integers separated by commas, got '1.5'"),
+    ([1.5], "takes integers, got [1.5]"),
+    ([True], "takes numbers, not true or false"),
+    ("", "needs at least one seed"),
+    ([], "needs at least one seed"),
+    (3, "takes a list of integers, got 3"),
+])
+def test_one_seed_parser_for_every_entry_point(value, message):
+    from transferbench.seeds import parse_seeds
+
+    if message is None:
+        assert parse_seeds(value) == ([0, 2, 1] if value == "0, 2,1" else list(value))
+        return
+    with pytest.raises(ValueError) as info:
+        parse_seeds(value)
+    assert message in str(info.value)
+    if isinstance(value, list) and value and not isinstance(value[0], float):  # the run config reads them alike
+        with pytest.raises(TransferbenchError, match=re.escape(message)):
+            build_run_config({"indicators": ["random"], "seeds": value})

@@ -1,7 +1,8 @@
 """The library entry points: score indicators against a reference and build or verify references.
 
-The command line (`transferbench.cli`) is argument parsing and printing over these functions, so a
-notebook gets exactly what `transferbench run` computes::
+`run` is the one orchestration: the command line (`transferbench.cli`) parses its arguments into a
+`RunConfig`, calls it and prints, so a notebook gets exactly what `transferbench run` computes and
+writes::
 
     import transferbench
     results = transferbench.run(indicators=["random"], suite="smoke")
@@ -28,12 +29,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class Results:
-    """What `run` produced: one result file per (indicator, transfer kind), and the reference."""
+    """What `run` produced: one result file per (indicator, transfer kind), the reference, the
+    validated settings, and the files written (`written`: (path, "wrote" | "replaced" | "unchanged"),
+    in the order of `results`; `paths`: their paths)."""
 
     results: list  # transferbench.results.ResultFile
     reference: Reference
     wall_seconds: float
     paths: list[Path] = field(default_factory=list)
+    written: list[tuple[Path, str]] = field(default_factory=list)
+    config: RunConfig | None = None
 
     def table(self) -> pd.DataFrame:
         """One row per (transfer kind, indicator): mean ρ with its CI and the secondary metrics."""
@@ -252,21 +257,28 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
     return results
 
 
-def _validated(arguments: dict) -> RunConfig:
-    """`run`'s arguments as the `RunConfig` the command line builds, validated before any compute
-    (the suite is loaded, seeds and backbone checked): a bad one is one line naming the argument."""
+def _validated(config: RunConfig | None, fields: dict, names: dict[str, str]) -> RunConfig:
+    """`config` with `fields` overriding its values, validated as a `RunConfig` before any compute
+    (the suite is loaded, seeds and backbone checked): a bad one is one line naming the argument as
+    the caller spelt it (`names`: field -> argument, e.g. transfer -> kinds)."""
     from pydantic import ValidationError
 
     from transferbench.run_config import RunConfig
 
+    arguments = {**(config.model_dump(exclude_unset=True) if config is not None else {}), **fields}
     try:
         return RunConfig.model_validate(arguments)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         message = first["msg"].removeprefix("Value error, ")
         message = message[0].lower() + message[1:] if message[:1].isupper() else message
-        raise TransferbenchError(f"transferbench.run: {field}={arguments.get(field)!r}: {message}") from None
+        if first["type"] == "extra_forbidden":
+            from transferbench.registry import did_you_mean
+
+            message = "not a setting of transferbench.run" + did_you_mean(field, [*RunConfig.model_fields, "kinds"])
+        raise TransferbenchError(f"transferbench.run: {names.get(field, field)}={arguments.get(field)!r}: "
+                                 f"{message}") from None
 
 
 def _as_list(value, argument: str, what: str) -> list:
@@ -280,56 +292,82 @@ def _as_list(value, argument: str, what: str) -> list:
     return items
 
 
-def run(indicators: Sequence = ("all",), suite: str = "default", backbone: str = "minilm",
-        seeds: Sequence[int] | None = None, kinds: Sequence[str] = TRANSFER_KINDS, executor=None,
-        submissions_dir: Path | None = None, console: Console | None = None, device: str = "auto",
-        prompts_per_pass: int = 1, train_attention: str = "auto", eval_kernel: str = "auto",
-        precision: str = "auto") -> Results:
-    """Score `indicators` on `suite` and `backbone` against its reference (the shipped one, or
-    measured first).
+def executor_for(config: RunConfig):
+    """The executor `config` names (`executor`, `ray_address`, ...); on a CUDA device a Ray task
+    reserves one GPU unless told otherwise, since Ray hides every GPU from a task that reserves none."""
+    from transferbench.backbone import resolve_device
+    from transferbench.executors import make_executor
 
-    `indicators`: a list of registered names with optional `:k=v` parameters, `file.py:Class`
-    specs or "all" (as `--indicator` takes them), Indicator subclasses (built with their default
-    parameters) or Indicator instances; a single string is one name. `kinds`: transfer kinds, a
-    single string is one kind. Every argument is validated as `transferbench.run_config.RunConfig`
-    before anything is computed; a bad one is one `TransferbenchError` line naming it.
+    gpus = config.gpus_per_task
+    if config.executor == "ray" and not gpus and resolve_device(config.device).type == "cuda":
+        gpus = 1
+    return make_executor(config.executor, address=config.ray_address, num_cpus=config.ray_num_cpus,
+                         num_gpus_per_task=gpus, threads_per_unit=config.unit_threads)
 
-    Writes result files to `submissions_dir` when given; never writes anything else but the cache.
+
+def run(config: RunConfig | None = None, /, *, executor=None, console: Console | None = None,
+        progress: str = "auto", write: bool = True, **fields) -> Results:
+    """Score indicators against the reference of a suite and backbone (the shipped one, or measured
+    first), and write their result files: the one orchestration, which `transferbench run` calls.
+
+    Settings: a `transferbench.run_config.RunConfig`, or its fields as keyword arguments (fields
+    given override the config's), each validated before anything is computed; a bad one is one
+    `TransferbenchError` line naming it (`transferbench.run: seeds='0': ...`). `indicators` also
+    takes Indicator subclasses (built with their default parameters) and instances besides the
+    specs `--indicator` takes, and a single string or object is one indicator; `kinds` is another
+    name of `transfer` (a list of transfer kinds, or one).
+
+    Not settings: `executor` (an executor object; default: the one the config's `executor` names,
+    which is what a name given here sets), `console` (where the run says what
+    it computes; default: standard error, like the benchmark's notes and progress), `progress`
+    (`auto`, `rich` or `plain`, see `transferbench.progress`) and `write`: the result files go where
+    `transferbench run` writes them (`RunConfig.outputs`: your results folder, or with `submit` the
+    project's `submissions_dir`), all or none, and a file that already holds the same result (but
+    for its provenance manifest) is left untouched; `write=False` writes nothing but the cache.
     """
-    from transferbench.executors import LocalExecutor
     from transferbench.indicator import Indicator, all_indicator_names, as_indicator
-    from transferbench.results import write_results
+    from transferbench.results import check_output_folder, write_results
+    from transferbench.run_config import expand_all, flag
 
-    single = isinstance(indicators, (str, Indicator)) or (isinstance(indicators, type) and issubclass(indicators, Indicator))
-    indicators = _as_list([indicators] if single else indicators, "indicators",
-                          "indicator names, Indicator subclasses or instances")
-    kinds = _as_list([kinds] if isinstance(kinds, str) else kinds, "kinds",
-                     "transfer kinds: " + ", ".join(TRANSFER_KINDS))
-    unknown = [kind for kind in kinds if kind not in TRANSFER_KINDS]
-    if unknown:
-        raise TransferbenchError(f"transferbench.run: unknown transfer kind {unknown[0]!r} in kinds; use one or more "
-                                 f"of {', '.join(TRANSFER_KINDS)}")
-    specs = [item for item in indicators if isinstance(item, str)]
-    arguments = {"indicators": specs, "suite": suite, "backbone": backbone, "seeds": seeds, "device": device,
-                 "prompts_per_pass": prompts_per_pass, "train_attention": train_attention, "eval_kernel": eval_kernel,
-                 "precision": precision}
-    if submissions_dir is not None:
-        arguments["submissions_dir"] = submissions_dir
-    config = _validated(arguments)
-    items: list = []
-    for item in indicators:
-        for one in all_indicator_names() if isinstance(item, str) and item == "all" else [item]:
-            if not any(one is seen or (isinstance(one, str) and one == seen) for seen in items):
-                items.append(one)
+    names = {}
+    if isinstance(executor, str):  # the config's field (a registered executor's name), not an executor
+        fields["executor"], executor = executor, None
+    if "kinds" in fields:
+        if "transfer" in fields:
+            raise TransferbenchError("transferbench.run: give transfer or kinds (another name of it), not both")
+        fields["transfer"], names["transfer"] = fields.pop("kinds"), "kinds"
+    objects: list = []
+    if "indicators" in fields:
+        given = fields["indicators"]
+        single = isinstance(given, (str, Indicator)) or (isinstance(given, type) and issubclass(given, Indicator))
+        objects = _as_list([given] if single else given, "indicators",
+                           "indicator names, Indicator subclasses or instances")
+        fields["indicators"] = [item for item in objects if isinstance(item, str)]
+    config = _validated(config, fields, names)
+    if not objects:
+        objects = _as_list(config.indicators, "indicators", "indicator names, Indicator subclasses or instances")
+    every = all_indicator_names() if any(isinstance(item, str) and item == "all" for item in objects) else []
+    items = expand_all(objects, every)  # each "all" as every registered indicator, each indicator once
     built = [as_indicator(item) for item in items]  # fail fast on bad names and broken plugins
+    kinds = config.transfer_kinds()
+    outputs = config.outputs()
+    if write:
+        check_output_folder(flag("results_dir" if outputs.local else "submissions_dir"), outputs.results)
+    console = console or Console(stderr=True, markup=False, soft_wrap=True)
     started = time.perf_counter()
-    executor = executor or LocalExecutor()
-    bench = benchmark_for(config.suite, config.backbone, config.seeds, executor=executor, console=console,
-                          device=config.device, prompts_per_pass=config.prompts_per_pass,
-                          train_attention=config.train_attention, eval_kernel=config.eval_kernel,
-                          precision=config.precision)
-    with executor, bench.progress():
+    executor = executor or executor_for(config)
+    console.print(f"loading the tasks of suite {config.suite} (downloads, when not cached, are named as they start) "
+                  "and checking them against the shipped reference ...", highlight=False, soft_wrap=True)
+    bench = benchmark_for(config.suite, config.backbone, config.seeds, executor=executor,
+                          console=Console(stderr=True, markup=False, soft_wrap=True), device=config.device,
+                          prompts_per_pass=config.prompts_per_pass, train_attention=config.train_attention,
+                          eval_kernel=config.eval_kernel, precision=config.precision)
+    console.print(compute_line(bench), highlight=False, soft_wrap=True)
+    console.print(score_plan(bench, built), highlight=False, soft_wrap=True)
+    with executor, bench.progress(progress):
         results = score(bench, built, kinds, started)
-    paths = write_results(results, submissions_dir) if submissions_dir else []
+    # written only once every indicator and transfer kind succeeded, and all or none
+    written = write_results(results, outputs.results) if write else []
     return Results(results=results, reference=bench.reference(), wall_seconds=time.perf_counter() - started,
-                   paths=paths)
+                   paths=[path for path, _ in written], written=written, config=config)
+

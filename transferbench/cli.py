@@ -8,6 +8,8 @@ paths and messages come from users and are printed literally (styles are passed 
 Over 400 lines because each subcommand's printing lives next to its parser; the work is library
 calls (`transferbench.api`, `run_config`, `leaderboard`, `reference`), and splitting the printing
 per command into modules is left until the concurrent work on the command functions has landed.
+`run` is parsing into a `RunConfig`, `transferbench.run` and printing: the library call computes
+and writes exactly what the command does.
 """
 
 from __future__ import annotations
@@ -29,21 +31,11 @@ from rich.text import Text
 from transferbench import inspect_neurons
 from transferbench.errors import Terminated, TransferbenchError
 from transferbench.protocol import TRANSFER_KINDS
-from transferbench.run_config import RunConfig, build_run_config
+from transferbench.run_config import DEFAULT_RESULTS, RunConfig, build_run_config, output_folders
 from transferbench.schema_errors import read_yaml
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
-DEFAULT_RESULTS = Path("transferbench-results")
-"""A user's own results folder (`run` without --submit), unless $TRANSFERBENCH_RESULTS names another."""
-
-
-def _seeds(text: str) -> list[int]:
-    """`0,1,2` -> [0, 1, 2]; their range and uniqueness are `RunConfig`'s to check."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {text!r}") from None
 
 
 def _default(field: str) -> str:
@@ -122,25 +114,14 @@ def _add_progress_option(parser: argparse.ArgumentParser) -> None:
                              "at most every 15 s, for logs (default: %(default)s)")
 
 
-def _add_board_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the board a user views: which columns, and where their own results are."""
+def _add_board_options(parser: argparse.ArgumentParser, run: bool = False) -> None:
+    """Options of the board a user views: which columns, and where their own results are (for
+    `run` a `RunConfig` field: absent unless given, so a --config file's value stands)."""
     parser.add_argument("--columns", choices=["default", "all"], default="default",
                         help="terminal table: the columns that fit the terminal (default) or every column (all)")
-    parser.add_argument("--results-dir", type=Path, default=None,
+    parser.add_argument("--results-dir", type=Path, default=argparse.SUPPRESS if run else None,
                         help="your results folder: result files under submissions/ (shown marked local), the board "
                              f"`run` writes under leaderboard/ (default: $TRANSFERBENCH_RESULTS, else ./{DEFAULT_RESULTS})")
-
-
-def _executor(args):
-    from transferbench.executors import make_executor
-
-    from transferbench.backbone import resolve_device
-
-    gpus = args.gpus_per_task
-    if args.executor == "ray" and not gpus and resolve_device(args.device).type == "cuda":
-        gpus = 1  # Ray hides every GPU from a task that reserves none
-    return make_executor(args.executor, address=args.ray_address, num_cpus=args.ray_num_cpus,
-                         num_gpus_per_task=gpus, threads_per_unit=args.unit_threads)
 
 
 def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
@@ -158,10 +139,10 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
                           "indicators, suite, seeds, ...); flags given on the command line override its values")
     run.add_argument("--indicator", "-i", action="append", dest="indicators",
                      help="registered name (optionally name:param=value,...), path/to/file.py:ClassName, or all; repeatable")
-    run.add_argument("--seeds", type=_seeds, help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
+    run.add_argument("--seeds", help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
     run.add_argument("--transfer", help=f"measured transfer to evaluate against: {', '.join(TRANSFER_KINDS)} or all "
                                         f"(default: {_default('transfer')} = every kind; see docs/protocol.md)")
-    run.add_argument("--submit", action="store_true", default=False,
+    run.add_argument("--submit", action="store_true", default=argparse.SUPPRESS,
                      help="write the results into the project's --submissions-dir and rebuild its --leaderboard-dir "
                           "(default: into your results folder, see --results-dir)")
     run.add_argument("--submissions-dir", type=Path,
@@ -170,7 +151,7 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--leaderboard-dir", type=Path,
                      help=f"the project's generated board, rebuilt only with --submit (default: {_default('leaderboard_dir')})")
     _add_progress_option(run)
-    _add_board_options(run)
+    _add_board_options(run, run=True)
 
     board = commands.add_parser("leaderboard", help="print the leaderboard from result files (writes files only with --write)")
     board.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich",
@@ -265,32 +246,9 @@ def _dispatch(args, console: Console) -> int:
         return 0
 
 
-def _check_output_folder(option: str, folder: Path) -> None:
-    """Fail before any compute if `folder` cannot become a writable folder (a file is in the way,
-    or its nearest existing parent is not writable)."""
-    import os
-
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise TransferbenchError(f"{option} {folder}: {existing} is not a folder; choose another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise TransferbenchError(f"{option} {folder}: {existing} is not writable; choose another path")
-
-
 def _results_dir(args) -> Path:
-    import os
-
-    return args.results_dir or Path(os.environ.get("TRANSFERBENCH_RESULTS") or DEFAULT_RESULTS)
-
-
-def _output_dirs(args, settings: dict) -> tuple[Path | None, Path, Path]:
-    """(your results folder or None with --submit, where result files go, where the board goes)."""
-    local = None if args.submit else _results_dir(args)
-    submissions = Path(settings["submissions_dir"]) if local is None else local / "submissions"
-    board_dir = Path(settings["leaderboard_dir"]) if local is None else local / "leaderboard"
-    return local, submissions, board_dir
+    """Your results folder, for the `leaderboard` command (`run` reads it from its `RunConfig`)."""
+    return output_folders(False, args.results_dir, DEFAULT_SUBMISSIONS, DEFAULT_LEADERBOARD).results.parent
 
 
 def _print_first_line(args, console: Console) -> None:
@@ -304,60 +262,45 @@ def _print_first_line(args, console: Console) -> None:
             settings.update(read_yaml(Path(config), str(config)))
     settings.update({name: value for name, value in vars(args).items() if name in settings})
     try:
-        local, submissions, _ = _output_dirs(args, settings)
+        submissions, _, local = output_folders(bool(settings["submit"]), settings["results_dir"],
+                                               settings["submissions_dir"], settings["leaderboard_dir"])
     except (TypeError, ValueError):  # e.g. `submissions_dir: [1]`: the validation right after names it
         return
     asked = settings.get("indicators") or []
     asked = list(dict.fromkeys(str(name) for name in (asked if isinstance(asked, list) else [asked])))
     console.print(f"transferbench run: indicator{'s' if len(asked) != 1 else ''} {', '.join(asked)} on suite "
                   f"{settings['suite']}, backbone {settings['backbone']}; results -> {submissions}"
-                  + ("" if local is None else " (yours; --submit for the project's)"), highlight=False, soft_wrap=True)
+                  + (" (yours; --submit for the project's)" if local else ""), highlight=False, soft_wrap=True)
 
 
 def cmd_run(args, console: Console) -> int:
-    started = time.perf_counter()
-    status = Console(stderr=True, markup=False, soft_wrap=True)  # a log keeps whole lines
-    local, submissions, board_dir = _output_dirs(args, vars(args))
+    """`transferbench.run` on the parsed `RunConfig`, then what it did: the targets of the
+    reference, the files written, and the board (rebuilt in the board folder)."""
+    import transferbench
+    from transferbench.results import check_output_folder
 
-    from transferbench import api
-    from transferbench.indicator import make_indicator
-    from transferbench.results import write_results_stable
-
-    specs = _expand_all(args.indicator)
-
-    _check_output_folder("--submissions-dir" if local is None else "--results-dir", submissions)
-    _check_output_folder("--leaderboard-dir" if local is None else "--results-dir", board_dir)
-    indicators = [make_indicator(spec) for spec in specs]  # fail fast on bad names
-    kinds = args.run_config.transfer_kinds()
-    executor = _executor(args)
-    console.print(f"loading the tasks of suite {args.suite} (downloads, when not cached, are named as they start) "
-                  "and checking them against the shipped reference ...", highlight=False, soft_wrap=True)
-    bench = api.benchmark_for(args.suite, args.backbone, args.seeds, executor=executor, console=status,
-                              device=args.device, prompts_per_pass=args.prompts_per_pass,
-                              train_attention=args.train_attention, eval_kernel=args.eval_kernel,
-                              precision=args.precision)
-    console.print(api.compute_line(bench), highlight=False, soft_wrap=True)
-    console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
-    with executor, bench.progress(args.progress):
-        results = api.score(bench, indicators, kinds, started)
-    reference = bench.reference()
-    _print_task_report(reference, console)
-    # Results are written only once every indicator and transfer kind succeeded, and all or none.
-    for path, what in write_results_stable(results, submissions):
+    config: RunConfig = args.run_config
+    outputs = config.outputs()
+    # the board is written after the compute: its folder is checked first (the results folder by `run`)
+    check_output_folder("--results-dir" if outputs.local else "--leaderboard-dir", outputs.board)
+    results = transferbench.run(config, console=console, progress=args.progress)
+    _print_task_report(results.reference, console)
+    for path, what in results.written:
         console.print(f"{what} {path}", markup=False, highlight=False)
-    _rebuild_and_print(args, console, board_dir, local_dir=None if local is None else submissions,
-                       only=(bench.suite.name, args.backbone), require_official=local is None)
-    console.print(f"done in {time.perf_counter() - started:.0f} s (scored against reference {reference.hash[:12]})")
+    suite = results.results[0].suite if results.results else config.suite
+    _rebuild_and_print(args, console, outputs.board, local_dir=outputs.results if outputs.local else None,
+                       only=(suite, config.backbone), require_official=not outputs.local)
+    console.print(f"done in {results.wall_seconds:.0f} s (scored against reference {results.reference.hash[:12]})")
     return 0
 
 
 def cmd_reference(args, console: Console) -> int:
     from transferbench import reference as ref
-    from transferbench.api import benchmark_for, build_estimate, compute_line
+    from transferbench.api import benchmark_for, build_estimate, compute_line, executor_for
     from transferbench.manifest import build_manifest
 
     if args.action == "build":
-        executor = _executor(args)
+        executor = executor_for(args.run_config)
         started = time.perf_counter()
         bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                               use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass,
@@ -401,11 +344,12 @@ def cmd_reference(args, console: Console) -> int:
     # built with, and with its threads per unit unless told otherwise: CPU numerics depend on them
     build = shipped.info["build"]
     built_threads = build.get("unit_threads", build.get("torch_threads"))  # older builds: the main process's
-    if args.unit_threads is None and built_threads:
-        args.unit_threads = int(built_threads)
-        console.print(f"re-running cells with {args.unit_threads} thread(s) per unit, as the build did "
+    config: RunConfig = args.run_config
+    if config.unit_threads is None and built_threads:
+        config = config.model_copy(update={"unit_threads": int(built_threads)})
+        console.print(f"re-running cells with {config.unit_threads} thread(s) per unit, as the build did "
                       "(--unit-threads to choose)")
-    executor = _executor(args)
+    executor = executor_for(config)
     bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                           device=args.device, train_attention=build.get("train_attention", "sdpa"),
                           eval_kernel=build.get("eval_kernel", "autocast"), precision=args.precision)
@@ -439,16 +383,6 @@ def cmd_reference(args, console: Console) -> int:
                 f"{c.tolerance.phrase()})")
     console.print(f"reference {shipped.root.name} verified")
     return 0
-
-
-def _expand_all(specs: list[str]) -> list[str]:
-    """`--indicator all` stands for every registered indicator with default parameters."""
-    from transferbench.indicator import all_indicator_names
-
-    expanded: list[str] = []
-    for spec in specs:
-        expanded += all_indicator_names() if spec == "all" else [spec]
-    return list(dict.fromkeys(expanded))
 
 
 def _print_task_report(reference, console: Console) -> None:
@@ -521,10 +455,11 @@ def cmd_leaderboard(args, console: Console) -> int:
     from transferbench.leaderboard import (
         build_tables, leaderboard_csv, leaderboard_json, open_in_browser, render_html, render_markdown,
     )
+    from transferbench.results import check_output_folder
 
     local = _results_dir(args) / "submissions"
     if args.write:
-        _check_output_folder("--leaderboard-dir", args.leaderboard_dir)
+        check_output_folder("--leaderboard-dir", args.leaderboard_dir)
     if args.format == "rich":
         if args.write:  # the project's board holds the project's results only
             _rebuild_and_print(args, console, args.leaderboard_dir)

@@ -21,16 +21,6 @@ from rich.table import Table
 from transferbench.errors import TransferbenchError
 
 
-def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {text!r}") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError("--seeds needs at least one integer, e.g. --seeds 0")
-    return seeds
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `neurons` subcommand to the `transferbench` subparsers."""
     from transferbench.analysis import NOISE_STD, PERTURB_FRACTIONS, PRUNE_FRACTIONS, RANDOM_DRAWS
@@ -47,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--suite", default="default", help="task suite name or YAML path (default: %(default)s)")
     parser.add_argument("--backbone", default="minilm",
                         help="packaged alias, Hugging Face id or local path (default: %(default)s)")
-    parser.add_argument("--seeds", type=_seed_list, default=None,
+    parser.add_argument("--seeds", default=None,
                         help="prompt-tuning seeds, e.g. 0,1 (default: the suite's seeds); scores are averaged")
     parser.add_argument("--top", type=int, default=20, help="how many of the best neurons to list (default: %(default)s)")
     parser.add_argument("--p", type=float, default=DEFAULT_FRACTION,
@@ -115,6 +105,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from transferbench.neurons import select
     from transferbench.registry import did_you_mean
     from transferbench.runner import Benchmark
+    from transferbench.seeds import parse_seeds
     from transferbench.task import load_suite
 
     if args.top < 1:
@@ -127,8 +118,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise TransferbenchError("--task is required (only --specificity runs without one)")
     if getattr(args, "draws", 1) < 1:
         raise TransferbenchError(f"--draws must be at least 1, got {args.draws}")
+    try:  # read as `transferbench run --seeds` reads them: one line for a bad list, before any compute
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    except ValueError as exc:
+        raise TransferbenchError(f"--seeds {exc}") from None
     suite = load_suite(str(args.suite))
-    seeds = list(args.seeds) if args.seeds is not None else list(suite.seeds)
+    seeds = seeds if seeds is not None else list(suite.seeds)
     bench = Benchmark(suite, str(args.backbone), seeds, console=Console(stderr=True, markup=False))
     if args.task is None:
         _specificity_report(bench, args, console)

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from transferbench.errors import TransferbenchError
+from transferbench.protocol import transfer_label
 from transferbench.results import ResultFile, _slug, dataframes
 
 DPI = 100
@@ -38,10 +39,6 @@ CAPTIONS = {
     "mean ρ with its bootstrap 95% CI; × marks a target the indicator does not cover.",
 }
 _UNKNOWN_FAMILY = "unknown"
-_TRANSFER_LABELS = {
-    "zero_shot": "relative performance (source prompt / target's own prompt)",
-    "init_gain": "gain (init from source − default init)",
-}
 
 
 def plot_size_px(kind: str) -> tuple[int, int]:
@@ -185,7 +182,7 @@ def transfer_heatmap(results: Sequence[ResultFile]) -> bytes:
         ax.spines[:].set_visible(False)
         _family_separators(ax, order, families)
         colorbar = figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-        colorbar.set_label(_TRANSFER_LABELS.get(first.transfer_kind, "measured transfer"), fontsize=9)
+        colorbar.set_label(transfer_label(first.transfer_kind), fontsize=9)  # the kind's registered label
         title = f"Measured transfer ({first.transfer_kind}) · {first.suite} · {first.backbone}"
         if disagree:
             title += f"\nresult files disagree: mean of {len(results)} files shown"

@@ -160,10 +160,12 @@ Arm = Callable[..., tuple[np.ndarray, np.ndarray]]
 @dataclass(frozen=True)
 class TransferKind:
     """One kind of measured transfer a reference holds (rows = source, columns = target):
-    what it means, and its cell formula `cell(arm, source) -> (per seed, bootstrap)`."""
+    what it means, its cell formula `cell(arm, source) -> (per seed, bootstrap)`, and its `label`:
+    the few words that name its values on an axis or in a table heading (`transfer_label`)."""
 
     description: str
     cell: Callable[[Arm, str], tuple[np.ndarray, np.ndarray]]
+    label: str = ""
 
 
 def zero_shot_cell(arm: Arm, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -191,12 +193,32 @@ TRANSFER_KINDS: Registry[TransferKind] = Registry("transfer kind", TransferKind,
                                                   group="transferbench.transfer_kinds", ordered=True)
 TRANSFER_KINDS.add("zero_shot", TransferKind(
     "a source prompt used as-is on the target, corrected for chance and for the untrained prompt: "
-    "(m(s->t) - m(null->t)) / (m(t->t) - m(null->t)), m = balanced accuracy", zero_shot_cell))
+    "(m(s->t) - m(null->t)) / (m(t->t) - m(null->t)), m = balanced accuracy", zero_shot_cell,
+    label="normalised transfer (0 = untrained prompt, 1 = target's own prompt)"))
 TRANSFER_KINDS.add("zero_shot_relative", TransferKind(
-    "Su et al. (2022)'s relative performance acc(s->t) / acc(t->t), plain accuracy", zero_shot_relative_cell))
+    "Su et al. (2022)'s relative performance acc(s->t) / acc(t->t), plain accuracy", zero_shot_relative_cell,
+    label="relative performance (source prompt / target's own prompt)"))
 TRANSFER_KINDS.add("init_gain", TransferKind(
     "balanced accuracy after init_steps of tuning from the source prompt minus the same budget "
-    "from the default initialisation (same seed and data order)", init_gain_cell))
+    "from the default initialisation (same seed and data order)", init_gain_cell,
+    label="gain (init from source − default init)"))
+
+
+def transfer_label(kind: str) -> str:
+    """The label of a registered transfer kind's values (its name when it declares none), or
+    "measured transfer" for a kind not registered here."""
+    if kind not in TRANSFER_KINDS:
+        return "measured transfer"
+    return TRANSFER_KINDS.get(kind).label or kind
+
+
+def check_transfer_kind(kind: str) -> str:
+    """`kind` if it is a registered transfer kind; else ValueError listing the registered ones."""
+    if kind not in TRANSFER_KINDS:
+        names = [repr(name) for name in TRANSFER_KINDS]
+        expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise ValueError(f"should be {expected} (a registered transfer kind), got {kind!r}")
+    return kind
 
 
 class _KindDescriptions(Mapping):

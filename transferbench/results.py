@@ -12,7 +12,7 @@ Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are
                     the indicator on the leaderboard, e.g. skill_overlap(p=0.05)
     suite           str, the task suite
     backbone        str, the frozen backbone (Hugging Face id or local path)
-    transfer_kind   "zero_shot" | "zero_shot_relative" | "init_gain" (transferbench.protocol)
+    transfer_kind   str, a registered transfer kind (`transferbench.protocol.TRANSFER_KINDS`)
     tasks           [str], the task names, the order of rows and columns
     seeds           [int], the prompt-tuning seeds the transfer was averaged over
     scores          {source: {target: float | null}}  the indicator's predictions
@@ -49,14 +49,16 @@ import stat
 import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from transferbench import __version__
 from transferbench.errors import TransferbenchError
 from transferbench.evaluation import Evaluation, Metric, evaluate_indicator
+from transferbench.protocol import check_transfer_kind
 from transferbench.store import atomic_write_many
 
 SCHEMA_VERSION = 2  # 2: reference hash, excluded targets, protocol transfer kinds
@@ -73,7 +75,6 @@ MAX_SEED = 2**32 - 1
 MAX_PERMUTATIONS = 20_000
 MAX_SEEDS = 100
 
-TransferKind = Literal["zero_shot", "zero_shot_relative", "init_gain"]
 Matrix = dict[str, dict[str, Metric]]
 
 
@@ -108,7 +109,7 @@ class ResultFile(BaseModel):
     indicator: IndicatorInfo
     suite: str
     backbone: str
-    transfer_kind: TransferKind
+    transfer_kind: str  # a registered transfer kind: validated against the registry, named nowhere here
     tasks: list[str]
     seeds: list[int]
     scores: Matrix
@@ -128,6 +129,14 @@ class ResultFile(BaseModel):
     @property
     def path(self) -> Path | None:
         return self._path
+
+    @field_validator("transfer_kind")
+    @classmethod
+    def _registered_kind(cls, value: str) -> str:
+        try:
+            return check_transfer_kind(value)
+        except ValueError as exc:  # worded like pydantic's own errors: "Input should be ..."
+            raise PydanticCustomError("unknown_transfer_kind", "Input {problem}", {"problem": str(exc)}) from None
 
     @property
     def local(self) -> bool:
@@ -215,7 +224,7 @@ def make_result(
     indicator: str,
     suite: str,
     backbone: str,
-    transfer_kind: TransferKind,
+    transfer_kind: str,
     seeds: Sequence[int],
     params: dict[str, Any] | None = None,
     description: str = "",
@@ -326,16 +335,23 @@ def result_json(result: ResultFile) -> bytes:
     return (json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode()
 
 
+def check_output_folder(option: str, folder: Path) -> None:
+    """Fail, before any compute, if `folder` (given by `option`) cannot become a writable folder: a
+    file is in the way, or its nearest existing parent is not writable."""
+    import os
+
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TransferbenchError(f"{option} {folder}: {existing} is not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TransferbenchError(f"{option} {folder}: {existing} is not writable; choose another path")
+
+
 def write_result(result: ResultFile, submissions_dir: Path) -> Path:
-    """Write `result` atomically to `submissions_dir / result_filename(result)`; return the path."""
-    return write_results([result], submissions_dir)[0]
-
-
-def write_results(results: Sequence[ResultFile], submissions_dir: Path) -> list[Path]:
-    """Write every result file, all or none (`atomic_write_many`); return their paths."""
-    files = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
-    atomic_write_many(files)
-    return list(files)
+    """Write `result` to `submissions_dir / result_filename(result)` (`write_results`); return the path."""
+    return write_results([result], submissions_dir)[0][0]
 
 
 def _without_manifest(data: bytes) -> Any:
@@ -357,12 +373,13 @@ def _status(path: Path, content: bytes) -> str:
     return "unchanged" if same else "replaced"
 
 
-def write_results_stable(results: Sequence[ResultFile], submissions_dir: Path) -> list[tuple[Path, str]]:
-    """Write the result files like `write_results` (all or none), except those whose file already
-    holds the same result in every field but the manifest (the provenance of one run: when, where,
-    with which command, commit and package versions): such a file is left byte-identical, so
-    rerunning an unchanged setting changes nothing in git. Returns (path, "wrote" | "replaced" |
-    "unchanged") per result."""
+def write_results(results: Sequence[ResultFile], submissions_dir: Path) -> list[tuple[Path, str]]:
+    """The one writer of result files (`transferbench.run` writes through it): every file under
+    `submissions_dir / result_filename(result)`, atomically and all or none (`atomic_write_many`),
+    except those whose file already holds the same result in every field but the manifest (the
+    provenance of one run: when, where, with which command, commit and package versions): such a
+    file is left byte-identical, so rerunning an unchanged setting changes nothing in git. Returns
+    (path, "wrote" | "replaced" | "unchanged") per result."""
     contents = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
     done = [(path, _status(path, content)) for path, content in contents.items()]
     atomic_write_many({path: contents[path] for path, what in done if what != "unchanged"})

@@ -1,27 +1,65 @@
-"""`RunConfig`: everything one `transferbench run` depends on, as one validated object.
+"""`RunConfig`: everything one run depends on, as one validated object.
 
-It comes from a YAML file (`transferbench run --config run.yaml`), from command-line flags, or
-both (a flag overrides the file's value). It is validated before any compute, together with the
-suite it names (an unknown suite is an error of the `suite` field), and a bad value is one line
-naming where it came from: the file and field, or the flag.
+`transferbench.run(config)` takes it (or its fields as keyword arguments); the command line builds
+it from a YAML file (`transferbench run --config run.yaml`), from flags, or both (a flag overrides
+the file's value). It is validated before any compute, together with the suite it names (an
+unknown suite is an error of the `suite` field), and a bad value is one line naming where it came
+from: the file and field, the flag, or the keyword argument. The defaults of every setting (the
+kernels and precision included) are the fields' defaults here, and nowhere else.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from transferbench.errors import TransferbenchError
 from transferbench.schema_errors import one_line, read_yaml
+from transferbench.seeds import parse_seeds
 
-MAX_SEED = 2**32 - 1  # numpy and torch seeds must fit; larger values overflow deep inside training
+DEFAULT_RESULTS = Path("transferbench-results")
+"""A user's own results folder (a run without `submit`), unless $TRANSFERBENCH_RESULTS names another."""
+
+
+def expand_all(items: Iterable, every: Sequence[str]) -> list:
+    """`items` with each "all" replaced by `every` (every registered indicator, or transfer kind),
+    each item kept once in first-seen order: names by equality, other objects (an Indicator class
+    or instance given to `transferbench.run`) by identity."""
+    expanded: list = []
+    for item in items:
+        for one in every if isinstance(item, str) and item == "all" else [item]:
+            if not any(one is seen or (isinstance(one, str) and one == seen) for seen in expanded):
+                expanded.append(one)
+    return expanded
+
+
+class Outputs(NamedTuple):
+    """Where a run's result files and its board go, and whether that is the user's own folder."""
+
+    results: Path
+    board: Path
+    local: bool
+
+
+def output_folders(submit: bool, results_dir: Path | None, submissions_dir: Path, leaderboard_dir: Path) -> Outputs:
+    """`submit`: the project's `submissions_dir` and `leaderboard_dir`; else `submissions/` and
+    `leaderboard/` of the user's results folder (`results_dir`, else $TRANSFERBENCH_RESULTS, else
+    ./transferbench-results)."""
+    if submit:
+        return Outputs(Path(submissions_dir), Path(leaderboard_dir), False)
+    local = Path(results_dir or os.environ.get("TRANSFERBENCH_RESULTS") or DEFAULT_RESULTS)
+    return Outputs(local / "submissions", local / "leaderboard", True)
 
 
 class RunConfig(BaseModel):
     """The settings of one run; field names are the command-line flags without `--`, with `_`
-    for `-` (`unit_threads` is `--unit-threads`), and `indicators` is the repeatable `--indicator`."""
+    for `-` (`unit_threads` is `--unit-threads`), and `indicators` is the repeatable `--indicator`.
+
+    `transfer`: "all", one transfer kind or a list of kinds. Result files go to your results folder
+    (`results_dir`), or with `submit` to the project's `submissions_dir` (`outputs`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,7 +67,9 @@ class RunConfig(BaseModel):
     suite: str = "default"
     backbone: str = "minilm"
     seeds: list[int] | None = None
-    transfer: str = "all"
+    transfer: str | list[str] = "all"
+    submit: StrictBool = False
+    results_dir: Path | None = None
     submissions_dir: Path = Path("submissions")
     leaderboard_dir: Path = Path("leaderboard")
     device: str = "auto"
@@ -64,21 +104,19 @@ class RunConfig(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds_in_range(cls, value: list[int] | None) -> list[int] | None:
-        if value is None:
-            return value
-        if not value or any(not 0 <= seed <= MAX_SEED for seed in value):
-            raise ValueError(f"takes integers from 0 to {MAX_SEED}, got {value}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists a seed twice ({value}); each seed is one run")
-        return value
+        return value if value is None else parse_seeds(value)
 
     @field_validator("transfer")
     @classmethod
-    def _known_transfer(cls, value: str) -> str:
+    def _known_transfer(cls, value: str | list[str]) -> str | list[str]:
         from transferbench.protocol import TRANSFER_KINDS
 
-        if value != "all" and value not in TRANSFER_KINDS:
-            raise ValueError(f"must be all or one of {', '.join(TRANSFER_KINDS)}, got {value!r}")
+        kinds, listed = [value] if isinstance(value, str) else value, ", ".join(TRANSFER_KINDS)
+        if not kinds:
+            raise ValueError(f"give a non-empty list of transfer kinds: {listed} (or all)")
+        unknown = [kind for kind in kinds if kind != "all" and kind not in TRANSFER_KINDS]
+        if unknown:
+            raise ValueError(f"must be all or one of {listed} (or a list of them), got {unknown[0]!r}")
         return value
 
     @field_validator("executor")
@@ -114,9 +152,14 @@ class RunConfig(BaseModel):
         return value
 
     def transfer_kinds(self) -> list[str]:
+        """The transfer kinds to score against, "all" expanded (registration order)."""
         from transferbench.protocol import TRANSFER_KINDS
 
-        return list(TRANSFER_KINDS) if self.transfer == "all" else [self.transfer]
+        return expand_all([self.transfer] if isinstance(self.transfer, str) else self.transfer, TRANSFER_KINDS.names())
+
+    def outputs(self) -> Outputs:
+        """Where this run's result files and board go (`output_folders`)."""
+        return output_folders(self.submit, self.results_dir, self.submissions_dir, self.leaderboard_dir)
 
 
 def flag(field: str) -> str:
@@ -126,8 +169,14 @@ def flag(field: str) -> str:
 
 def build_run_config(flags: Mapping[str, Any], file: Path | None = None) -> RunConfig:
     """The run's config: the YAML `file`'s fields (if given), overridden by the `flags` given on
-    the command line. A bad value is one TransferbenchError naming the flag, or the file and field."""
+    the command line (`seeds` as the flag's text, read by `parse_seeds`). A bad value is one
+    TransferbenchError naming the flag, or the file and field."""
     from_file = read_yaml(file, str(file)) if file is not None else {}
+    if isinstance(flags.get("seeds"), str):
+        try:
+            flags = {**flags, "seeds": parse_seeds(flags["seeds"])}
+        except ValueError as exc:
+            raise TransferbenchError(f"{flag('seeds')} {exc}") from None
     try:
         return RunConfig.model_validate({**from_file, **flags})
     except ValidationError as exc:
