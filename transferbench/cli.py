@@ -340,7 +340,7 @@ def cmd_run(args, console: Console) -> int:
     console.print(api.score_plan(bench, indicators), highlight=False, soft_wrap=True)
     with executor, bench.progress(args.progress):
         results = api.score(bench, indicators, kinds, started)
-    reference = bench.reference()
+    reference = api.ensure_reference(bench)
     _print_task_report(reference, console)
     # Results are written only once every indicator and transfer kind succeeded, and all or none.
     for path, what in write_results_stable(results, submissions):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -160,10 +160,14 @@ Arm = Callable[..., tuple[np.ndarray, np.ndarray]]
 @dataclass(frozen=True)
 class TransferKind:
     """One kind of measured transfer a reference holds (rows = source, columns = target):
-    what it means, and its cell formula `cell(arm, source) -> (per seed, bootstrap)`."""
+    what it means, its cell formula `cell(arm, source) -> (per seed, bootstrap)`, and `cells`, the
+    artifacts (`transferbench.artifacts.ARTIFACTS`) it is computed from: the planner measures
+    them, and a pair artifact `name` among them is stored in the bundle as the predictions
+    `name/<source>/<target>/<seed>` that `arm(name, source)` reads."""
 
     description: str
     cell: Callable[[Arm, str], tuple[np.ndarray, np.ndarray]]
+    cells: tuple[str, ...] = ()
 
 
 def zero_shot_cell(arm: Arm, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -191,12 +195,20 @@ TRANSFER_KINDS: Registry[TransferKind] = Registry("transfer kind", TransferKind,
                                                   group="transferbench.transfer_kinds", ordered=True)
 TRANSFER_KINDS.add("zero_shot", TransferKind(
     "a source prompt used as-is on the target, corrected for chance and for the untrained prompt: "
-    "(m(s->t) - m(null->t)) / (m(t->t) - m(null->t)), m = balanced accuracy", zero_shot_cell))
+    "(m(s->t) - m(null->t)) / (m(t->t) - m(null->t)), m = balanced accuracy", zero_shot_cell,
+    cells=("prompts", "zero_shot")))
 TRANSFER_KINDS.add("zero_shot_relative", TransferKind(
-    "Su et al. (2022)'s relative performance acc(s->t) / acc(t->t), plain accuracy", zero_shot_relative_cell))
+    "Su et al. (2022)'s relative performance acc(s->t) / acc(t->t), plain accuracy", zero_shot_relative_cell,
+    cells=("prompts", "zero_shot")))
 TRANSFER_KINDS.add("init_gain", TransferKind(
     "balanced accuracy after init_steps of tuning from the source prompt minus the same budget "
-    "from the default initialisation (same seed and data order)", init_gain_cell))
+    "from the default initialisation (same seed and data order)", init_gain_cell, cells=("init",)))
+
+
+def measured_cells(kinds: Iterable[str] | None = None) -> list[str]:
+    """The artifacts the transfer `kinds` (default: every registered kind) are computed from."""
+    names = TRANSFER_KINDS.names() if kinds is None else list(kinds)
+    return list(dict.fromkeys(cell for kind in names for cell in TRANSFER_KINDS.get(kind).cells))
 
 
 class _KindDescriptions(Mapping):
