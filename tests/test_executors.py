@@ -143,13 +143,13 @@ def test_ray_executor_gives_the_same_results_as_local(tmp_path, tiny_backbone, m
     assert _stored(tmp_path / "cache_ray") == _stored(tmp_path / "cache_local")
 
 
-def train_prompt_dying_once(ctx, task, seed):
-    """`units.train_prompt_unit`, except that the first call anywhere kills its worker process."""
+def train_prompts_dying_once(ctx, pairs):
+    """`units.train_prompts_unit`, except that the first call anywhere kills its worker process."""
     marker = Path(os.environ[DIE_ONCE_MARKER])
     try:
         marker.touch(exist_ok=False)
     except FileExistsError:
-        return units.train_prompt_unit(ctx, task, seed)
+        return units.train_prompts_unit(ctx, pairs)
     os._exit(1)  # a crash mid-task: no exception, no cleanup, the worker is gone
 
 
@@ -164,7 +164,7 @@ def test_worker_dying_mid_task_is_retried_and_results_are_unchanged(tmp_path, ti
     monkeypatch.setenv(DIE_ONCE_MARKER, str(marker))
     # Ray workers (started by this test's local Ray instance) import this module by name.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setattr(units, "train_prompt_unit", train_prompt_dying_once)
+    monkeypatch.setattr(units, "train_prompts_unit", train_prompts_dying_once)  # the prompts' declared unit
     remote = _run(tmp_path / "ray", tmp_path / "cache_ray", suite, tiny_backbone, monkeypatch,
                   "--executor", "ray", "--ray-num-cpus", "2")
     assert marker.exists(), "no worker was killed"
