@@ -10,7 +10,7 @@ import torch
 from transferbench import units
 from transferbench.indicator import ARTIFACTS, Indicator, PairOutputs, make_indicator
 from transferbench.errors import TransferbenchError
-from transferbench.artifacts import ARTIFACTS as ARTIFACT_SPECS, ArtifactSpec, declare_artifact, isolated_artifacts
+from transferbench.artifacts import ARTIFACTS as DECLARED, ArtifactSpec, declare_artifact, isolated_artifacts
 from transferbench.runner import Benchmark
 from transferbench.store import ArtifactStore
 from transferbench.task import load_suite
@@ -90,9 +90,9 @@ def test_a_new_artifact_is_one_declaration_a_unit_and_an_indicator(bench, no_new
     declare_artifact("prompt_norms", ArtifactSpec(
         "task_seed", prompt_norm_unit, serve=lambda a: a["norms"].numpy(), stage="activations", needs=("prompts",),
         description="norm of each prompt token, [prompt_length] per seed"))
-    assert ARTIFACTS["prompt_norms"].startswith("norm of each") and "prompt_norms" in ARTIFACT_SPECS
+    assert ARTIFACTS["prompt_norms"].startswith("norm of each") and "prompt_norms" in DECLARED
     with pytest.raises(TransferbenchError, match="declared twice"):
-        declare_artifact("pair_outputs", ARTIFACT_SPECS.get("pair_outputs"))
+        declare_artifact("pair_outputs", DECLARED.get("pair_outputs"))
 
     class NormGap(Indicator):  # ... and one indicator class that reads it (the unit is above)
         requires = ("prompt_norms",)

@@ -131,6 +131,8 @@ class Planner:
             **options: Any) -> Any:
         """One stored entry of `name` (computed first if missing): of `task`, of (task, seed), or of
         (source, target=`task`, seed); `options` select a declared variant (e.g. `positions=`)."""
+        if ARTIFACTS.get(name).unit is None:
+            raise TransferbenchError(f"artifact {name!r} is served only, not stored: read it with view({name!r}, task)")
         address = Address(task, seed, source)
         self._ensure(name, [address], options, ())
         entry = self._entry(name, address, options)
