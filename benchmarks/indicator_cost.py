@@ -32,9 +32,9 @@ def seconds_per_pair(bench: Benchmark, name: str, repeats: int) -> float:
     """Fastest over `repeats` sweeps of the mean wall time of one `score` call."""
     indicator = make_indicator(name)
     declared = frozenset(indicator.requires)
-    bench.prepare_artifacts(declared)
+    bench.ensure(sorted(declared))
     # every artifact is loaded before timing: views hold them
-    views = {task: TaskView(task, spec.family, spec.num_classes, {a: bench.artifact(task, a) for a in declared})
+    views = {task: TaskView(task, spec.family, spec.num_classes, {a: bench.view(a, task) for a in declared})
              for task, spec in bench.tasks.items()}
     pairs = [(s, t) for s in bench.tasks for t in bench.tasks if s != t]
     sweeps = []

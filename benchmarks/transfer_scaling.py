@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     "training": {**full.training, "steps": args.steps, "eval_every": args.steps}})
     bench = Benchmark(suite, "minilm", [0], console=console)
     with bench.progress():
-        bench.train_all()
+        bench.ensure(["prompts"])
     prompts = {t: bench.source_prompt(t, 0)["prompt"] for t in suite.tasks}
     backbone, config = bench.backbone, bench.config
 

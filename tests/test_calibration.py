@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from transferbench import calibration, progress
+from transferbench.protocol import measured_cells
 from transferbench.runner import Benchmark
 from transferbench.task import load_suite
 
@@ -45,7 +46,7 @@ def test_calibration_ticks_no_stage(cache, tiny_backbone, tiny_suite, monkeypatc
     monkeypatch.setattr(calibration, "_MEASURED", {})
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0])
     with bench.progress("plain"):
-        progress.Reporter.stage(bench._progress, "a stage", 1)
+        progress.Reporter.stage(bench.reporter, "a stage", 1)
         calibration.example_cost(bench)
         assert progress._current.batches == 0 and progress._current.unit_work == 0
 
@@ -64,12 +65,14 @@ def test_every_unit_processes_the_work_its_job_declares(cache, tiny_backbone, ti
     monkeypatch.setattr(progress._Stage, "unit_finished", record)
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0])
     with bench.progress("plain"):
-        bench.measure_transfer()
-        bench.prepare_artifacts({"skill_scores", "mask_activations_task", "text_embedding", "pair_outputs",
-                                 "probe_ranking"})
-        bench.probe_predictions("pos_a")
-    assert set(finished) == {"train prompts", "measure transfer", "indicator artifacts", "linear probes"}
-    assert len(finished["measure transfer"]) == 4 + 4 * 4  # a zero-shot row per target, an init arm per cell
+        bench.ensure(measured_cells())
+        bench.ensure(["skill_scores", "mask_activations_task", "text_embedding", "pair_outputs", "probe_ranking"])
+        bench.get("probe", task="pos_a")
+    assert set(finished) == {"train prompts", "zero-shot transfer", "initialisation transfer", "skill neurons",
+                             "mask activations on task inputs", "text embeddings", "pair outputs", "probe rankings",
+                             "linear probes"}  # one stage per artifact
+    assert len(finished["zero-shot transfer"]) == 4  # a zero-shot row per target
+    assert len(finished["initialisation transfer"]) == 4 * 4  # an init arm per cell
     for description, pairs in finished.items():
         for ticked, size in pairs:
             assert size > 0 and ticked == pytest.approx(size), (description, pairs)

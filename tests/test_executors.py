@@ -19,6 +19,9 @@ from transferbench.errors import TransferbenchError
 from transferbench.executors import LocalExecutor, RayExecutor, Unit, make_executor
 from transferbench.protocol import TRANSFER_KINDS
 from transferbench.prompt import AUTO_KERNELS
+from transferbench.artifacts import ARTIFACTS, Address
+from transferbench.protocol import measured_cells
+from transferbench.reference import BundleArtifacts
 from transferbench.runner import Benchmark
 from transferbench.task import load_suite
 
@@ -140,13 +143,13 @@ def test_ray_executor_gives_the_same_results_as_local(tmp_path, tiny_backbone, m
     assert _stored(tmp_path / "cache_ray") == _stored(tmp_path / "cache_local")
 
 
-def train_prompt_dying_once(ctx, task, seed):
-    """`units.train_prompt_unit`, except that the first call anywhere kills its worker process."""
+def train_prompts_dying_once(ctx, pairs):
+    """`units.train_prompts_unit`, except that the first call anywhere kills its worker process."""
     marker = Path(os.environ[DIE_ONCE_MARKER])
     try:
         marker.touch(exist_ok=False)
     except FileExistsError:
-        return units.train_prompt_unit(ctx, task, seed)
+        return units.train_prompts_unit(ctx, pairs)
     os._exit(1)  # a crash mid-task: no exception, no cleanup, the worker is gone
 
 
@@ -161,7 +164,7 @@ def test_worker_dying_mid_task_is_retried_and_results_are_unchanged(tmp_path, ti
     monkeypatch.setenv(DIE_ONCE_MARKER, str(marker))
     # Ray workers (started by this test's local Ray instance) import this module by name.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setattr(units, "train_prompt_unit", train_prompt_dying_once)
+    monkeypatch.setattr(units, "train_prompts_unit", train_prompts_dying_once)  # the prompts' declared unit
     remote = _run(tmp_path / "ray", tmp_path / "cache_ray", suite, tiny_backbone, monkeypatch,
                   "--executor", "ray", "--ray-num-cpus", "2")
     assert marker.exists(), "no worker was killed"
@@ -178,22 +181,22 @@ def test_second_run_runs_no_unit(tmp_path, tiny_backbone, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a unit of work ran although its artifact was stored")
 
-    for name in ("train_prompt_unit", "zero_shot_row_unit", "init_accuracy_unit", "skill_neurons_unit",
-                 "mask_activations_unit", "text_embedding_unit"):
-        monkeypatch.setattr(units, name, fail)
+    for name, spec in ARTIFACTS.items():  # every unit an artifact is declared with
+        if isinstance(spec.unit, str):
+            monkeypatch.setattr(units, spec.unit.partition(":")[2], fail)
     assert _run(tmp_path / "second", tmp_path / "cache", suite, tiny_backbone, monkeypatch) == first
 
 
 def _measured(bench: Benchmark) -> dict:
     """Every prompt and init-transfer accuracy of `bench` (trains and measures what is missing)."""
-    bench.measure_transfer(["init_gain"])
+    bench.ensure(measured_cells(["init_gain"]))  # the cells of that transfer kind: "init"
     out = {}
     for seed in bench.seeds:
         for target in bench.tasks:
             out[target, seed] = bench.source_prompt(target, seed)["prompt"]
             for source in [None, *bench.tasks]:
                 if source != target:
-                    out[source, target, seed] = bench._artifact_of("transfer", bench._init_key(source, target, seed))["accuracy"]
+                    out[source, target, seed] = bench.get("init", task=target, seed=seed, source=source)["accuracy"]
     return out
 
 
@@ -212,12 +215,12 @@ def test_prompts_per_pass_trains_fixed_groups_deterministically_and_keys_them(tm
     assert a.keys() == b.keys() == c.keys()
     assert all(torch.equal(b[k], c[k]) for k in b)  # deterministic
     assert all(torch.allclose(a[k], b[k], atol=0.05) for k in a if len(k) == 2)
-    assert grouped._prompt_key("pos_a", 0) != one._prompt_key("pos_a", 0)
+    assert grouped.key("prompts", Address("pos_a", 0)) != one.key("prompts", Address("pos_a", 0))
     # resume: lose one prompt, retrain: its fixed group is retrained and it comes back bit-identical
     task = next(iter(grouped.tasks))
-    grouped.store.path("prompts", grouped._prompt_key(task, 0)).unlink()
-    grouped._loaded_artifacts.clear()
-    grouped.train_all()
+    grouped.store.path("prompts", grouped.key("prompts", Address(task, 0))).unlink()
+    grouped.forget()
+    grouped.ensure(["prompts"])
     assert torch.equal(grouped.source_prompt(task, 0)["prompt"], b[task, 0])
     with pytest.raises(TransferbenchError, match="--prompts-per-pass"):
         Benchmark(suite, str(tiny_backbone), seeds=[0], prompts_per_pass=0)
@@ -239,13 +242,15 @@ def test_train_attention_keys_trained_prompts_and_shipped_ones_by_their_build(ti
     assert benches["auto"].context.train_attention == "eager"
     assert "train_attention" not in benches["sdpa"].prompt_inputs(task, 0)
     assert benches["eager"].prompt_inputs(task, 0)["train_attention"] == "eager"
-    assert benches["auto"]._prompt_key(task, 0) == benches["eager"]._prompt_key(task, 0) != benches["sdpa"]._prompt_key(task, 0)
-    assert benches["eager-compiled"]._prompt_key(task, 0) not in {benches[k]._prompt_key(task, 0) for k in ("sdpa", "eager")}
+    own = Address(task, 0)
+    assert benches["auto"].key("prompts", own) == benches["eager"].key("prompts", own) != benches["sdpa"].key("prompts", own)
+    assert benches["eager-compiled"].key("prompts", own) not in {benches[k].key("prompts", own) for k in ("sdpa", "eager")}
     with pytest.raises(TransferbenchError, match="--train-attention must be one of"):
         Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention="flash")
     for build, expected in (({}, benches["sdpa"]), ({"train_attention": "eager"}, benches["eager"])):
         shipped = SimpleNamespace(root=tiny_suite.parent, prompts={f"{task}/0": None}, info={"build": build})
-        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped, train_attention="auto", precision="bf16")
+        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], supplied=BundleArtifacts(shipped), train_attention="auto",
+                          precision="bf16")
         assert bench.prompt_inputs(task, 0) == expected.prompt_inputs(task, 0)
 
 
@@ -265,16 +270,16 @@ def test_eval_kernel_keys_what_it_evaluates_and_shipped_prompts_by_their_build(t
     assert benches["compiled"].context.eval_kernel == "compiled"
     assert "eval_kernel" not in benches["autocast"].prompt_inputs(task, 0)
     assert benches["compiled"].prompt_inputs(task, 0)["eval_kernel"] == "compiled"
-    for key in ("_prompt_key", "_zero_shot_key", "_init_key"):
-        args = (task, 0) if key == "_prompt_key" else (task, target, 0)
-        assert getattr(benches["compiled"], key)(*args) != getattr(benches["autocast"], key)(*args), key
-    null_keys = {k: b._zero_shot_key(None, target, 0) for k, b in benches.items()}
+    for name in ("prompts", "zero_shot", "init"):
+        address = Address(task, 0) if name == "prompts" else Address(target, 0, task)
+        assert benches["compiled"].key(name, address) != benches["autocast"].key(name, address), name
+    null_keys = {k: b.key("zero_shot", Address(target, 0)) for k, b in benches.items()}
     assert null_keys["compiled"] != null_keys["autocast"]  # the null prompt's cell is evaluated too
     with pytest.raises(TransferbenchError, match="--eval-kernel must be one of auto, autocast, compiled"):
         Benchmark(suite, str(tiny_backbone), seeds=[0], eval_kernel="jit")
     for build, expected in (({}, benches["autocast"]), ({"eval_kernel": "compiled"}, benches["compiled"])):
         shipped = SimpleNamespace(root=tiny_suite.parent, prompts={f"{task}/0": None}, info={"build": build})
-        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], reference=shipped, precision="bf16")
+        bench = Benchmark(suite, str(tiny_backbone), seeds=[0], supplied=BundleArtifacts(shipped), precision="bf16")
         assert bench.prompt_inputs(task, 0) == expected.prompt_inputs(task, 0)
     row = units.zero_shot_row_unit(benches["compiled"].context, target, 0, {None: None})
     assert isinstance(units.loaded(benches["compiled"].context).backbone._compiled.get(torch.bfloat16),

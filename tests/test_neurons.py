@@ -164,6 +164,7 @@ def test_skill_thresholds_are_train_means_at_prompt_and_mask_positions(cache, ti
     import torch
 
     from transferbench.prompt import autocast, capture_ffn, prompted_forward
+    from transferbench.artifacts import Address
     from transferbench.runner import Benchmark
     from transferbench.task import load_suite
 
@@ -184,7 +185,7 @@ def test_skill_thresholds_are_train_means_at_prompt_and_mask_positions(cache, ti
     only_prompt = bench.skill_neurons("pos_a", 0, "prompt")
     assert torch.allclose(only_prompt["thresholds"], means[:, 1 : n + 1], atol=1e-5)
     # a separate store entry per position set: the prompt-only scores are not served as the default
-    assert bench._skill_key("pos_a", 0) != bench._skill_key("pos_a", 0, "prompt")
+    assert bench.key("skill_neurons", Address("pos_a", 0)) != bench.key("skill_neurons", Address("pos_a", 0), positions="prompt")
     # a max over more positions: never below the prompt-only score
     scores = bench.skill_neurons("pos_a", 0)["scores"]
     assert (scores >= only_prompt["scores"] - 1e-7).all()

@@ -1,4 +1,4 @@
-"""Artifacts declared in `artifact_specs.ARTIFACT_SPECS`: the pair-level outputs behind the estimators,
+"""Artifacts declared in `artifacts.ARTIFACTS`: the pair-level outputs behind the estimators,
 the probe ranking, and what adding a new artifact takes (the places docs/indicators.md lists)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from transferbench import units
 from transferbench.indicator import ARTIFACTS, Indicator, PairOutputs, make_indicator
 from transferbench.errors import TransferbenchError
-from transferbench.artifact_specs import ARTIFACT_SPECS, ArtifactSpec, declare_artifact, isolated_artifacts
+from transferbench.artifacts import ARTIFACTS as DECLARED, ArtifactSpec, declare_artifact, isolated_artifacts
 from transferbench.runner import Benchmark
 from transferbench.store import ArtifactStore
 from transferbench.task import load_suite
@@ -28,7 +28,7 @@ def bench(tiny_backbone, tmp_path_factory):
 
 def test_pair_outputs_are_per_source_per_seed_with_the_source_label_space(bench):
     hidden = bench.backbone.hidden_size
-    outputs = bench.artifact("pos_a", "pair_outputs")  # what `target.pair_outputs` serves
+    outputs = bench.view("pair_outputs", "pos_a")  # what `target.pair_outputs` serves
     assert set(outputs) == {"pos_b", "topic_a", "topic_b"}
     train = bench.encoded("pos_a", "train")
     count = min(units.PAIR_EXAMPLES, len(train))
@@ -42,7 +42,7 @@ def test_pair_outputs_are_per_source_per_seed_with_the_source_label_space(bench)
             np.testing.assert_array_equal(cell.target_labels, train.labels[:count].numpy())
         assert not np.allclose(per_seed[0].features, per_seed[1].features)  # seeds' prompts differ
     # one store entry per (source, target, seed), all four targets' rows written by one unit each
-    bench.prepare_artifacts(["pair_outputs"])
+    bench.ensure(["pair_outputs"])
     assert len(list((bench.store.root / "pair_outputs").glob("*.pt"))) == 4 * 3 * 2
 
 
@@ -66,7 +66,7 @@ def test_pair_outputs_of_one_batched_pass_match_each_source_alone(bench):
 
 
 def test_probe_ranking_is_a_ranking_of_every_neuron(bench):
-    per_seed = bench.artifact("pos_a", "probe_ranking")
+    per_seed = bench.view("probe_ranking", "pos_a")
     backbone = bench.backbone
     assert len(per_seed) == 2
     for rank in per_seed:
@@ -88,11 +88,11 @@ def no_new_artifacts():
 def test_a_new_artifact_is_one_declaration_a_unit_and_an_indicator(bench, no_new_artifacts):
     # what docs/indicators.md ("Adding an artifact") names, and nothing else: one declaration ...
     declare_artifact("prompt_norms", ArtifactSpec(
-        "task", prompt_norm_unit, serve=lambda a: a["norms"].numpy(), stage="activations",
+        "task_seed", prompt_norm_unit, serve=lambda a: a["norms"].numpy(), stage="activations", needs=("prompts",),
         description="norm of each prompt token, [prompt_length] per seed"))
-    assert ARTIFACTS["prompt_norms"].startswith("norm of each") and "prompt_norms" in ARTIFACT_SPECS
+    assert ARTIFACTS["prompt_norms"].startswith("norm of each") and "prompt_norms" in DECLARED
     with pytest.raises(TransferbenchError, match="declared twice"):
-        declare_artifact("pair_outputs", ARTIFACT_SPECS["pair_outputs"])
+        declare_artifact("pair_outputs", DECLARED.get("pair_outputs"))
 
     class NormGap(Indicator):  # ... and one indicator class that reads it (the unit is above)
         requires = ("prompt_norms",)

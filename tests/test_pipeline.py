@@ -193,19 +193,61 @@ def test_indicators_and_tasks_listings(capsys):
     assert code == 0 and "rt_sentiment" in out and "smoke" in out
 
 
+def planned(config, tasks, seeds, sizes_for, **attributes):
+    """A planner over a suite of `tasks` (split sizes `sizes_for(task)`) that loads no data: what
+    the opening estimates read (the declarations' cost models at the suite's sizes)."""
+    from types import SimpleNamespace
+
+    from transferbench.planner import Planner
+
+    planner = Planner()
+    planner.config, planner.tasks, planner.seeds, planner.supplied = config, list(tasks), list(seeds), None
+    planner.suite = SimpleNamespace(sizes_for=sizes_for, name="suite")
+    for name, value in attributes.items():
+        setattr(planner, name, value)
+    return planner
+
+
 def test_protocol_work_counts_every_pass_of_a_reference_build():
     """Known answer for 2 tasks, 1 seed: 10 steps + 2 init arms x 3 steps of batch 2 per prompt;
     dev evaluated at steps 4, 8 and 10; 2n + 1 = 5 test passes per target; probe features once."""
-    from types import SimpleNamespace
-
     from transferbench.api import protocol_work
     from transferbench.prompt import PromptConfig
     from transferbench.task_schema import SplitSizes
 
-    bench = SimpleNamespace(config=PromptConfig(steps=10, eval_every=4, init_steps=3, batch_size=2),
-                            tasks=["a", "b"], seeds=[0],
-                            suite=SimpleNamespace(sizes_for=lambda name: SplitSizes(train=5, dev=3, test=7)))
+    bench = planned(PromptConfig(steps=10, eval_every=4, init_steps=3, batch_size=2), ["a", "b"], [0],
+                    lambda name: SplitSizes(train=5, dev=3, test=7))
     assert protocol_work(bench) == {"train": 2 * (10 + 2 * 3) * 2, "eval": 2 * (3 * 3 + 7 * 5 + 5 + 7)}
+
+
+def test_estimates_from_the_declarations_agree_with_the_formulas_they_replaced():
+    """The opening estimates come from the artifacts' cost models; for the same inputs they give
+    what `api.protocol_work` and `api._scoring_examples` counted by hand before (issue 28), except
+    that the prompt-alone [MASK] activations now count their one forward pass per task and seed."""
+    from transferbench.api import protocol_work
+    from transferbench.artifacts import PAIR_EXAMPLES, PROBE_EXAMPLES
+    from transferbench.prompt import PromptConfig
+    from transferbench.reference import protocol_artifacts
+    from transferbench.task_schema import SplitSizes
+
+    sizes = {"a": SplitSizes(train=300, dev=40, test=70), "b": SplitSizes(train=900, dev=60, test=50),
+             "c": SplitSizes(train=100, dev=20, test=30)}
+    config, seeds = PromptConfig(steps=25, eval_every=10, init_steps=7, batch_size=4), [0, 1, 2]
+    bench = planned(config, sizes, seeds, sizes.__getitem__)
+    n, s, all_sizes = len(sizes), len(seeds), list(sizes.values())
+    dev_evaluations = -(-config.steps // config.eval_every)
+    assert protocol_work(bench) == {  # the formula of api.protocol_work before the declarations
+        "train": s * n * (config.steps + n * config.init_steps) * config.batch_size,
+        "eval": sum(s * (z.dev * dev_evaluations + z.test * (2 * n + 1)) + z.train + z.test for z in all_sizes)}
+    before = {"skill_scores": s * sum(z.train + z.dev for z in all_sizes),  # api._scoring_examples
+              "mask_activations_task": s * sum(z.dev for z in all_sizes),
+              "pair_outputs": s * sum((n - 1) * min(z.train, PAIR_EXAMPLES) for z in all_sizes),
+              "probe_ranking": s * sum(min(z.train, PROBE_EXAMPLES) for z in all_sizes),
+              "text_embedding": sum(z.train for z in all_sizes), "prompts": 0, "samples": 0, "train_size": 0,
+              "mask_activations": s * n}  # one forward pass of [CLS] prompt [MASK] per task and seed (was 0)
+    for name, examples in before.items():
+        work = bench.cold_work([name], skip=protocol_artifacts())
+        assert work.train == 0 and work.eval == examples, name
 
 
 def test_build_estimate_is_the_protocols_work_at_the_cost_measured_on_this_machine():
@@ -220,9 +262,8 @@ def test_build_estimate_is_the_protocols_work_at_the_cost_measured_on_this_machi
     from transferbench.task_schema import SplitSizes
 
     sizes = SplitSizes(train=1000, dev=200, test=400)
-    bench = SimpleNamespace(config=PromptConfig(), tasks=[str(i) for i in range(12)], seeds=[0, 1, 2],
-                            suite=SimpleNamespace(name="twelve", sizes_for=lambda name: sizes),
-                            store=SimpleNamespace(root="/cache"), _reference=None)
+    bench = planned(PromptConfig(), [str(i) for i in range(12)], [0, 1, 2], lambda name: sizes,
+                    store=SimpleNamespace(root="/cache"))
     work = protocol_work(bench)
     cost = ExampleCost(eval_seconds=0.001, train_seconds=0.01)
     minutes = (work["train"] * 0.01 + work["eval"] * 0.001) / 60

@@ -67,6 +67,7 @@ def test_the_run_config_offers_exactly_the_precisions():
 def test_precision_keys_every_artifact_and_turns_autocast_off(tiny_suite, tiny_backbone, tmp_path):
     """An fp32 benchmark's prompts, null-prompt cells, embeddings and reference folder are keyed
     apart from a bf16 one's; bf16 keys stay what they always were (no precision entry)."""
+    from transferbench.artifacts import Address
     from transferbench.runner import Benchmark
     from transferbench.store import ArtifactStore
     from transferbench.task import load_suite
@@ -80,10 +81,10 @@ def test_precision_keys_every_artifact_and_turns_autocast_off(tiny_suite, tiny_b
     bf16, fp32 = bench("bf16"), bench("fp32")
     assert bf16.config.bf16 and not fp32.config.bf16
     assert bf16.precision.name == "bf16" and fp32.precision.name == "fp32"
-    assert "precision" not in bf16._device_key() and fp32._device_key()["precision"] == "fp32"
+    assert "precision" not in bf16.device_key() and fp32.device_key()["precision"] == "fp32"
     task = next(iter(bf16.tasks))
     target = list(bf16.tasks)[1]
-    assert bf16._prompt_key(task, 0) != fp32._prompt_key(task, 0)
-    assert bf16._zero_shot_key(None, target, 0) != fp32._zero_shot_key(None, target, 0)
-    assert bf16._embedding_key(task) != fp32._embedding_key(task)
+    assert bf16.key("prompts", Address(task, 0)) != fp32.key("prompts", Address(task, 0))
+    assert bf16.key("zero_shot", Address(target, 0)) != fp32.key("zero_shot", Address(target, 0))
+    assert bf16.key("text_embedding", Address(task)) != fp32.key("text_embedding", Address(task))
     assert bf16.context.config.bf16 is True and fp32.context.config.bf16 is False

@@ -60,21 +60,27 @@ class Results:
 
 def protocol_work(bench) -> dict[str, int]:
     """Examples the backbone processes to measure `bench`'s reference from a cold cache (what
-    `reference.collect` runs), by kind of pass.
+    `reference.collect` runs), by kind of pass: the cost models of the artifacts it reads
+    (`reference.protocol_artifacts`, declared in `transferbench.artifacts`) at the suite's sizes.
 
-    `train` (forward + backward): every (task, seed) prompt's `steps` batches, and for every target
-    and seed the n initialisation arms (n - 1 source prompts and the default initialisation), each
-    `init_steps` batches. `eval` (forward only): each prompt's dev evaluations (every `eval_every`
-    steps and at the last), and per target and seed 2n + 1 test passes (the own prompt, n zero-shot
-    sources including the null prompt, n initialisation arms), plus the linear probe's train and
-    test features once per task.
+    For the built-in kinds: `train` (forward + backward) every (task, seed) prompt's `steps`
+    batches, and for every target and seed the n initialisation arms (n - 1 source prompts and the
+    default initialisation), each `init_steps` batches; `eval` (forward only) each prompt's dev
+    evaluations (every `eval_every` steps and at the last), and per target and seed 2n + 1 test
+    passes (the own prompt, n zero-shot sources including the null prompt, n initialisation arms),
+    plus the linear probe's train and test features once per task.
     """
-    config, n_tasks, n_seeds = bench.config, len(bench.tasks), len(bench.seeds)
-    sizes = [bench.suite.sizes_for(name) for name in bench.tasks]
-    dev_evaluations = -(-config.steps // config.eval_every)  # at every multiple of eval_every and at the last step
-    train = n_seeds * n_tasks * (config.steps + n_tasks * config.init_steps) * config.batch_size
-    evaluate = sum(n_seeds * (s.dev * dev_evaluations + s.test * (2 * n_tasks + 1)) + s.train + s.test for s in sizes)
-    return {"train": train, "eval": evaluate}
+    from transferbench.reference import protocol_artifacts
+
+    work = bench.cold_work(protocol_artifacts())
+    return {"train": work.train, "eval": work.eval}
+
+
+def shipped_reference(bench) -> Reference | None:
+    """The reference bundle whose prompts and cells `bench` reads, if it reads one."""
+    from transferbench.reference import BundleArtifacts
+
+    return bench.supplied.reference if isinstance(bench.supplied, BundleArtifacts) else None
 
 
 def _roughly(seconds: float) -> str:
@@ -102,25 +108,6 @@ def build_estimate(bench, cost=None) -> str:
             f"{_roughly(seconds)} {_measured(cost)} from a cold cache (less for what the cache holds)")
 
 
-def _scoring_examples(bench, artifacts: set[str]) -> int:
-    """Examples the backbone reads to compute `artifacts` for every task and seed from a cold cache
-    (prompts and transfer come from the reference): each artifact's unit in `transferbench.units`
-    reads these splits, and a declared one (`transferbench.artifact_specs`) its `examples`."""
-    from transferbench.artifact_specs import ARTIFACT_SPECS
-
-    n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
-    sizes = [bench.suite.sizes_for(name) for name in bench.tasks]
-    per_seed = {"skill_scores": sum(s.train + s.dev for s in sizes),
-                "mask_activations_task": sum(s.dev for s in sizes)}
-    for name, spec in ARTIFACT_SPECS.items():
-        sources = n_tasks - 1 if spec.per == "pair" else 1  # a pair artifact: per target, every source
-        per_seed[name] = sum(sources * spec.examples(s.train) for s in sizes)
-    total = sum(count * n_seeds for name, count in per_seed.items() if name in artifacts)
-    if "text_embedding" in artifacts:
-        total += sum(s.train for s in sizes)
-    return total
-
-
 def compute_line(bench) -> str:
     """How this benchmark computes, as one line printed before compute: device, precision (and why),
     and the kernels its `auto` settings resolved to."""
@@ -137,22 +124,26 @@ def score_plan(bench, indicators: Sequence, cost=None) -> str:
     the reference and the cache are, and how long the compute takes from a cold cache at `cost`
     (default: measured on this machine when there is compute to estimate, see `build_estimate`)."""
     from transferbench.calibration import example_cost
-    from transferbench.progress import Work
 
     n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
     artifacts = {name for indicator in indicators for name in indicator.requires}
     line = (f"suite {bench.suite.name}: {n_tasks} tasks x {len(bench.seeds)} seeds = {n_tasks * n_seeds} prompts, "
             f"{n_tasks * (n_tasks - 1)} ordered pairs per seed and transfer kind; cache {bench.store.root}; ")
-    if bench._reference is not None:
-        line += f"prompts and transfer from the shipped reference {bench._reference.hash[:12]} (nothing to train)"
+    shipped = shipped_reference(bench)
+    if shipped is not None:
+        line += f"prompts and transfer from the shipped reference {shipped.hash[:12]} (nothing to train)"
     else:
         cost = cost or example_cost(bench)
         line += f"no shipped reference: measured first ({build_estimate(bench, cost)})"
-    examples = _scoring_examples(bench, artifacts)
+    # prompts and transfer come from the reference (counted above when it is measured first)
+    from transferbench.reference import protocol_artifacts
+
+    work = bench.cold_work(sorted(artifacts), skip=protocol_artifacts())
+    examples = work.train + work.eval
     if examples:
         cost = cost or example_cost(bench)
         line += (f"; the indicators' artifacts ({', '.join(sorted(artifacts))}) read {examples} examples: "
-                 f"{_roughly(cost.seconds(Work(eval=examples)))} {_measured(cost)} from a cold cache, less for what "
+                 f"{_roughly(cost.seconds(work))} {_measured(cost)} from a cold cache, less for what "
                  "the cache holds")
     return line
 
@@ -163,7 +154,7 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
                   precision: str = "auto"):
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
-    from transferbench.reference import load_shipped, suite_problem
+    from transferbench.reference import BundleArtifacts, load_shipped, suite_problem
     from transferbench.runner import Benchmark
     from transferbench.task import load_suite
 
@@ -173,8 +164,8 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
     shipped = load_shipped(spec.name, backbone) if use_shipped else None
     kernels = {"prompts_per_pass": prompts_per_pass, "train_attention": train_attention, "eval_kernel": eval_kernel,
                "precision": precision}
-    bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, reference=shipped, device=device,
-                      **kernels)
+    bench = Benchmark(spec, backbone, seeds, console=console, executor=executor, device=device,
+                      supplied=BundleArtifacts(shipped) if shipped is not None else None, **kernels)
     if shipped is not None:
         problem = suite_problem(shipped, bench)
         if problem:
@@ -186,20 +177,20 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
 def ensure_reference(bench, console: Console | None = None) -> Reference:
     """The benchmark's reference: the shipped one, or one measured now and saved in the cache
     (`<cache>/references/`, one folder per device and kernels, so it has a hash and is measured
-    once)."""
-    from transferbench.reference import bundle_name, read_bundle, save
-
-    from transferbench.reference import suite_problem
+    once; measured again when a transfer kind registered since lacks from it). From then on the
+    benchmark reads its prompts from that bundle (`reference.BundleArtifacts`)."""
+    from transferbench.reference import BundleArtifacts, bundle_name, collect, read_bundle, save, suite_problem
     from transferbench.store import content_key
 
-    if bench._reference is not None:
-        return bench._reference
+    shipped = shipped_reference(bench)
+    if shipped is not None:
+        return shipped
     console = console or bench.console
     for task in bench.tasks:  # bad data is one error line before anything is announced or computed
         bench.data(task)
     # keyed like every artifact it is measured from: a reference measured with another device or
     # kernel (`--eval-kernel`, `--train-attention`, `--prompts-per-pass`) is another reference
-    compute = bench._device_key()
+    compute = bench.device_key()
     name = bundle_name(bench.suite.name, bench.backbone_name) + (f"__{content_key(compute)[:12]}" if compute else "")
     folder = bench.store.root / "references" / name
     if (folder / "MANIFEST.json").is_file():
@@ -207,15 +198,16 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
             cached = read_bundle(folder, None)
         except TransferbenchError:
             cached = None  # corrupt: measured again below (the store still holds its cells)
-        if cached is not None and not suite_problem(cached, bench):
-            bench._reference = cached
+        if cached is not None and not suite_problem(cached, bench) and set(TRANSFER_KINDS) <= set(cached.transfer):
+            bench.use_supplied(BundleArtifacts(cached))
             return cached
     console.print(f"no shipped reference for suite {bench.suite.name} on {bench.backbone_name} with seeds "
                   f"{bench.seeds}: measuring it first ({build_estimate(bench)})")
-    reference = bench.reference()
+    reference = collect(bench)
     save(reference, folder)
-    bench._reference = read_bundle(folder, reference.hash)
-    return bench._reference
+    saved = read_bundle(folder, reference.hash)
+    bench.use_supplied(BundleArtifacts(saved))
+    return saved
 
 
 def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, started: float | None = None) -> list:
@@ -225,7 +217,7 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
 
     started = started if started is not None else time.perf_counter()
     reference = ensure_reference(bench)
-    bench.prepare_artifacts({name for indicator in indicators for name in indicator.requires})
+    bench.ensure(sorted({name for indicator in indicators for name in indicator.requires}))
     scored = [(indicator, bench.indicator_scores(indicator)) for indicator in indicators]
     data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
                    "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
@@ -368,6 +360,6 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
         results = score(bench, built, kinds, started)
     # written only once every indicator and transfer kind succeeded, and all or none
     written = write_results(results, outputs.results) if write else []
-    return Results(results=results, reference=bench.reference(), wall_seconds=time.perf_counter() - started,
+    return Results(results=results, reference=ensure_reference(bench), wall_seconds=time.perf_counter() - started,
                    paths=[path for path, _ in written], written=written, config=config)
 

@@ -33,6 +33,7 @@ from transferbench.errors import Terminated, TransferbenchError
 from transferbench.protocol import TRANSFER_KINDS
 from transferbench.run_config import DEFAULT_RESULTS, RunConfig, build_run_config, output_folders
 from transferbench.schema_errors import read_yaml
+from transferbench.store import STAGES
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
@@ -169,9 +170,8 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
 
     cache = commands.add_parser("cache", help="show the artifact cache's size and contents, or clear a stage")
     cache.add_argument("--clear", metavar="STAGE", action="append", default=[],
-                       help="delete every artifact of a stage (prompts, transfer, skill_neurons, activations, "
-                            "text_embedding, downloads, models); repeatable; only in a folder carrying the "
-                            "cache's marker file CACHEDIR.TAG")
+                       help=f"delete every artifact of a stage ({', '.join(STAGES)}); repeatable; only in a folder "
+                            "carrying the cache's marker file CACHEDIR.TAG")
     cache.add_argument("--mark", action="store_true",
                        help="mark the cache folder as transferbench's (write its CACHEDIR.TAG), for a cache made "
                             "before transferbench marked its folder; --clear refuses an unmarked folder")

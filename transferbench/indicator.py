@@ -22,45 +22,35 @@ import time
 import warnings
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import yaml
 
+from transferbench.artifacts import PairOutputs, served_artifacts  # noqa: F401  (PairOutputs: re-exported)
 from transferbench.errors import Terminated, TransferbenchError, UnknownNameError
 from transferbench.registry import Registry, did_you_mean
 
-# Every artifact an indicator can declare, with what it is. `TaskView` serves exactly these.
-ARTIFACTS: dict[str, str] = {
-    "prompts": "trained soft prompts, one [prompt_length, hidden] array per seed",
-    "skill_scores": "skill-neuron predictivity [layers, ffn_width], averaged over seeds",
-    "mask_activations": "FFN activations at the [MASK] position with the prompt alone, [layers, ffn_width] per seed",
-    "mask_activations_task": "FFN activations at [MASK] averaged over task inputs, [layers, ffn_width] per seed",
-    "text_embedding": "mean frozen-backbone sentence embedding of the task's training inputs, no prompt [hidden]",
-    "samples": "up to 32 training examples: list of (text, text_pair, label name)",
-    "train_size": "number of usable labelled examples in the task's source (before subsampling)",
-    "pair_outputs": "read on the target view: {source name: one PairOutputs per seed}, the backbone's outputs "
-                    "on the target's first 256 train examples with the source's prompt",
-    "probe_ranking": "elastic-net probe rank of each neuron (0 = most important), int [layers, ffn_width] per seed",
-}
+class _ServedArtifacts(Mapping):
+    """`ARTIFACTS[name]`: the description of every artifact an indicator may declare, read from the
+    artifact declarations (`transferbench.artifacts.ARTIFACTS`, those `served`). `TaskView` serves
+    exactly these; it is read-only (declare an artifact with `artifacts.declare_artifact`)."""
+
+    def __getitem__(self, name: str) -> str:
+        return served_artifacts()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(served_artifacts())
+
+    def __len__(self) -> int:
+        return len(served_artifacts())
+
+
+ARTIFACTS: Mapping[str, str] = _ServedArtifacts()
 
 # What `Indicator.kind` may be: which family of evidence an indicator reads (`transferbench
 # indicators` groups by it). `None` (the default of a user's class) is listed as "other".
 KINDS = ("neuron", "prompt", "estimator", "baseline")
-
-
-class PairOutputs(NamedTuple):
-    """One (source, target, seed) cell of the `pair_outputs` artifact: the frozen backbone run on
-    the target's first `PAIR_EXAMPLES` train examples with the *source* task's prompt.
-
-    `features` `float32 [n, hidden]`: mean-pooled last hidden states (the prompt, [MASK] and text
-    positions, as the verbalizer pools them); `source_probs` `float32 [n, source_classes]`: softmax
-    of the source task's verbalizer logits (its own label words); `target_labels` `int64 [n]`.
-    """
-
-    features: np.ndarray
-    source_probs: np.ndarray
-    target_labels: np.ndarray
 
 
 class TaskView:

@@ -319,7 +319,7 @@ def resolve_train_attention(choice: str, device: torch.device, precision: str) -
     (transformers' matmul, softmax, matmul) or `eager-compiled` (eager, the training forward
     compiled by torch.compile, `training_attention`); `auto` (the default) is `auto_kernels`' choice
     for the device and `precision` (bf16, fp16 or fp32: `transferbench.precision`). They round
-    differently, so the choice keys every trained prompt (`Benchmark._device_key`); the shipped
+    differently, so the choice keys every trained prompt (`Benchmark.device_key`); the shipped
     references were trained with `sdpa`."""
     if choice not in TRAIN_ATTENTION:
         raise TransferbenchError(f"--train-attention must be one of {', '.join(TRAIN_ATTENTION)}, not {choice!r}")

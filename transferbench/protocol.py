@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -161,11 +161,15 @@ Arm = Callable[..., tuple[np.ndarray, np.ndarray]]
 class TransferKind:
     """One kind of measured transfer a reference holds (rows = source, columns = target):
     what it means, its cell formula `cell(arm, source) -> (per seed, bootstrap)`, and its `label`:
-    the few words that name its values on an axis or in a table heading (`transfer_label`)."""
+    the few words that name its values on an axis or in a table heading (`transfer_label`);
+    and `cells`, the artifacts (`transferbench.artifacts.ARTIFACTS`) it is computed from: the planner
+    measures them, and a pair artifact `name` among them is stored in the bundle as the predictions
+    `name/<source>/<target>/<seed>` that `arm(name, source)` reads."""
 
     description: str
     cell: Callable[[Arm, str], tuple[np.ndarray, np.ndarray]]
     label: str = ""
+    cells: tuple[str, ...] = ()
 
 
 def zero_shot_cell(arm: Arm, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -194,14 +198,14 @@ TRANSFER_KINDS: Registry[TransferKind] = Registry("transfer kind", TransferKind,
 TRANSFER_KINDS.add("zero_shot", TransferKind(
     "a source prompt used as-is on the target, corrected for chance and for the untrained prompt: "
     "(m(s->t) - m(null->t)) / (m(t->t) - m(null->t)), m = balanced accuracy", zero_shot_cell,
-    label="normalised transfer (0 = untrained prompt, 1 = target's own prompt)"))
+    label="normalised transfer (0 = untrained prompt, 1 = target's own prompt)", cells=("prompts", "zero_shot")))
 TRANSFER_KINDS.add("zero_shot_relative", TransferKind(
     "Su et al. (2022)'s relative performance acc(s->t) / acc(t->t), plain accuracy", zero_shot_relative_cell,
-    label="relative performance (source prompt / target's own prompt)"))
+    label="relative performance (source prompt / target's own prompt)", cells=("prompts", "zero_shot")))
 TRANSFER_KINDS.add("init_gain", TransferKind(
     "balanced accuracy after init_steps of tuning from the source prompt minus the same budget "
     "from the default initialisation (same seed and data order)", init_gain_cell,
-    label="gain (init from source − default init)"))
+    label="gain (init from source − default init)", cells=("init",)))
 
 
 def transfer_label(kind: str) -> str:
@@ -219,6 +223,12 @@ def check_transfer_kind(kind: str) -> str:
         expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         raise ValueError(f"should be {expected} (a registered transfer kind), got {kind!r}")
     return kind
+
+
+def measured_cells(kinds: Iterable[str] | None = None) -> list[str]:
+    """The artifacts the transfer `kinds` (default: every registered kind) are computed from."""
+    names = TRANSFER_KINDS.names() if kinds is None else list(kinds)
+    return list(dict.fromkeys(cell for kind in names for cell in TRANSFER_KINDS.get(kind).cells))
 
 
 class _KindDescriptions(Mapping):

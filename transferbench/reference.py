@@ -237,49 +237,58 @@ def _clean(value: Any) -> Any:
 
 
 # ---- building from a benchmark -----------------------------------------------------------------
-def collect(bench, *, build_manifest: dict[str, Any] | None = None) -> Reference:
+def protocol_artifacts() -> list[str]:
+    """The artifacts a reference is measured from: every (task, seed) prompt, the linear probe of
+    each task, and the cells of every registered transfer kind (`protocol.measured_cells`)."""
+    return list(dict.fromkeys(["prompts", "probe", *protocol.measured_cells()]))
+
+
+def collect(planner, *, build_manifest: dict[str, Any] | None = None) -> Reference:
     """Measure (or load from the store) everything the protocol needs and derive the tables.
 
-    Runs the benchmark's stages in order: every (task, seed) prompt, every zero-shot and
-    initialisation cell (with the null prompt and the default initialisation as extra sources),
-    and the linear probe of each task; each is resumable through the store.
+    Asks `planner` (a `transferbench.planner.Planner`: a `Benchmark`) for the artifacts of
+    `protocol_artifacts` by name: every (task, seed) prompt, every measured cell of every transfer
+    kind (with the null prompt or the default initialisation as an extra source where the cell has
+    one), and the linear probe of each task; each is resumable through the store. A pair cell
+    artifact `name` is stored as the predictions `name/<source>/<target>/<seed>`.
     """
+    from transferbench.artifacts import ARTIFACTS
+
     started = time.perf_counter()
-    bench.train_all()
-    bench.measure_transfer(["zero_shot", "init_gain"])
-    names, seeds = list(bench.tasks), list(bench.seeds)
+    needs = protocol_artifacts()
+    planner.ensure(needs)
+    names, seeds = list(planner.tasks), list(planner.seeds)
     prompts: dict[str, np.ndarray] = {}
     predictions: dict[str, np.ndarray] = {}
     prompt_meta: dict[str, dict[str, Any]] = {}
     for task in names:
-        predictions[f"labels/{task}"] = bench.encoded(task, "test").labels.numpy().astype(np.int64)
-        predictions[f"probe/{task}"] = bench.probe_predictions(task)
+        predictions[f"labels/{task}"] = planner.encoded(task, "test").labels.numpy().astype(np.int64)
+        predictions[f"probe/{task}"] = _int(planner.get("probe", task=task))
         for seed in seeds:
-            own = bench.source_prompt(task, seed)
+            own = planner.get("prompts", task=task, seed=seed)
             prompts[f"{task}/{seed}"] = own["prompt"].float().numpy()
             predictions[f"own/{task}/{seed}"] = np.asarray(own["test_predictions"], dtype=np.int64)
             prompt_meta[f"{task}/{seed}"] = {"dev_accuracy": float(own["dev_accuracy"]), "best_step": int(own["best_step"])}
-            for source in [None, *names]:
-                if source == task:
-                    continue
-                label = source or NULL
-                predictions[f"zero_shot/{label}/{task}/{seed}"] = _int(bench.cell("zero_shot", source, task, seed))
-                predictions[f"init/{label}/{task}/{seed}"] = _int(bench.cell("init", source, task, seed))
+    cells = [name for name in needs if ARTIFACTS.get(name).per == "pair_seed"]
+    for cell in cells:
+        for address in planner.addresses(cell):
+            entry = planner.get(cell, task=address.task, seed=address.seed, source=address.source)
+            predictions[f"{cell}/{address.source or NULL}/{address.task}/{address.seed}"] = _int(entry)
     # When the measurements were made: the store's files of the prompts and cells (a build may be
     # resumed over several sessions, so the collect time alone says little).
-    stamps = [bench.store.path(stage, key).stat().st_mtime for stage, key in bench.measured_keys()]
+    stamps = [planner.store.path(stage, key).stat().st_mtime for stage, key in planner.stored_keys(["prompts", *cells])]
     span = {"first_artifact_utc": _utc(min(stamps)), "last_artifact_utc": _utc(max(stamps)),
             "artifact_span_seconds": round(max(stamps) - min(stamps), 1)} if stamps else {}
     info = {
         "format": FORMAT_VERSION,
-        "suite": bench.suite.model_dump(mode="json"),
-        "backbone": bench.backbone_identity(),
-        "config": bench.config.to_dict(),
+        "suite": planner.suite.model_dump(mode="json"),
+        "backbone": planner.backbone_identity(),
+        "config": planner.config.to_dict(),
         "seeds": seeds,
-        "threads_per_unit": bench.context.threads,
-        "tasks": [{"name": n, "family": bench.tasks[n].family, "classes": bench.tasks[n].num_classes,
-                   "labels": bench.tasks[n].label_names, "version": bench.tasks[n].version,
-                   "data_hash": bench.data(n).data_hash, "test_size": len(bench.data(n).test)} for n in names],
+        "threads_per_unit": planner.context.threads,
+        "tasks": [{"name": n, "family": planner.tasks[n].family, "classes": planner.tasks[n].num_classes,
+                   "labels": planner.tasks[n].label_names, "version": planner.tasks[n].version,
+                   "data_hash": planner.data(n).data_hash, "test_size": len(planner.data(n).test)} for n in names],
         "protocol": {"n_bootstrap": protocol.N_BOOTSTRAP, "bootstrap_seed": protocol.BOOTSTRAP_SEED,
                      "admission_alpha": protocol.ADMISSION_ALPHA, "null_prompt": "prompt.initial_prompt(seed)",
                      "metric": "balanced accuracy"},
@@ -290,14 +299,58 @@ def collect(bench, *, build_manifest: dict[str, Any] | None = None) -> Reference
     return Reference(info=info, prompts=prompts, predictions=predictions, tasks=tasks, transfer=transfer)
 
 
+class BundleArtifacts:
+    """A saved reference bundle as artifacts supplied to a planner (`transferbench.planner.Supply`):
+    its prompts, and its measured pair cells (the predictions `name/<source>/<target>/<seed>`).
+
+    Artifacts computed from its prompts are keyed by how they were trained (`training`, its build
+    record; bundles built before the record existed used sdpa attention, one prompt per pass and
+    dev selection under autocast), not by how the planner would train its own."""
+
+    def __init__(self, reference: Reference):
+        self.reference = reference
+        build = reference.info.get("build", {})
+        self.training = {"train_attention": build.get("train_attention", "sdpa"),
+                         "prompts_per_pass": int(build.get("prompts_per_pass", 1)),
+                         "eval_kernel": build.get("eval_kernel", "autocast")}
+
+    def _cell(self, name: str, address) -> str:
+        return f"{name}/{address.source or NULL}/{address.task}/{address.seed}"
+
+    def has(self, name: str, address) -> bool:
+        if self.reference.root is None:  # only a saved, hash-checked bundle supplies artifacts
+            return False
+        if name == "prompts":
+            return f"{address.task}/{address.seed}" in self.reference.prompts
+        return address.seed is not None and self._cell(name, address) in self.reference.predictions
+
+    def get(self, name: str, address) -> dict[str, Any] | None:
+        import torch
+
+        if not self.has(name, address):
+            return None
+        reference = self.reference
+        if name == "prompts":
+            task, seed = address.task, address.seed
+            predictions = reference.predictions[f"own/{task}/{seed}"]
+            meta = reference.info["prompts"][f"{task}/{seed}"]
+            return {"prompt": torch.from_numpy(reference.prompt(task, seed)), "dev_accuracy": meta["dev_accuracy"],
+                    "test_accuracy": float(np.mean(predictions == reference.predictions[f"labels/{task}"])),
+                    "test_predictions": torch.from_numpy(predictions), "best_step": meta["best_step"]}
+        predictions = reference.predictions[self._cell(name, address)]
+        labels = reference.predictions[f"labels/{address.task}"]
+        return {"accuracy": torch.tensor(float(np.mean(predictions == labels))),
+                "predictions": torch.from_numpy(predictions)}
+
+
 def _utc(timestamp: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
-def _int(cell: dict[str, Any]) -> np.ndarray:
-    return np.asarray(cell["predictions"], dtype=np.int64)
+def _int(entry: dict[str, Any]) -> np.ndarray:
+    return np.asarray(entry["predictions"], dtype=np.int64)
 
 
 # ---- bundle files --------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ After lm-evaluation-harness's `lm_eval/api/registry.py`: register with a decorat
 registry has its own entry-point group, scanned on first use (so installed packages add plugins
 without any edit here), and `isolated(registry)` gives a test a private copy to register into.
 The registries themselves live next to their base class (`indicator.INDICATORS`,
-`backbone.BACKBONES`, `executors.EXECUTORS`, `protocol.TRANSFER_KIND_REGISTRY`,
-`sources.SOURCES`); `ALL` lists them by kind.
+`backbone.BACKBONES`, `executors.EXECUTORS`, `protocol.TRANSFER_KINDS`,
+`artifacts.ARTIFACTS`, `sources.SOURCES`); `ALL` lists them by kind.
 """
 
 from __future__ import annotations

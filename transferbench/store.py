@@ -32,10 +32,13 @@ except ImportError:  # Windows: no locks, so leftovers are never removed automat
     fcntl = None  # type: ignore[assignment]
 
 
-# Every folder the cache holds: the store's stages plus the downloads and unpacked models.
+# Every folder the cache holds: the store's stages (each artifact declaration in
+# `transferbench.artifacts` names one of them, checked when it is declared; tests/test_store.py
+# checks that every stage here is some artifact's) plus the downloads and unpacked models.
 # `cache --clear` accepts only these names, so no user text ever becomes a path to delete.
+DOWNLOAD_FOLDERS = ("downloads", "models")
 STAGES = ("prompts", "transfer", "skill_neurons", "activations", "text_embedding", "pair_outputs", "probe",
-          "downloads", "models")
+          *DOWNLOAD_FOLDERS)
 
 
 def cache_root() -> Path:

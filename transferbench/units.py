@@ -1,6 +1,6 @@
 """Units of work: the compute of stages 2 and 3 as pure functions (inputs in, artifact out).
 
-`transferbench.runner.Benchmark` decides what is missing from the store, hands these functions to
+`transferbench.planner.Planner` decides what is missing from the store, hands these functions to
 an executor (`transferbench.executors`: in-process, or Ray tasks on other machines) and writes
 what they return to its store. A unit never reads or writes the store itself, so it can run
 anywhere, be retried, or run twice, and always gives the same tensors for the same inputs.
@@ -17,6 +17,9 @@ from typing import Any
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from transferbench.artifacts import (  # noqa: F401  (the artifacts' settings, re-exported)
+    DEFAULT_SKILL_POSITIONS, PAIR_EXAMPLES, PROBE_EXAMPLES, PROBE_L1, PROBE_L2, PROBE_MAX_ITER,
+)
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
 from transferbench.neurons import predictivity, probe_ranking
@@ -157,11 +160,11 @@ def init_accuracy_unit(ctx: UnitContext, source_prompt: torch.Tensor | None, tar
     """{"accuracy", "predictions"}: test accuracy (and per-example test predictions) on `target`
     after `init_steps` of prompt tuning from `source_prompt` (None: the default initialisation),
     with `seed`'s data order."""
-    return init_accuracy_many_unit(ctx, [source_prompt], target, seed)[0]
+    return init_accuracy_many_unit(ctx, target, seed, [source_prompt])[0]
 
 
-def init_accuracy_many_unit(ctx: UnitContext, source_prompts: list[torch.Tensor | None], target: str,
-                            seed: int) -> list[dict[str, Any]]:
+def init_accuracy_many_unit(ctx: UnitContext, target: str, seed: int,
+                            source_prompts: list[torch.Tensor | None]) -> list[dict[str, Any]]:
     """`init_accuracy_unit` for several source prompts on one target, trained together
     (`train_prompts`: every job draws the same batches, `seed`'s data order)."""
     suite = loaded(ctx)
@@ -198,8 +201,7 @@ def ffn_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: st
 
 # Which positions of the template `[CLS] p_1 .. p_n [MASK] text` the skill-neuron scores read
 # (`skill_positions`); "mask+prompt" is the reference code's choice.
-SKILL_POSITION_SETS = ("mask+prompt", "prompt", "mask")
-DEFAULT_SKILL_POSITIONS = "mask+prompt"
+SKILL_POSITION_SETS = ("mask+prompt", "prompt", "mask")  # the default: `artifacts.DEFAULT_SKILL_POSITIONS`
 
 
 def skill_positions(prompt_length: int, which: str = DEFAULT_SKILL_POSITIONS) -> list[int]:
@@ -309,21 +311,7 @@ def probe_unit(ctx: UnitContext, task: str) -> dict[str, torch.Tensor]:
     return {"predictions": torch.from_numpy(probe.predict(features["test"]).astype("int64"))}
 
 
-# ---- stage 3: artifacts declared in `transferbench.runner.ARTIFACT_SPECS` ---------------------------
-# The first this many train examples of a target feed the pair-level estimators (LogME, LEEP, NCE,
-# H-score): a cap that keeps 132 pairs x 3 seeds of the default suite affordable on a CPU.
-PAIR_EXAMPLES = 256
-# The first this many train examples, and the probe's penalties, of the NeuroX-style probe ranking.
-PROBE_EXAMPLES = 512
-PROBE_L1 = 1e-3
-PROBE_L2 = 1e-3
-# saga epochs of that probe. To tolerance 1e-6 it needs thousands of epochs on 512 x 9216
-# activations (over 5 minutes per task and seed on a shared 2-core CPU; 50 epochs took 64 s there),
-# so the ranking is that of a probe stopped after this many epochs: on synthetic data with 50
-# informative neurons among 9216, 50 epochs already ranked all 50 first.
-PROBE_MAX_ITER = 100
-
-
+# ---- stage 3: pair outputs and probe rankings (their settings: `transferbench.artifacts`) ----------
 def first_examples(encoded: EncodedSplit, count: int) -> EncodedSplit:
     """The first `count` examples of a tokenized split (splits are shuffled when they are made)."""
     types = encoded.token_type_ids[:count] if encoded.token_type_ids is not None else None
