@@ -500,7 +500,7 @@ class Benchmark:
         self.prepare_artifacts(declared)  # every unit up front, through the executor, with progress
         # Sealed views: each holds only its task's declared artifacts, no path back to this object.
         views = {name: TaskView(name, spec.family, spec.num_classes,
-                                {artifact: self.artifact(name, artifact) for artifact in sorted(declared)})
+                                {artifact: self.artifact(name, artifact) for artifact in sorted(declared)}, spec.label_names)
                  for name, spec in self.tasks.items()}
         names = list(self.tasks)
         pairs = [(s, t) for s in names for t in names if s != t]
