@@ -353,6 +353,9 @@ def main() -> None:
         print(f"{candidate.name}: {len(frame)} rows, {len(names)} classes, balanced accuracy "
               f"{scores.mean():.3f} +- {scores.std():.3f} (chance {chance:.3f})", flush=True)
     frame = pd.DataFrame(table)
+    for column in ("rows", "classes", "smallest_class", "sample"):  # ints, though unavailable rows have none
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
     columns = ["task", "family", "origin", "rows", "classes", "smallest_class", "sample", "balanced_accuracy",
                "fold_sd", "chance", "above_chance", "single_token_labels", "labels", "status"]
     shown = frame.reindex(columns=columns).astype(object).where(frame.reindex(columns=columns).notna(), "")
