@@ -34,7 +34,8 @@ def seconds_per_pair(bench: Benchmark, name: str, repeats: int) -> float:
     declared = frozenset(indicator.requires)
     bench.ensure(sorted(declared))
     # every artifact is loaded before timing: views hold them
-    views = {task: TaskView(task, spec.family, spec.num_classes, {a: bench.view(a, task) for a in declared})
+    views = {task: TaskView(task, spec.family, spec.num_classes, {a: bench.view(a, task) for a in declared},
+                            spec.label_names)
              for task, spec in bench.tasks.items()}
     pairs = [(s, t) for s in bench.tasks for t in bench.tasks if s != t]
     sweeps = []

@@ -1,5 +1,5 @@
 """Baselines every transferability table carries: random, source data size, task embedding,
-same family."""
+same family, label-name overlap."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import hashlib
 
 import numpy as np
 
+from transferbench.errors import TransferbenchError
 from transferbench.indicator import Indicator
+from transferbench.indicators.skill_overlap import jaccard
 
 
 class RandomIndicator(Indicator):
@@ -69,3 +71,32 @@ class SameFamily(Indicator):
 
     def score(self, source, target) -> float:
         return 1.0 if source.family == target.family else 0.0
+
+
+class LabelOverlap(Indicator):
+    """Jaccard overlap `|L_s ∩ L_t| / |L_s ∪ L_t|` of the two tasks' label-name sets, no model.
+
+    The label names are the task cards' class names (the values of their `labels` field, e.g.
+    {negative, positive}), compared as exact strings: every binary sentiment task scores 1 against
+    another, {entailment, not_entailment} against {entailment, neutral, contradiction} 1/4.
+    Transfer on the default suite is largely "the same distinction": this shortcut alone ranks
+    first or second in every transfer kind of the default board, so an indicator must beat it.
+
+    Class names rather than verbalizer words: the names say which distinction a task draws; the
+    words are each card's choice of synonyms for the prompt's output head, and can coincide for
+    different distinctions (snli_contradiction's words {no, yes} are two of snli's three, while
+    only one of its classes, contradiction, is one of snli's). On the default reference the two
+    give nearly the same mean rho (docs/reference_v2_candidates.md).
+    """
+
+    description = "Jaccard overlap of the two tasks' label-name sets (no model)"
+    baseline = True
+    kind = "baseline"
+
+    def score(self, source, target) -> float:
+        for view in (source, target):
+            if not view.label_names:
+                raise TransferbenchError(f"task {view.name!r} has no label names in its view; build TaskViews "
+                                         "with label_names=spec.label_names")
+        vocabulary = sorted(set(source.label_names) | set(target.label_names))
+        return jaccard(np.isin(vocabulary, source.label_names), np.isin(vocabulary, target.label_names))

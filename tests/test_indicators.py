@@ -97,6 +97,48 @@ def test_same_family_baseline_scores_one_for_a_shared_family_and_reads_no_artifa
     assert checked_score(same_family, imdb, snli) == 0.0
 
 
+def test_label_overlap_is_the_jaccard_of_the_label_name_sets_and_a_baseline():
+    def task(name, labels):
+        return TaskView(name, "fam", len(labels), {}, label_names=labels)
+
+    label_overlap = make_indicator("label_overlap")
+    assert label_overlap.baseline and label_overlap.kind == "baseline" and label_overlap.requires == ()
+    sst2, imdb = task("sst2", ["negative", "positive"]), task("imdb", ["positive", "negative"])
+    tweets = task("tweets", ["negative", "neutral", "positive"])
+    snli, rte = task("snli", ["entailment", "neutral", "contradiction"]), task("rte", ["entailment", "not_entailment"])
+    topic = task("topic", ["business", "sport"])
+    assert checked_score(label_overlap, sst2, imdb) == 1.0  # the same set in another order
+    assert checked_score(label_overlap, sst2, tweets) == pytest.approx(2 / 3)
+    assert checked_score(label_overlap, rte, snli) == pytest.approx(1 / 4) == checked_score(label_overlap, snli, rte)
+    assert checked_score(label_overlap, tweets, snli) == pytest.approx(1 / 5)  # "neutral" alone
+    assert checked_score(label_overlap, topic, sst2) == 0.0
+    # label names, not verbalizer words or numbers of classes: equal sizes, different names
+    assert checked_score(label_overlap, task("a", ["yes", "no"]), task("b", ["Yes", "No"])) == 0.0
+
+
+def test_label_overlap_on_a_view_without_label_names_is_one_error_line():
+    with pytest.raises(TransferbenchError, match=r"^indicator 'label_overlap' on pair a -> b: task 'b' has no "
+                                                 r"label names in its view") as error:
+        checked_score(make_indicator("label_overlap"), TaskView("a", "f", 2, {}, ("x", "y")), TaskView("b", "f", 2, {}))
+    assert "\n" not in str(error.value)
+
+
+def test_runner_views_carry_the_task_cards_label_names(cache, tiny_backbone, tiny_suite, isolated_registries):
+    from transferbench.runner import Benchmark
+    from transferbench.task import load_suite
+
+    @register_indicator("label_names_probe")
+    class LabelNamesProbe(Indicator):  # scores 1 when the views carry each card's label names
+        def score(self, source, target):
+            return float(source.label_names == target.label_names == ("neg", "pos"))
+
+    bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), [0])
+    for name in ("label_names_probe", "label_overlap"):
+        scores = bench.indicator_scores(make_indicator(name)).to_numpy()
+        off_diagonal = scores[~np.eye(len(scores), dtype=bool)]
+        assert (off_diagonal == 1.0).all() and np.isnan(np.diag(scores)).all()
+
+
 def test_undeclared_artifact_is_refused():
     class Sneaky(Indicator):
         requires = ("prompts",)

@@ -54,19 +54,24 @@ KINDS = ("neuron", "prompt", "estimator", "baseline")
 
 
 class TaskView:
-    """What an indicator sees of one task: its name and family, and the artifacts it declared.
+    """What an indicator sees of one task: its name, family and label names (from the task card),
+    and the artifacts it declared.
 
     A sealed, read-only view: it holds the declared artifacts themselves (computed by the runner
     before scoring), never the runner, the store or measured transfer. Asking for an undeclared
-    artifact is an error, so an indicator's inputs are explicit.
+    artifact is an error, so an indicator's inputs are explicit. `label_names` are the card's class
+    names in label order (the values of its `labels` field, not the verbalizer words); a view built
+    without them has an empty tuple.
     """
 
-    __slots__ = ("name", "family", "num_classes", "_artifacts")
+    __slots__ = ("name", "family", "num_classes", "label_names", "_artifacts")
 
-    def __init__(self, name: str, family: str, num_classes: int, artifacts: Mapping[str, Any]):
+    def __init__(self, name: str, family: str, num_classes: int, artifacts: Mapping[str, Any],
+                 label_names: Sequence[str] = ()):
         self.name = name
         self.family = family
         self.num_classes = num_classes
+        self.label_names = tuple(label_names)
         self._artifacts = MappingProxyType(dict(artifacts))
 
     def __getattr__(self, artifact: str) -> Any:
@@ -138,6 +143,7 @@ for _name, _target in {
     "data_size": "transferbench.indicators.baselines:DataSize",
     "task_embedding": "transferbench.indicators.baselines:TaskEmbedding",
     "same_family": "transferbench.indicators.baselines:SameFamily",
+    "label_overlap": "transferbench.indicators.baselines:LabelOverlap",
     "skill_on": "transferbench.indicators.skill_overlap:SkillOn",
     "probe_overlap": "transferbench.indicators.probe_overlap:ProbeOverlap",
     "logme": "transferbench.indicators.estimators:LogME",

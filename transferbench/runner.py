@@ -179,8 +179,8 @@ class Benchmark(Planner):
         declared = sorted(frozenset(indicator.requires))
         self.ensure(declared)  # every unit up front, through the executor, with progress
         # Sealed views: each holds only its task's declared artifacts, no path back to this object.
-        views = {name: TaskView(name, spec.family, spec.num_classes, {artifact: self.view(artifact, name)
-                                                                       for artifact in declared})
+        views = {name: TaskView(name, spec.family, spec.num_classes,
+                                {artifact: self.view(artifact, name) for artifact in declared}, spec.label_names)
                  for name, spec in self.tasks.items()}
         names = list(self.tasks)
         pairs = [(s, t) for s in names for t in names if s != t]
