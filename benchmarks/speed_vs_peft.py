@@ -51,7 +51,7 @@ from transferbench.prompt import (
     EVAL_KERNEL, PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, predict_many,
     train_prompt, training_attention,
 )
-from transferbench.task import load_suite, load_task, load_task_data
+from transferbench.task import load_suite, load_task, load_task_data, suite_tasks
 
 TASK = "rt_sentiment"
 SUITE = "default"
@@ -314,7 +314,7 @@ def reference_build_estimate(suite, rows: list[dict], evaluation: dict, params: 
     (eager-compiled training, compiled evaluation); and at 100% of the bf16 matmul peak for the
     FLOPs of those examples at the measured mean widths."""
     config = PromptConfig.from_overrides(dict(suite.training))
-    tasks = [spec.name for spec in suite.task_specs()]
+    tasks = [spec.name for spec in suite_tasks(suite)]
     work = protocol_work(SimpleNamespace(config=config, tasks=tasks, seeds=suite.seeds, suite=suite))
     training = {r["attention"]: r for r in rows if r["loop"] == "transferbench" and r["bf16"]}
     kernels = {"sdpa": ("sdpa", "autocast"), "eager": ("eager", "autocast"), "fastest": ("eager-compiled", "compiled")}

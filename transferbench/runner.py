@@ -38,7 +38,7 @@ from transferbench.prompt import (
 from transferbench.precision import resolve_precision
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
-from transferbench.task import SuiteSpec, TaskData, TaskSpec
+from transferbench.task import SuiteSpec, TaskData, TaskSpec, suite_tasks
 
 # Bump when a change in `transferbench.units` changes what an activation artifact would be.
 ARTIFACT_CODE_VERSION = 2  # 2: skill-neuron thresholds from train, balanced accuracy on all of dev
@@ -83,7 +83,7 @@ class Benchmark:
         self.executor = executor or LocalExecutor()
         where = str(suite.yaml_path) if suite.yaml_path else f"suite {suite.name}"
         config = PromptConfig.from_overrides(dict(suite.training), where=where)
-        self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite.task_specs()}
+        self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite_tasks(suite)}
         self.device = resolve_device(device)
         # The precision the hardware computes natively unless told (`transferbench.precision`); an
         # fp32 run's config has bf16 off, so every prompt and artifact it computes is keyed apart.

@@ -25,7 +25,7 @@ from transferbench.prompt import (
     encode_split, initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompts,
 )
 from transferbench.store import content_key
-from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
+from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data, suite_tasks
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +61,7 @@ class LoadedSuite:
     def __init__(self, ctx: UnitContext):
         self.ctx = ctx
         self.config = ctx.config
-        self.specs: dict[str, TaskSpec] = {spec.name: spec for spec in ctx.suite.task_specs()}
+        self.specs: dict[str, TaskSpec] = {spec.name: spec for spec in suite_tasks(ctx.suite)}
         self._data: dict[str, TaskData] = {}
         self._encoded: dict[tuple[str, str], EncodedSplit] = {}
         self._verbalizers: dict[str, Verbalizer] = {}
