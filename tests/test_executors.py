@@ -18,7 +18,7 @@ from transferbench.cli import main
 from transferbench.errors import TransferbenchError
 from transferbench.executors import LocalExecutor, RayExecutor, Unit, make_executor
 from transferbench.protocol import TRANSFER_KINDS
-from transferbench.prompt import AUTO_KERNELS
+from transferbench.kernels import AUTO_KERNELS
 from transferbench.runner import Benchmark
 from transferbench.task import load_suite, suite_tasks
 

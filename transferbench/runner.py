@@ -31,10 +31,9 @@ from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
 from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
+from transferbench.kernels import resolve_eval_kernel, resolve_train_attention
 from transferbench.progress import Reporter, Work
-from transferbench.prompt import (
-    PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, resolve_eval_kernel, resolve_train_attention,
-)
+from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
 from transferbench.precision import resolve_precision
 from transferbench.reference import Reference, collect as collect_reference
 from transferbench.store import ArtifactStore
@@ -94,7 +93,7 @@ class Benchmark:
         # Prompts trained together (`prompt.train_prompts`) follow their one-at-a-time trajectories
         # up to floating-point rounding, so the grouping is part of what produced an artifact.
         self.prompts_per_pass = prompts_per_pass
-        # `auto` resolved here, once, for this device and precision (`prompt.AUTO_KERNELS`): the kernel
+        # `auto` resolved here, once, for this device and precision (`kernels.AUTO_KERNELS`): the kernel
         # that trains this benchmark's prompts keys them, and so does the one that evaluates
         self.train_attention = resolve_train_attention(train_attention, self.device, self.precision.name)
         self.eval_kernel = resolve_eval_kernel(eval_kernel, self.device, self.precision.name)

@@ -19,9 +19,10 @@ from sklearn.exceptions import ConvergenceWarning
 
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
+from transferbench.kernels import autocast
 from transferbench.neurons import predictivity, probe_ranking
 from transferbench.prompt import (
-    EncodedSplit, PromptConfig, PromptedOutput, TrainedPrompt, TrainJob, Verbalizer, accuracy, autocast, capture_ffn,
+    EncodedSplit, PromptConfig, PromptedOutput, TrainedPrompt, TrainJob, Verbalizer, accuracy, capture_ffn,
     encode_split, initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompts,
 )
 from transferbench.store import content_key
@@ -44,8 +45,8 @@ class UnitContext:
     tasks: tuple[str, ...]
     threads: int = 1
     device: str = "cpu"  # where units compute (`backbone.resolve_device`); a Ray task uses the GPU it reserved
-    train_attention: str = "sdpa"  # the attention kernel of training steps (`prompt.resolve_train_attention`)
-    eval_kernel: str = "autocast"  # how evaluation computes (`prompt.EVAL_KERNEL`)
+    train_attention: str = "sdpa"  # the attention kernel of training steps (`kernels.resolve_train_attention`)
+    eval_kernel: str = "autocast"  # how evaluation computes (`kernels.EVAL_KERNEL`)
 
     @cached_property
     def fingerprint(self) -> str:
