@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
-
 from transferbench.indicator import Indicator
+from transferbench.indicators.embedding_similarity import cosine
 
 
 class RandomIndicator(Indicator):
@@ -50,8 +49,7 @@ class TaskEmbedding(Indicator):
     kind = "baseline"
 
     def score(self, source, target) -> float:
-        a, b = np.asarray(source.text_embedding, float), np.asarray(target.text_embedding, float)
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        return cosine(source.text_embedding, target.text_embedding)
 
 
 class SameFamily(Indicator):
