@@ -29,7 +29,7 @@ from transferbench import progress as progress_bar
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
 from transferbench.kernels import (
-    autocast, autocast_dtype, check_eval_kernel, evaluation, forward_precision, precision_name, reduced_precision,
+    autocast_dtype, check_eval_kernel, evaluation, forward_precision, precision_name, reduced_precision,
     resolve_train_attention, training_attention,
 )
 

@@ -30,12 +30,13 @@ from transferbench.artifact_specs import (  # noqa: F401  (re-exported)
 from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor, Unit
-from transferbench.indicator import ARTIFACTS, DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
+from transferbench.indicator import ARTIFACTS, Indicator, TaskView
 from transferbench.kernels import resolve_eval_kernel, resolve_train_attention
 from transferbench.progress import Reporter, Work
 from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
 from transferbench.precision import resolve_precision
 from transferbench.reference import Reference, collect as collect_reference
+from transferbench.sandbox import DEFAULT_TIME_LIMIT, score_pairs
 from transferbench.store import ArtifactStore
 from transferbench.task import SuiteSpec, TaskData, TaskSpec, suite_tasks
 
