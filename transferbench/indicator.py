@@ -4,6 +4,10 @@ Stage 4 of the pipeline. An indicator declares the artifacts it needs in `requir
 parameters in `__init__` and implements `score(source, target)`; it never sees measured transfer.
 Three ways in: `@register_indicator("name")`, the entry-point group `transferbench.indicators`,
 and `--indicator path/to/file.py:ClassName`.
+
+Over 400 lines because the ways in, the contract check and the guard around plugin code (import,
+constructor, `score`) are one boundary: what a plugin gets wrong is told here, before any compute.
+Scoring in a child process with a time limit is `transferbench.sandbox`.
 """
 
 from __future__ import annotations
