@@ -12,7 +12,7 @@ Prints, for the packaged backbone on task `rt_sentiment` of the `default` suite:
    20-50 s per precision before its timed pass; it is left out by default), interleaved the same way.
 
 Each line's ratio is against fp32 with the default kernels (sdpa training, autocast evaluation).
-The rows are what `prompt.AUTO_KERNELS` is read from: `auto` picks, per (device, precision), the
+The rows are what `kernels.AUTO_KERNELS` is read from: `auto` picks, per (device, precision), the
 fastest kernel measured here. Emulate a CPU without bf16 instructions on one that has them with
 `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`.
 
@@ -32,10 +32,8 @@ import torch.nn.functional as F
 
 from transferbench.backbone import Backbone, resolve_device
 from transferbench.precision import cpu_model, resolve_precision
-from transferbench.prompt import (
-    PromptConfig, Verbalizer, encode_split, forward_precision, initial_prompt, predict_many, prompted_forward,
-    reduced_precision, training_attention,
-)
+from transferbench.kernels import forward_precision, reduced_precision, training_attention
+from transferbench.prompt import PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, prompted_forward
 from transferbench.task import load_suite, load_task, load_task_data
 
 TASK = "rt_sentiment"

@@ -47,11 +47,11 @@ from rich.table import Table
 
 from transferbench.api import protocol_work
 from transferbench.backbone import Backbone, resolve_backbone
+from transferbench.kernels import EVAL_KERNEL, training_attention
 from transferbench.prompt import (
-    EVAL_KERNEL, PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, predict_many,
-    train_prompt, training_attention,
+    PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, predict_many, train_prompt,
 )
-from transferbench.task import load_suite, load_task, load_task_data
+from transferbench.task import load_suite, load_task, load_task_data, suite_tasks
 
 TASK = "rt_sentiment"
 SUITE = "default"
@@ -174,7 +174,7 @@ class Run:
     loop: str
     bf16: bool
     padding: str
-    attention: str = "sdpa"  # the attention implementation of training steps (`prompt.training_attention`)
+    attention: str = "sdpa"  # the attention implementation of training steps (`kernels.training_attention`)
     durations: list[float] = field(default_factory=list)  # seconds of each training step
     shapes: list[tuple[int, int]] = field(default_factory=list)  # (batch, width) of each forward pass
     test_accuracy: float = float("nan")
@@ -269,7 +269,7 @@ def time_zero_shot(backbone, test, verbalizer, config, count: int, seed: int, ru
                    kernel: str = "autocast") -> tuple[Run, np.ndarray, float]:
     """One zero-shot row as the reference build runs it: `count` prompts (a target's sources and the
     null prompt) predicted on the test split in one `predict_many` pass, bf16, evaluation kernel
-    `kernel` (`prompt.EVAL_KERNEL`). Timed on a second pass after a warm-up pass (which compiles
+    `kernel` (`kernels.EVAL_KERNEL`). Timed on a second pass after a warm-up pass (which compiles
     the compiled kernel: its seconds are returned); the encoder's shapes of the timed pass are
     recorded for the FLOP count (the compiled copy runs no hooks, but its batches are the same).
     Returns the run, the timed pass's predictions and the warm-up's seconds."""
@@ -314,7 +314,7 @@ def reference_build_estimate(suite, rows: list[dict], evaluation: dict, params: 
     (eager-compiled training, compiled evaluation); and at 100% of the bf16 matmul peak for the
     FLOPs of those examples at the measured mean widths."""
     config = PromptConfig.from_overrides(dict(suite.training))
-    tasks = [spec.name for spec in suite.task_specs()]
+    tasks = [spec.name for spec in suite_tasks(suite)]
     work = protocol_work(SimpleNamespace(config=config, tasks=tasks, seeds=suite.seeds, suite=suite))
     training = {r["attention"]: r for r in rows if r["loop"] == "transferbench" and r["bf16"]}
     kernels = {"sdpa": ("sdpa", "autocast"), "eager": ("eager", "autocast"), "fastest": ("eager-compiled", "compiled")}

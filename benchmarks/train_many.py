@@ -22,9 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from transferbench.backbone import Backbone, resolve_device
-from transferbench.prompt import (
-    TRAIN_ATTENTION, PromptConfig, TrainJob, Verbalizer, encode_split, train_prompt, train_prompts,
-)
+from transferbench.kernels import TRAIN_ATTENTION
+from transferbench.prompt import PromptConfig, TrainJob, Verbalizer, encode_split, train_prompt, train_prompts
 from transferbench.task import load_suite, load_task, load_task_data
 
 

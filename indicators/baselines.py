@@ -9,6 +9,7 @@ import numpy as np
 
 from transferbench.errors import TransferbenchError
 from transferbench.indicator import Indicator
+from transferbench.indicators.embedding_similarity import cosine
 from transferbench.indicators.skill_overlap import jaccard
 
 
@@ -52,8 +53,7 @@ class TaskEmbedding(Indicator):
     kind = "baseline"
 
     def score(self, source, target) -> float:
-        a, b = np.asarray(source.text_embedding, float), np.asarray(target.text_embedding, float)
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        return cosine(source.text_embedding, target.text_embedding)
 
 
 class SameFamily(Indicator):

@@ -9,6 +9,14 @@ from transferbench.indicator import Indicator
 MEASURES = ("cosine", "token_cosine", "euclidean", "token_euclidean")
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """`a . b / (||a|| ||b||)` of two vectors, in float64: the similarity of two flattened prompts
+    (Su et al., NAACL 2022, Sec. 5.1) and of two tasks' mean text embeddings (the `task_embedding`
+    baseline, after Vu et al., EMNLP 2020)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def prompt_similarity(p1: np.ndarray, p2: np.ndarray, measure: str) -> float:
     """Similarity of two soft prompts `[n, hidden]` (Su et al., NAACL 2022, Sec. 5.1).
 
@@ -22,8 +30,7 @@ def prompt_similarity(p1: np.ndarray, p2: np.ndarray, measure: str) -> float:
     """
     p1, p2 = np.asarray(p1, dtype=np.float64), np.asarray(p2, dtype=np.float64)
     if measure == "cosine":
-        a, b = p1.ravel(), p2.ravel()
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        return cosine(p1, p2)
     if measure == "token_cosine":
         a = p1 / np.linalg.norm(p1, axis=1, keepdims=True)
         b = p2 / np.linalg.norm(p2, axis=1, keepdims=True)

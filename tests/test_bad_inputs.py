@@ -375,13 +375,14 @@ PLUGIN_FAILURES = {
 
 @pytest.mark.parametrize("case", sorted(PLUGIN_FAILURES))
 def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkeypatch, case):
-    from transferbench.indicator import TaskView, checked_score, make_indicator
+    from transferbench.indicator import TaskView, make_indicator
+    from transferbench.sandbox import score_pairs
 
     module_level, params, message = PLUGIN_FAILURES[case]
     file = tmp_path / f"plugin_{case}.py"
     file.write_text(PLUGIN.format(module_level=module_level))
     spec = f"{file}:Bad{params}"
-    if case.startswith("score"):  # the run's own path: `checked_score` with a limit scores in a child process
+    if case.startswith("score"):  # the run's own path: `score_pairs` scores in a child process, with a limit
         a, b = TaskView("a", "f", 2, {}), TaskView("b", "f", 2, {})
         started = time.monotonic()
         # only the case about the limit runs under a short one: forking a loaded test process can
@@ -389,7 +390,7 @@ def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkey
         # time-limit errors
         limit = 0.5 if "swallows" in case else 60
         with pytest.raises(TransferbenchError) as info:
-            checked_score(make_indicator(spec), a, b, time_limit=limit)
+            score_pairs(make_indicator(spec), [(a, b)], time_limit=limit)
         assert message in str(info.value) and "\n" not in str(info.value), info.value
         assert time.monotonic() - started < 10
         return
@@ -488,7 +489,8 @@ def test_ctrl_c_while_a_plugin_hangs_stops_the_run_and_its_scoring_process(tmp_p
     import signal
     import threading
 
-    from transferbench.indicator import TaskView, score_pairs
+    from transferbench.indicator import TaskView
+    from transferbench.sandbox import score_pairs
 
     pid_file = tmp_path / "child.pid"
 

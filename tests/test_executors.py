@@ -18,12 +18,12 @@ from transferbench.cli import main
 from transferbench.errors import TransferbenchError
 from transferbench.executors import LocalExecutor, RayExecutor, Unit, make_executor
 from transferbench.protocol import TRANSFER_KINDS
-from transferbench.prompt import AUTO_KERNELS
+from transferbench.kernels import AUTO_KERNELS
 from transferbench.artifacts import ARTIFACTS, Address
 from transferbench.protocol import measured_cells
 from transferbench.reference import BundleArtifacts
 from transferbench.runner import Benchmark
-from transferbench.task import load_suite
+from transferbench.task import load_suite, suite_tasks
 
 try:
     import ray  # noqa: F401
@@ -233,7 +233,7 @@ def test_train_attention_keys_trained_prompts_and_shipped_ones_by_their_build(ti
     from types import SimpleNamespace
 
     suite = load_suite(str(tiny_suite))
-    task = next(iter(suite.task_specs())).name
+    task = suite_tasks(suite)[0].name
     benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], train_attention=kernel, precision="bf16")
                for kernel in ("auto", "sdpa", "eager", "eager-compiled")}
     default = Benchmark(suite, str(tiny_backbone), seeds=[0])  # auto: the table's kernel for this CPU's precision
@@ -261,7 +261,7 @@ def test_eval_kernel_keys_what_it_evaluates_and_shipped_prompts_by_their_build(t
     from types import SimpleNamespace
 
     suite = load_suite(str(tiny_suite))
-    task, target = [spec.name for spec in suite.task_specs()][:2]
+    task, target = [spec.name for spec in suite_tasks(suite)][:2]
     benches = {kernel: Benchmark(suite, str(tiny_backbone), seeds=[0], eval_kernel=kernel, precision="bf16",
                                  train_attention="sdpa")
                for kernel in ("autocast", "compiled")}

@@ -49,6 +49,17 @@ def test_prompt_similarity_variants_match_su_et_al():
     assert prompt_similarity(p1, p2, "euclidean") == pytest.approx(1 / (1 + np.sqrt(((p1 - p2) ** 2).sum())))
 
 
+def test_task_embedding_is_the_cosine_of_mean_embeddings():
+    """The task_embedding baseline and the prompt cosine share one `cosine` (Vu et al. 2020 and Su et al. 2022)."""
+    from transferbench.indicators.embedding_similarity import cosine
+
+    a, b = np.array([1.0, 2.0, 2.0]), np.array([2.0, 0.0, 1.0])
+    assert cosine(a, b) == pytest.approx(4 / (3 * np.sqrt(5)))
+    assert cosine(a.reshape(1, 3), -a) == pytest.approx(-1.0)  # flattened first
+    source, target = TaskView("s", "f", 2, {"text_embedding": a}), TaskView("t", "f", 2, {"text_embedding": b})
+    assert checked_score(make_indicator("task_embedding"), source, target) == cosine(a, b)
+
+
 def test_token_euclidean_is_one_over_one_plus_mean_per_token_distance():
     p1 = np.zeros((2, 3))
     p2 = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])  # per-token distances 5 and 1, mean 3

@@ -163,8 +163,9 @@ def test_skill_thresholds_are_train_means_at_prompt_and_mask_positions(cache, ti
     """Recomputed by hand from every position's activations: positions 1..n and n + 1."""
     import torch
 
-    from transferbench.prompt import autocast, capture_ffn, prompted_forward
     from transferbench.artifacts import Address
+    from transferbench.kernels import autocast
+    from transferbench.prompt import capture_ffn, prompted_forward
     from transferbench.runner import Benchmark
     from transferbench.task import load_suite
 

@@ -129,3 +129,29 @@ def test_bad_seeds_are_one_line_as_for_run(tiny_suite, tiny_backbone, cache, cap
     assert cli.main(["run", "-i", "random", *argv[2:]]) == 2
     assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")] == [message]
     assert not (cache / "prompts").exists()
+
+
+# The export's README for fixed inputs, as the f-string it was written with produced it before it
+# became package data (transferbench/templates/neurons_readme.md): byte for byte.
+README_CASES = {
+    "per_layer": dict(seeds=[0, 2], fraction=0.05, per_layer=True, layers=2, scored=5, ffn=37, selected=4,
+                      positions="mask+prompt"),
+    "global": dict(seeds=[1], fraction=0.1, per_layer=False, layers=3, scored=1, ffn=8, selected=2, positions="mask"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(README_CASES))
+def test_export_readme_from_the_template_is_unchanged(case):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from transferbench.inspect_neurons import _readme
+
+    data = SimpleNamespace(dev=list(range(17)), data_hash="abc123")
+    bench = SimpleNamespace(backbone_identity=lambda: {"backbone": "minilm", "revision": "r1"},
+                            data=lambda name: data, config=SimpleNamespace(bf16=case == "per_layer", prompt_length=4),
+                            tasks={"pos_a": SimpleNamespace(version=3)})
+    suite = SimpleNamespace(name="tiny", sizes_for=lambda name: SimpleNamespace(train=20, test=9), split_seed=5,
+                            yaml_path=Path("/x/suite.yaml") if case == "per_layer" else None)
+    expected = (Path(__file__).parent / "data" / "neurons_readme" / f"{case}.md").read_bytes()
+    assert _readme(task="pos_a", suite=suite, bench=bench, **README_CASES[case]).encode() == expected

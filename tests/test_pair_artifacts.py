@@ -55,7 +55,8 @@ def test_pair_outputs_of_one_batched_pass_match_each_source_alone(bench):
         torch.testing.assert_close(together[source]["features"], alone["features"], atol=0.05, rtol=0.05)
         torch.testing.assert_close(together[source]["source_probs"], alone["source_probs"], atol=0.05, rtol=0.05)
     # the source's own verbalizer scores its rows: the first example's probabilities, recomputed
-    from transferbench.prompt import autocast, prompted_forward
+    from transferbench.kernels import autocast
+    from transferbench.prompt import prompted_forward
     suite = units.loaded(bench.context)
     first = units.first_examples(suite.encoded("pos_a", "train"), 1)
     with torch.no_grad(), autocast(bench.config, bench.backbone):

@@ -19,8 +19,9 @@ from transferbench.cli import main
 from transferbench.errors import TransferbenchError
 from transferbench.registry import rescanned
 from transferbench.indicator import (
-    ARTIFACTS, DEFAULT_TIME_LIMIT, INDICATORS, Indicator, PairOutputs, TaskView, checked_score, make_indicator,
+    ARTIFACTS, INDICATORS, Indicator, PairOutputs, TaskView, checked_score, make_indicator,
 )
+from transferbench.sandbox import DEFAULT_TIME_LIMIT, score_pairs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "indicators.md"
 EXAMPLE_HEADING = "## A complete example"
@@ -131,7 +132,7 @@ def test_slow_plugin_exceeds_time_limit_with_one_line(slow):
     handler_before = signal.getsignal(signal.SIGALRM)
     started = time.monotonic()
     with pytest.raises(TransferbenchError) as info:
-        checked_score(slow, view("src", {}), view("tgt", {}), time_limit=0.2)
+        score_pairs(slow, [(view("src", {}), view("tgt", {}))], time_limit=0.2)[0]
     assert time.monotonic() - started < 10  # loose: a busy machine forks slowly; the sleeper sleeps 60 s
     name = type(slow).__name__
     assert str(info.value) == f"indicator {name!r} on pair src -> tgt exceeded the time limit of 0.2 s"
@@ -140,8 +141,8 @@ def test_slow_plugin_exceeds_time_limit_with_one_line(slow):
 
 
 def test_fast_plugin_passes_within_time_limit():
-    assert checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=5.0) == 1.0
-    assert checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=None) == 1.0
+    assert score_pairs(Sleepy(0.01), [(view("a", {}), view("b", {}))], time_limit=5.0)[0] == 1.0
+    assert score_pairs(Sleepy(0.01), [(view("a", {}), view("b", {}))], time_limit=None)[0] == 1.0
     time.sleep(0.6)  # no alarm left behind to go off later
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
@@ -151,7 +152,7 @@ def test_time_limit_leaves_the_callers_alarm_and_ctrl_c_handler_alone():
     previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
     try:
         signal.setitimer(signal.ITIMER_REAL, 5.0)
-        checked_score(Sleepy(0.01), view("a", {}), view("b", {}), time_limit=3.0)
+        score_pairs(Sleepy(0.01), [(view("a", {}), view("b", {}))], time_limit=3.0)[0]
         remaining, _ = signal.getitimer(signal.ITIMER_REAL)
         assert 4.0 < remaining <= 5.0 and not fired
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -166,7 +167,7 @@ def test_the_limit_holds_outside_the_main_thread_too():
 
     def score_in_thread():
         try:
-            checked_score(Sleepy(60.0), view("a", {}), view("b", {}), time_limit=0.2)
+            score_pairs(Sleepy(60.0), [(view("a", {}), view("b", {}))], time_limit=0.2)[0]
         except TransferbenchError as exc:
             errors.append(str(exc))
 
@@ -222,7 +223,7 @@ def test_docs_example_scores_task_views(tmp_path, fresh_registry):
                  [x + 0.1 for x in v] if isinstance(v, list) else v + 0.1) for k, v in fake.items()}
     source = TaskView("src", "sentiment", 2, {a: fake[a] for a in declared})
     target = TaskView("tgt", "sentiment", 2, {a: other[a] for a in declared})
-    value = checked_score(indicator, source, target, time_limit=DEFAULT_TIME_LIMIT)
+    value = score_pairs(indicator, [(source, target)], time_limit=DEFAULT_TIME_LIMIT)[0]
     assert isinstance(value, float) and np.isfinite(value)
     # parameters given on the command line reach the instance under their own names
     params = indicator.get_params()

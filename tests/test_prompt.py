@@ -209,7 +209,7 @@ def test_frozen_linears_in_bf16_are_bit_identical_to_autocast_and_restored(backb
 
 
 def test_auto_kernels_come_from_the_measured_table():
-    from transferbench.prompt import AUTO_KERNELS, resolve_train_attention
+    from transferbench.kernels import AUTO_KERNELS, resolve_train_attention
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_train_attention("auto", cpu, "bf16") == AUTO_KERNELS["cpu", "bf16"][0]
@@ -224,7 +224,7 @@ def test_auto_kernels_come_from_the_measured_table():
 def test_run_config_and_cli_offer_exactly_the_training_kernels():
     from typing import get_args
 
-    from transferbench.prompt import TRAIN_ATTENTION
+    from transferbench.kernels import TRAIN_ATTENTION
     from transferbench.run_config import RunConfig
 
     assert get_args(RunConfig.model_fields["train_attention"].annotation) == TRAIN_ATTENTION
@@ -251,7 +251,7 @@ def test_training_kernel_trains_like_its_baseline_within_rounding_and_determinis
 def test_run_config_and_cli_offer_exactly_the_evaluation_kernels():
     from typing import get_args
 
-    from transferbench.prompt import EVAL_KERNEL, check_eval_kernel
+    from transferbench.kernels import EVAL_KERNEL, check_eval_kernel
     from transferbench.run_config import RunConfig
 
     assert get_args(RunConfig.model_fields["eval_kernel"].annotation) == ("auto", *EVAL_KERNEL)
@@ -266,7 +266,8 @@ def test_compiled_evaluation_predicts_like_autocast_and_leaves_the_encoder_alone
     predicts the same labels wherever the margin exceeds that rounding; it gives the same
     predictions every time, for one prompt and for many (`predict_many`); dev selection runs on it;
     and the encoder itself keeps its weights, its dtype and its uncompiled forward."""
-    from transferbench.prompt import evaluation, predict_many
+    from transferbench.kernels import evaluation
+    from transferbench.prompt import predict_many
 
     config = PromptConfig(prompt_length=4, eval_batch_size=8, bf16=bf16)
     split = _split(backbone, config)

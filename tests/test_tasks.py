@@ -31,6 +31,7 @@ from transferbench.task import (
     load_task,
     load_task_data,
     load_task_folder,
+    suite_tasks,
 )
 
 # --------------------------------------------------------------------------- helpers
@@ -360,7 +361,7 @@ def test_user_suite_can_list_a_task_file(tmp_path):
         training: {steps: 3}
     """)
     mine = load_suite(str(path))
-    specs = mine.task_specs()
+    specs = suite_tasks(mine)
     assert [s.name for s in specs] == ["rt_sentiment", "my_task"]
     assert len(load_task_data(specs[1], mine).train) == 10
 
@@ -592,7 +593,7 @@ def test_rotten_tomatoes_derived_tasks_do_not_test_on_each_others_training_texts
 def test_every_suite_fits_every_offline_task(real_cache):
     """The sizes of every offline suite fit its tasks' sources (downloads all five artifacts)."""
     for suite_spec in list_suites():
-        for spec in suite_spec.task_specs():
+        for spec in suite_tasks(suite_spec):
             if not spec.offline:
                 continue
             data = load_task_data(spec, suite_spec)

@@ -345,7 +345,7 @@ class Backbone:
         """A copy of the encoder held wholly in `dtype` (weights, layer norms and activations),
         compiled by `torch.compile` (TorchInductor, dynamic shapes) with its weights frozen into the
         graph as constants (`freezing`: inference only, so call it under `torch.no_grad`); built
-        once per dtype and kept. For evaluation (`prompt.EVAL_KERNEL` "compiled"); the encoder
+        once per dtype and kept. For evaluation (`kernels.EVAL_KERNEL` "compiled"); the encoder
         itself is untouched, so forward hooks on it (activation capture) and training never see
         the copy. Costs one more copy of the encoder in `dtype` and a compilation on first use
         (about 20 s for MiniLM on the 2-core CPU)."""

@@ -46,7 +46,7 @@ def example_cost(bench) -> ExampleCost:
 
 def measure(backbone, split: EncodedSplit, verbalizer, config, train_attention: str, eval_kernel: str) -> ExampleCost:
     """Time evaluation passes (`predict`: the `evaluation` context of `eval_kernel`) and training
-    steps (`train_prompts`: `reduced_precision`, `forward_precision`, `train_attention`) of
+    steps (`train_prompts`: `kernels.reduced_precision`, `forward_precision`, `train_attention`) of
     `backbone` under `config`'s precision, on examples of `split` at the lengths the run pads to:
     an evaluation batch is length-sorted (the split's mean length), a training batch is padded to
     its longest example (the mean longest of `config.batch_size` random examples).

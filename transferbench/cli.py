@@ -79,7 +79,7 @@ def _common_options() -> argparse.ArgumentParser:
                    "references were built with it), eager (transformers' matmul-softmax-matmul), eager-compiled "
                    "(eager, with the training forward compiled by torch.compile: under a minute to compile per "
                    "process), or auto = the fastest uncompiled kernel measured for the device and precision "
-                   "(prompt.AUTO_KERNELS, benchmarks/README.md)")
+                   "(kernels.AUTO_KERNELS, benchmarks/README.md)")
     _kernel_option(common, "eval_kernel",
                    "how evaluation (test predictions, zero-shot transfer, dev selection) computes when a reference is "
                    "measured: autocast (the encoder as loaded, under the run's precision; the shipped references' "

@@ -4,6 +4,10 @@ Stage 4 of the pipeline. An indicator declares the artifacts it needs in `requir
 parameters in `__init__` and implements `score(source, target)`; it never sees measured transfer.
 Three ways in: `@register_indicator("name")`, the entry-point group `transferbench.indicators`,
 and `--indicator path/to/file.py:ClassName`.
+
+Over 400 lines because the ways in, the contract check and the guard around plugin code (import,
+constructor, `score`) are one boundary: what a plugin gets wrong is told here, before any compute.
+Scoring in a child process with a time limit is `transferbench.sandbox`.
 """
 
 from __future__ import annotations
@@ -13,16 +17,12 @@ import importlib.util
 import inspect
 import json
 import math
-import os
-import select
 import signal
 import sys
 import threading
-import time
-import warnings
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import yaml
@@ -47,6 +47,13 @@ class _ServedArtifacts(Mapping):
 
 
 ARTIFACTS: Mapping[str, str] = _ServedArtifacts()
+
+
+def known_artifacts() -> tuple[str, ...]:
+    """The artifact names an indicator may list in `requires` (and a `TaskView` serves). Every
+    reader asks this one function, so where the names come from can change in one line."""
+    return tuple(ARTIFACTS)
+
 
 # What `Indicator.kind` may be: which family of evidence an indicator reads (`transferbench
 # indicators` groups by it). `None` (the default of a user's class) is listed as "other".
@@ -75,7 +82,7 @@ class TaskView:
         self._artifacts = MappingProxyType(dict(artifacts))
 
     def __getattr__(self, artifact: str) -> Any:
-        if artifact.startswith("_") or artifact not in ARTIFACTS:
+        if artifact.startswith("_") or artifact not in known_artifacts():
             raise AttributeError(artifact)
         if artifact not in self._artifacts:
             raise TransferbenchError(
@@ -131,7 +138,89 @@ class Indicator:
         return f"{type(self).__name__}({params})"
 
 
-INDICATORS: Registry[Indicator] = Registry("indicator", Indicator, group="transferbench.indicators")
+def _label(cls: type) -> str:
+    return cls.__dict__.get("registered_name") or cls.__name__
+
+
+def check_indicator_class(cls: type[Indicator], name: str | None = None) -> type[Indicator]:
+    """The class half of the indicator contract (after scikit-learn's `check_estimator`), checked
+    when a class is registered, loaded (entry point, `file.py:Class`) or passed to
+    `transferbench.run`, before anything is computed: `requires` is a tuple of known artifact names,
+    `name` (if set) and `description` strings, `kind` one of `KINDS` or None, `baseline` a bool, `score(self, source,
+    target)` is implemented with that signature, and `__init__` takes its parameters by name (so
+    `get_params` can read them back). Returns `cls`; a breach is one line naming the class (`name`:
+    its registered name) and what to do."""
+    label = name or _label(cls)
+    requires = cls.requires
+    if not isinstance(requires, (tuple, list)) or not all(isinstance(item, str) for item in requires):
+        raise TransferbenchError(f"indicator {label!r}: `requires` must be a tuple of artifact names, "
+                                 f"e.g. (\"prompts\",), got {requires!r}")
+    known = known_artifacts()
+    missing = [item for item in requires if item not in known]
+    if missing:
+        raise TransferbenchError(
+            f"indicator {label!r} requires unknown artifact {missing[0]!r}{did_you_mean(missing[0], list(known))}")
+    name_attribute = inspect.getattr_static(cls, "name")
+    if not isinstance(name_attribute, (property, str)):
+        raise TransferbenchError(f"indicator {label!r}: `name` must be a string, got {type(name_attribute).__name__}; "
+                                 "or leave it out: the registered name (or the class name) is used")
+    if not isinstance(cls.description, str):
+        raise TransferbenchError(f"indicator {label!r}: `description` must be a string (one line on what it "
+                                 f"measures), got {type(cls.description).__name__}")
+    if cls.kind is not None and cls.kind not in KINDS:
+        raise TransferbenchError(f"indicator {label!r}: `kind` must be one of {', '.join(KINDS)} or None, "
+                                 f"got {cls.kind!r}")
+    if not isinstance(cls.baseline, bool):
+        raise TransferbenchError(f"indicator {label!r}: `baseline` must be True or False, got {cls.baseline!r}")
+    if getattr(cls, "score", None) is Indicator.score:
+        raise TransferbenchError(f"indicator {label!r} does not implement score(self, source, target)")
+    try:
+        inspect.signature(cls.score).bind(None, None, None)
+    except (TypeError, ValueError):
+        shown = f"score{inspect.signature(cls.score)}" if callable(cls.score) else f"score = {cls.score!r}"
+        raise TransferbenchError(f"indicator {label!r}: {shown} must be a method score(self, source, target)") from None
+    if cls.__init__ is not object.__init__:
+        for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+                shown = {param.VAR_POSITIONAL: f"*{param.name}", param.VAR_KEYWORD: f"**{param.name}"}.get(
+                    param.kind, f"{param.name} (positional-only)")
+                raise TransferbenchError(
+                    f"indicator {label!r}: __init__ takes {shown}; take each parameter by name (name=default) "
+                    "and store it as self.name, so get_params can read it back")
+    return cls
+
+
+def check_indicator(indicator: Indicator) -> Indicator:
+    """The whole indicator contract, checked on every indicator a run is given and before anything
+    is computed: its class (`check_indicator_class`), every `__init__` parameter stored under its own
+    name (`get_params`, which names the result files, reads them back by name), the parameters
+    round-trip (`type(indicator)(**indicator.get_params())` has the same parameters) and `repr`
+    works. Returns the indicator; a breach is one line naming the indicator, the parameter and what
+    to do."""
+    cls = type(indicator)
+    check_indicator_class(cls)
+    name = indicator.name
+    with _plugin_guard(f"indicator {name!r}: reading its parameters raised"):
+        for param in indicator.param_names():
+            if not hasattr(indicator, param):
+                raise TransferbenchError(
+                    f"indicator {name!r}: parameter {param!r} of __init__ is not stored under its own name; "
+                    f"set self.{param} = {param} in __init__ (parameters are read back by name)")
+        params = indicator.get_params()
+    with _plugin_guard(f"indicator {name!r}: rebuilding it from get_params() raised"):
+        rebuilt = cls(**params).get_params()
+    for param, value in params.items():
+        if repr(rebuilt[param]) != repr(value):  # repr: parameters may be arrays, NaN, any object with a repr
+            raise TransferbenchError(
+                f"indicator {name!r}: parameter {param!r} does not round-trip: {cls.__name__}({param}={value!r}) "
+                f"stores {rebuilt[param]!r}; store each parameter unchanged in __init__ (derive other values in score)")
+    with _plugin_guard(f"indicator {name!r}: repr() raised"):
+        repr(indicator)
+    return indicator
+
+
+INDICATORS: Registry[Indicator] = Registry("indicator", Indicator, group="transferbench.indicators",
+                                           check=lambda name, cls: check_indicator_class(cls, name))
 register_indicator = INDICATORS.register
 
 # The one registration of each built-in: imported only when first looked up.
@@ -189,7 +278,7 @@ def _load_file_class(path: str, class_name: str | None) -> type[Indicator]:
         raise TransferbenchError(f"{path}:{class_name} is not a subclass of transferbench.indicator.Indicator")
     if cls.__dict__.get("registered_name") is None:  # not the name of a registered class it extends
         cls.registered_name = class_name
-    return cls
+    return check_indicator_class(cls)
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -255,39 +344,13 @@ def make_indicator(spec: str) -> Indicator:
 
 def construct_indicator(cls: type[Indicator], params: Mapping[str, Any] | None = None) -> Indicator:
     """`cls(**params)` with the plugin's failures as one line, checked by `check_indicator`."""
-    label = cls.__dict__.get("registered_name") or cls.__name__
+    label = _label(check_indicator_class(cls))
     with _plugin_guard(f"indicator {label!r}: its constructor raised"):
         try:
             indicator = cls(**(params or {}))
         except (TypeError, ValueError) as exc:  # a bad parameter value: the plugin's own message
             raise TransferbenchError(f"indicator {label!r}: {exc}") from None
     return check_indicator(indicator)
-
-
-def check_indicator(indicator: Indicator) -> Indicator:
-    """The indicator contract, checked when an indicator is built and before anything is computed
-    (after scikit-learn's `check_estimator`): `requires` names known artifacts, `score` is
-    implemented, and every `__init__` parameter is stored under its own name (`get_params`, which
-    names the result files, reads them back by name). Returns the indicator; a breach is one line."""
-    name = indicator.name
-    requires = indicator.requires
-    if isinstance(requires, str) or not all(isinstance(item, str) for item in requires):
-        raise TransferbenchError(f"indicator {name!r}: `requires` must be a tuple of artifact names, "
-                                 f"e.g. (\"prompts\",), got {requires!r}")
-    missing = sorted(set(requires) - set(ARTIFACTS))
-    if missing:
-        raise TransferbenchError(
-            f"indicator {name!r} requires unknown artifact {missing[0]!r}{did_you_mean(missing[0], list(ARTIFACTS))}"
-        )
-    if type(indicator).score is Indicator.score:
-        raise TransferbenchError(f"indicator {name!r} does not implement score(self, source, target)")
-    with _plugin_guard(f"indicator {name!r}: reading its parameters raised"):
-        for param in indicator.param_names():
-            if not hasattr(indicator, param):
-                raise TransferbenchError(
-                    f"indicator {name!r}: parameter {param!r} of __init__ is not stored under its own name; "
-                    f"set self.{param} = {param} in __init__ (parameters are read back by name)")
-    return indicator
 
 
 def as_indicator(item: Any) -> Indicator:
@@ -302,11 +365,6 @@ def as_indicator(item: Any) -> Indicator:
     raise TransferbenchError(
         f"indicators: {item!r} is not an indicator; pass names ('random', 'skill_overlap:p=0.02', "
         "'file.py:ClassName', 'all'), Indicator subclasses or Indicator instances")
-
-
-# Seconds one `score(source, target)` call may take before the run stops with an error line. Plugins
-# are arbitrary code; a hung one should fail clearly rather than stall a benchmark run.
-DEFAULT_TIME_LIMIT = 60.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -358,15 +416,10 @@ def _plugin_guard(failure: str) -> Iterator[None]:
             raise TransferbenchError(f"{failure} {_describe(exc)}") from None
 
 
-def checked_score(indicator: Indicator, source: TaskView, target: TaskView,
-                  time_limit: float | None = None) -> float:
-    """Call `indicator.score` and turn any failure into one line naming the indicator and pair.
-
-    With `time_limit` (seconds), the call runs in a child process (`score_pairs`) and one that
-    runs longer fails with "... exceeded the time limit of N s". `None`: in this process, no limit.
-    """
-    if time_limit is not None:
-        return score_pairs(indicator, [(source, target)], time_limit)[0]
+def checked_score(indicator: Indicator, source: TaskView, target: TaskView) -> float:
+    """Call `indicator.score` in this process and turn any failure into one line naming the
+    indicator and pair. A run scores through `transferbench.sandbox.score_pairs`, which calls this
+    in a child process with a time limit."""
     where = f"indicator {indicator.name!r} on pair {source.name} -> {target.name}"
     with _plugin_guard(f"{where} raised"):  # sys.exit(0) in a plugin must not look like success
         try:
@@ -383,114 +436,6 @@ def checked_score(indicator: Indicator, source: TaskView, target: TaskView,
     return value
 
 
-def score_pairs(indicator: Indicator, pairs: Sequence[tuple[TaskView, TaskView]],
-                time_limit: float | None = DEFAULT_TIME_LIMIT) -> list[float]:
-    """`checked_score` of every (source, target) pair, in order, each within `time_limit` seconds.
-
-    The pairs are scored in one forked child process, which sends each score (or its one-line
-    error) back through a pipe; this process waits at most `time_limit` for each and SIGKILLs the
-    child when it is over, so no plugin code (a loop catching BaseException, a blocking C call,
-    an ignored signal) can outlast the limit. The child also dies with this process, ignores
-    Ctrl-C (this process handles it and kills the child) and shares nothing back but the scores:
-    state an indicator keeps between pairs lives for one call of this function. Without
-    `os.fork` (Windows) or with `time_limit=None` the pairs run here, without a limit.
-    """
-    if time_limit is None or not hasattr(os, "fork") or not pairs:
-        return [checked_score(indicator, source, target) for source, target in pairs]
-    parent = os.getpid()
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns on fork with threads; the child runs no thread's code
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_end)
-        _score_in_child(indicator, pairs, write_end, parent)
-    os.close(write_end)
-    values: list[float] = []
-    try:
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            lines = _lines_within(pipe, time_limit)
-            for source, target in pairs:
-                where = f"indicator {indicator.name!r} on pair {source.name} -> {target.name}"
-                line = next(lines)
-                if line is None:
-                    raise TransferbenchError(f"{where} exceeded the time limit of {time_limit:g} s")
-                if not line:
-                    raise TransferbenchError(f"{where} ended the scoring process ({_end_of(pid)})")
-                message = json.loads(line)
-                if "error" in message:
-                    raise TransferbenchError(message["error"])
-                values.append(float(message["value"]))
-    finally:
-        _stop(pid)
-    return values
-
-
-def _score_in_child(indicator: Indicator, pairs: Sequence[tuple[TaskView, TaskView]], fd: int,
-                    parent: int) -> None:
-    status = 0
-    try:
-        from transferbench.processes import die_with_parent
-
-        die_with_parent(parent)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the user's Ctrl-C is the parent's to handle
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler: a SIGTERM ends the child at once
-        if "torch" in sys.modules:  # torch's OpenMP thread pool does not survive fork: its next op would hang
-            sys.modules["torch"].set_num_threads(1)
-        with os.fdopen(fd, "wb", buffering=0) as pipe:
-            for source, target in pairs:
-                try:
-                    message = {"value": checked_score(indicator, source, target)}
-                except TransferbenchError as exc:
-                    message = {"error": str(exc)}
-                pipe.write(json.dumps(message).encode() + b"\n")
-                if "error" in message:
-                    break
-    except BaseException:  # noqa: BLE001 -- the parent reports the missing score
-        status = 70
-    finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(status)  # never run the parent's cleanup (atexit, finally blocks up the stack)
-
-
-def _lines_within(pipe, seconds: float) -> Iterator[bytes | None]:
-    """Yield each line read from `pipe` (without its newline), waiting at most `seconds` for each:
-    None when that time passed, b"" at the end of the stream."""
-    buffer = b""
-    while True:
-        deadline = time.monotonic() + seconds
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([pipe], [], [], remaining)[0]:
-                yield None
-                return
-            chunk = pipe.read(1 << 16)
-            if not chunk:
-                yield b""
-                return
-            buffer += chunk
-        line, _, buffer = buffer.partition(b"\n")
-        yield line
-
-
-def _end_of(pid: int) -> str:
-    """How the child `pid` ended, once it has: "exit status N" or "killed by SIGNAME"."""
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
-
-
-def _stop(pid: int) -> None:
-    """SIGKILL the child `pid` if it still runs, and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
 def measured_costs() -> dict[str, dict[str, Any]]:
     """Measured seconds of one `score` call per pair of each built-in indicator (default
     parameters, artifacts already loaded), from `indicators/costs.json`, which
@@ -502,8 +447,6 @@ def measured_costs() -> dict[str, dict[str, Any]]:
         text = resources.files("transferbench.indicators").joinpath("costs.json").read_text(encoding="utf-8")
     except (FileNotFoundError, ModuleNotFoundError):
         return {}
-    import json
-
     return json.loads(text)
 
 

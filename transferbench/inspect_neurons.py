@@ -4,13 +4,16 @@ Reads stage-3 artifacts only: the task's prompts are trained (or loaded from the
 skill-neuron scores computed by `Benchmark.skill_neurons`; selection is `transferbench.neurons.select`,
 the same function the `skill_overlap` indicator uses.
 
-Over 400 lines because the command, its export and the README it writes beside the export describe
-one folder format together; the skill-neuron formulas are in `transferbench.neurons`.
+Over 400 lines because the command, its export and its report folders describe one folder format
+together; the README beside an export is package data (`templates/neurons_readme.md`), the
+skill-neuron formulas are in `transferbench.neurons`.
 """
 
 from __future__ import annotations
 
 import argparse
+import string
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,9 @@ from rich.text import Text
 from rich.table import Table
 
 from transferbench.errors import TransferbenchError
+
+# The README written beside an export: package data, its `${name}` fields filled in by `_readme`.
+_README_TEMPLATE = resources.files("transferbench").joinpath("templates/neurons_readme.md")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -222,70 +228,18 @@ def _readme(*, task: str, suite, bench, seeds: list[int], fraction: float, per_l
                             f"{prompt_length + 1} (as the reference code)",
              "prompt": f"the soft-prompt positions 1..{prompt_length}",
              "mask": f"the [MASK] position {prompt_length + 1}"}[positions]
-    return f"""# Skill neurons of task `{task}`
-
-Exported by `transferbench neurons --task {task}`. Skill neurons after Wang et al. (EMNLP 2022),
-"Finding Skill Neurons in Pre-trained Transformer-based Language Models"; the code is
-`transferbench.neurons.predictivity` (scores) and `transferbench.neurons.select` (mask).
-
-| | |
-|---|---|
-| task | `{task}` (version {bench.tasks[task].version}, data hash `{bench.data(task).data_hash}`) |
-| suite | `{suite.name}` (train {suite.sizes_for(task).train} / dev {dev_size} / test {suite.sizes_for(task).test} examples, split seed {suite.split_seed}) |
-| backbone | `{identity['backbone']}` (revision `{identity['revision']}`) |
-| prompt-tuning seeds | {seed_text} |
-| layers x scored positions x FFN width | {layers} x {scored} x {ffn} (`--positions {positions}`) |
-| selection | {selection}: {selected} neurons |
-
-## Files
-
-All arrays are NumPy `.npy` files (`numpy.load`). Layers are indexed from 0; `positions` are the
-{scored} scored sequence positions of the template `[CLS] p_1 .. p_{prompt_length} [MASK] text`: {where}.
-
-| file | shape | dtype | what |
-|---|---|---|---|
-| `thresholds.npy` | `[{n}, {layers}, {scored}, {ffn}]` = `[seeds, layers, positions, ffn_width]` | float32 | the per-seed thresholds below, stacked in seed order ({seed_text}) |
-| `thresholds_seed{{k}}.npy` | `[{layers}, {scored}, {ffn}]` = `[layers, positions, ffn_width]` | float32 | `theta[l,t,i]` for the prompt trained with seed k |
-| `scores_seed{{k}}.npy` | `[{layers}, {ffn}]` = `[layers, ffn_width]` | float32 | skill score `s[l,i]` for the prompt trained with seed k |
-| `scores.npy` | `[{layers}, {ffn}]` | float32 | mean of `scores_seed{{k}}.npy` over the seeds (what `skill_overlap` uses) |
-| `mask.npy` | `[{layers}, {ffn}]` | bool | the selected skill neurons: `{call}` |
-
-## How they were computed
-
-1. For each seed k, a soft prompt of {prompt_length} tokens is tuned on the task's **train** split with the
-   backbone frozen (or loaded from the transferbench cache).
-2. The task's **train** and **dev** splits ({dev_size} dev examples; disjoint from train, used in
-   training only to pick the best checkpoint, never for gradient steps) are run through the
-   backbone with that prompt. `a[l,t,i](x)` is the output of the feed-forward intermediate layer
-   (after the activation function) of layer l, neuron i, at scored position t, {precision}.
-3. Threshold: `theta[l,t,i] = mean of a[l,t,i](x) over the train split` (no labels used; as in the
-   reference code, THU-KEG/Skill-Neuron `src/probe.py`).
-4. Balanced accuracy on the whole dev split (labels y): `(TPR + TNR) / 2` of predicting the label
-   from `1[a[l,t,i](x) > theta[l,t,i]]`; on a balanced split this is the paper's plain accuracy
-   `mean over x of 1[ 1[a[l,t,i](x) > theta[l,t,i]] == y ]`. With more than two classes,
-   one-vs-rest per class, maximum over classes (see the docstring of `predictivity`).
-5. Score: `s[l,i] = max over t of |Acc[l,t,i] - 0.5|` (= `max(Acc, 1 - Acc) - 0.5`; a neuron may be
-   negatively predictive).
-6. `scores` = mean of `s` over the seeds; `mask` = {selection}, ties broken by the lower neuron index.
-
-To recompute them from the train- and dev-split activations `[examples, layers, positions, ffn_width]`
-and the dev labels:
-
-```python
-from transferbench.neurons import predictivity, select
-from transferbench.runner import Benchmark
-from transferbench.task import load_suite
-
-bench = Benchmark(load_suite({str(suite.yaml_path or suite.name)!r}), {identity['backbone']!r}, seeds=[k])
-train = bench.skill_position_activations({task!r}, k, "train", {positions!r})  # train/load the prompt first: bench.source_prompt({task!r}, k)
-dev = bench.skill_position_activations({task!r}, k, "dev", {positions!r})
-labels = bench.encoded({task!r}, "dev").labels
-
-theta = train.mean(0)                                        # thresholds_seed{{k}}.npy
-s = predictivity(train, dev, labels)                         # scores_seed{{k}}.npy
-mask = {call.replace("scores", "mean_of_s_over_seeds")}
-```
-"""
+    values = {
+        "task": task, "task_repr": repr(task), "task_version": bench.tasks[task].version,
+        "data_hash": bench.data(task).data_hash, "suite_name": suite.name,
+        "suite_file_repr": repr(str(suite.yaml_path or suite.name)), "train_size": suite.sizes_for(task).train,
+        "dev_size": dev_size, "test_size": suite.sizes_for(task).test, "split_seed": suite.split_seed,
+        "backbone": identity["backbone"], "backbone_repr": repr(identity["backbone"]),
+        "revision": identity["revision"], "seed_text": seed_text, "n": n, "layers": layers, "scored": scored,
+        "ffn": ffn, "positions": positions, "positions_repr": repr(positions), "selection": selection,
+        "selected": selected, "prompt_length": prompt_length, "where": where, "precision": precision,
+        "call": call, "mean_call": call.replace("scores", "mean_of_s_over_seeds"),
+    }
+    return string.Template(_README_TEMPLATE.read_text(encoding="utf-8")).substitute(values)
 
 
 # ---------------------------------------------------------------------------------------------

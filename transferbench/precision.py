@@ -10,7 +10,7 @@ bfloat16 autocast is ~3x float32 for a matrix product on CPUs with bf16 instruct
   `ONEDNN_MAX_CPU_ISA` nor `ATEN_CPU_CAPABILITY` caps it below those instructions), else fp32.
   Flags are read from /proc/cpuinfo (Linux); elsewhere the CPU counts as having no native bf16.
 
-`--precision bf16` forces the reduced precision (the device's, `prompt.autocast_dtype`) and
+`--precision bf16` forces the reduced precision (the device's, `kernels.autocast_dtype`) and
 `--precision fp32` forces float32. A suite whose `training.bf16` is false always runs fp32.
 
 The precision changes what is computed (rounding), so it keys every artifact (an fp32 prompt is not
@@ -53,7 +53,7 @@ class Precision:
 
     @property
     def reduced(self) -> bool:
-        """Autocast in the device's reduced precision (`prompt.autocast_dtype`), i.e. `config.bf16`."""
+        """Autocast in the device's reduced precision (`kernels.autocast_dtype`), i.e. `config.bf16`."""
         return self.name != "fp32"
 
     def record(self) -> dict[str, str]:

@@ -9,16 +9,16 @@ overlap reads activations); positions 1..n are the prompt positions (skill neuro
 and at the mask position, `transferbench.units.skill_positions`).
 
 Over 400 lines because encoding, the prompted forward pass, prediction and training (one prompt or
-many per pass) share one input template and one precision policy; split, they would drift apart.
+many per pass) share one input template; split, they would drift apart. How their passes compute
+(precision, attention and evaluation kernels) is `transferbench.kernels`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,10 @@ from torch import nn
 from transferbench import progress as progress_bar
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
+from transferbench.kernels import (
+    autocast_dtype, check_eval_kernel, evaluation, forward_precision, precision_name, reduced_precision,
+    resolve_train_attention, training_attention,
+)
 
 # Bump when a change here changes what a trained prompt or a measured score would be.
 PROMPT_CODE_VERSION = 2  # 2: artifacts carry per-example test predictions
@@ -242,170 +246,6 @@ def prompted_forward(
     return PromptedOutput(hidden, attention, hidden[:, n + 1])
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype:
-    """The device's reduced precision when `config.bf16` is on: bfloat16 on CPUs and on GPUs that
-    support it, else float16 (which needs a gradient scaler). Whether a run uses it at all is
-    `transferbench.precision`'s choice (on a CPU without bf16 instructions it runs fp32)."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16
-
-
-def precision_name(device: torch.device, config: PromptConfig) -> str:
-    """bf16, fp16 or fp32: what forward passes under `config` compute in on `device`."""
-    if not config.bf16:
-        return "fp32"
-    return "fp16" if autocast_dtype(device) == torch.float16 else "bf16"
-
-
-@contextmanager
-def reduced_precision(backbone: Backbone, config: PromptConfig) -> Iterator[None]:
-    """The precision policy of every forward pass (and its backward pass) on `backbone`.
-
-    With `config.bf16` on: autocast in the device's best reduced precision (`autocast_dtype`),
-    with the frozen linear weights held in that precision for the block
-    (`Backbone.linears_in`: bit-identical to autocast's own per-pass casts, without their cost).
-    Off: float32, nothing changed. Autocast covers the forward pass only (PyTorch's advice:
-    backward ops run in the precision their forward ops chose); call `backward` after leaving
-    `forward_precision` but inside this block.
-    """
-    if not config.bf16:
-        yield
-        return
-    with backbone.linears_in(autocast_dtype(backbone.device)):
-        yield
-
-
-def forward_precision(backbone: Backbone, config: PromptConfig):
-    """Autocast for forward passes inside `reduced_precision` (a no-op when `config.bf16` is off)."""
-    if config.bf16:
-        return torch.autocast(backbone.device.type, dtype=autocast_dtype(backbone.device))
-    return nullcontext()
-
-
-# The attention implementation of training steps (`--train-attention`), in transformers' terms,
-# plus `eager-compiled`: eager attention with the encoder's training forward compiled by
-# `torch.compile`. Evaluation always uses the backbone's own attention (`sdpa`: its fused forward
-# pass is the faster one), compiled or not as `--eval-kernel` says (`EVAL_KERNEL`).
-TRAIN_ATTENTION = ("auto", "sdpa", "eager", "eager-compiled")
-
-# What `auto` picks for (device type, precision): (training attention, evaluation kernel), the
-# fastest of the uncompiled kernels measured by `benchmarks/precision_kernels.py` (figures in
-# benchmarks/README.md, "Precision by hardware"). Compiled kernels are never picked: their 20-50 s
-# of compilation per process outweigh their 1.2-1.3x in all but long builds, and they round
-# differently again. Kernels round differently, so a kernel keys what it computes; where a shipped
-# reference was built with other kernels, scoring reads its prompts as they are (nothing retrains).
-AUTO_KERNELS: dict[tuple[str, str], tuple[str, str]] = {
-    # bf16 on a CPU: eager trains 1.82x sdpa on an AMX Xeon and 1.16x on an AVX512-BF16 EPYC (the
-    # fused kernel's bf16 backward pass is the slow op)
-    ("cpu", "bf16"): ("eager", "autocast"),
-    # fp32 on a CPU (what CPUs without bf16 instructions run): sdpa trains 1.03x eager on the EPYC,
-    # 1.12x with it capped to AVX2
-    ("cpu", "fp32"): ("sdpa", "autocast"),
-}
-# any other (device, precision): PyTorch's fused attention, which GPUs run natively
-AUTO_KERNELS_ELSEWHERE = ("sdpa", "autocast")
-
-
-def auto_kernels(device: torch.device, precision: str) -> tuple[str, str]:
-    """(training attention, evaluation kernel) that `auto` means on `device` at `precision`."""
-    return AUTO_KERNELS.get((device.type, precision), AUTO_KERNELS_ELSEWHERE)
-
-
-def resolve_train_attention(choice: str, device: torch.device, precision: str) -> str:
-    """`sdpa` (PyTorch's fused scaled-dot-product kernel, flash attention on a CPU), `eager`
-    (transformers' matmul, softmax, matmul) or `eager-compiled` (eager, the training forward
-    compiled by torch.compile, `training_attention`); `auto` (the default) is `auto_kernels`' choice
-    for the device and `precision` (bf16, fp16 or fp32: `transferbench.precision`). They round
-    differently, so the choice keys every trained prompt (`Benchmark.device_key`); the shipped
-    references were trained with `sdpa`."""
-    if choice not in TRAIN_ATTENTION:
-        raise TransferbenchError(f"--train-attention must be one of {', '.join(TRAIN_ATTENTION)}, not {choice!r}")
-    if choice == "auto":
-        return auto_kernels(device, precision)[0]
-    return choice
-
-
-# One compiled forward per encoder class (`torch.compile` of the unbound method, the module passed
-# as its first argument: Dynamo guards on it, so another instance compiles a graph of its own).
-_COMPILED_FORWARDS: dict[type, Callable] = {}
-
-
-@contextmanager
-def training_attention(model: torch.nn.Module, kernel: str) -> Iterator[None]:
-    """For `kernel` "eager" (a resolved `resolve_train_attention` value), the transformers `model`
-    runs eager attention in the block's forward passes (their backward passes follow what the
-    forward pass ran); for "sdpa", the model's own implementation as loaded (sdpa wherever
-    transformers supports it), so a model without sdpa support is never switched to it.
-
-    "eager-compiled": eager attention, and the block's forward passes run the model's forward
-    compiled by `torch.compile` (dynamic shapes, TorchInductor; compiled once per process, 36-48 s
-    for MiniLM on the 2-core CPU, less with TorchInductor's on-disk cache warm, then 1.2-1.3x
-    faster steps than eager, benchmarks/README.md).
-    Inductor fuses operations and so rounds differently again; it is a choice of its own.
-    """
-    previous = model.config._attn_implementation
-    switch = kernel != "sdpa" and previous != "eager"
-    if switch:
-        model.set_attn_implementation("eager")
-    if kernel == "eager-compiled":
-        cls = type(model)
-        if cls not in _COMPILED_FORWARDS:
-            _COMPILED_FORWARDS[cls] = torch.compile(cls.forward, dynamic=True)
-        model.forward = functools.partial(_COMPILED_FORWARDS[cls], model)
-    try:
-        yield
-    finally:
-        if kernel == "eager-compiled":
-            del model.forward  # the class's forward again
-        if switch:
-            model.set_attn_implementation(previous)
-
-
-@contextmanager
-def autocast(config: PromptConfig, backbone: Backbone) -> Iterator[None]:
-    """Forward passes without a backward pass (evaluation, activation capture):
-    `reduced_precision` and `forward_precision` together."""
-    with reduced_precision(backbone, config), forward_precision(backbone, config):
-        yield
-
-
-# How evaluation (`predict`, `predict_many`: test predictions, zero-shot rows, dev selection)
-# computes its forward passes (`--eval-kernel`):
-# - "autocast": the encoder as loaded (float32 weights, its own sdpa attention) under the
-#   precision policy of training (`autocast`), uncompiled. The default: the shipped references'.
-# - "compiled": a copy of the encoder held wholly in the reduced precision (layer norms, GELU and
-#   residual sums too, so no casts between them), compiled by TorchInductor with its weights frozen
-#   into the graph (`Backbone.compiled_encoder`). 1.22x the zero-shot rate of "autocast" on the
-#   2-core CPU (`benchmarks/speed_vs_peft.py`); it rounds differently (0.35 % of its test predictions
-#   differ), so it keys every artifact it evaluates, as `--train-attention` does.
-EVAL_KERNEL = ("autocast", "compiled")
-
-
-def check_eval_kernel(kernel: str) -> str:
-    if kernel not in EVAL_KERNEL:
-        raise TransferbenchError(f"--eval-kernel must be one of auto, {', '.join(EVAL_KERNEL)}, not {kernel!r}")
-    return kernel
-
-
-def resolve_eval_kernel(choice: str, device: torch.device, precision: str) -> str:
-    """An `EVAL_KERNEL` value; `auto` (the default) is `auto_kernels`' choice for the device and precision."""
-    return auto_kernels(device, precision)[1] if choice == "auto" else check_eval_kernel(choice)
-
-
-@contextmanager
-def evaluation(backbone: Backbone, config: PromptConfig, kernel: str) -> Iterator[nn.Module | None]:
-    """The block's evaluation forward passes for `kernel` (`EVAL_KERNEL`): yields the `encoder`
-    argument of `prompted_forward` (None: the backbone's own, under `autocast`)."""
-    if check_eval_kernel(kernel) == "autocast":
-        with autocast(config, backbone):
-            yield None
-        return
-    yield backbone.compiled_encoder(autocast_dtype(backbone.device) if config.bf16 else torch.float32)
-
-
 def initial_prompt(backbone: Backbone, length: int, seed: int) -> torch.Tensor:
     """Default initialisation: embeddings of `length` vocabulary tokens drawn with `seed`.
 
@@ -423,7 +263,7 @@ def predict(
     backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer,
     config: PromptConfig, kernel: str = "autocast",
 ) -> np.ndarray:
-    """Predicted label index for every example of `split` (`kernel`: `EVAL_KERNEL`)."""
+    """Predicted label index for every example of `split` (`kernel`: `kernels.EVAL_KERNEL`)."""
     predictions = np.zeros(len(split), dtype=np.int64)
     pad = backbone.tokenizer.pad_token_id
     with evaluation(backbone, config, kernel) as encoder:
@@ -443,7 +283,7 @@ def predict_many(
     Each batch of examples is repeated once per prompt and run as one forward pass of
     `len(prompts) * batch` rows (per-example prompts), so the zero-shot transfer matrix needs one
     pass over each target's test set instead of one per source. Same predictions as `predict`.
-    `kernel`: `EVAL_KERNEL`.
+    `kernel`: `kernels.EVAL_KERNEL`.
     """
     count = prompts.shape[0]
     predictions = np.zeros((count, len(split)), dtype=np.int64)
@@ -490,7 +330,7 @@ def train_prompt(
     Data order and initialisation depend only on `seed`, so the same seed gives the same prompt;
     `init` (a source task's prompt) replaces the default initialisation for transfer by
     initialisation. `attention`: the attention implementation of training steps (`resolve_train_attention`);
-    `eval_kernel`: the kernel of dev evaluation (`EVAL_KERNEL`).
+    `eval_kernel`: the kernel of dev evaluation (`kernels.EVAL_KERNEL`).
     """
     return train_prompts(backbone, [TrainJob(train, dev, verbalizer, seed, init)], config, progress, attention,
                          eval_kernel)[0]
@@ -521,7 +361,7 @@ def train_prompts(backbone: Backbone, jobs: Sequence[TrainJob], config: PromptCo
     Dev selection is per job, as in `train_prompt`. `train_prompt` is this loop with one job, which
     runs exactly one prompt's computation (no stacking, no per-example prompt copy).
     `attention`: the attention implementation of the training steps (`resolve_train_attention`;
-    dev evaluation uses the backbone's own); `eval_kernel`: the kernel of dev evaluation (`EVAL_KERNEL`).
+    dev evaluation uses the backbone's own); `eval_kernel`: the kernel of dev evaluation (`kernels.EVAL_KERNEL`).
     """
     kernel = resolve_train_attention(attention, backbone.device, precision_name(backbone.device, config))
     check_eval_kernel(eval_kernel)
@@ -628,5 +468,5 @@ def capture_ffn(backbone: Backbone, positions: slice | list[int]):
 __all__ = [
     "PromptConfig", "EncodedSplit", "encode_split", "Verbalizer", "prompted_forward", "predict",
     "accuracy", "split_accuracy", "TrainedPrompt", "train_prompt", "TrainJob", "train_prompts", "capture_ffn",
-    "initial_prompt", "EVAL_KERNEL",
+    "initial_prompt",
 ]

@@ -44,6 +44,7 @@ import pandas as pd
 from transferbench import protocol
 from transferbench.protocol import NULL
 from transferbench.errors import TransferbenchError
+from transferbench.json_trees import first_difference
 
 FORMAT_VERSION = 1
 FILES = ("bundle.json", "prompts.safetensors", "predictions.safetensors", "tasks.json", "transfer.json")
@@ -511,35 +512,11 @@ def suite_problem(reference: Reference, bench) -> str:
 
 
 # ---- verification --------------------------------------------------------------------------------
-def _numbers_differ(stored: Any, recomputed: Any, where: str) -> str:
-    if isinstance(stored, dict) and isinstance(recomputed, dict):
-        if set(stored) != set(recomputed):
-            return f"{where} has different keys"
-        for key in stored:
-            found = _numbers_differ(stored[key], recomputed[key], f"{where}.{key}")
-            if found:
-                return found
-        return ""
-    if isinstance(stored, list) and isinstance(recomputed, list):
-        if len(stored) != len(recomputed):
-            return f"{where} has a different length"
-        for i, (a, b) in enumerate(zip(stored, recomputed)):
-            found = _numbers_differ(a, b, f"{where}[{i}]")
-            if found:
-                return found
-        return ""
-    if isinstance(stored, (int, float)) and isinstance(recomputed, (int, float)) and not isinstance(stored, bool):
-        if math.isnan(stored) and math.isnan(recomputed):
-            return ""
-        return "" if abs(stored - recomputed) <= 1e-9 else f"{where}: stored {stored}, recomputed {recomputed}"
-    return "" if stored == recomputed else f"{where}: stored {stored!r}, recomputed {recomputed!r}"
-
-
 def recompute_problem(reference: Reference) -> str:
     """'' if tasks.json and transfer.json are exactly what the stored predictions give, else where not."""
     tasks, transfer = derive_tables(reference.info, reference.predictions)
     for name, stored, recomputed in (("tasks.json", reference.tasks, tasks), ("transfer.json", reference.transfer, transfer)):
-        found = _numbers_differ(stored, json.loads(json.dumps(recomputed)), name)
+        found = first_difference(stored, json.loads(json.dumps(recomputed)), name, tolerance=1e-9)
         if found:
             where = reference.root / name if reference.root else name
             return f"{where}: does not match the stored predictions ({found})"

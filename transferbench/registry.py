@@ -48,14 +48,17 @@ class Registry(Generic[T]):
 
     `group`: the entry-point group scanned once, on first lookup, for installed plugins.
     `ordered`: `names()` keeps registration order (transfer kinds are reported in a fixed order)
-    instead of sorting.
+    instead of sorting. `check(name, plugin)`: the plugin kind's contract, run on every class
+    registered and on every lazy target when it is first loaded (it raises one clear error).
     """
 
-    def __init__(self, kind: str, base: type, group: str | None = None, ordered: bool = False):
+    def __init__(self, kind: str, base: type, group: str | None = None, ordered: bool = False,
+                 check: Callable[[str, Any], None] | None = None):
         self.kind = kind
         self.base = base
         self.group = group
         self.ordered = ordered
+        self.check = check
         self._entries: dict[str, Any] = {}
         self._scanned = group is None
         ALL[kind] = self
@@ -81,6 +84,8 @@ class Registry(Generic[T]):
             same = existing is None or existing is target or (isinstance(target, str) and existing == target)
         if not same:
             raise ValueError(f"{self.kind} {name!r} is registered twice ({existing!r} and {target!r})")
+        if isinstance(target, type) and self.check is not None:
+            self.check(name, target)
         self._entries[name] = target
         if isinstance(target, type):
             target.registered_name = name  # type: ignore[attr-defined]
@@ -113,9 +118,9 @@ class Registry(Generic[T]):
         if name not in self:
             raise UnknownNameError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}")
         target = self._entries[name]
-        if isinstance(target, str):
+        lazy = isinstance(target, str)
+        if lazy:
             target = import_target(target)
-            self._entries[name] = target
         is_class = isinstance(target, type) and issubclass(target, self.base)
         if not (is_class or isinstance(target, self.base)):
             raise UnknownNameError(
@@ -123,6 +128,10 @@ class Registry(Generic[T]):
             )
         if is_class:
             target.registered_name = name
+        if lazy:
+            if self.check is not None:
+                self.check(name, target)
+            self._entries[name] = target  # loaded and checked once
         return target  # type: ignore[return-value]
 
     def items(self) -> list[tuple[str, T]]:

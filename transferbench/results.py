@@ -59,6 +59,7 @@ from transferbench import __version__
 from transferbench.errors import TransferbenchError
 from transferbench.evaluation import Evaluation, Metric, evaluate_indicator
 from transferbench.protocol import check_transfer_kind
+from transferbench.json_trees import first_difference
 from transferbench.store import atomic_write_many
 
 SCHEMA_VERSION = 2  # 2: reference hash, excluded targets, protocol transfer kinds
@@ -394,25 +395,6 @@ def _one_line(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def _first_difference(stored: Any, recomputed: Any, where: str = "metrics") -> str:
-    """'' if the two JSON values agree (numbers within METRIC_TOLERANCE), else where they differ."""
-    if isinstance(stored, dict) and isinstance(recomputed, dict):
-        if set(stored) != set(recomputed):
-            return f"{where} has different keys"
-        for key in sorted(stored, key=str):
-            found = _first_difference(stored[key], recomputed[key], f"{where}.{key}")
-            if found:
-                return found
-        return ""
-    numbers = (int, float)
-    if isinstance(stored, numbers) and isinstance(recomputed, numbers) and not isinstance(stored, bool):
-        if abs(stored - recomputed) <= METRIC_TOLERANCE:
-            return ""
-    elif stored == recomputed:
-        return ""
-    return f"{where}: stored {stored}, recomputed {recomputed}"
-
-
 def check_result(result: ResultFile) -> str:
     """'' if the stored metrics reproduce from the file's own scores and transfer, else why not."""
     stored = result.metrics
@@ -421,7 +403,7 @@ def check_result(result: ResultFile) -> str:
         scores, transfer, n_bootstrap=stored.n_bootstrap, seed=stored.seed, k_values=stored.k_values,
         families=result.families or None, n_permutations=stored.n_permutations,
     )
-    found = _first_difference(stored.to_dict(), recomputed.to_dict())
+    found = first_difference(stored.to_dict(), recomputed.to_dict(), "metrics", tolerance=METRIC_TOLERANCE)
     if found:
         return f"metrics do not reproduce from the file's scores and transfer ({found})"
     return ""

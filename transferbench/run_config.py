@@ -80,8 +80,8 @@ class RunConfig(BaseModel):
     unit_threads: int | None = None
     prompts_per_pass: int = 1
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # precision.PRECISIONS
-    train_attention: Literal["auto", "sdpa", "eager", "eager-compiled"] = "auto"  # prompt.TRAIN_ATTENTION
-    eval_kernel: Literal["auto", "autocast", "compiled"] = "auto"  # prompt.EVAL_KERNEL and auto
+    train_attention: Literal["auto", "sdpa", "eager", "eager-compiled"] = "auto"  # kernels.TRAIN_ATTENTION
+    eval_kernel: Literal["auto", "autocast", "compiled"] = "auto"  # kernels.EVAL_KERNEL and auto
 
     @field_validator("suite")
     @classmethod

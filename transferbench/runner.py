@@ -26,15 +26,15 @@ from transferbench.artifacts import DEFAULT_SKILL_POSITIONS, TRANSFER_ONLY_SETTI
 from transferbench.backbone import Backbone, resolve_device
 from transferbench.errors import TransferbenchError
 from transferbench.executors import Executor, LocalExecutor
-from transferbench.indicator import DEFAULT_TIME_LIMIT, Indicator, TaskView, score_pairs
+from transferbench.indicator import Indicator, TaskView
+from transferbench.kernels import resolve_eval_kernel, resolve_train_attention
 from transferbench.planner import Planner, Supply
 from transferbench.precision import resolve_precision
 from transferbench.progress import Reporter, Work
-from transferbench.prompt import (
-    PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer, resolve_eval_kernel, resolve_train_attention,
-)
+from transferbench.prompt import PROMPT_CODE_VERSION, EncodedSplit, PromptConfig, Verbalizer
+from transferbench.sandbox import DEFAULT_TIME_LIMIT, score_pairs
 from transferbench.store import ArtifactStore
-from transferbench.task import SuiteSpec, TaskData, TaskSpec
+from transferbench.task import SuiteSpec, TaskData, TaskSpec, suite_tasks
 
 
 class Benchmark(Planner):
@@ -59,7 +59,7 @@ class Benchmark(Planner):
         self.executor = executor or LocalExecutor()
         where = str(suite.yaml_path) if suite.yaml_path else f"suite {suite.name}"
         config = PromptConfig.from_overrides(dict(suite.training), where=where)
-        self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite.task_specs()}
+        self.tasks: dict[str, TaskSpec] = {spec.name: spec for spec in suite_tasks(suite)}
         self.device = resolve_device(device)
         # The precision the hardware computes natively unless told (`transferbench.precision`); an
         # fp32 run's config has bf16 off, so every prompt and artifact it computes is keyed apart.
@@ -70,7 +70,7 @@ class Benchmark(Planner):
         # Prompts trained together (`prompt.train_prompts`) follow their one-at-a-time trajectories
         # up to floating-point rounding, so the grouping is part of what produced an artifact.
         self.prompts_per_pass = prompts_per_pass
-        # `auto` resolved here, once, for this device and precision (`prompt.AUTO_KERNELS`): the kernel
+        # `auto` resolved here, once, for this device and precision (`kernels.AUTO_KERNELS`): the kernel
         # that trains this benchmark's prompts keys them, and so does the one that evaluates
         self.train_attention = resolve_train_attention(train_attention, self.device, self.precision.name)
         self.eval_kernel = resolve_eval_kernel(eval_kernel, self.device, self.precision.name)

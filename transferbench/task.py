@@ -8,12 +8,12 @@ lives in modules by concern; this one re-exports their public names:
 
 - `task_schema`: `TaskSpec`, `SuiteSpec`, `SplitSizes`, `LabelFromScore`, `TaskData`
 - `schema_errors`: reading YAML and one-line validation errors naming file and field
-- `task_catalog`: `load_task`, `load_suite`, `list_tasks`, `list_suites`, `load_task_folder`
+- `task_catalog`: `load_task`, `load_suite`, `suite_tasks`, `list_tasks`, `list_suites`, `load_task_folder`
 - `task_rows`: source records -> examples (`examples_from_records`, `normalise`, `deduplicate`)
 - `task_splits`: `load_task_data`, `text_zone`, `stratified_split`, `data_hash`, `cross_task_leaks`
 """
 
-from transferbench.task_catalog import list_suites, list_tasks, load_suite, load_task, load_task_folder
+from transferbench.task_catalog import list_suites, list_tasks, load_suite, load_task, load_task_folder, suite_tasks
 from transferbench.task_rows import deduplicate, examples_from_records, normalise
 from transferbench.task_schema import LabelFromScore, SplitSizes, SuiteSpec, TaskData, TaskSpec
 from transferbench.task_splits import (
@@ -21,7 +21,7 @@ from transferbench.task_splits import (
 )
 
 __all__ = [
-    "TaskSpec", "SuiteSpec", "SplitSizes", "TaskData", "LabelFromScore", "load_task", "load_suite", "list_tasks",
+    "TaskSpec", "SuiteSpec", "SplitSizes", "TaskData", "LabelFromScore", "load_task", "load_suite", "suite_tasks", "list_tasks",
     "list_suites", "load_task_data", "load_task_folder", "text_zone", "cross_task_leaks", "examples_from_records",
     "normalise", "deduplicate", "stratified_split", "data_hash", "_usable_examples",
 ]

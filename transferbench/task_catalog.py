@@ -86,6 +86,12 @@ def load_task(name_or_path: str) -> TaskSpec:
     return _by_name_or_path("task", name_or_path, _parse_task_file, _builtin_tasks)
 
 
+def suite_tasks(suite: SuiteSpec) -> list[TaskSpec]:
+    """The `TaskSpec` of each of `suite`'s tasks, in its order (built-in names and task file paths
+    alike). Here, not on `SuiteSpec`: the schema is data; finding a task by name is the catalog's."""
+    return [load_task(t) for t in suite.tasks]
+
+
 def list_tasks() -> list[TaskSpec]:
     """All built-in tasks (including hub tasks; see `TaskSpec.offline`), sorted by name."""
     return [spec for _, spec in sorted(_builtin_tasks().items())]

@@ -189,11 +189,6 @@ class SuiteSpec(BaseModel):
         """The split sizes for one task: its `task_sizes` entry, else the suite's sizes."""
         return self.task_sizes.get(task_name) or SplitSizes(train=self.train, dev=self.dev, test=self.test)
 
-    def task_specs(self) -> list[TaskSpec]:
-        from transferbench.task_catalog import load_task  # the catalog reads this schema
-
-        return [load_task(t) for t in self.tasks]
-
 
 @dataclass(frozen=True)
 class TaskData:

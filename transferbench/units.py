@@ -22,13 +22,14 @@ from transferbench.artifacts import (  # noqa: F401  (the artifacts' settings, r
 )
 from transferbench.backbone import Backbone
 from transferbench.errors import TransferbenchError
+from transferbench.kernels import autocast
 from transferbench.neurons import predictivity, probe_ranking
 from transferbench.prompt import (
-    EncodedSplit, PromptConfig, PromptedOutput, TrainedPrompt, TrainJob, Verbalizer, accuracy, autocast, capture_ffn,
+    EncodedSplit, PromptConfig, PromptedOutput, TrainedPrompt, TrainJob, Verbalizer, accuracy, capture_ffn,
     encode_split, initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompts,
 )
 from transferbench.store import content_key
-from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data
+from transferbench.task import SuiteSpec, TaskData, TaskSpec, load_task_data, suite_tasks
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,8 +48,8 @@ class UnitContext:
     tasks: tuple[str, ...]
     threads: int = 1
     device: str = "cpu"  # where units compute (`backbone.resolve_device`); a Ray task uses the GPU it reserved
-    train_attention: str = "sdpa"  # the attention kernel of training steps (`prompt.resolve_train_attention`)
-    eval_kernel: str = "autocast"  # how evaluation computes (`prompt.EVAL_KERNEL`)
+    train_attention: str = "sdpa"  # the attention kernel of training steps (`kernels.resolve_train_attention`)
+    eval_kernel: str = "autocast"  # how evaluation computes (`kernels.EVAL_KERNEL`)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -64,7 +65,7 @@ class LoadedSuite:
     def __init__(self, ctx: UnitContext):
         self.ctx = ctx
         self.config = ctx.config
-        self.specs: dict[str, TaskSpec] = {spec.name: spec for spec in ctx.suite.task_specs()}
+        self.specs: dict[str, TaskSpec] = {spec.name: spec for spec in suite_tasks(ctx.suite)}
         self._data: dict[str, TaskData] = {}
         self._encoded: dict[tuple[str, str], EncodedSplit] = {}
         self._verbalizers: dict[str, Verbalizer] = {}
