@@ -26,10 +26,10 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_vs_peft import forward_flops, matmul_tflops, step_flops  # noqa: E402
 
-from transferbench import backbone as backbone_module  # noqa: E402
-from transferbench import reference as ref  # noqa: E402
-from transferbench.backbone import resolve_device  # noqa: E402
 from transferbench.cli import main  # noqa: E402
+from transferbench.model import backbone as backbone_module  # noqa: E402
+from transferbench.model.backbone import resolve_device  # noqa: E402
+from transferbench.reference import bundle as ref  # noqa: E402
 
 CALLS: list[tuple[int, int, bool]] = []  # (rows, positions, backward follows) of every encoder call
 
@@ -106,7 +106,7 @@ def run(args) -> dict:
     if code != 0:
         raise SystemExit(code)
     built = ref.read_bundle(args.root / ref.bundle_name(args.suite, args.backbone), None)
-    from transferbench.backbone import Backbone
+    from transferbench.model.backbone import Backbone
 
     model = Backbone(args.backbone, device="cpu").model
     config = model.config

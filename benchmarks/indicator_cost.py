@@ -8,7 +8,7 @@ so it is not part of the figure.
     TRANSFERBENCH_CACHE=... python benchmarks/indicator_cost.py [--suite smoke] [--repeats 3] [--write]
 
 `--write` stores the figures in indicators/costs.json (package data read by
-`transferbench.indicator.measured_costs`).
+`transferbench.scoring.indicator.measured_costs`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import platform
 import time
 from pathlib import Path
 
-from transferbench.indicator import INDICATORS, TaskView, checked_score, make_indicator
-from transferbench.runner import Benchmark
-from transferbench.task import load_suite
+from transferbench.pipeline.runner import Benchmark
+from transferbench.scoring.indicator import INDICATORS, TaskView, checked_score, make_indicator
+from transferbench.tasks import load_suite
 
 COSTS_FILE = Path(__file__).resolve().parents[1] / "indicators" / "costs.json"
 

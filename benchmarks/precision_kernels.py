@@ -3,7 +3,7 @@
 Prints, for the packaged backbone on task `rt_sentiment` of the `default` suite:
 
 1. the rate of a 1024 x 1024 matrix product in fp32 and bf16 (one thread and all threads), and
-   what `--precision auto` picks here (`transferbench.precision.resolve_precision`);
+   what `--precision auto` picks here (`transferbench.model.precision.resolve_precision`);
 2. training steps (batch 16, forward + backward to the prompt) for every precision in `--precisions`
    and every training attention kernel (`sdpa`, `eager`), interleaved one step each in a fixed
    rotation, so a load change on a shared machine hits every configuration alike;
@@ -30,11 +30,11 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from transferbench.backbone import Backbone, resolve_device
-from transferbench.precision import cpu_model, resolve_precision
-from transferbench.kernels import forward_precision, reduced_precision, training_attention
-from transferbench.prompt import PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, prompted_forward
-from transferbench.task import load_suite, load_task, load_task_data
+from transferbench.model.backbone import Backbone, resolve_device
+from transferbench.model.kernels import forward_precision, reduced_precision, training_attention
+from transferbench.model.precision import cpu_model, resolve_precision
+from transferbench.model.prompt import PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, prompted_forward
+from transferbench.tasks import load_suite, load_task, load_task_data
 
 TASK = "rt_sentiment"
 SUITE = "default"

@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
-from transferbench.backbone import BACKBONES, Backbone, resolve_device
-from transferbench.kernels import EVAL_KERNEL, TRAIN_ATTENTION
-from transferbench.prompt import PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, train_prompt
-from transferbench.task import load_suite, load_task, load_task_data
+from transferbench.model.backbone import BACKBONES, Backbone, resolve_device
+from transferbench.model.kernels import EVAL_KERNEL, TRAIN_ATTENTION
+from transferbench.model.prompt import PromptConfig, Verbalizer, encode_split, initial_prompt, predict_many, train_prompt
+from transferbench.tasks import load_suite, load_task, load_task_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_vs_peft import matmul_tflops  # noqa: E402

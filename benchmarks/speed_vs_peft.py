@@ -46,12 +46,12 @@ from rich.console import Console
 from rich.table import Table
 
 from transferbench.api import protocol_work
-from transferbench.backbone import Backbone, resolve_backbone
-from transferbench.kernels import EVAL_KERNEL, training_attention
-from transferbench.prompt import (
+from transferbench.model.backbone import Backbone, resolve_backbone
+from transferbench.model.kernels import EVAL_KERNEL, training_attention
+from transferbench.model.prompt import (
     PromptConfig, Verbalizer, accuracy, encode_split, initial_prompt, mean_pool, predict, predict_many, train_prompt,
 )
-from transferbench.task import load_suite, load_task, load_task_data, suite_tasks
+from transferbench.tasks import load_suite, load_task, load_task_data, suite_tasks
 
 TASK = "rt_sentiment"
 SUITE = "default"

@@ -21,10 +21,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from transferbench.backbone import Backbone, resolve_device
-from transferbench.kernels import TRAIN_ATTENTION
-from transferbench.prompt import PromptConfig, TrainJob, Verbalizer, encode_split, train_prompt, train_prompts
-from transferbench.task import load_suite, load_task, load_task_data
+from transferbench.model.backbone import Backbone, resolve_device
+from transferbench.model.kernels import TRAIN_ATTENTION
+from transferbench.model.prompt import PromptConfig, TrainJob, Verbalizer, encode_split, train_prompt, train_prompts
+from transferbench.tasks import load_suite, load_task, load_task_data
 
 
 def jobs_for(suite_name: str, count: int, backbone: Backbone, config: PromptConfig) -> tuple[list[str], list[TrainJob]]:

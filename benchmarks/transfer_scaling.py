@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    from transferbench.prompt import EncodedSplit, predict, predict_many
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
+    from transferbench.model.prompt import EncodedSplit, predict, predict_many
+    from transferbench.pipeline.runner import Benchmark
+    from transferbench.tasks import load_suite
 
     console = Console(width=150)
     full = load_suite("full")

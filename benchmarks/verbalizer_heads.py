@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from transferbench.backbone import Backbone
-from transferbench.prompt import PromptConfig, Verbalizer, accuracy, encode_split, predict, train_prompt
-from transferbench.task import load_suite, load_task, load_task_data
+from transferbench.model.backbone import Backbone
+from transferbench.model.prompt import PromptConfig, Verbalizer, accuracy, encode_split, predict, train_prompt
+from transferbench.tasks import load_suite, load_task, load_task_data
 
 
 class TiedEmbeddingVerbalizer:

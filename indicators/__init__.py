@@ -1,4 +1,4 @@
 """Built-in transferability indicators, one module each, written against the same public API
-(`transferbench.indicator.Indicator`) that a user's own indicator uses.
+(`transferbench.scoring.indicator.Indicator`) that a user's own indicator uses.
 
 Installed as the package `transferbench.indicators` (see pyproject.toml)."""

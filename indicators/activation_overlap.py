@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferbench.indicator import Indicator
+from transferbench.scoring.indicator import Indicator
 
 
 def overlap_rate(active_a: np.ndarray, active_b: np.ndarray) -> float:

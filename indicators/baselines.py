@@ -8,9 +8,9 @@ import hashlib
 import numpy as np
 
 from transferbench.errors import TransferbenchError
-from transferbench.indicator import Indicator
 from transferbench.indicators.embedding_similarity import cosine
 from transferbench.indicators.skill_overlap import jaccard
+from transferbench.scoring.indicator import Indicator
 
 
 class RandomIndicator(Indicator):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferbench.indicator import Indicator
+from transferbench.scoring.indicator import Indicator
 
 MEASURES = ("cosine", "token_cosine", "euclidean", "token_euclidean")
 

@@ -1,7 +1,7 @@
 """Transferability estimators of the model-selection literature, per (source, target, seed) pair.
 
 Each reads the `pair_outputs` artifact on the target: the frozen backbone run on the target's
-training examples with the source's prompt. The formulas live in `transferbench.estimators`;
+training examples with the source's prompt. The formulas live in `transferbench.scoring.estimators`;
 these classes only feed them and average over seeds.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferbench import estimators
-from transferbench.indicator import Indicator, PairOutputs
+from transferbench.scoring import estimators
+from transferbench.scoring.indicator import Indicator, PairOutputs
 
 
 class _PairEstimator(Indicator):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferbench.indicator import Indicator
 from transferbench.indicators.skill_overlap import jaccard
-from transferbench.neurons import DEFAULT_FRACTION, neuron_fraction, select
+from transferbench.model.neurons import DEFAULT_FRACTION, neuron_fraction, select
+from transferbench.scoring.indicator import Indicator
 
 
 class ProbeOverlap(Indicator):
     """Jaccard index of the top-`p` neurons of the source and target probe rankings, NeuroX-style
-    (Durrani et al., EMNLP 2020; `transferbench.neurons.probe_ranking`), averaged over seeds.
+    (Durrani et al., EMNLP 2020; `transferbench.model.neurons.probe_ranking`), averaged over seeds.
 
     The `probe_ranking` artifact ranks each task's FFN neurons by the weights of an elastic-net
     logistic probe on their activations (averaged over the prompt positions) with the task's own

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from transferbench.indicator import Indicator
 from transferbench.indicators.activation_overlap import overlap_rate
-from transferbench.neurons import DEFAULT_FRACTION, neuron_fraction, select
+from transferbench.model.neurons import DEFAULT_FRACTION, neuron_fraction, select
+from transferbench.scoring.indicator import Indicator
 
 
 def jaccard(mask_a: np.ndarray, mask_b: np.ndarray) -> float:

@@ -1,1 +1,1 @@
-"""Shipped reference ground truths, one folder per (suite, backbone); see transferbench/reference.py."""
+"""Shipped reference ground truths, one folder per (suite, backbone); see transferbench/reference/bundle.py."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from transferbench.backbone import tiny_backbone_folder
+from transferbench.model.backbone import tiny_backbone_folder
 
 POSITIVE = ["good", "great", "happy", "fine"]
 NEGATIVE = ["bad", "terrible", "sad", "awful"]
@@ -79,11 +79,11 @@ def terminal_ctrl_c():
 def isolated_registries():
     """Registrations made by the test (indicators, backbones, executors, transfer kinds, data
     sources) are undone afterwards: `transferbench.registry.isolated` over every registry."""
-    import transferbench.backbone  # noqa: F401  (each module defines its registry on import)
-    import transferbench.executors  # noqa: F401
-    import transferbench.indicator  # noqa: F401
-    import transferbench.protocol  # noqa: F401
-    import transferbench.sources  # noqa: F401
+    import transferbench.model.backbone  # noqa: F401  (each module defines its registry on import)
+    import transferbench.pipeline.executors  # noqa: F401
+    import transferbench.scoring.indicator  # noqa: F401
+    import transferbench.reference.protocol  # noqa: F401
+    import transferbench.tasks.sources  # noqa: F401
     from transferbench.registry import isolated
 
     with isolated():

@@ -8,21 +8,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferbench import protocol
-from transferbench.artifacts import ARTIFACTS, ArtifactSpec, declare_artifact
-from transferbench.indicator import Indicator
+from transferbench.pipeline.artifacts import ARTIFACTS, ArtifactSpec, declare_artifact
+from transferbench.pipeline.runner import Benchmark
 from transferbench.progress import Work
-from transferbench.protocol import NULL, TRANSFER_KINDS, TransferKind
+from transferbench.reference import protocol
+from transferbench.reference.protocol import NULL, TRANSFER_KINDS, TransferKind
 from transferbench.registry import isolated
-from transferbench.runner import Benchmark
-from transferbench.task import load_suite
+from transferbench.scoring.indicator import Indicator
+from transferbench.scoring.pairs import indicator_scores
+from transferbench.tasks import load_suite
 
 
 # ---- a transfer kind that needs a new measured cell ---------------------------------------------
 def reversed_zero_shot_unit(ctx, target, seed, prompts):
     """The new cell's one unit: each source prompt with its tokens in reverse order, used as-is on
     the target's test split ({source: {"accuracy", "predictions"}}, as the zero-shot cells)."""
-    from transferbench import units
+    from transferbench.pipeline import units
 
     return units.zero_shot_row_unit(ctx, target, seed, {source: prompt.flip(0) for source, prompt in prompts.items()})
 
@@ -35,7 +36,7 @@ def reversed_gain_cell(arm, source):
 
 def test_a_new_transfer_kind_with_a_new_cell_is_measured_and_scored(cache, tiny_backbone, tiny_suite):
     from transferbench.api import ensure_reference
-    from transferbench.evaluation import evaluate_indicator
+    from transferbench.evaluation.summary import evaluate_indicator
 
     with isolated(ARTIFACTS, TRANSFER_KINDS):
         declare_artifact("reversed_zero_shot", ArtifactSpec(  # one declaration ...
@@ -65,7 +66,7 @@ def test_a_new_transfer_kind_with_a_new_cell_is_measured_and_scored(cache, tiny_
 
         # scored like every kind: an indicator's scores against the new kind's matrix
         measured = reference.matrix("reversed_gain")
-        scores = bench.indicator_scores(PromptCosine())
+        scores = indicator_scores(bench, PromptCosine())
         evaluation = evaluate_indicator(scores, measured, n_bootstrap=50, n_permutations=0)
         assert evaluation.per_target and set(measured.columns) == set(names)
     assert "reversed_gain" not in TRANSFER_KINDS and "reversed_zero_shot" not in ARTIFACTS  # restored
@@ -102,7 +103,7 @@ def test_an_artifact_that_depends_on_another_is_computed_from_it_and_served(cach
                 return -float(np.abs(source.layer_thresholds[0] - target.layer_thresholds[0]).sum())
 
         bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), seeds=[0, 1])
-        scores = bench.indicator_scores(ThresholdGap())
+        scores = indicator_scores(bench, ThresholdGap())
         names = list(bench.tasks)
         # what was served is what the unit gives from the stored skill neurons it depends on
         served = {t: [bench.skill_neurons(t, seed)["thresholds"].mean(dim=(1, 2)).numpy() for seed in (0, 1)]

@@ -10,12 +10,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from transferbench import analysis
-from transferbench.backbone import Backbone
+from transferbench.analysis import skill_neurons as analysis
+from transferbench.analysis.inspect_neurons import add_parser, run
 from transferbench.errors import TransferbenchError
-from transferbench.inspect_neurons import add_parser, run
-from transferbench.neurons import select
-from transferbench.prompt import capture_ffn, initial_prompt, prompted_forward
+from transferbench.model.backbone import Backbone
+from transferbench.model.neurons import select
+from transferbench.model.prompt import capture_ffn, initial_prompt, prompted_forward
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,8 @@ def test_random_mask_has_the_count_per_layer_and_is_seeded():
 
 @pytest.fixture()
 def bench(cache, tiny_backbone, tiny_suite):
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
+    from transferbench.pipeline.runner import Benchmark
+    from transferbench.tasks import load_suite
 
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), [0])
     bench.source_prompt("pos_a", 0)
@@ -146,7 +146,7 @@ def bench(cache, tiny_backbone, tiny_suite):
 
 
 def test_perturbation_table_and_zeroing_all_neurons_changes_predictions(bench):
-    from transferbench.prompt import predict
+    from transferbench.model.prompt import predict
 
     test, verbalizer = bench.encoded("pos_a", "test"), bench.verbalizer("pos_a")
     prompt = bench.source_prompt("pos_a", 0)["prompt"]
@@ -172,7 +172,7 @@ def test_perturbation_table_and_zeroing_all_neurons_changes_predictions(bench):
     full = table[(table.p == 1.0) & (table["mode"] == "zero")]
     # at p = 100% skill and random selections are the same set: the same accuracy
     assert full.accuracy.nunique() == 1
-    from transferbench.prompt import accuracy
+    from transferbench.model.prompt import accuracy
     assert full.accuracy.iloc[0] == accuracy(predictions, test.labels)
 
 
@@ -419,8 +419,8 @@ def test_flags_and_errors(tiny_suite, tiny_backbone, cache):
 
 def _rt_sentiment(suite_name: str):
     """(Benchmark, own prompt, skill scores, test split, verbalizer) of rt_sentiment, seed 0, minilm."""
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
+    from transferbench.pipeline.runner import Benchmark
+    from transferbench.tasks import load_suite
 
     suite = load_suite(suite_name)
     bench = Benchmark(suite.model_copy(update={"tasks": ["rt_sentiment"]}), "minilm", [0])
@@ -432,7 +432,7 @@ def _rt_sentiment(suite_name: str):
 @pytest.mark.integration
 def test_perturbation_procedure_runs_on_a_real_task(real_cache):
     """Wang et al.'s perturbation procedure on rt_sentiment with the packaged backbone."""
-    from transferbench.prompt import predict
+    from transferbench.model.prompt import predict
 
     bench, own, scores, test, verbalizer = _rt_sentiment("smoke")
     table = analysis.perturbation_test(bench.backbone, own["prompt"], test, verbalizer, bench.config, scores,

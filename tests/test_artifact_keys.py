@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from transferbench.artifacts import Address
-from transferbench.reference import BundleArtifacts
-from transferbench.runner import Benchmark
+from transferbench.pipeline.artifacts import Address
+from transferbench.pipeline.runner import Benchmark
+from transferbench.reference.bundle import BundleArtifacts
 from transferbench.store import ArtifactStore
-from transferbench.task import load_suite
+from transferbench.tasks import load_suite
 
 SOURCE, TARGET = "rt_sentiment", "vader_amazon"
 # written by the code of main at 9ea62d3 (`Benchmark._prompt_key`, `_zero_shot_key`, ...)

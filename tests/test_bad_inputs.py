@@ -16,8 +16,8 @@ import torch
 
 from transferbench.cli import main
 from transferbench.errors import TransferbenchError
-from transferbench.indicator import Indicator
-from transferbench.results import make_result, write_result
+from transferbench.evaluation.results import make_result, write_result
+from transferbench.scoring.indicator import Indicator
 from transferbench.store import ArtifactStore
 
 TASKS = ["a", "b", "c", "d"]
@@ -134,7 +134,9 @@ def fake_packaged(tmp_path, monkeypatch, isolated_registries):
     """A packaged alias whose 'wheel' is a local zip holding a model folder (no download)."""
     import zipfile
 
-    from transferbench import backbone, sources
+    from transferbench.model import backbone
+
+    from transferbench.tasks import sources
 
     wheel = tmp_path / "fake-0.1-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
@@ -151,7 +153,7 @@ def fake_packaged(tmp_path, monkeypatch, isolated_registries):
 def test_flipped_bit_in_unpacked_backbone_is_detected_and_repaired(fake_packaged):
     import warnings
 
-    from transferbench.backbone import resolve_backbone
+    from transferbench.model.backbone import resolve_backbone
 
     location, _ = resolve_backbone("fake")
     weights = Path(location) / "model.safetensors"
@@ -177,7 +179,7 @@ def test_flipped_bit_in_unpacked_backbone_is_detected_and_repaired(fake_packaged
 def _mutated(change):
     import json
 
-    from transferbench.results import result_json
+    from transferbench.evaluation.results import result_json
 
     data = json.loads(result_json(_result("bad", seed=3)))
     change(data)
@@ -225,7 +227,7 @@ def test_unreadable_submission_is_skipped_without_hanging(tmp_path, capsys, kind
         bad.symlink_to(elsewhere)
     else:
         bad.mkdir()
-    from transferbench.results import load_results
+    from transferbench.evaluation.results import load_results
 
     results, problems = load_results(folder)
     assert [r.indicator.name for r in results] == ["good"]
@@ -280,7 +282,7 @@ def test_target_whose_own_prompt_scores_zero_is_left_uncovered():
     """A target whose own prompt scores 0 gives undefined (NaN) transfer, never ZeroDivisionError."""
     import numpy as np
 
-    from transferbench import protocol
+    from transferbench.reference import protocol
 
     assert np.isnan(protocol.relative_performance(np.array(0.5), np.array(0.0)))
     assert protocol.relative_performance(np.array(0.5), np.array(0.8)) == pytest.approx(0.625)
@@ -332,7 +334,7 @@ PLUGIN = '''
 import os
 import sys
 import time
-from transferbench.indicator import Indicator
+from transferbench.scoring.indicator import Indicator
 
 {module_level}
 
@@ -375,8 +377,8 @@ PLUGIN_FAILURES = {
 
 @pytest.mark.parametrize("case", sorted(PLUGIN_FAILURES))
 def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkeypatch, case):
-    from transferbench.indicator import TaskView, make_indicator
-    from transferbench.sandbox import score_pairs
+    from transferbench.scoring.indicator import TaskView, make_indicator
+    from transferbench.scoring.sandbox import score_pairs
 
     module_level, params, message = PLUGIN_FAILURES[case]
     file = tmp_path / f"plugin_{case}.py"
@@ -402,7 +404,7 @@ def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkey
 @pytest.mark.parametrize("mode", ["interrupt", "swallow"])
 def test_plugin_failing_in_a_run_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, real_cache, mode):
     """End to end on the shipped smoke reference (no compute: the plugin declares no artifact)."""
-    from transferbench import runner
+    from transferbench.pipeline import runner
 
     # a short limit only where the limit is the point (see test_plugin_failure_is_one_line_never_a_silent_exit)
     monkeypatch.setattr(runner, "DEFAULT_TIME_LIMIT", 0.5 if mode == "swallow" else 60.0)
@@ -429,7 +431,7 @@ def test_the_users_own_ctrl_c_still_interrupts_plugin_code():
     (the user's Ctrl-C) arriving in plugin code stops the run as before."""
     import signal
 
-    from transferbench.indicator import TaskView, checked_score
+    from transferbench.scoring.indicator import TaskView, checked_score
 
     class WaitsForCtrlC(Indicator):
         def score(self, source, target):
@@ -449,7 +451,7 @@ def test_a_sigterm_in_plugin_code_stops_the_run_as_ctrl_c_does():
 
     from transferbench.cli import _terminate_as_interrupt
     from transferbench.errors import Terminated
-    from transferbench.indicator import TaskView, checked_score
+    from transferbench.scoring.indicator import TaskView, checked_score
 
     class Stopped(Indicator):
         def score(self, source, target):
@@ -473,7 +475,7 @@ def test_installed_plugin_failing_to_import_is_one_line(tmp_path, capsys, monkey
     """An entry-point plugin is imported only when used; its import failing is one line too."""
     import sys
 
-    from transferbench.indicator import INDICATORS
+    from transferbench.scoring.indicator import INDICATORS
 
     (tmp_path / "broken_plugin_module.py").write_text(PLUGIN.format(module_level=module_level))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -489,8 +491,8 @@ def test_ctrl_c_while_a_plugin_hangs_stops_the_run_and_its_scoring_process(tmp_p
     import signal
     import threading
 
-    from transferbench.indicator import TaskView
-    from transferbench.sandbox import score_pairs
+    from transferbench.scoring.indicator import TaskView
+    from transferbench.scoring.sandbox import score_pairs
 
     pid_file = tmp_path / "child.pid"
 
@@ -521,7 +523,7 @@ def test_ctrl_c_while_a_plugin_hangs_stops_the_run_and_its_scoring_process(tmp_p
 # ---- 9. command-line values ---------------------------------------------------------------------
 
 def test_indicator_parameter_list_is_parsed_as_one_value():
-    from transferbench.indicator import parse_params
+    from transferbench.scoring.indicator import parse_params
 
     assert parse_params("p=[1,2],measure=weighted", "x") == {"p": [1, 2], "measure": "weighted"}
     with pytest.raises(TransferbenchError, match="value of parameter 'p' is not valid YAML"):
@@ -562,7 +564,7 @@ def test_bad_command_line_value_is_one_error_line(tmp_path, capsys, monkeypatch,
 def test_duplicate_task_in_suite_is_one_line(tmp_path, how):
     from conftest import build_tiny_suite
 
-    from transferbench.task import load_suite
+    from transferbench.tasks import load_suite
 
     suite = build_tiny_suite(tmp_path / "tasks")
     folder = tmp_path / "tasks"
@@ -711,7 +713,7 @@ def test_cache_that_cannot_take_new_artifacts_fails_before_compute(tmp_path, cap
     import shutil
     from collections import namedtuple
 
-    from transferbench.executors import LocalExecutor
+    from transferbench.pipeline.executors import LocalExecutor
 
     args = _tiny_run(tmp_path, monkeypatch, tiny_backbone)
     if case == "read_only":
@@ -777,7 +779,7 @@ def test_result_files_are_written_all_or_none(tmp_path, monkeypatch):
     file leaves the submissions folder as it was (the scores are recomputed from the cache)."""
     import errno
 
-    from transferbench.results import write_results
+    from transferbench.evaluation.results import write_results
 
     folder = tmp_path / "submissions"
     kept = write_result(_result("earlier"), folder)
@@ -794,7 +796,7 @@ KILLED_DOWNLOADER = """
 import sys
 from pathlib import Path
 
-from transferbench import sources
+from transferbench.tasks import sources
 
 sys.executable = sys.argv[1]  # `pip` is this fake: it records its pid and sleeps
 sources.fetch_distribution("pkg", "1.0", "0" * 64, "wheel")
@@ -815,7 +817,9 @@ def test_killed_run_leaves_no_download_running_and_its_folder_is_cleaned_next_st
     import subprocess
     import sys
 
-    from transferbench import sources, store
+    from transferbench.tasks import sources
+
+    from transferbench import store
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(cache))
@@ -1018,8 +1022,8 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
     assert [i.name for i in seen["built"]] == ["random"] and seen["kinds"] == ["zero_shot", "zero_shot_relative",
                                                                                "init_gain"]
     # a RunConfig, with fields overriding it; "all" (indicators and kinds) expanded once, each item once
-    from transferbench.indicator import all_indicator_names
     from transferbench.run_config import RunConfig
+    from transferbench.scoring.indicator import all_indicator_names
 
     config = RunConfig(indicators=["random", "all"], suite="smoke", seeds=[0], transfer=["init_gain", "all"])
     transferbench.run(config, seeds=[3], executor=contextlib.nullcontext(), write=False)
@@ -1028,20 +1032,20 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
 
 
 INDICATOR_FILES = {
-    "renamed_parameter": ("from transferbench.indicator import Indicator\n\n"
+    "renamed_parameter": ("from transferbench.scoring.indicator import Indicator\n\n"
                           "class Mine(Indicator):\n    def __init__(self, weight=1.0):\n        self.w = weight\n\n"
                           "    def score(self, source, target):\n        return 0.0\n",
                           ":Mine", "indicator 'Mine': parameter 'weight' of __init__ is not stored under its own name"),
-    "no_score": ("from transferbench.indicator import Indicator\n\nclass Mine(Indicator):\n    pass\n",
+    "no_score": ("from transferbench.scoring.indicator import Indicator\n\nclass Mine(Indicator):\n    pass\n",
                  ":Mine", "indicator 'Mine' does not implement score(self, source, target)"),
-    "requires_a_string": ("from transferbench.indicator import Indicator\n\nclass Mine(Indicator):\n"
+    "requires_a_string": ("from transferbench.scoring.indicator import Indicator\n\nclass Mine(Indicator):\n"
                           "    requires = 'prompts'\n\n    def score(self, source, target):\n        return 0.0\n",
                           ":Mine", "`requires` must be a tuple of artifact names"),
-    "two_classes_no_name": ("from transferbench.indicator import Indicator\n\n"
+    "two_classes_no_name": ("from transferbench.scoring.indicator import Indicator\n\n"
                             "class A(Indicator):\n    def score(self, s, t):\n        return 0.0\n\n"
                             "class B(Indicator):\n    def score(self, s, t):\n        return 0.0\n",
                             "", "defines several Indicator subclasses (A, B); name one: "),
-    "no_class_no_name": ("x = 1\n", "", "defines no subclass of transferbench.indicator.Indicator"),
+    "no_class_no_name": ("x = 1\n", "", "defines no subclass of transferbench.scoring.indicator.Indicator"),
 }
 
 
@@ -1058,7 +1062,7 @@ def test_broken_indicator_file_is_one_line_before_any_compute(tmp_path, capsys, 
 def test_indicator_file_without_class_name_loads_its_one_indicator(tmp_path):
     """`-i my_indicator.py` names no class: the one Indicator subclass the file defines (classes it
     imports, like a built-in it extends, do not count)."""
-    from transferbench.indicator import make_indicator
+    from transferbench.scoring.indicator import make_indicator
 
     file = tmp_path / "my_indicator.py"
     file.write_text("from transferbench.indicators.baselines import RandomIndicator\n\n"
@@ -1157,7 +1161,7 @@ def _synthetic_shipped(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     with one valid file scored against it (tests/test_leaderboard.py builds the same)."""
     from test_leaderboard import ref_result, synthetic_reference
 
-    from transferbench import reference
+    from transferbench.reference import bundle as reference
 
     root = tmp_path / "reference"
     ref = synthetic_reference()
@@ -1186,7 +1190,7 @@ def test_leaderboard_with_a_removed_reference_index_is_one_line(tmp_path, capsys
 def test_leaderboard_with_two_official_files_of_one_row_is_one_line(tmp_path, capsys, monkeypatch):
     from test_leaderboard import ref_result
 
-    from transferbench.results import result_json
+    from transferbench.evaluation.results import result_json
 
     root, folder = _synthetic_shipped(tmp_path, monkeypatch)
     ref = reference_of(root)
@@ -1198,6 +1202,6 @@ def test_leaderboard_with_two_official_files_of_one_row_is_one_line(tmp_path, ca
 
 
 def reference_of(root: Path):
-    from transferbench import reference
+    from transferbench.reference import bundle as reference
 
     return reference.load_shipped("syn", "tiny-bb", root)

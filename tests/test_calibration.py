@@ -1,5 +1,5 @@
-"""The cost of an example measured on this machine (`transferbench.calibration`) and the work every
-unit of a stage declares (`transferbench.runner`), which progress and the opening estimate read."""
+"""The cost of an example measured on this machine (`transferbench.pipeline.calibration`) and the work every
+unit of a stage declares (`transferbench.pipeline.runner`), which progress and the opening estimate read."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from collections import defaultdict
 import pytest
 import torch
 
-from transferbench import calibration, progress
-from transferbench.protocol import measured_cells
-from transferbench.runner import Benchmark
-from transferbench.task import load_suite
+from transferbench.pipeline import calibration
+
+from transferbench import progress
+from transferbench.pipeline.runner import Benchmark
+from transferbench.reference.protocol import measured_cells
+from transferbench.tasks import load_suite
 
 
 def test_calibration_gives_positive_finite_costs_once_per_process_and_setting(cache, tiny_backbone, tiny_suite,

@@ -7,9 +7,9 @@ import datasets
 import pytest
 import torch
 
-from transferbench.backbone import Backbone, tiny_backbone_folder
-from transferbench.kernels import autocast_dtype
-from transferbench.prompt import PromptConfig, Verbalizer, encode_split, predict, predict_many, train_prompt
+from transferbench.model.backbone import Backbone, tiny_backbone_folder
+from transferbench.model.kernels import autocast_dtype
+from transferbench.model.prompt import PromptConfig, Verbalizer, encode_split, predict, predict_many, train_prompt
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -1,4 +1,4 @@
-"""`transferbench.estimators`: each formula against a hand-computed answer or an independent implementation."""
+"""`transferbench.scoring.estimators`: each formula against a hand-computed answer or an independent implementation."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from transferbench.errors import TransferbenchError
-from transferbench.estimators import h_score, leep, logme, nce
+from transferbench.scoring.estimators import h_score, leep, logme, nce
 
 
 def logme_with_explicit_inverses(features, labels, max_steps=11, tolerance=0.01):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from transferbench.errors import TransferbenchError
-from transferbench.evaluation import (
+from transferbench.evaluation.summary import (
     PER_TARGET_SPEARMAN_METRIC,
     Evaluation,
     bootstrap_mean_ci,

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from transferbench import units
 from transferbench.cli import main
 from transferbench.errors import TransferbenchError
-from transferbench.executors import LocalExecutor, RayExecutor, Unit, make_executor
-from transferbench.protocol import TRANSFER_KINDS
-from transferbench.kernels import AUTO_KERNELS
-from transferbench.artifacts import ARTIFACTS, Address
-from transferbench.protocol import measured_cells
-from transferbench.reference import BundleArtifacts
-from transferbench.runner import Benchmark
-from transferbench.task import load_suite, suite_tasks
+from transferbench.model.kernels import AUTO_KERNELS
+from transferbench.pipeline import units
+from transferbench.pipeline.artifacts import ARTIFACTS, Address
+from transferbench.pipeline.executors import LocalExecutor, RayExecutor, Unit, make_executor
+from transferbench.pipeline.runner import Benchmark
+from transferbench.reference.bundle import BundleArtifacts
+from transferbench.reference.protocol import TRANSFER_KINDS
+from transferbench.reference.protocol import measured_cells
+from transferbench.tasks import load_suite, suite_tasks
 
 try:
     import ray  # noqa: F401

@@ -92,7 +92,7 @@ def first_cycle(graph: dict[str, set[str]], known: set[frozenset[str]] = frozens
 
 def test_no_import_cycle_among_transferbench_modules():
     graph = import_graph()
-    assert {"transferbench.task_schema", "transferbench.indicators.baselines"} <= set(graph)
+    assert {"transferbench.tasks.schema", "transferbench.indicators.baselines"} <= set(graph)
     cycle = first_cycle(graph, KNOWN_CYCLES)
     assert not cycle, "import cycle: " + " -> ".join(cycle)
 
@@ -126,5 +126,44 @@ def test_function_level_and_relative_imports_count(tmp_path):
 def test_task_schema_and_catalog_import_one_way():
     """The catalog reads the schema; the schema (data) never loads tasks (`task_catalog.suite_tasks`)."""
     graph = import_graph()
-    assert "transferbench.task_schema" in graph["transferbench.task_catalog"]
-    assert "transferbench.task_catalog" not in graph["transferbench.task_schema"]
+    assert "transferbench.tasks.schema" in graph["transferbench.tasks.catalog"]
+    assert "transferbench.tasks.catalog" not in graph["transferbench.tasks.schema"]
+
+
+# The stages in the order data flows (docs/architecture.md): a module imports only from its own
+# stage and the stages before it. The foundation (errors, registry, the store, child processes,
+# progress, manifests, JSON-tree comparison, seed lists) comes first, the entry points last.
+STAGES = (
+    ("foundation", {"errors", "registry", "store", "processes", "progress", "manifest", "json_trees", "seeds"}),
+    ("tasks", {"tasks"}),
+    ("model", {"model"}),
+    ("pipeline", {"pipeline"}),
+    ("reference", {"reference"}),
+    ("scoring", {"scoring", "indicators"}),
+    ("evaluation", {"evaluation"}),
+    ("leaderboard", {"leaderboard"}),
+    ("analysis", {"analysis"}),
+    ("entry points", {"run_config", "api", "cli"}),
+)
+
+
+def stage_of(module: str) -> int:
+    """The index in `STAGES` of a `transferbench` module (by its first name below the package)."""
+    part = module.split(".")[1] if "." in module else ""
+    for index, (_, names) in enumerate(STAGES):
+        if part in names:
+            return index
+    raise AssertionError(f"{module} is in no stage: add its package or module to STAGES (and docs/architecture.md)")
+
+
+def test_every_module_is_in_a_stage():
+    for module in import_graph():
+        if module != "transferbench":  # the package itself: its name, version and `run`
+            stage_of(module)
+
+
+def test_imports_flow_one_way_between_stages():
+    backwards = [f"{module} ({STAGES[stage_of(module)][0]}) imports {target} ({STAGES[stage_of(target)][0]})"
+                 for module, targets in import_graph().items() if module != "transferbench"
+                 for target in targets if stage_of(target) > stage_of(module)]
+    assert not backwards, "imports that flow back up the pipeline:\n" + "\n".join(sorted(backwards))

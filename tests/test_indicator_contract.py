@@ -11,13 +11,13 @@ import textwrap
 import pytest
 
 from transferbench.errors import TransferbenchError
-from transferbench.indicator import (
+from transferbench.scoring.indicator import (
     INDICATORS, Indicator, as_indicator, check_indicator, check_indicator_class, known_artifacts, make_indicator,
 )
 from transferbench.registry import isolated
 
 # Each broken class (as source code, so it can also be a plugin file or module), and the message.
-PREAMBLE = "from transferbench.indicator import Indicator\n\n\nclass Broken(Indicator):\n"
+PREAMBLE = "from transferbench.scoring.indicator import Indicator\n\n\nclass Broken(Indicator):\n"
 CLASS_BREACHES = {
     "requires_unknown_artifact": ("    requires = ('prompt',)\n\n    def score(self, source, target):\n        return 0.0\n",
                                   "indicator 'Broken' requires unknown artifact 'prompt' (did you mean 'prompts'"),
@@ -178,7 +178,7 @@ def test_a_sound_plugin_passes_every_way_in(isolated_registries, tmp_path):
 
 
 def test_known_artifacts_are_what_a_task_view_serves():
-    from transferbench.indicator import ARTIFACTS, TaskView
+    from transferbench.scoring.indicator import ARTIFACTS, TaskView
 
     assert set(known_artifacts()) == set(ARTIFACTS)
     view = TaskView("a", "f", 2, {"prompts": [1]})

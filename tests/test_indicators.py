@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from transferbench.errors import TransferbenchError, UnknownNameError
-from transferbench.indicator import Indicator, TaskView, checked_score, make_indicator, register_indicator
 from transferbench.indicators.activation_overlap import overlap_rate, parse_layers
 from transferbench.indicators.embedding_similarity import prompt_similarity
 from transferbench.indicators.skill_overlap import jaccard
+from transferbench.scoring.indicator import Indicator, TaskView, checked_score, make_indicator, register_indicator
 
 
 def view(name, artifacts, declared=None):
@@ -135,8 +135,9 @@ def test_label_overlap_on_a_view_without_label_names_is_one_error_line():
 
 
 def test_runner_views_carry_the_task_cards_label_names(cache, tiny_backbone, tiny_suite, isolated_registries):
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
+    from transferbench.pipeline.runner import Benchmark
+    from transferbench.scoring.pairs import indicator_scores
+    from transferbench.tasks import load_suite
 
     @register_indicator("label_names_probe")
     class LabelNamesProbe(Indicator):  # scores 1 when the views carry each card's label names
@@ -145,7 +146,7 @@ def test_runner_views_carry_the_task_cards_label_names(cache, tiny_backbone, tin
 
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), [0])
     for name in ("label_names_probe", "label_overlap"):
-        scores = bench.indicator_scores(make_indicator(name)).to_numpy()
+        scores = indicator_scores(bench, make_indicator(name)).to_numpy()
         off_diagonal = scores[~np.eye(len(scores), dtype=bool)]
         assert (off_diagonal == 1.0).all() and np.isnan(np.diag(scores)).all()
 
@@ -214,7 +215,7 @@ def test_decorator_registration_and_params_from_spec(isolated_registries):
 def test_indicator_from_file(tmp_path):
     file = tmp_path / "my_indicator.py"
     file.write_text(textwrap.dedent('''
-        from transferbench.indicator import Indicator
+        from transferbench.scoring.indicator import Indicator
 
         class SameFamily(Indicator):
             description = "1 if the two tasks share a family"
@@ -282,8 +283,8 @@ def pair_view(name, outputs):
 
 
 def test_estimator_indicators_average_the_formulas_over_seeds():
-    from transferbench.estimators import h_score, leep, logme, nce
-    from transferbench.indicator import PairOutputs
+    from transferbench.scoring.estimators import h_score, leep, logme, nce
+    from transferbench.scoring.indicator import PairOutputs
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 40)
@@ -305,7 +306,7 @@ def test_estimator_indicators_average_the_formulas_over_seeds():
 
 
 def test_estimator_indicators_reach_their_maximum_when_the_source_predicts_the_target():
-    from transferbench.indicator import PairOutputs
+    from transferbench.scoring.indicator import PairOutputs
 
     labels = np.array([0, 1, 1, 0, 1, 0])
     # the source's label z = 1 - y, with certainty: NCE and LEEP reach their maximum 0
@@ -317,7 +318,7 @@ def test_estimator_indicators_reach_their_maximum_when_the_source_predicts_the_t
 
 
 def test_every_builtin_indicator_has_a_kind():
-    from transferbench.indicator import INDICATORS, KINDS
+    from transferbench.scoring.indicator import INDICATORS, KINDS
 
     for name in INDICATORS.names():
         cls = INDICATORS.get(name)

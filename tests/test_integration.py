@@ -7,7 +7,7 @@ import json
 import pytest
 
 from transferbench.cli import main
-from transferbench.protocol import TRANSFER_KINDS
+from transferbench.reference.protocol import TRANSFER_KINDS
 
 
 @pytest.mark.integration

@@ -21,7 +21,7 @@ from transferbench.leaderboard import (
     render_rich,
     write_leaderboard,
 )
-from transferbench.results import (
+from transferbench.evaluation.results import (
     SCHEMA_VERSION,
     ResultFile,
     dataframes,
@@ -470,7 +470,7 @@ def test_rich_columns_all_shows_every_column(long_name_tables):
 
 
 def test_submitting_an_identical_setting_again_leaves_the_file_byte_identical(tmp_path):
-    from transferbench.results import write_results
+    from transferbench.evaluation.results import write_results
 
     first = result("random", 1.0, created_at="2025-01-01T00:00:00+00:00")
     [(path, what)] = write_results([first], tmp_path)
@@ -520,7 +520,7 @@ REF_EXCLUDED = {"tb": "own prompt does not beat the majority class"}
 
 
 def synthetic_reference():
-    from transferbench.reference import Reference
+    from transferbench.reference.bundle import Reference
 
     rng = np.random.default_rng(7)
     per_seed = {s: {t: (None if s == t else [float(v) for v in rng.uniform(0.0, 1.0, len(REF_SEEDS))])
@@ -554,7 +554,7 @@ def ref_result(ref, name="skill_overlap", *, seed=0, suite="syn", backbone="tiny
 @pytest.fixture
 def shipped(tmp_path, monkeypatch):
     """(root, reference, official submissions folder with two valid files) for the synthetic setting."""
-    from transferbench import reference as reference_module
+    from transferbench.reference import bundle as reference_module
 
     root = tmp_path / "reference"
     ref = synthetic_reference()
@@ -626,7 +626,7 @@ NAME_ATTACKS = {  # attack 2: a look-alike setting carrying its own transfer
 
 @pytest.mark.parametrize("attack", sorted(NAME_ATTACKS))
 def test_a_look_alike_setting_never_shows_under_the_official_hash(shipped, attack):
-    from transferbench.results import _name_problem
+    from transferbench.evaluation.results import _name_problem
 
     root, ref, folder = shipped
     before = _board(load_results(folder)[0])
@@ -691,7 +691,7 @@ def test_a_broken_index_of_the_shipped_references_is_an_error_not_silence(shippe
 
 
 def test_a_users_results_folder_and_a_root_without_bundles_need_no_index(tmp_path, monkeypatch):
-    from transferbench import reference as reference_module
+    from transferbench.reference import bundle as reference_module
 
     empty = tmp_path / "no_references"
     empty.mkdir()
@@ -739,8 +739,8 @@ def test_a_registered_transfer_kind_validates_plots_and_is_labelled_with_no_othe
     is all a result file of that kind needs; unregistered, it is refused in pydantic's words."""
     from matplotlib.colorbar import Colorbar
 
-    from transferbench import plots
-    from transferbench.protocol import TRANSFER_KINDS, TransferKind
+    from transferbench.leaderboard import plots
+    from transferbench.reference.protocol import TRANSFER_KINDS, TransferKind
     from transferbench.registry import isolated
 
     labels: list[str] = []

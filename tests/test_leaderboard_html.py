@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferbench import plots
+from transferbench.evaluation.results import make_result
+from transferbench.leaderboard import plots
 from transferbench.leaderboard import build_tables, open_in_browser, render_html, write_leaderboard
+from transferbench.leaderboard.plots import PLOT_KINDS, plot_filename, plot_size_px, task_order
 from transferbench.leaderboard.render import _display_cells
-from transferbench.plots import PLOT_KINDS, plot_filename, plot_size_px, task_order
-from transferbench.results import make_result
 
 # Built-in task names from three families, plus one that no registry knows.
 TASKS = ["vader_movies", "snli", "rt_sentiment", "bbc_topic", "rt_subjectivity", "my_own_task"]

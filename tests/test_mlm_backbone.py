@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from transferbench.backbone import BACKBONES, Backbone, PackagedBackbone, Wheel, backbone_identity, tiny_backbone_folder
 from transferbench.errors import TransferbenchError
+from transferbench.model.backbone import BACKBONES, Backbone, PackagedBackbone, Wheel, backbone_identity, tiny_backbone_folder
 
 
 @pytest.fixture
 def packaged_tiny(tmp_path, monkeypatch, isolated_registries):
     """Register `name` as a packaged alias whose 'wheel' is a local zip of a tiny random BERT (with
     or without an MLM head), declared with `head`; no download."""
-    from transferbench import sources
+    from transferbench.tasks import sources
 
     wheels: dict[str, Path] = {}
 
@@ -78,7 +78,7 @@ def test_minilm_identity_is_the_one_its_shipped_reference_and_results_record(rea
 
 def _mask_logits(backbone: Backbone, verbalizer, text: str) -> torch.Tensor:
     """Label logits of `verbalizer` for a plain sentence holding one [MASK] (no soft prompt)."""
-    from transferbench.prompt import PromptedOutput
+    from transferbench.model.prompt import PromptedOutput
 
     encoded = backbone.tokenizer(text, return_tensors="pt")
     with torch.no_grad():
@@ -92,8 +92,8 @@ def test_splade_tiny_reads_sentiment_label_words_at_mask(real_cache):
     """The issue's check, through transferbench's own verbalizer with rt_sentiment's label words
     (negative: terrible, bad; positive: great, good): the MLM head at [MASK] prefers the positive
     words after a positive sentence and the negative ones after a negative sentence."""
-    from transferbench.prompt import Verbalizer
-    from transferbench.task import load_task
+    from transferbench.model.prompt import Verbalizer
+    from transferbench.tasks import load_task
 
     backbone = Backbone("splade-tiny")
     assert backbone.head == "mlm" and backbone.num_layers == 2 and backbone.ffn_width == 512
@@ -110,7 +110,7 @@ def test_splade_tiny_reads_sentiment_label_words_at_mask(real_cache):
 def test_every_built_in_label_word_is_one_wordpiece_of_splade_tiny(real_cache):
     """The MLM verbalizer reads a word's first sub-token; on this vocabulary no built-in task's
     word is split, so each label logit is the mean over its whole words."""
-    from transferbench.task import list_tasks
+    from transferbench.tasks import list_tasks
 
     tokenizer = Backbone("splade-tiny").tokenizer
     split = {(spec.name, word): tokenizer.tokenize(word) for spec in list_tasks()
@@ -128,7 +128,7 @@ def test_smoke_run_on_splade_tiny_records_the_mlm_verbalizer(real_cache, tmp_pat
     import yaml
 
     from transferbench.cli import main
-    from transferbench.task import load_suite
+    from transferbench.tasks import load_suite
 
     suite = load_suite("smoke").model_dump(mode="json")
     suite.update(name="smoke_pair", tasks=["vader_amazon", "vader_tweets"])

@@ -1,10 +1,10 @@
-"""`transferbench.neurons.predictivity` and `select` on activations with known answers."""
+"""`transferbench.model.neurons.predictivity` and `select` on activations with known answers."""
 
 import numpy as np
 import pytest
 
 from transferbench.errors import TransferbenchError
-from transferbench.neurons import predictivity, probe_ranking, select
+from transferbench.model.neurons import predictivity, probe_ranking, select
 
 
 def _activations(rng, n, layers=2, positions=3, width=5):
@@ -123,7 +123,7 @@ def test_probe_ranking_rejects_bad_input():
 
 
 def test_skill_positions_are_prompt_then_mask_by_default():
-    from transferbench.units import DEFAULT_SKILL_POSITIONS, skill_positions
+    from transferbench.pipeline.units import DEFAULT_SKILL_POSITIONS, skill_positions
 
     assert DEFAULT_SKILL_POSITIONS == "mask+prompt"  # as the reference code
     assert skill_positions(4) == [1, 2, 3, 4, 5]
@@ -137,9 +137,9 @@ def test_the_mask_position_holds_the_mask_token(tiny_backbone):
     """The position `skill_positions(n, "mask")` names is where the template puts [MASK]."""
     import torch
 
-    from transferbench.backbone import Backbone
-    from transferbench.prompt import initial_prompt, prompted_forward
-    from transferbench.units import skill_positions
+    from transferbench.model.backbone import Backbone
+    from transferbench.model.prompt import initial_prompt, prompted_forward
+    from transferbench.pipeline.units import skill_positions
 
     backbone = Backbone(str(tiny_backbone))
     inputs = []
@@ -163,11 +163,11 @@ def test_skill_thresholds_are_train_means_at_prompt_and_mask_positions(cache, ti
     """Recomputed by hand from every position's activations: positions 1..n and n + 1."""
     import torch
 
-    from transferbench.artifacts import Address
-    from transferbench.kernels import autocast
-    from transferbench.prompt import capture_ffn, prompted_forward
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
+    from transferbench.model.kernels import autocast
+    from transferbench.model.prompt import capture_ffn, prompted_forward
+    from transferbench.pipeline.artifacts import Address
+    from transferbench.pipeline.runner import Benchmark
+    from transferbench.tasks import load_suite
 
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), [0])
     prompt = bench.source_prompt("pos_a", 0)["prompt"]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from transferbench.analysis.inspect_neurons import add_parser, run
 from transferbench.errors import TransferbenchError
-from transferbench.inspect_neurons import add_parser, run
-from transferbench.neurons import predictivity, select
-from transferbench.runner import Benchmark
-from transferbench.task import load_suite
+from transferbench.model.neurons import predictivity, select
+from transferbench.pipeline.runner import Benchmark
+from transferbench.tasks import load_suite
 
 
 def parse(*argv) -> argparse.Namespace:
@@ -145,7 +145,7 @@ def test_export_readme_from_the_template_is_unchanged(case):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from transferbench.inspect_neurons import _readme
+    from transferbench.analysis.inspect_neurons import _readme
 
     data = SimpleNamespace(dev=list(range(17)), data_hash="abc123")
     bench = SimpleNamespace(backbone_identity=lambda: {"backbone": "minilm", "revision": "r1"},

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from transferbench import units
-from transferbench.indicator import ARTIFACTS, Indicator, PairOutputs, make_indicator
 from transferbench.errors import TransferbenchError
-from transferbench.artifacts import ARTIFACTS as DECLARED, ArtifactSpec, declare_artifact, isolated_artifacts
-from transferbench.runner import Benchmark
+from transferbench.pipeline import units
+from transferbench.pipeline.artifacts import ARTIFACTS as DECLARED, ArtifactSpec, declare_artifact, isolated_artifacts
+from transferbench.pipeline.runner import Benchmark
+from transferbench.scoring.indicator import ARTIFACTS, Indicator, PairOutputs, make_indicator
+from transferbench.scoring.pairs import indicator_scores
 from transferbench.store import ArtifactStore
-from transferbench.task import load_suite
+from transferbench.tasks import load_suite
 
 from conftest import build_tiny_suite
 
@@ -55,8 +56,8 @@ def test_pair_outputs_of_one_batched_pass_match_each_source_alone(bench):
         torch.testing.assert_close(together[source]["features"], alone["features"], atol=0.05, rtol=0.05)
         torch.testing.assert_close(together[source]["source_probs"], alone["source_probs"], atol=0.05, rtol=0.05)
     # the source's own verbalizer scores its rows: the first example's probabilities, recomputed
-    from transferbench.kernels import autocast
-    from transferbench.prompt import prompted_forward
+    from transferbench.model.kernels import autocast
+    from transferbench.model.prompt import prompted_forward
     suite = units.loaded(bench.context)
     first = units.first_examples(suite.encoded("pos_a", "train"), 1)
     with torch.no_grad(), autocast(bench.config, bench.backbone):
@@ -102,7 +103,7 @@ def test_a_new_artifact_is_one_declaration_a_unit_and_an_indicator(bench, no_new
             return -float(np.mean([abs(a.mean() - b.mean()) for a, b in zip(source.prompt_norms, target.prompt_norms)]))
 
     stored_before = set((bench.store.root / "activations").glob("*.pt"))
-    scores = bench.indicator_scores(NormGap())
+    scores = indicator_scores(bench, NormGap())
     norms = {t: [np.linalg.norm(bench.source_prompt(t, s)["prompt"].numpy(), axis=1).mean() for s in (0, 1)]
              for t in bench.tasks}
     expected = -np.mean([abs(norms["pos_b"][k] - norms["topic_a"][k]) for k in (0, 1)])
@@ -113,6 +114,6 @@ def test_a_new_artifact_is_one_declaration_a_unit_and_an_indicator(bench, no_new
 
 def test_estimator_indicators_run_on_the_benchmark(bench):
     for name in ("logme", "leep", "nce", "h_score"):
-        scores = bench.indicator_scores(make_indicator(name))
+        scores = indicator_scores(bench, make_indicator(name))
         off_diagonal = scores.values[~np.eye(4, dtype=bool)]
         assert np.isfinite(off_diagonal).all(), name

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from transferbench import units
 from transferbench.cli import main
-from transferbench.protocol import TRANSFER_KINDS
+from transferbench.pipeline import units
+from transferbench.reference.protocol import TRANSFER_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 ALL_BUILTIN = ["skill_overlap", "activation_overlap", "embedding_similarity", "random", "data_size", "task_embedding",
@@ -124,7 +124,7 @@ def test_custom_indicator_file_runs_end_to_end(workdir, tiny_backbone, tiny_suit
     plugin = workdir / "my_indicator.py"
     plugin.write_text(textwrap.dedent('''
         import numpy as np
-        from transferbench.indicator import Indicator
+        from transferbench.scoring.indicator import Indicator
 
         class PromptNormRatio(Indicator):
             """How similar the two prompts' norms are."""
@@ -166,7 +166,7 @@ def test_failing_plugin_leaves_earlier_results_untouched(workdir, tiny_backbone,
     assert before
     board_before = (workdir / LOCAL / "leaderboard" / "README.md").read_bytes()
     plugin = workdir / "nan.py"
-    plugin.write_text("from transferbench.indicator import Indicator\n"
+    plugin.write_text("from transferbench.scoring.indicator import Indicator\n"
                       "class Nan(Indicator):\n    def score(self, s, t):\n        return float('nan')\n")
     code, out, err = run_cli(capsys, "run", "-i", f"{plugin}:Nan", "--suite", tiny_suite, "--backbone", tiny_backbone)
     assert code == 2
@@ -198,7 +198,7 @@ def planned(config, tasks, seeds, sizes_for, **attributes):
     the opening estimates read (the declarations' cost models at the suite's sizes)."""
     from types import SimpleNamespace
 
-    from transferbench.planner import Planner
+    from transferbench.pipeline.planner import Planner
 
     planner = Planner()
     planner.config, planner.tasks, planner.seeds, planner.supplied = config, list(tasks), list(seeds), None
@@ -212,8 +212,8 @@ def test_protocol_work_counts_every_pass_of_a_reference_build():
     """Known answer for 2 tasks, 1 seed: 10 steps + 2 init arms x 3 steps of batch 2 per prompt;
     dev evaluated at steps 4, 8 and 10; 2n + 1 = 5 test passes per target; probe features once."""
     from transferbench.api import protocol_work
-    from transferbench.prompt import PromptConfig
-    from transferbench.task_schema import SplitSizes
+    from transferbench.model.prompt import PromptConfig
+    from transferbench.tasks.schema import SplitSizes
 
     bench = planned(PromptConfig(steps=10, eval_every=4, init_steps=3, batch_size=2), ["a", "b"], [0],
                     lambda name: SplitSizes(train=5, dev=3, test=7))
@@ -225,10 +225,10 @@ def test_estimates_from_the_declarations_agree_with_the_formulas_they_replaced()
     what `api.protocol_work` and `api._scoring_examples` counted by hand before (issue 28), except
     that the prompt-alone [MASK] activations now count their one forward pass per task and seed."""
     from transferbench.api import protocol_work
-    from transferbench.artifacts import PAIR_EXAMPLES, PROBE_EXAMPLES
-    from transferbench.prompt import PromptConfig
-    from transferbench.reference import protocol_artifacts
-    from transferbench.task_schema import SplitSizes
+    from transferbench.model.prompt import PromptConfig
+    from transferbench.pipeline.artifacts import PAIR_EXAMPLES, PROBE_EXAMPLES
+    from transferbench.reference.bundle import protocol_artifacts
+    from transferbench.tasks.schema import SplitSizes
 
     sizes = {"a": SplitSizes(train=300, dev=40, test=70), "b": SplitSizes(train=900, dev=60, test=50),
              "c": SplitSizes(train=100, dev=20, test=30)}
@@ -257,9 +257,9 @@ def test_build_estimate_is_the_protocols_work_at_the_cost_measured_on_this_machi
     from types import SimpleNamespace
 
     from transferbench.api import build_estimate, protocol_work, score_plan
+    from transferbench.model.prompt import PromptConfig
     from transferbench.progress import ExampleCost
-    from transferbench.prompt import PromptConfig
-    from transferbench.task_schema import SplitSizes
+    from transferbench.tasks.schema import SplitSizes
 
     sizes = SplitSizes(train=1000, dev=200, test=400)
     bench = planned(PromptConfig(), [str(i) for i in range(12)], [0, 1, 2], lambda name: sizes,

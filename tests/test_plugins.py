@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferbench import indicator as indicator_module
 from transferbench.cli import main
 from transferbench.errors import TransferbenchError
 from transferbench.registry import rescanned
-from transferbench.indicator import (
+from transferbench.scoring import indicator as indicator_module
+from transferbench.scoring.indicator import (
     ARTIFACTS, INDICATORS, Indicator, PairOutputs, TaskView, checked_score, make_indicator,
 )
-from transferbench.sandbox import DEFAULT_TIME_LIMIT, score_pairs
+from transferbench.scoring.sandbox import DEFAULT_TIME_LIMIT, score_pairs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "indicators.md"
 EXAMPLE_HEADING = "## A complete example"
@@ -46,7 +46,7 @@ def installed_plugin(tmp_path, monkeypatch, fresh_registry):
     package = tmp_path / "my_plugin"
     package.mkdir()
     (package / "__init__.py").write_text(textwrap.dedent('''
-        from transferbench.indicator import Indicator
+        from transferbench.scoring.indicator import Indicator
 
         class MyMetric(Indicator):
             """1 for tasks of the same family, else 0, times `weight`."""

@@ -1,4 +1,4 @@
-"""The precision policy (`transferbench.precision`): bf16 only where the hardware computes it
+"""The precision policy (`transferbench.model.precision`): bf16 only where the hardware computes it
 natively, and the precision keys what it computes."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transferbench import precision as precision_module
 from transferbench.errors import TransferbenchError
-from transferbench.precision import cpu_bf16, resolve_precision
+from transferbench.model import precision as precision_module
+from transferbench.model.precision import cpu_bf16, resolve_precision
 
 CPU = torch.device("cpu")
 ZEN4 = {"fpu", "avx2", "avx512f", "avx512bw", "avx512_bf16"}
@@ -57,7 +57,7 @@ def test_an_unknown_precision_is_one_line():
 def test_the_run_config_offers_exactly_the_precisions():
     from typing import get_args
 
-    from transferbench.precision import PRECISIONS
+    from transferbench.model.precision import PRECISIONS
     from transferbench.run_config import RunConfig
 
     assert get_args(RunConfig.model_fields["precision"].annotation) == PRECISIONS
@@ -67,10 +67,10 @@ def test_the_run_config_offers_exactly_the_precisions():
 def test_precision_keys_every_artifact_and_turns_autocast_off(tiny_suite, tiny_backbone, tmp_path):
     """An fp32 benchmark's prompts, null-prompt cells, embeddings and reference folder are keyed
     apart from a bf16 one's; bf16 keys stay what they always were (no precision entry)."""
-    from transferbench.artifacts import Address
-    from transferbench.runner import Benchmark
+    from transferbench.pipeline.artifacts import Address
+    from transferbench.pipeline.runner import Benchmark
     from transferbench.store import ArtifactStore
-    from transferbench.task import load_suite
+    from transferbench.tasks import load_suite
 
     suite = load_suite(str(tiny_suite))
 

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from transferbench import progress
-from transferbench.prompt import EncodedSplit
+from transferbench.model.prompt import EncodedSplit
 
 
 def _console(terminal: bool) -> tuple[Console, io.StringIO]:
@@ -131,7 +131,7 @@ def test_rich_mode_draws_bars_and_prints_the_finished_line():
 def test_a_download_is_named_when_it_starts_and_when_it_ends(tmp_path, monkeypatch, capsys):
     import hashlib
 
-    from transferbench import sources
+    from transferbench.tasks import sources
 
     payload = b"a wheel's bytes"
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))

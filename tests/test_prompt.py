@@ -6,8 +6,8 @@ import datasets
 import pytest
 import torch
 
-from transferbench.backbone import Backbone, tiny_backbone_folder
-from transferbench.prompt import (
+from transferbench.model.backbone import Backbone, tiny_backbone_folder
+from transferbench.model.prompt import (
     PromptConfig, TrainJob, Verbalizer, capture_ffn, encode_split, predict, prompted_forward, train_prompt,
     train_prompts,
 )
@@ -90,7 +90,7 @@ def test_unknown_training_setting_is_one_line_error():
 
 
 def test_predict_many_matches_one_prompt_at_a_time(backbone):
-    from transferbench.prompt import predict_many
+    from transferbench.model.prompt import predict_many
 
     config = PromptConfig(prompt_length=4, eval_batch_size=8, bf16=False)
     split = _split(backbone, config)
@@ -134,7 +134,7 @@ def test_device_cuda_without_a_gpu_is_one_error_line(capsys):
 def test_auto_device_on_a_cpu_machine_is_the_cpu():
     import torch
 
-    from transferbench.backbone import resolve_device
+    from transferbench.model.backbone import resolve_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -185,7 +185,7 @@ def test_prompts_trained_together_are_deterministic(backbone):
 def test_frozen_linears_in_bf16_are_bit_identical_to_autocast_and_restored(backbone):
     """`Backbone.linears_in` holds the reduced-precision copy autocast would make at every pass:
     outputs and prompt gradients are bit-identical, and the float32 weights come back after."""
-    from transferbench.prompt import initial_prompt
+    from transferbench.model.prompt import initial_prompt
 
     split = _split(backbone, CONFIG)
     batch = split.batch(list(range(8)), backbone.tokenizer.pad_token_id)
@@ -209,7 +209,7 @@ def test_frozen_linears_in_bf16_are_bit_identical_to_autocast_and_restored(backb
 
 
 def test_auto_kernels_come_from_the_measured_table():
-    from transferbench.kernels import AUTO_KERNELS, resolve_train_attention
+    from transferbench.model.kernels import AUTO_KERNELS, resolve_train_attention
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_train_attention("auto", cpu, "bf16") == AUTO_KERNELS["cpu", "bf16"][0]
@@ -224,7 +224,7 @@ def test_auto_kernels_come_from_the_measured_table():
 def test_run_config_and_cli_offer_exactly_the_training_kernels():
     from typing import get_args
 
-    from transferbench.kernels import TRAIN_ATTENTION
+    from transferbench.model.kernels import TRAIN_ATTENTION
     from transferbench.run_config import RunConfig
 
     assert get_args(RunConfig.model_fields["train_attention"].annotation) == TRAIN_ATTENTION
@@ -251,7 +251,7 @@ def test_training_kernel_trains_like_its_baseline_within_rounding_and_determinis
 def test_run_config_and_cli_offer_exactly_the_evaluation_kernels():
     from typing import get_args
 
-    from transferbench.kernels import EVAL_KERNEL, check_eval_kernel
+    from transferbench.model.kernels import EVAL_KERNEL, check_eval_kernel
     from transferbench.run_config import RunConfig
 
     assert get_args(RunConfig.model_fields["eval_kernel"].annotation) == ("auto", *EVAL_KERNEL)
@@ -266,8 +266,8 @@ def test_compiled_evaluation_predicts_like_autocast_and_leaves_the_encoder_alone
     predicts the same labels wherever the margin exceeds that rounding; it gives the same
     predictions every time, for one prompt and for many (`predict_many`); dev selection runs on it;
     and the encoder itself keeps its weights, its dtype and its uncompiled forward."""
-    from transferbench.kernels import evaluation
-    from transferbench.prompt import predict_many
+    from transferbench.model.kernels import evaluation
+    from transferbench.model.prompt import predict_many
 
     config = PromptConfig(prompt_length=4, eval_batch_size=8, bf16=bf16)
     split = _split(backbone, config)

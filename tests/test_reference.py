@@ -10,8 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from transferbench import protocol, reference, units
+from transferbench.reference import protocol, bundle as reference
+
 from transferbench.cli import main
+from transferbench.pipeline import units
 
 
 def run_cli(capsys, *args):
@@ -175,7 +177,7 @@ def test_run_against_a_shipped_reference_trains_and_measures_nothing(built, tiny
 
 def test_forged_transfer_and_a_file_from_another_reference_are_rejected(built, tiny_backbone, tiny_suite, capsys,
                                                                        monkeypatch, tmp_path):
-    from transferbench.results import load_results
+    from transferbench.evaluation.results import load_results
 
     root, folder = built
     monkeypatch.setattr(reference, "shipped_root", lambda: root)
@@ -187,7 +189,7 @@ def test_forged_transfer_and_a_file_from_another_reference_are_rejected(built, t
     forged = json.loads(original.read_text())
     forged["transfer"] = forged["scores"]
     forged["transfer_per_seed"] = []  # a forger drops what would contradict the new transfer
-    from transferbench.results import ResultFile, dataframes, make_result
+    from transferbench.evaluation.results import ResultFile, dataframes, make_result
     scores, transfer = dataframes(ResultFile.model_validate(forged))
     remade = make_result(scores, transfer, indicator="random_copy", suite="tiny", backbone=str(tiny_backbone),
                          transfer_kind="zero_shot", seeds=[0], baseline=True, reference=forged["reference"])
@@ -229,7 +231,7 @@ def test_library_api_returns_a_dataframe(cache, tiny_backbone, tiny_suite):
 SNOOP = '''
 import gc
 from pathlib import Path
-from transferbench.indicator import Indicator
+from transferbench.scoring.indicator import Indicator
 
 # `score` runs in a child process (the time limit): what it finds is written down beside this file
 FOUND = Path(__file__).with_suffix(".found")

@@ -12,15 +12,15 @@ import textwrap
 import pytest
 
 from transferbench import registry
-from transferbench.backbone import BACKBONES, PackagedBackbone
 from transferbench.cli import _apply_run_config, build_parser, main
 from transferbench.errors import TransferbenchError, UnknownNameError
-from transferbench.executors import EXECUTORS, LocalExecutor, make_executor
-from transferbench.indicator import INDICATORS
-from transferbench.protocol import TRANSFER_KIND_HELP, TRANSFER_KINDS, TransferKind
+from transferbench.model.backbone import BACKBONES, PackagedBackbone
+from transferbench.pipeline.executors import EXECUTORS, LocalExecutor, make_executor
+from transferbench.reference.protocol import TRANSFER_KIND_HELP, TRANSFER_KINDS, TransferKind
 from transferbench.registry import Registry, isolated, rescanned
 from transferbench.run_config import RunConfig, build_run_config
-from transferbench.sources import SOURCES, LocalSource, source_type
+from transferbench.scoring.indicator import INDICATORS
+from transferbench.tasks.sources import SOURCES, LocalSource, source_type
 
 
 # ---- the registries --------------------------------------------------------------------------------
@@ -87,8 +87,8 @@ def installed_executor(tmp_path, monkeypatch):
     package = tmp_path / "tb_extra"
     package.mkdir()
     (package / "__init__.py").write_text(textwrap.dedent('''
-        from transferbench.executors import LocalExecutor
-        from transferbench.protocol import TransferKind
+        from transferbench.pipeline.executors import LocalExecutor
+        from transferbench.reference.protocol import TransferKind
 
         class Inline(LocalExecutor):
             @classmethod

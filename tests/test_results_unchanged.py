@@ -7,7 +7,7 @@ warm cache could hold prompts trained with other thread counts (cache keys leave
 whose rounding moves the smoke reference's borderline target admissions.
 
 Numbers are bit-identical only between machines whose kernels compute alike: the same precision
-and the same instructions (`transferbench.precision.numerics_kind`: `bf16-amx_bf16` on an Intel
+and the same instructions (`transferbench.model.precision.numerics_kind`: `bf16-amx_bf16` on an Intel
 Xeon with AMX, `bf16-avx512_bf16` on an AMD EPYC with AVX512-BF16, `fp32-AVX2` on a CPU without bf16
 instructions). So `tests/data/` keeps one copy per (training attention, numerics kind), and the test
 compares with the copy of this machine's kind; on a kind without a copy it is skipped, saying how
@@ -57,7 +57,7 @@ def this_numerics_kind() -> str:
     """The numerics kind a default `--device cpu` run computes in here (`--precision auto`)."""
     import torch
 
-    from transferbench.precision import numerics_kind, resolve_precision
+    from transferbench.model.precision import numerics_kind, resolve_precision
 
     cpu = torch.device("cpu")
     return numerics_kind(resolve_precision("auto", cpu), cpu)

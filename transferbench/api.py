@@ -20,8 +20,8 @@ import pandas as pd
 from rich.console import Console
 
 from transferbench.errors import TransferbenchError
-from transferbench.protocol import TRANSFER_KINDS
-from transferbench.reference import Reference
+from transferbench.reference.bundle import Reference
+from transferbench.reference.protocol import TRANSFER_KINDS
 
 if TYPE_CHECKING:
     from transferbench.run_config import RunConfig
@@ -33,7 +33,7 @@ class Results:
     validated settings, and the files written (`written`: (path, "wrote" | "replaced" | "unchanged"),
     in the order of `results`; `paths`: their paths)."""
 
-    results: list  # transferbench.results.ResultFile
+    results: list  # transferbench.evaluation.results.ResultFile
     reference: Reference
     wall_seconds: float
     paths: list[Path] = field(default_factory=list)
@@ -61,7 +61,7 @@ class Results:
 def protocol_work(bench) -> dict[str, int]:
     """Examples the backbone processes to measure `bench`'s reference from a cold cache (what
     `reference.collect` runs), by kind of pass: the cost models of the artifacts it reads
-    (`reference.protocol_artifacts`, declared in `transferbench.artifacts`) at the suite's sizes.
+    (`reference.protocol_artifacts`, declared in `transferbench.pipeline.artifacts`) at the suite's sizes.
 
     For the built-in kinds: `train` (forward + backward) every (task, seed) prompt's `steps`
     batches, and for every target and seed the n initialisation arms (n - 1 source prompts and the
@@ -70,7 +70,7 @@ def protocol_work(bench) -> dict[str, int]:
     passes (the own prompt, n zero-shot sources including the null prompt, n initialisation arms),
     plus the linear probe's train and test features once per task.
     """
-    from transferbench.reference import protocol_artifacts
+    from transferbench.reference.bundle import protocol_artifacts
 
     work = bench.cold_work(protocol_artifacts())
     return {"train": work.train, "eval": work.eval}
@@ -78,7 +78,7 @@ def protocol_work(bench) -> dict[str, int]:
 
 def shipped_reference(bench) -> Reference | None:
     """The reference bundle whose prompts and cells `bench` reads, if it reads one."""
-    from transferbench.reference import BundleArtifacts
+    from transferbench.reference.bundle import BundleArtifacts
 
     return bench.supplied.reference if isinstance(bench.supplied, BundleArtifacts) else None
 
@@ -96,8 +96,8 @@ def _measured(cost) -> str:
 def build_estimate(bench, cost=None) -> str:
     """How long measuring `bench`'s reference takes from a cold cache, as a phrase: `protocol_work`
     at `cost` (a `transferbench.progress.ExampleCost`; default: measured now on this machine with
-    the benchmark's backbone, precision and kernels, `transferbench.calibration.example_cost`)."""
-    from transferbench.calibration import example_cost
+    the benchmark's backbone, precision and kernels, `transferbench.pipeline.calibration.example_cost`)."""
+    from transferbench.pipeline.calibration import example_cost
     from transferbench.progress import Work
 
     n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
@@ -123,7 +123,7 @@ def score_plan(bench, indicators: Sequence, cost=None) -> str:
     """What scoring `indicators` on `bench` involves, as one line: tasks, prompts and pairs, where
     the reference and the cache are, and how long the compute takes from a cold cache at `cost`
     (default: measured on this machine when there is compute to estimate, see `build_estimate`)."""
-    from transferbench.calibration import example_cost
+    from transferbench.pipeline.calibration import example_cost
 
     n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
     artifacts = {name for indicator in indicators for name in indicator.requires}
@@ -136,7 +136,7 @@ def score_plan(bench, indicators: Sequence, cost=None) -> str:
         cost = cost or example_cost(bench)
         line += f"no shipped reference: measured first ({build_estimate(bench, cost)})"
     # prompts and transfer come from the reference (counted above when it is measured first)
-    from transferbench.reference import protocol_artifacts
+    from transferbench.reference.bundle import protocol_artifacts
 
     work = bench.cold_work(sorted(artifacts), skip=protocol_artifacts())
     examples = work.train + work.eval
@@ -154,9 +154,9 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
                   precision: str = "auto"):
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
-    from transferbench.reference import BundleArtifacts, load_shipped, suite_problem
-    from transferbench.runner import Benchmark
-    from transferbench.task import load_suite
+    from transferbench.pipeline.runner import Benchmark
+    from transferbench.reference.bundle import BundleArtifacts, load_shipped, suite_problem
+    from transferbench.tasks import load_suite
 
     spec = load_suite(suite)
     seeds = list(seeds) if seeds is not None else list(spec.seeds)
@@ -179,7 +179,7 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
     (`<cache>/references/`, one folder per device and kernels, so it has a hash and is measured
     once; measured again when a transfer kind registered since lacks from it). From then on the
     benchmark reads its prompts from that bundle (`reference.BundleArtifacts`)."""
-    from transferbench.reference import BundleArtifacts, bundle_name, collect, read_bundle, save, suite_problem
+    from transferbench.reference.bundle import BundleArtifacts, bundle_name, collect, read_bundle, save, suite_problem
     from transferbench.store import content_key
 
     shipped = shipped_reference(bench)
@@ -212,13 +212,15 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
 
 def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, started: float | None = None) -> list:
     """Score each indicator against the benchmark's reference: one ResultFile per (kind, indicator)."""
+    from transferbench.evaluation.results import make_result
     from transferbench.manifest import build_manifest
-    from transferbench.results import make_result
 
     started = started if started is not None else time.perf_counter()
     reference = ensure_reference(bench)
     bench.ensure(sorted({name for indicator in indicators for name in indicator.requires}))
-    scored = [(indicator, bench.indicator_scores(indicator)) for indicator in indicators]
+    from transferbench.scoring.pairs import indicator_scores
+
+    scored = [(indicator, indicator_scores(bench, indicator)) for indicator in indicators]
     data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
                    "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
     config = {"suite": bench.suite.model_dump(mode="json"), "backbone": bench.backbone_identity(),
@@ -287,8 +289,8 @@ def _as_list(value, argument: str, what: str) -> list:
 def executor_for(config: RunConfig):
     """The executor `config` names (`executor`, `ray_address`, ...); on a CUDA device a Ray task
     reserves one GPU unless told otherwise, since Ray hides every GPU from a task that reserves none."""
-    from transferbench.backbone import resolve_device
-    from transferbench.executors import make_executor
+    from transferbench.model.backbone import resolve_device
+    from transferbench.pipeline.executors import make_executor
 
     gpus = config.gpus_per_task
     if config.executor == "ray" and not gpus and resolve_device(config.device).type == "cuda":
@@ -317,9 +319,9 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     project's `submissions_dir`), all or none, and a file that already holds the same result (but
     for its provenance manifest) is left untouched; `write=False` writes nothing but the cache.
     """
-    from transferbench.indicator import Indicator, all_indicator_names, as_indicator
-    from transferbench.results import check_output_folder, write_results
+    from transferbench.evaluation.results import check_output_folder, write_results
     from transferbench.run_config import expand_all, flag
+    from transferbench.scoring.indicator import Indicator, all_indicator_names, as_indicator
 
     names = {}
     if isinstance(executor, str):  # the config's field (a registered executor's name), not an executor

@@ -28,12 +28,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from transferbench import inspect_neurons
+from transferbench.analysis import inspect_neurons
 from transferbench.errors import Terminated, TransferbenchError
-from transferbench.protocol import TRANSFER_KINDS
+from transferbench.reference.protocol import TRANSFER_KINDS
 from transferbench.run_config import DEFAULT_RESULTS, RunConfig, build_run_config, output_folders
-from transferbench.schema_errors import read_yaml
 from transferbench.store import STAGES
+from transferbench.tasks.schema_errors import read_yaml
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
@@ -277,7 +277,7 @@ def cmd_run(args, console: Console) -> int:
     """`transferbench.run` on the parsed `RunConfig`, then what it did: the targets of the
     reference, the files written, and the board (rebuilt in the board folder)."""
     import transferbench
-    from transferbench.results import check_output_folder
+    from transferbench.evaluation.results import check_output_folder
 
     config: RunConfig = args.run_config
     outputs = config.outputs()
@@ -295,9 +295,9 @@ def cmd_run(args, console: Console) -> int:
 
 
 def cmd_reference(args, console: Console) -> int:
-    from transferbench import reference as ref
     from transferbench.api import benchmark_for, build_estimate, compute_line, executor_for
     from transferbench.manifest import build_manifest
+    from transferbench.reference import bundle as ref
 
     if args.action == "build":
         executor = executor_for(args.run_config)
@@ -312,7 +312,7 @@ def cmd_reference(args, console: Console) -> int:
             built = ref.collect(bench)
         import torch
 
-        from transferbench.precision import cpu_model
+        from transferbench.model.precision import cpu_model
 
         built.info["build"].update(build_manifest({"executor": repr(executor)}, {}, {
             "wall_seconds": round(time.perf_counter() - started, 1), "device": str(bench.device),
@@ -325,7 +325,7 @@ def cmd_reference(args, console: Console) -> int:
         console.print(f"wrote {root / ref.bundle_name(bench.suite.name, args.backbone)} (sha256 {digest})")
         _print_task_report(built, console)
         return 0
-    from transferbench.task import load_suite
+    from transferbench.tasks import load_suite
 
     suite_name = load_suite(args.suite).name
     shipped = ref.load_shipped(suite_name, args.backbone, args.root)  # checks every hash
@@ -386,7 +386,7 @@ def cmd_reference(args, console: Console) -> int:
 
 
 def _print_task_report(reference, console: Console) -> None:
-    from transferbench.protocol import ADMISSION_ALPHA, near_admission_threshold
+    from transferbench.reference.protocol import ADMISSION_ALPHA, near_admission_threshold
 
     alpha = reference.info.get("protocol", {}).get("admission_alpha", ADMISSION_ALPHA)
     table = Table(title="Targets of the reference: own prompt vs null prompt, chance and linear probe "
@@ -419,7 +419,7 @@ def _board_results(args, local_dir: Path | None, require_official: bool = True) 
     """The project's results (from --submissions-dir, which must be a folder when
     `require_official`, else is read only when it is one) plus, from `local_dir`, the user's own,
     marked local; and the files left out of either."""
-    from transferbench.results import load_results
+    from transferbench.evaluation.results import load_results
 
     results, problems = [], []
     official = args.submissions_dir if require_official or args.submissions_dir.is_dir() else None
@@ -455,7 +455,7 @@ def cmd_leaderboard(args, console: Console) -> int:
     from transferbench.leaderboard import (
         build_tables, leaderboard_csv, leaderboard_json, open_in_browser, render_html, render_markdown,
     )
-    from transferbench.results import check_output_folder
+    from transferbench.evaluation.results import check_output_folder
 
     local = _results_dir(args) / "submissions"
     if args.write:
@@ -493,7 +493,7 @@ def cmd_leaderboard(args, console: Console) -> int:
 
 
 def cmd_indicators(args, console: Console) -> int:
-    from transferbench.indicator import INDICATORS, KINDS, all_indicator_names, measured_costs
+    from transferbench.scoring.indicator import INDICATORS, KINDS, all_indicator_names, measured_costs
 
     costs = measured_costs()
     seconds = costs.get("seconds_per_pair", {})
@@ -549,7 +549,7 @@ def _show_task(spec, console: Console) -> None:
     """A task's card (every YAML field) and a few training examples at smoke-suite sizes."""
     import yaml
 
-    from transferbench.task import load_suite, load_task_data
+    from transferbench.tasks import load_suite, load_task_data
 
     card = spec.model_dump(mode="json", exclude_none=True)
     console.print(Text.assemble((spec.name, "bold"), f" ({spec.family}, {spec.num_classes} classes)"))
@@ -570,7 +570,7 @@ def _show_task(spec, console: Console) -> None:
 
 def _export_split(name: str, split: str, suite_name: str) -> None:
     """Write one split of a task, as the suite draws it, to standard output as JSON lines."""
-    from transferbench.task import load_suite, load_task, load_task_data
+    from transferbench.tasks import load_suite, load_task, load_task_data
 
     suite = load_suite(suite_name)
     spec = load_task(name)
@@ -584,7 +584,7 @@ def _export_split(name: str, split: str, suite_name: str) -> None:
 
 
 def cmd_tasks(args, console: Console) -> int:
-    from transferbench.task import list_suites, list_tasks, load_task
+    from transferbench.tasks import list_suites, list_tasks, load_task
 
     if args.action == "show":
         if not args.name:

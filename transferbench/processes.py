@@ -1,7 +1,7 @@
 """Child processes that never outlive transferbench, and how a parent waits on one.
 
 Used by the data sources (`pip download`) and by plugin scoring (a forked child per indicator,
-`transferbench.sandbox`): if transferbench is killed, even with SIGKILL, which no cleanup code can
+`transferbench.scoring.sandbox`): if transferbench is killed, even with SIGKILL, which no cleanup code can
 catch, its children die too; a parent reads a child's lines with a time limit and kills it when over.
 """
 

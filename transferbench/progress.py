@@ -2,7 +2,7 @@
 per stage when it finishes; rich bars on a terminal, plain periodic lines in a log.
 
 Units of work report each batch they finish with `batch_done(examples, train)` and each loop of
-batches they start with `loop_started(n)` (`transferbench.prompt` does, for training steps and
+batches they start with `loop_started(n)` (`transferbench.model.prompt` does, for training steps and
 evaluation batches). These calls are no-ops unless a stage is being reported in this process: units
 run by the local executor tick the bar of their stage; units run elsewhere (Ray workers) report only
 when they finish.
@@ -12,7 +12,7 @@ evaluates a dozen prompts on a test split, a probe reads one split once), so the
 unit its `Work`, the examples the backbone processes in it, and the stage measures progress in
 evaluation-example equivalents: a training example (forward + backward) counts as
 `ExampleCost.train_weight` evaluation examples (forward only), a ratio measured on this machine
-(`transferbench.calibration`). The ETA is the work left divided by the rate of work observed so far
+(`transferbench.pipeline.calibration`). The ETA is the work left divided by the rate of work observed so far
 (finished units plus the examples the unit in progress has ticked), and before any work has
 finished, the work left times the measured cost of an example. A stage started without sizes
 counts its units as equal and the batches of the unit in progress as its finished share.
@@ -60,7 +60,7 @@ DEFAULT_TRAIN_WEIGHT = 657 / 61.3
 
 @dataclass(frozen=True)
 class ExampleCost:
-    """Seconds one example costs on this machine, per kind of pass (`transferbench.calibration`)."""
+    """Seconds one example costs on this machine, per kind of pass (`transferbench.pipeline.calibration`)."""
 
     eval_seconds: float
     train_seconds: float

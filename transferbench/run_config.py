@@ -17,8 +17,8 @@ from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from transferbench.errors import TransferbenchError
-from transferbench.schema_errors import one_line, read_yaml
 from transferbench.seeds import parse_seeds
+from transferbench.tasks.schema_errors import one_line, read_yaml
 
 DEFAULT_RESULTS = Path("transferbench-results")
 """A user's own results folder (a run without `submit`), unless $TRANSFERBENCH_RESULTS names another."""
@@ -86,7 +86,7 @@ class RunConfig(BaseModel):
     @field_validator("suite")
     @classmethod
     def _suite_loads(cls, value: str) -> str:
-        from transferbench.task import load_suite
+        from transferbench.tasks import load_suite
 
         try:
             load_suite(value)
@@ -109,7 +109,7 @@ class RunConfig(BaseModel):
     @field_validator("transfer")
     @classmethod
     def _known_transfer(cls, value: str | list[str]) -> str | list[str]:
-        from transferbench.protocol import TRANSFER_KINDS
+        from transferbench.reference.protocol import TRANSFER_KINDS
 
         kinds, listed = [value] if isinstance(value, str) else value, ", ".join(TRANSFER_KINDS)
         if not kinds:
@@ -122,7 +122,7 @@ class RunConfig(BaseModel):
     @field_validator("executor")
     @classmethod
     def _known_executor(cls, value: str) -> str:
-        from transferbench.executors import EXECUTORS
+        from transferbench.pipeline.executors import EXECUTORS
         from transferbench.registry import did_you_mean
 
         if value not in EXECUTORS:
@@ -153,7 +153,7 @@ class RunConfig(BaseModel):
 
     def transfer_kinds(self) -> list[str]:
         """The transfer kinds to score against, "all" expanded (registration order)."""
-        from transferbench.protocol import TRANSFER_KINDS
+        from transferbench.reference.protocol import TRANSFER_KINDS
 
         return expand_all([self.transfer] if isinstance(self.transfer, str) else self.transfer, TRANSFER_KINDS.names())
 

@@ -33,7 +33,7 @@ except ImportError:  # Windows: no locks, so leftovers are never removed automat
 
 
 # Every folder the cache holds: the store's stages (each artifact declaration in
-# `transferbench.artifacts` names one of them, checked when it is declared; tests/test_store.py
+# `transferbench.pipeline.artifacts` names one of them, checked when it is declared; tests/test_store.py
 # checks that every stage here is some artifact's) plus the downloads and unpacked models.
 # `cache --clear` accepts only these names, so no user text ever becomes a path to delete.
 DOWNLOAD_FOLDERS = ("downloads", "models")

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from transferbench.evaluation.results import ResultFile
 from transferbench.leaderboard.page import _render_html, _setting_plots
+from transferbench.leaderboard.plots import plot_filename
 from transferbench.leaderboard.render import _tables_json, leaderboard_csv, render_markdown
 from transferbench.leaderboard.tables import _settings, _tables
-from transferbench.plots import plot_filename
-from transferbench.results import ResultFile
 from transferbench.store import atomic_write_many
 
 
@@ -42,7 +42,7 @@ def write_leaderboard(
     problems: Sequence[tuple[Path, str]] = (),
 ) -> Written:
     """Write README.md, leaderboard.csv, leaderboard.json, index.html and the plots (under
-    `plots/`, see `transferbench.plots`) into `leaderboard_dir`, each atomically and only when its
+    `plots/`, see `transferbench.leaderboard.plots`) into `leaderboard_dir`, each atomically and only when its
     bytes change. `paths` lists them in that order.
 
     No timestamps: rebuilding from the same results gives byte-identical files. PNGs under

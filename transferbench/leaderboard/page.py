@@ -21,9 +21,9 @@ from transferbench.leaderboard.render import (
     COLUMN_HELP, DISPLAY_HEADERS, EXPLANATION, FAMILY_EXPLANATION, PLOT_TITLES, _display_cells, _json_value, _label,
     _title, split_seed_line,
 )
+from transferbench.evaluation.results import ResultFile
+from transferbench.leaderboard.plots import CAPTIONS, plot_filename, setting_plots
 from transferbench.leaderboard.tables import TableKey, _settings, _shown_path, _tables
-from transferbench.plots import CAPTIONS, plot_filename, setting_plots
-from transferbench.results import ResultFile
 
 # Per display column: the key used in `#sort=<key>`, its value type, and the first sort
 # direction on click (the better end first: high correlations, low regret and p).

@@ -18,8 +18,8 @@ import pandas as pd
 from transferbench.leaderboard.tables import (
     COLUMNS, LEADERBOARD_VERSION, SIGNIFICANCE_LEVEL, TableKey, _shown_path, build_tables,
 )
-from transferbench.plots import PLOT_KINDS
-from transferbench.results import ResultFile
+from transferbench.evaluation.results import ResultFile
+from transferbench.leaderboard.plots import PLOT_KINDS
 
 PLOT_TITLES = {"transfer": "measured transfer", "scatter": "scores vs transfer", "spearman": "per-target ρ"}
 EXPLANATION = (

@@ -15,9 +15,9 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 import pandas as pd
 
-from transferbench.evaluation import paired_test, rank_intervals, split_seed_tau
-from transferbench.protocol import TRANSFER_KIND_HELP
-from transferbench.results import ResultFile, dataframes, per_seed_frames, result_json
+from transferbench.evaluation.results import ResultFile, dataframes, per_seed_frames, result_json
+from transferbench.evaluation.summary import paired_test, rank_intervals, split_seed_tau
+from transferbench.reference.protocol import TRANSFER_KIND_HELP
 
 class TableKey(NamedTuple):
     """What one table ranks: results of one setting, scored against one reference ground truth."""

@@ -1,0 +1,574 @@
+"""The reference ground truth: measured transfer of one (suite, backbone), built once, shipped as a
+hash-pinned bundle that anyone can re-check cell by cell.
+
+Stage 3 of the pipeline as the leaderboard consumes it. `collect` turns what the runner measured
+(per-example test predictions of every prompt and cell, `transferbench.pipeline.units`) into transfer
+matrices with uncertainty and a target admission list (formulas in `transferbench.reference.protocol`);
+`save` writes a bundle, `load_shipped` finds and hash-checks the one shipped for a setting, and
+`verify` re-checks hashes, recomputes every number from the stored predictions, and re-runs
+randomly chosen cells from the shipped prompts.
+
+Bundle layout (`reference/<suite>__<backbone>/`):
+
+    bundle.json          protocol: suite, backbone identity, prompt config, seeds, tasks (family,
+                         classes, data hash), bootstrap settings; prompt metadata; build manifest
+    prompts.safetensors  "<task>/<seed>" -> trained prompt [prompt_length, hidden], float32
+    predictions.safetensors
+                         "labels/<task>", "own/<task>/<seed>", "probe/<task>",
+                         "zero_shot/<source>/<target>/<seed>", "init/<source>/<target>/<seed>"
+                         (source "(null)": the untrained prompt / the default initialisation)
+    tasks.json           per task: own prompt, null prompt, majority, linear probe; admission
+    transfer.json        per transfer kind: mean, per-seed, std over seeds, bootstrap se and CI
+    MANIFEST.json        sha256 of every file above; the bundle's hash is the sha256 of this file,
+                         pinned in reference/index.json
+
+Over 400 lines because the bundle is one contract: what `collect` and `save` write is exactly what
+`read_bundle` and `verify` check and recompute, and keeping both sides in one file is what keeps
+them from drifting apart. The formulas themselves are in `transferbench.reference.protocol`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from transferbench.errors import TransferbenchError
+from transferbench.json_trees import first_difference
+from transferbench.reference import protocol
+from transferbench.reference.protocol import NULL
+
+FORMAT_VERSION = 1
+FILES = ("bundle.json", "prompts.safetensors", "predictions.safetensors", "tasks.json", "transfer.json")
+
+
+@dataclass(frozen=True)
+class CellTolerance:
+    """How far a re-run cell may be from the stored one (`reference verify`): the least share of
+    test examples predicted as stored, and the largest difference in balanced accuracy."""
+
+    agreement: float
+    delta: float
+
+    def phrase(self) -> str:
+        return f"at least {self.agreement:.0%} of predictions as stored and balanced accuracy within {self.delta:.2f}"
+
+
+# Re-run cells are compared with a tolerance, not for equality: kernels round differently on other
+# CPU kinds (AMX vs AVX512-BF16 vs AVX2), thread counts and precisions, and predictions near the
+# decision boundary flip; initialisation cells train `init_steps` steps first, so they drift more
+# than zero-shot ones. Measured on the shipped default reference (bf16, AMX) re-run on an AMD EPYC
+# in bf16 (24 cells) and fp32 (12 cells), docs/protocol.md "Verifying": zero-shot cells agreed on
+# >= 99.3% of predictions with |delta m| <= 0.004, initialisation cells on >= 93.8% with
+# |delta m| <= 0.024, fp32 no further off than bf16 on another CPU. Each bound is about twice the
+# worst of those (rounded outwards), for any precision.
+VERIFY_TOLERANCE = {
+    "zero_shot": CellTolerance(agreement=0.98, delta=0.02),
+    "init": CellTolerance(agreement=0.85, delta=0.05),
+}
+
+
+def build_precision(info: dict[str, Any]) -> str:
+    """The precision a bundle was built at: its build record, else its prompt config (`bf16`)."""
+    recorded = info.get("build", {}).get("precision")
+    if isinstance(recorded, dict) and recorded.get("precision"):
+        return str(recorded["precision"])
+    return "bf16" if info.get("config", {}).get("bf16", True) else "fp32"
+
+
+def cell_tolerance(kind: str) -> CellTolerance:
+    return VERIFY_TOLERANCE[kind]
+
+
+def shipped_root() -> Path:
+    """The folder holding shipped bundles: `reference/` of a source checkout, installed as package data."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("transferbench.references")))
+
+
+def bundle_name(suite: str, backbone: str) -> str:
+    """`<suite>__<backbone>`, the backbone made file-name safe (a Hugging Face id or path keeps its
+    distinguishing parts: `org/model` -> `org-model`)."""
+    safe = re.sub(r"[^A-Za-z0-9._]+", "-", backbone).strip("-.")
+    return f"{suite}__{safe or 'backbone'}"
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=False, allow_nan=True, ensure_ascii=False) + "\n").encode()
+
+
+@dataclass
+class Reference:
+    """A reference in memory: protocol (`info`), prompts, predictions, and the derived tables."""
+
+    info: dict[str, Any]
+    prompts: dict[str, np.ndarray]  # "<task>/<seed>" -> [prompt_length, hidden]
+    predictions: dict[str, np.ndarray]
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-task report and admission
+    transfer: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> statistics -> matrix
+    hash: str = ""  # sha256 of MANIFEST.json once saved or loaded; "" for an unsaved reference
+    root: Path | None = None
+
+    # ---- what scoring needs ---------------------------------------------------------------------
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.info["tasks"]]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.info["seeds"])
+
+    def families(self) -> dict[str, str]:
+        return {t["name"]: t["family"] for t in self.info["tasks"]}
+
+    def excluded_targets(self) -> dict[str, str]:
+        return {name: row["excluded_because"] for name, row in self.tasks.items() if not row["admitted"]}
+
+    def matrix(self, kind: str, statistic: str = "mean") -> pd.DataFrame:
+        """Transfer of `kind` (rows = source, columns = target); excluded targets' columns are NaN."""
+        if kind not in self.transfer:
+            raise TransferbenchError(f"unknown transfer kind {kind!r}; this reference has {', '.join(self.transfer)}")
+        names = self.task_names
+        values = self.transfer[kind][statistic]
+        frame = pd.DataFrame([[values[s][t] for t in names] for s in names], index=names, columns=names, dtype=float)
+        for target in self.excluded_targets():
+            frame[target] = np.nan
+        return frame
+
+    def per_seed(self, kind: str) -> list[pd.DataFrame]:
+        names = self.task_names
+        excluded = self.excluded_targets()
+        frames = []
+        for k in range(len(self.seeds)):
+            values = self.transfer[kind]["per_seed"]
+            frame = pd.DataFrame([[values[s][t][k] if values[s][t] is not None else np.nan for t in names]
+                                  for s in names], index=names, columns=names, dtype=float)
+            for target in excluded:
+                frame[target] = np.nan
+            frames.append(frame)
+        return frames
+
+    def prompt(self, task: str, seed: int) -> np.ndarray:
+        return self.prompts[f"{task}/{seed}"]
+
+
+# ---- from predictions to tables (used by collect and by verify) ----------------------------------
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """(tasks report with admission, transfer statistics) from the stored predictions alone.
+
+    Every number of a bundle except the predictions themselves comes from here, so `verify` can
+    recompute all of them; the formulas are in `transferbench.reference.protocol`.
+    """
+    names = [t["name"] for t in info["tasks"]]
+    seeds = list(info["seeds"])
+    n_boot, boot_seed = info["protocol"]["n_bootstrap"], info["protocol"]["bootstrap_seed"]
+    classes = {t["name"]: t["classes"] for t in info["tasks"]}
+    tasks: dict[str, dict[str, Any]] = {}
+    stats: dict[str, dict[str, dict[str, dict[str, Any]]]] = {kind: {} for kind in protocol.TRANSFER_KINDS}
+    for target in names:
+        labels = predictions[f"labels/{target}"]
+        k = classes[target]
+        weights, seed_draws = protocol.resamples(len(labels), len(seeds), n_boot,
+                                                 boot_seed + names.index(target))
+
+        arms: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+        def arm(prefix: str, source: str | None = None, metric=protocol.balanced_accuracy):
+            if (prefix, source, metric) not in arms:  # each arm computed once per target
+                stacked = np.stack([predictions[f"{prefix}/{target}/{seed}" if source is None
+                                                else f"{prefix}/{source}/{target}/{seed}"] for seed in seeds])
+                kwargs = {"num_classes": k} if metric is protocol.balanced_accuracy else {}
+                arms[prefix, source, metric] = (metric(stacked, labels, **kwargs),
+                                                metric(stacked, labels, weights, **kwargs))  # [S], [B, S]
+            return arms[prefix, source, metric]
+
+        own, own_b = arm("own")
+        null, null_b = arm("zero_shot", NULL)
+        own_acc, _ = arm("own", metric=protocol.accuracy)
+        seed_mean = lambda boot: np.take_along_axis(boot, seed_draws, axis=1).mean(1)  # noqa: E731
+        admitted, p_majority, p_null, reason = protocol.admission(seed_mean(own_b), seed_mean(null_b), k)
+        probe = predictions.get(f"probe/{target}")
+        probe_score = float(protocol.balanced_accuracy(probe, labels, num_classes=k)) if probe is not None else None
+        majority_label = int(np.bincount(labels, minlength=k).argmax())
+        tasks[target] = {
+            "family": next(t["family"] for t in info["tasks"] if t["name"] == target), "classes": k,
+            "own_balanced_accuracy": float(own.mean()), "own_balanced_accuracy_per_seed": [float(v) for v in own],
+            "own_accuracy": float(own_acc.mean()), "null_balanced_accuracy": float(null.mean()),
+            "majority_accuracy": float(np.mean(labels == majority_label)), "chance_balanced_accuracy": 1.0 / k,
+            "probe_balanced_accuracy": probe_score,
+            "own_over_probe": (float(own.mean()) / probe_score) if probe_score else None,
+            "p_vs_majority": p_majority, "p_vs_null": p_null, "admitted": admitted, "excluded_because": reason,
+        }
+        for source in names:
+            if source == target:
+                continue
+            cells = {name: kind.cell(arm, source) for name, kind in protocol.TRANSFER_KINDS.items()}
+            for kind, (values, boot) in cells.items():
+                stats[kind].setdefault(source, {})[target] = asdict(protocol.estimate(values, boot, seed_draws))
+    transfer: dict[str, dict[str, Any]] = {}
+    for kind, declared in protocol.TRANSFER_KINDS.items():
+        transfer[kind] = {"description": declared.description}
+        for statistic in ("mean", "per_seed", "std_over_seeds", "se", "ci_low", "ci_high"):
+            transfer[kind][statistic] = {
+                s: {t: (None if s == t else _clean(stats[kind][s][t][statistic])) for t in names} for s in names}
+    return tasks, transfer
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return _nan_to_none(value)
+
+
+# ---- building from a benchmark -----------------------------------------------------------------
+def protocol_artifacts() -> list[str]:
+    """The artifacts a reference is measured from: every (task, seed) prompt, the linear probe of
+    each task, and the cells of every registered transfer kind (`protocol.measured_cells`)."""
+    return list(dict.fromkeys(["prompts", "probe", *protocol.measured_cells()]))
+
+
+def collect(planner, *, build_manifest: dict[str, Any] | None = None) -> Reference:
+    """Measure (or load from the store) everything the protocol needs and derive the tables.
+
+    Asks `planner` (a `transferbench.pipeline.planner.Planner`: a `Benchmark`) for the artifacts of
+    `protocol_artifacts` by name: every (task, seed) prompt, every measured cell of every transfer
+    kind (with the null prompt or the default initialisation as an extra source where the cell has
+    one), and the linear probe of each task; each is resumable through the store. A pair cell
+    artifact `name` is stored as the predictions `name/<source>/<target>/<seed>`.
+    """
+    from transferbench.pipeline.artifacts import ARTIFACTS
+
+    started = time.perf_counter()
+    needs = protocol_artifacts()
+    planner.ensure(needs)
+    names, seeds = list(planner.tasks), list(planner.seeds)
+    prompts: dict[str, np.ndarray] = {}
+    predictions: dict[str, np.ndarray] = {}
+    prompt_meta: dict[str, dict[str, Any]] = {}
+    for task in names:
+        predictions[f"labels/{task}"] = planner.encoded(task, "test").labels.numpy().astype(np.int64)
+        predictions[f"probe/{task}"] = _int(planner.get("probe", task=task))
+        for seed in seeds:
+            own = planner.get("prompts", task=task, seed=seed)
+            prompts[f"{task}/{seed}"] = own["prompt"].float().numpy()
+            predictions[f"own/{task}/{seed}"] = np.asarray(own["test_predictions"], dtype=np.int64)
+            prompt_meta[f"{task}/{seed}"] = {"dev_accuracy": float(own["dev_accuracy"]), "best_step": int(own["best_step"])}
+    cells = [name for name in needs if ARTIFACTS.get(name).per == "pair_seed"]
+    for cell in cells:
+        for address in planner.addresses(cell):
+            entry = planner.get(cell, task=address.task, seed=address.seed, source=address.source)
+            predictions[f"{cell}/{address.source or NULL}/{address.task}/{address.seed}"] = _int(entry)
+    # When the measurements were made: the store's files of the prompts and cells (a build may be
+    # resumed over several sessions, so the collect time alone says little).
+    stamps = [planner.store.path(stage, key).stat().st_mtime for stage, key in planner.stored_keys(["prompts", *cells])]
+    span = {"first_artifact_utc": _utc(min(stamps)), "last_artifact_utc": _utc(max(stamps)),
+            "artifact_span_seconds": round(max(stamps) - min(stamps), 1)} if stamps else {}
+    info = {
+        "format": FORMAT_VERSION,
+        "suite": planner.suite.model_dump(mode="json"),
+        "backbone": planner.backbone_identity(),
+        "config": planner.config.to_dict(),
+        "seeds": seeds,
+        "threads_per_unit": planner.context.threads,
+        "tasks": [{"name": n, "family": planner.tasks[n].family, "classes": planner.tasks[n].num_classes,
+                   "labels": planner.tasks[n].label_names, "version": planner.tasks[n].version,
+                   "data_hash": planner.data(n).data_hash, "test_size": len(planner.data(n).test)} for n in names],
+        "protocol": {"n_bootstrap": protocol.N_BOOTSTRAP, "bootstrap_seed": protocol.BOOTSTRAP_SEED,
+                     "admission_alpha": protocol.ADMISSION_ALPHA, "null_prompt": "prompt.initial_prompt(seed)",
+                     "metric": "balanced accuracy"},
+        "prompts": prompt_meta,
+        "build": {**(build_manifest or {}), **span, "collect_seconds": round(time.perf_counter() - started, 1)},
+    }
+    tasks, transfer = derive_tables(info, predictions)
+    return Reference(info=info, prompts=prompts, predictions=predictions, tasks=tasks, transfer=transfer)
+
+
+class BundleArtifacts:
+    """A saved reference bundle as artifacts supplied to a planner (`transferbench.pipeline.planner.Supply`):
+    its prompts, and its measured pair cells (the predictions `name/<source>/<target>/<seed>`).
+
+    Artifacts computed from its prompts are keyed by how they were trained (`training`, its build
+    record; bundles built before the record existed used sdpa attention, one prompt per pass and
+    dev selection under autocast), not by how the planner would train its own."""
+
+    def __init__(self, reference: Reference):
+        self.reference = reference
+        build = reference.info.get("build", {})
+        self.training = {"train_attention": build.get("train_attention", "sdpa"),
+                         "prompts_per_pass": int(build.get("prompts_per_pass", 1)),
+                         "eval_kernel": build.get("eval_kernel", "autocast")}
+
+    def _cell(self, name: str, address) -> str:
+        return f"{name}/{address.source or NULL}/{address.task}/{address.seed}"
+
+    def has(self, name: str, address) -> bool:
+        if self.reference.root is None:  # only a saved, hash-checked bundle supplies artifacts
+            return False
+        if name == "prompts":
+            return f"{address.task}/{address.seed}" in self.reference.prompts
+        return address.seed is not None and self._cell(name, address) in self.reference.predictions
+
+    def get(self, name: str, address) -> dict[str, Any] | None:
+        import torch
+
+        if not self.has(name, address):
+            return None
+        reference = self.reference
+        if name == "prompts":
+            task, seed = address.task, address.seed
+            predictions = reference.predictions[f"own/{task}/{seed}"]
+            meta = reference.info["prompts"][f"{task}/{seed}"]
+            return {"prompt": torch.from_numpy(reference.prompt(task, seed)), "dev_accuracy": meta["dev_accuracy"],
+                    "test_accuracy": float(np.mean(predictions == reference.predictions[f"labels/{task}"])),
+                    "test_predictions": torch.from_numpy(predictions), "best_step": meta["best_step"]}
+        predictions = reference.predictions[self._cell(name, address)]
+        labels = reference.predictions[f"labels/{address.task}"]
+        return {"accuracy": torch.tensor(float(np.mean(predictions == labels))),
+                "predictions": torch.from_numpy(predictions)}
+
+
+def _utc(timestamp: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def _int(entry: dict[str, Any]) -> np.ndarray:
+    return np.asarray(entry["predictions"], dtype=np.int64)
+
+
+# ---- bundle files --------------------------------------------------------------------------------
+def save(reference: Reference, folder: Path, *, pin: Path | None = None) -> str:
+    """Write the bundle to `folder` and return its hash; record the hash in `pin` (index.json) if given."""
+    import torch
+    from safetensors.torch import save_file
+
+    from transferbench.store import atomic_write_bytes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / "bundle.json", _json_bytes(reference.info))
+    atomic_write_bytes(folder / "tasks.json", _json_bytes(reference.tasks))
+    atomic_write_bytes(folder / "transfer.json", _json_bytes(reference.transfer))
+    for name, arrays, dtype in (("prompts.safetensors", reference.prompts, torch.float32),
+                                ("predictions.safetensors", reference.predictions, torch.int16)):
+        tensors = {key: torch.from_numpy(np.ascontiguousarray(value)).to(dtype) for key, value in sorted(arrays.items())}
+        tmp = folder / f".{name}.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(folder / name)
+    manifest = {name: sha256_file(folder / name) for name in FILES}
+    atomic_write_bytes(folder / "MANIFEST.json", _json_bytes(manifest))
+    reference.hash = sha256_file(folder / "MANIFEST.json")
+    reference.root = folder
+    if pin is not None:
+        index = json.loads(pin.read_text()) if pin.exists() else {}
+        index[folder.name] = reference.hash
+        atomic_write_bytes(pin, _json_bytes(dict(sorted(index.items()))))
+    return reference.hash
+
+
+def check_hashes(folder: Path, pinned: str | None) -> str:
+    """The bundle's hash after checking MANIFEST.json against `pinned` and every file against
+    MANIFEST.json; a mismatch is one TransferbenchError naming the file."""
+    folder = Path(folder)
+    manifest_path = folder / "MANIFEST.json"
+    if not manifest_path.is_file():
+        raise TransferbenchError(f"{manifest_path}: missing; the reference bundle is incomplete")
+    actual = sha256_file(manifest_path)
+    if pinned is not None and actual != pinned:
+        raise TransferbenchError(f"{manifest_path}: its sha256 {actual[:12]}... differs from the pinned "
+                                 f"{pinned[:12]}... in index.json; the bundle was changed")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TransferbenchError(f"{manifest_path}: not valid JSON ({exc})") from None
+    for name in FILES:
+        path = folder / name
+        if not path.is_file():
+            raise TransferbenchError(f"{path}: missing from the reference bundle")
+        if sha256_file(path) != manifest.get(name):
+            raise TransferbenchError(f"{path}: its sha256 differs from MANIFEST.json; the file was changed")
+    return actual
+
+
+def read_bundle(folder: Path, pinned: str | None) -> Reference:
+    """Load a bundle after `check_hashes`."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    digest = check_hashes(folder, pinned)
+
+    def read_json(name: str) -> Any:
+        try:
+            return json.loads((folder / name).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TransferbenchError(f"{folder / name}: not valid JSON ({exc})") from None
+
+    try:
+        prompts = {k: v.astype(np.float32) for k, v in load_file(str(folder / "prompts.safetensors")).items()}
+        predictions = {k: v.astype(np.int64) for k, v in load_file(str(folder / "predictions.safetensors")).items()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise TransferbenchError(f"{folder}: cannot read the tensors of the reference bundle ({exc})") from None
+    return Reference(info=read_json("bundle.json"), prompts=prompts, predictions=predictions,
+                     tasks=read_json("tasks.json"), transfer=read_json("transfer.json"), hash=digest, root=folder)
+
+
+def pinned_hashes(root: Path | None = None) -> dict[str, str]:
+    path = (root or shipped_root()) / "index.json"
+    if not path.is_file():
+        return {}
+    try:
+        pins = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TransferbenchError(f"{path}: not valid JSON ({exc}); restore it from the repository") from None
+    if not isinstance(pins, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items()):
+        raise TransferbenchError(f"{path}: not a JSON object of bundle name -> hash; restore it from the repository")
+    return pins
+
+
+def _bundle_folders(root: Path) -> list[Path]:
+    """The folders of `root` that hold a reference bundle (a MANIFEST.json or a bundle.json)."""
+    if not root.is_dir():
+        return []
+    return sorted(folder for folder in root.iterdir()
+                  if folder.is_dir() and ((folder / "MANIFEST.json").exists() or (folder / "bundle.json").exists()))
+
+
+def check_shipped_root(root: Path | None = None) -> dict[str, str]:
+    """The pins of the shipped references, after checking that nothing switches their checks off:
+    a folder of `root` holding a bundle must be pinned in a valid index.json, and every pinned
+    bundle's MANIFEST.json must hash to its pin. One TransferbenchError saying what to restore
+    otherwise. A root without bundles (and without index.json) ships no reference: {}.
+
+    The leaderboard calls this before reading any result file: without it, deleting or editing
+    index.json would silently stop every result file from being checked against its reference.
+    """
+    root = Path(root or shipped_root())
+    index = root / "index.json"
+    bundles = _bundle_folders(root)
+    if not index.is_file():
+        if bundles:
+            raise TransferbenchError(
+                f"{index} is missing but {root} holds reference bundles ({', '.join(b.name for b in bundles)}); "
+                "restore index.json from the repository (`git checkout -- reference/index.json`)")
+        return {}
+    pins = pinned_hashes(root)
+    for folder in bundles:
+        if folder.name not in pins:
+            raise TransferbenchError(
+                f"{folder} is not pinned in {index}; restore index.json from the repository, or remove the folder")
+    for name, pinned in sorted(pins.items()):
+        manifest = root / name / "MANIFEST.json"
+        if not manifest.is_file():
+            raise TransferbenchError(f"{manifest}: missing, but {index} pins it; restore the bundle {root / name} "
+                                     "from the repository")
+        actual = sha256_file(manifest)
+        if actual != pinned:
+            raise TransferbenchError(f"{manifest}: its sha256 {actual[:12]}... differs from the pinned {pinned[:12]}... "
+                                     f"in {index}; restore the bundle and index.json from the repository")
+    return pins
+
+
+def load_shipped(suite: str, backbone: str, root: Path | None = None) -> Reference | None:
+    """The shipped, hash-checked reference of (suite, backbone), or None when none is shipped."""
+    root = root or shipped_root()
+    name = bundle_name(suite, backbone)
+    pins = pinned_hashes(root)
+    if name not in pins:
+        return None
+    return read_bundle(root / name, pins[name])
+
+
+def suite_problem(reference: Reference, bench) -> str:
+    """'' if `bench` (suite content, backbone, config, seeds, data) is the setting the reference
+    measured, else the first difference, as a phrase."""
+    if bench.suite.model_dump(mode="json") != reference.info["suite"]:
+        return "the suite's YAML differs from the one the reference was built from"
+    if bench.backbone_identity() != reference.info["backbone"]:
+        return f"backbone {bench.backbone_identity()} differs from the reference's {reference.info['backbone']}"
+    if list(bench.seeds) != reference.seeds:
+        return f"seeds {list(bench.seeds)} differ from the reference's {reference.seeds}"
+    for task in reference.info["tasks"]:
+        if bench.data(task["name"]).data_hash != task["data_hash"]:
+            return f"the data of task {task['name']} hashes differently from the reference's"
+    return ""
+
+
+# ---- verification --------------------------------------------------------------------------------
+def recompute_problem(reference: Reference) -> str:
+    """'' if tasks.json and transfer.json are exactly what the stored predictions give, else where not."""
+    tasks, transfer = derive_tables(reference.info, reference.predictions)
+    for name, stored, recomputed in (("tasks.json", reference.tasks, tasks), ("transfer.json", reference.transfer, transfer)):
+        found = first_difference(stored, json.loads(json.dumps(recomputed)), name, tolerance=1e-9)
+        if found:
+            where = reference.root / name if reference.root else name
+            return f"{where}: does not match the stored predictions ({found})"
+    return ""
+
+
+@dataclass
+class CellCheck:
+    kind: str
+    source: str
+    target: str
+    seed: int
+    agreement: float
+    stored: float
+    recomputed: float
+    tolerance: CellTolerance = field(default_factory=lambda: VERIFY_TOLERANCE["zero_shot"])
+
+    @property
+    def ok(self) -> bool:
+        return (self.agreement >= self.tolerance.agreement
+                and abs(self.recomputed - self.stored) <= self.tolerance.delta)
+
+
+def rerun_cells(reference: Reference, bench, cells: int, seed: int = 0) -> list[CellCheck]:
+    """Re-compute `cells` randomly chosen cells (half zero-shot, half initialisation) from the
+    shipped prompts and compare their per-example predictions with the stored ones, within the
+    tolerance of their kind (`cell_tolerance`), in `bench`'s precision."""
+    import torch
+
+    from transferbench.pipeline import units
+
+    rng = np.random.default_rng(seed)
+    names = reference.task_names
+    checks = []
+    for i in range(cells):
+        kind = "zero_shot" if i % 2 == 0 else "init"
+        target = names[rng.integers(len(names))]
+        source = [None, *names][rng.integers(len(names) + 1)]
+        while source == target:
+            source = [None, *names][rng.integers(len(names) + 1)]
+        run_seed = reference.seeds[rng.integers(len(reference.seeds))]
+        prompt = None if source is None else torch.from_numpy(reference.prompt(source, run_seed))
+        if kind == "zero_shot":
+            row = units.zero_shot_row_unit(bench.context, target, run_seed, {source: prompt})
+            predicted = row[source]["predictions"].numpy()
+        else:
+            predicted = units.init_accuracy_unit(bench.context, prompt, target, run_seed)["predictions"].numpy()
+        stored = reference.predictions[f"{kind}/{source or NULL}/{target}/{run_seed}"]
+        labels = reference.predictions[f"labels/{target}"]
+        classes = next(t["classes"] for t in reference.info["tasks"] if t["name"] == target)
+        checks.append(CellCheck(kind, source or NULL, target, run_seed, float(np.mean(predicted == stored)),
+                                float(protocol.balanced_accuracy(stored, labels, num_classes=classes)),
+                                float(protocol.balanced_accuracy(predicted, labels, num_classes=classes)),
+                                cell_tolerance(kind)))
+    return checks
