@@ -54,7 +54,11 @@ def test_a_new_transfer_kind_with_a_new_cell_is_measured_and_scored(cache, tiny_
         assert len(bench.stored_keys(["reversed_zero_shot"])) == len(names) * (len(names) - 1)  # one entry per cell
         stored = {(s, t): bench.get("reversed_zero_shot", task=t, seed=0, source=s)["predictions"].numpy()
                   for t in names for s in names if s != t}
+        own_prompt = bench.prompt_inputs(names[0], 0)
         reference = ensure_reference(bench)  # every kind's cells, the new one read from the store
+        # the bundle now supplies the prompts, keyed by how this benchmark trained them
+        assert bench.prompt_inputs(names[0], 0) == own_prompt
+        assert reference.info["build"]["train_attention"] == bench.train_attention
         source, target = names[1], names[0]
         np.testing.assert_array_equal(reference.predictions[f"reversed_zero_shot/{source}/{target}/0"], stored[source, target])
         labels = reference.predictions[f"labels/{target}"]

@@ -193,17 +193,22 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
     compute = bench.device_key()
     name = bundle_name(bench.suite.name, bench.backbone_name) + (f"__{content_key(compute)[:12]}" if compute else "")
     folder = bench.store.root / "references" / name
+    # How its prompts were trained and evaluated: artifacts computed later from the bundle's prompts
+    # are keyed by this record (`BundleArtifacts.training`), so it must say what this benchmark ran.
+    training = {"train_attention": bench.train_attention, "prompts_per_pass": bench.prompts_per_pass,
+                "eval_kernel": bench.eval_kernel}
     if (folder / "MANIFEST.json").is_file():
         try:
             cached = read_bundle(folder, None)
         except TransferbenchError:
             cached = None  # corrupt: measured again below (the store still holds its cells)
-        if cached is not None and not suite_problem(cached, bench) and set(TRANSFER_KINDS) <= set(cached.transfer):
+        if (cached is not None and not suite_problem(cached, bench) and set(TRANSFER_KINDS) <= set(cached.transfer)
+                and BundleArtifacts(cached).training == training):
             bench.use_supplied(BundleArtifacts(cached))
             return cached
     console.print(f"no shipped reference for suite {bench.suite.name} on {bench.backbone_name} with seeds "
                   f"{bench.seeds}: measuring it first ({build_estimate(bench)})")
-    reference = collect(bench)
+    reference = collect(bench, build_manifest=training)
     save(reference, folder)
     saved = read_bundle(folder, reference.hash)
     bench.use_supplied(BundleArtifacts(saved))
