@@ -46,3 +46,31 @@ def test_speed_vs_peft_step_flops_is_forward_plus_backward_to_the_activations():
     # frozen weights: the backward pass computes only the activations' gradients (2PL), and both
     # attention products' operands are activations (8 L^2 H per layer)
     assert speed.step_flops(shape, params, layers, hidden) == 3 * (4 * params * 5 + 12 * layers * 5**2 * hidden)
+
+
+def test_claims_compares_pairs_and_family_transfer_from_result_files():
+    import math
+
+    import numpy as np
+
+    from test_leaderboard import REF_FAMILIES, ref_result, synthetic_reference
+
+    claims = _script("claims")
+    ref = synthetic_reference()
+    files = [ref_result(ref, name, seed=k) for k, name in
+             enumerate(("activation_overlap", "embedding_similarity", "skill_overlap", "same_family"))]
+    on, emb = files[0], files[1]
+    a, b = on.metrics.per_target_spearman(), emb.metrics.per_target_spearman()
+    shared = [t for t in a if not (math.isnan(a[t]) or math.isnan(b[t]))]
+    c = claims.compare(on, emb)
+    assert c["targets"] == len(shared) and c["diff"] == np.mean([a[t] - b[t] for t in shared])
+    assert c["wins"] == sum(a[t] > b[t] for t in shared)
+    transfer = ref.matrix("zero_shot")
+    ft = claims.family_transfer(on)
+    # admitted targets with same- and other-family sources: pa, pb, pc (ta's only family member tb is a source)
+    within = {t: transfer.loc[[s for s in REF_FAMILIES if s != t and REF_FAMILIES[s] == REF_FAMILIES[t]], t].mean()
+              for t in ("pa", "pb", "pc", "ta")}
+    assert ft["targets"] == 4 and math.isclose(ft["within"], np.mean(list(within.values())))
+    text = "\n".join(claims.report(files))
+    assert "Su et al. Sec. 5.2: ON vs embedding similarity" in text and "skill-neuron overlap vs ON" in text
+    assert "within- vs cross-family transfer" in text and "backbone tiny-bb" in text

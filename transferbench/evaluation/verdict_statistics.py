@@ -1,6 +1,7 @@
 """Verdict statistics over a whole table of results: is indicator A better than B (paired test),
 how sure is each rank (bootstrap over targets and seeds), and do two halves of the seeds rank
-the indicators alike (split-seed Kendall tau).
+the indicators alike (split-seed Kendall tau); and the same questions for a table pooled over
+backbones, each (backbone, target) one unit (with the paired minimum detectable difference).
 
 Stage 5, after `transferbench.evaluation.target_metrics` has scored each result per target.
 """
@@ -231,3 +232,93 @@ def _mean_rho(scores: pd.DataFrame, transfer: pd.DataFrame) -> float:
         target_spearman(scores.loc[[s for s in scores.index if s != t], t], transfer.loc[[s for s in scores.index if s != t], t])
         for t in scores.columns
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooled across backbones: each (backbone, target) is one unit.
+#
+# A suite shipped with references on several backbones gives several small tables; pooling their
+# targets as units lets evidence add up. The bootstrap is stratified by backbone: each replicate
+# draws, per backbone, as many of its targets as it has (with replacement) and its own seeds
+# (a backbone's prompt-tuning seeds are its own runs), so every replicate keeps each backbone's
+# share of the units fixed, as the design fixed it, instead of sometimes dropping a backbone.
+
+
+def minimum_detectable_difference(
+    per_unit_a: dict[str, float], per_unit_b: dict[str, float], *, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest true difference in mean rho between two indicators that a paired two-sided
+    test at `alpha` detects with probability `power`, given the spread of their per-unit
+    differences: (t_{n-1, 1-alpha/2} + t_{n-1, power}) * sd(d) / sqrt(n) over the n units where
+    both are defined (the usual normal-theory power approximation with t quantiles, e.g. Cohen,
+    "Statistical Power Analysis", 1988). NaN with fewer than 3 shared units."""
+    from scipy import stats
+
+    common = [u for u in set(per_unit_a) & set(per_unit_b)
+              if not (math.isnan(per_unit_a[u]) or math.isnan(per_unit_b[u]))]
+    if len(common) < 3:
+        return math.nan
+    diffs = np.array([per_unit_a[u] - per_unit_b[u] for u in sorted(common)])
+    n = diffs.size
+    quantiles = stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)
+    return float(quantiles * diffs.std(ddof=1) / math.sqrt(n))
+
+
+def pooled_rank_intervals(
+    strata: Sequence[Sequence[tuple[pd.DataFrame, Sequence[pd.DataFrame]] | None]],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[list[tuple[int, int]], list[tuple[float, float]]]:
+    """(rank interval, CI of the pooled mean rho) of each indicator, pooled over backbones.
+
+    `strata[k][i]`: indicator i on backbone k as (score matrix, transfer per seed), or None when
+    the indicator has no result there (its units on that backbone are then undefined and skipped).
+    Within a stratum every indicator has the same number of seeds (as in `rank_intervals`); the
+    units of stratum k are the targets of its first indicator's matrix. One replicate b
+    (`numpy.random.default_rng(seed)`, strata in order, targets then seeds): per stratum, draw its
+    n_k targets and its seed positions with replacement; an indicator's pooled mean_b is the mean
+    of its defined per-unit rho over all drawn units of all strata. Ranks as in `rank_intervals`
+    (1 = best, ties share the best rank, undefined last); the CI is the percentile interval of
+    mean_b (NaN when undefined in more than half the replicates).
+    """
+    if not strata or not strata[0]:
+        return [], []
+    n_indicators = len(strata[0])
+    if any(len(stratum) != n_indicators for stratum in strata):
+        raise TransferbenchError("pooled_rank_intervals needs one entry (or None) per indicator in every stratum")
+    rng = np.random.default_rng(seed)
+    pooled: list[list[np.ndarray]] = [[] for _ in range(n_indicators)]
+    for stratum in strata:
+        present = [entry for entry in stratum if entry is not None]
+        if not present:
+            continue
+        n_seeds = {len(per_seed) for _, per_seed in present}
+        if len(n_seeds) != 1 or 0 in n_seeds:
+            raise TransferbenchError("pooled_rank_intervals needs the same (non-zero) number of seeds for every "
+                                     "indicator of a backbone")
+        n_seeds_value = n_seeds.pop()
+        targets = [str(task) for task in present[0][0].columns]
+        target_draw = rng.integers(0, len(targets), size=(n_bootstrap, len(targets)))
+        seed_draw = rng.integers(0, n_seeds_value, size=(n_bootstrap, n_seeds_value))
+        weights = (seed_draw[:, :, None] == np.arange(n_seeds_value)).sum(axis=1) / n_seeds_value
+        for i, entry in enumerate(stratum):
+            if entry is None:
+                pooled[i].append(np.full((n_bootstrap, len(targets)), np.nan))
+                continue
+            rho = _mean_rho_per_seed_weights(entry[0], entry[1], targets, weights)
+            pooled[i].append(np.take_along_axis(rho, target_draw, axis=1))
+    means = np.stack([_nanmean_rows(np.concatenate(parts, axis=1)) for parts in pooled])
+    ranks = _competition_ranks(means)
+    bounds = np.quantile(ranks, [(1 - level) / 2, (1 + level) / 2], axis=1, method="inverted_cdf")
+    intervals = [(int(low), int(high)) for low, high in bounds.T]
+    cis = []
+    for row in means:
+        defined = row[~np.isnan(row)]
+        if defined.size * 2 < row.size:
+            cis.append((math.nan, math.nan))
+        else:
+            low, high = np.quantile(defined, [(1 - level) / 2, (1 + level) / 2])
+            cis.append((float(low), float(high)))
+    return intervals, cis

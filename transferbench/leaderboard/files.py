@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 from transferbench.evaluation.results import ResultFile
 from transferbench.leaderboard.page import _render_html, _setting_plots
 from transferbench.leaderboard.plots import plot_filename
+from transferbench.leaderboard.pooled import pooled_tables
 from transferbench.leaderboard.render import _tables_json, leaderboard_csv, render_markdown
 from transferbench.leaderboard.tables import _settings, _tables
 from transferbench.store import atomic_write_many
@@ -50,6 +51,7 @@ def write_leaderboard(
     """
     settings = _settings(results)
     tables = _tables(settings)
+    pooled = pooled_tables(settings)
     plots = _setting_plots(settings)
     directory = Path(leaderboard_dir)
     plot_links = {
@@ -57,13 +59,13 @@ def write_leaderboard(
         for key, images in plots.items()
     }
     outputs = {
-        "README.md": render_markdown(tables, problems, plot_links),
+        "README.md": render_markdown(tables, problems, plot_links, pooled),
         "leaderboard.csv": leaderboard_csv(tables),
         "leaderboard.json": json.dumps(
-            _tables_json(tables, problems), indent=2, allow_nan=False, ensure_ascii=False
+            _tables_json(tables, problems, pooled), indent=2, allow_nan=False, ensure_ascii=False
         )
         + "\n",
-        "index.html": _render_html(tables, plots, problems),
+        "index.html": _render_html(tables, plots, problems, pooled),
     }
     files = {directory / name: text.encode("utf-8") for name, text in outputs.items()}
     for key, images in plots.items():

@@ -17,9 +17,10 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from transferbench.leaderboard.pooled import PooledKey, pooled_description, pooled_tables
 from transferbench.leaderboard.render import (
-    COLUMN_HELP, DISPLAY_HEADERS, EXPLANATION, FAMILY_EXPLANATION, PLOT_TITLES, _display_cells, _json_value, _label,
-    _title, split_seed_line,
+    COLUMN_HELP, DISPLAY_HEADERS, EXPLANATION, FAMILY_EXPLANATION, PLOT_TITLES, POOLED_EXPLANATION, _display_cells,
+    _json_value, _label, _title, pooled_cells, pooled_title, split_seed_line,
 )
 from transferbench.evaluation.results import ResultFile
 from transferbench.leaderboard.plots import CAPTIONS, plot_filename, setting_plots
@@ -111,6 +112,7 @@ def _render_html(
     tables: dict[TableKey, pd.DataFrame],
     plots: dict[TableKey, dict[str, bytes]],
     problems: Sequence[tuple[Path, str]] = (),
+    pooled: dict[PooledKey, pd.DataFrame] | None = None,
 ) -> str:
     lines = []
     for paragraph in EXPLANATION:
@@ -140,6 +142,23 @@ def _render_html(
                 f"<figcaption>{html.escape(CAPTIONS[kind])}</figcaption></figure>"
             )
         lines.append("</section>")
+    if pooled:
+        lines.append('<section id="pooled"><h2>Pooled across backbones</h2>')
+        lines.append(f'<p class="explain">{_inline_markdown(POOLED_EXPLANATION)}</p>')
+        lines.append("</section>")
+    for key, table in (pooled or {}).items():
+        lines.append(f'<section id="pooled-{html.escape(key.suite)}-{html.escape(key.transfer_kind)}">')
+        lines.append(f"<h3>{html.escape(pooled_title(key, table))}</h3>")
+        headers, rows = pooled_cells(table)
+        lines.append('<table class="pooled"><thead><tr>'
+                     + "".join(f'<th scope="col">{html.escape(h)}</th>' for h in headers) + "</tr></thead><tbody>")
+        for cells in rows:
+            lines.append("<tr>" + "".join(
+                ('<td class="text">' if i == 1 else "<td>") + f"{html.escape(c)}</td>" for i, c in enumerate(cells)) + "</tr>")
+        lines.append("</tbody></table>")
+        for line in pooled_description(key, table):
+            lines.append(f'<p class="note">Note: {html.escape(line)}</p>')
+        lines.append("</section>")
     if problems:
         lines.append("<h2>Skipped result files</h2>")
         lines.append('<ul class="skipped">')
@@ -156,7 +175,7 @@ def render_html(results: Iterable[ResultFile], problems: Sequence[tuple[Path, st
     embedded as data: URIs, the skipped files. Works offline and when copied anywhere."""
     settings = _settings(results)
     tables = _tables(settings)
-    return _render_html(tables, _setting_plots(settings), problems)
+    return _render_html(tables, _setting_plots(settings), problems, pooled_tables(settings))
 
 
 def open_in_browser(path: Path) -> bool:

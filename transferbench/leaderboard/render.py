@@ -16,10 +16,11 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from transferbench.leaderboard.tables import (
-    COLUMNS, LEADERBOARD_VERSION, SIGNIFICANCE_LEVEL, TableKey, _shown_path, build_tables,
+    COLUMNS, LEADERBOARD_VERSION, SIGNIFICANCE_LEVEL, TableKey, _settings, _shown_path, _tables, build_tables,
 )
 from transferbench.evaluation.results import ResultFile
 from transferbench.leaderboard.plots import PLOT_KINDS
+from transferbench.leaderboard.pooled import PooledKey, backbone_column, pooled_description, pooled_json, pooled_tables
 
 PLOT_TITLES = {"transfer": "measured transfer", "scatter": "scores vs transfer", "spearman": "per-target ρ"}
 EXPLANATION = (
@@ -199,8 +200,10 @@ def render_markdown(
     tables: dict[TableKey, pd.DataFrame],
     problems: Sequence[tuple[Path, str]] = (),
     plot_links: dict[TableKey, dict[str, str]] | None = None,
+    pooled: dict[PooledKey, pd.DataFrame] | None = None,
 ) -> str:
-    """The README.md text: the explanation, one table per setting, notes, skipped files.
+    """The README.md text: the explanation, one table per setting, notes, the tables pooled across
+    backbones (`pooled`, see `transferbench.leaderboard.pooled`), skipped files.
 
     `plot_links`: setting -> {plot kind: relative path of its PNG}, linked under the table.
     """
@@ -227,12 +230,60 @@ def render_markdown(
         if links:
             shown = [f"[{PLOT_TITLES[kind]}]({links[kind]})" for kind in PLOT_KINDS if kind in links]
             lines += ["Plots: " + " · ".join(shown), ""]
+    if pooled:
+        lines += ["## Pooled across backbones", "", POOLED_EXPLANATION, ""]
+    for key, table in (pooled or {}).items():
+        lines += [f"### {markdown_text(pooled_title(key, table))}", ""]
+        headers, rows = pooled_cells(table)
+        lines.append("| " + " | ".join(_markdown_cell(h) for h in headers) + " |")
+        lines.append("|" + "|".join("---" if h == "indicator" else "---:" for h in headers) + "|")
+        for cells in rows:
+            lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
+        lines.append("")
+        for line in pooled_description(key, table):
+            lines.append(f"Note: {markdown_text(line)}")
+        lines.append("")
     if problems:
         lines += ["## Skipped result files", ""]
         for path, reason in sorted(problems, key=lambda p: str(p[0])):
             lines.append(f"- {_markdown_code(_shown_path(path))}: {markdown_text(reason)}")
         lines.append("")
     return "\n".join(lines)
+
+
+POOLED_EXPLANATION = (
+    "Pooled across backbones: one table per suite and transfer kind over every shipped reference of the "
+    "suite, each (backbone, target) one unit. `pooled mean ρ` = mean of the per-target ρ over all units the "
+    "indicator covers, with a 95% CI and rank interval from a bootstrap over units and seeds stratified by "
+    "backbone; `ρ <backbone>` = the row's mean ρ on that backbone's own table; `MDD vs above` = the paired "
+    "minimum detectable difference (alpha 0.05, power 0.8) against the row above over their shared units."
+)
+
+
+def pooled_title(key: PooledKey, table: pd.DataFrame) -> str:
+    n = len(table.attrs.get("backbones", []))
+    return f"suite {key.suite} · transfer {key.transfer_kind} · pooled across backbones ({n} backbone{'s' if n != 1 else ''})"
+
+
+def pooled_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows of cells) of a pooled table, as every renderer shows it."""
+    backbones = [b["backbone"] for b in table.attrs.get("backbones", [])]
+    total = len(backbones)
+    headers = ["#", "indicator", "pooled mean ρ [95% CI]", "rank 95%", *(f"ρ {b}" for b in backbones),
+               "units", "p vs above", "MDD vs above"]
+    rows = []
+    for _, row in table.iterrows():
+        label = row["indicator"] + (" (baseline)" if row["baseline"] else "")
+        if not row["complete"]:
+            label += f" ({int(row['backbones_covered'])}/{total} backbones)"
+        mean = "–" if math.isnan(row["mean_spearman"]) else (
+            f"{row['mean_spearman']:.2f}" + ("" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"))
+        rows.append([
+            str(row["rank"]), label, mean, _rank_interval(row),
+            *(_number(row[backbone_column(b)], 2) for b in backbones),
+            str(int(row["units_covered"])), _significance(row["sig"]), _number(row["mdd"], 2),
+        ])
+    return headers, rows
 
 
 def _json_value(value: Any) -> Any:
@@ -244,7 +295,8 @@ def _json_value(value: Any) -> Any:
 
 
 def _tables_json(
-    tables: dict[TableKey, pd.DataFrame], problems: Sequence[tuple[Path, str]] = ()
+    tables: dict[TableKey, pd.DataFrame], problems: Sequence[tuple[Path, str]] = (),
+    pooled: dict[PooledKey, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
     return {
         "leaderboard_version": LEADERBOARD_VERSION,
@@ -267,6 +319,7 @@ def _tables_json(
             }
             for (suite, backbone, kind, reference), table in tables.items()
         ],
+        "pooled_tables": pooled_json(pooled or {}, _json_value),
         "skipped": [
             {"path": _shown_path(path), "reason": reason}
             for path, reason in sorted(problems, key=lambda p: str(p[0]))
@@ -279,8 +332,11 @@ def leaderboard_json(
 ) -> dict[str, Any]:
     """The leaderboard as JSON-ready data (NaN as None): {leaderboard_version, columns,
     tables: [{suite, backbone, transfer_kind, notes, split_seed_tau, split_seed_splits,
-    split_seed_reason, rank_resampled, rows: [{column: value}]}], skipped}."""
-    return _tables_json(build_tables(results), problems)
+    split_seed_reason, rank_resampled, rows: [{column: value}]}], pooled_tables: [{suite,
+    transfer_kind, backbones, units, resampled, median_mdd, notes, rows: [{column: value,
+    per_backbone: {backbone: mean rho}}]}] (see `transferbench.leaderboard.pooled`), skipped}."""
+    settings = _settings(results)
+    return _tables_json(_tables(settings), problems, pooled_tables(settings))
 
 
 def leaderboard_csv(tables: dict[TableKey, pd.DataFrame]) -> str:
