@@ -7,7 +7,7 @@ and `--indicator path/to/file.py:ClassName`.
 
 Over 400 lines because the ways in, the contract check and the guard around plugin code (import,
 constructor, `score`) are one boundary: what a plugin gets wrong is told here, before any compute.
-Scoring in a child process with a time limit is `transferbench.sandbox`.
+Scoring in a sealed child process with a time limit is `transferbench.sandbox`.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ class TaskView:
                 f"indicator reads artifact {artifact!r} without declaring it: add it to `requires`"
             )
         return self._artifacts[artifact]
+
+    def __reduce__(self):  # pickled to the sealed scoring process (a mapping proxy does not pickle)
+        return TaskView, (self.name, self.family, self.num_classes, dict(self._artifacts))
 
     def __repr__(self) -> str:
         return f"TaskView({self.name!r}, family={self.family!r})"
