@@ -197,7 +197,7 @@ def _run_child(indicator: Indicator, pairs, payload: bytes, time_limit: float | 
 
 def _answers(child, channel: int, name: str, pairs, time_limit: float | None) -> list[float]:
     """Read the child's channel strictly: `{"ready": ...}`, then `{"pair": i, "value": float}` for
-    i = 0..n-1 (or one `{"pair": i, "error": line}`), then the end of the stream; anything else
+    i = 0..n-1 (or one `{"pair": i, "error": line}`), then `{"end": n}` and nothing more; anything else
     (a NaN, a string, a missing or extra message, a line too long) is one error line."""
     messages = _Channel(child, channel, name)
     startup = None if time_limit is None else max(time_limit, STARTUP_LIMIT)
@@ -228,7 +228,7 @@ def _answers(child, channel: int, name: str, pairs, time_limit: float | None) ->
         if set(message) != {"pair", "value"} or type(value) is not float or not math.isfinite(value):
             raise _malformed(name, f"pair {index} did not get one finite float")
         values.append(value)
-    if messages.next(time_limit or STARTUP_LIMIT) is not _END:
+    if messages.next(time_limit) != {"end": len(pairs)} or messages.buffer:
         raise _malformed(name, "a message after the last pair")
     return values
 

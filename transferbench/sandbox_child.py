@@ -110,7 +110,8 @@ def read_only_everywhere(libc, scratch: str) -> None:
             target = fields[4].encode().decode("unicode_escape")
             flags = sum(locked.get(option, 0) for option in fields[5].split(","))
             _mount(libc, None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
-    _mount(libc, scratch, scratch, None, MS_BIND)
+    _mount(libc, scratch, scratch, None, MS_BIND)  # a bind inherits read-only: make it writable
+    _mount(libc, None, scratch, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
     if os.path.isdir("/dev/shm"):
         _mount(libc, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m")
 
@@ -153,6 +154,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the user's Ctrl-C is the parent's to handle
     header = json.loads(sys.stdin.buffer.readline())
     payload = sys.stdin.buffer.read()  # unpickled only once sealed: unpickling runs plugin code
+    os.set_inheritable(header["channel"], False)  # no program the plugin runs gets the channel
     channel = os.fdopen(header["channel"], "wb", buffering=0)
 
     def send(message: dict) -> None:
@@ -207,6 +209,7 @@ def _score(header: dict, payload: bytes, send, ready: str) -> None:
         except TransferbenchError as exc:
             send({"pair": index, "error": str(exc)})
             return
+    send({"end": len(message["pairs"])})  # the parent needs no end of stream: a grandchild may hold the fd
 
 
 if __name__ == "__main__":
