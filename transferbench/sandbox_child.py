@@ -18,6 +18,8 @@ import os
 import signal
 import sys
 
+from transferbench.processes import die_with_parent
+
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -160,8 +162,7 @@ def main() -> None:
     def send(message: dict) -> None:
         channel.write(json.dumps(message, allow_nan=False).encode() + b"\n")
 
-    if _parent_gone(header["parent"]):
-        os._exit(1)
+    die_with_parent(header["parent"])
     ready = "unsealed"
     if header["seal"]:
         try:
@@ -172,13 +173,6 @@ def main() -> None:
             os._exit(UNSEALABLE_EXIT)
     os.chdir(header["scratch"])
     _score(header, payload, send, ready)
-
-
-def _parent_gone(parent: int) -> bool:
-    """Die with the benchmark process (Linux), and notice if it already died."""
-    if sys.platform.startswith("linux"):
-        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    return os.getppid() != parent
 
 
 def _score(header: dict, payload: bytes, send, ready: str) -> None:
