@@ -327,3 +327,19 @@ def test_without_operating_system_sealing_it_says_so_in_one_line_and_still_score
     assert score_pairs(Constant(), [views]) == [0.5]
     err = capsys.readouterr().err
     assert err.count("not sealed by the operating system here (test: no namespaces)") == 1
+
+
+@needs_sealing
+def test_a_plugin_file_inside_a_hidden_folder_is_still_imported(project):
+    """A file in the run's output folder (hidden) is re-exposed alone: its neighbours stay hidden."""
+    file = project["root"] / "submissions" / "inside.py"
+    file.write_text(textwrap.dedent("""
+        import os
+        from transferbench.indicator import Indicator
+
+        class Inside(Indicator):
+            def score(self, source, target):
+                return float(len(os.listdir(os.path.dirname(__file__))))
+        """))
+    views = (TaskView("a", "f", 2, {}), TaskView("b", "f", 2, {}))
+    assert score_pairs(make_indicator(f"{file}:Inside"), [views]) == [1.0]

@@ -174,7 +174,10 @@ def _run_child(indicator: Indicator, pairs, payload: bytes, time_limit: float | 
     scratch = tempfile.mkdtemp(prefix="transferbench-score-")
     channel_read, channel_write = os.pipe()
     header = {"parent": os.getpid(), "seal": seal, "scratch": scratch, "channel": channel_write, "name": name,
-              "hide": _hidden_folders(hidden) if seal else [], "expose": _code_folders()}
+              "hide": _hidden_folders(hidden) if seal else [],
+              # the package's code and the indicator's own file stay visible inside hidden folders
+              "expose": [*_code_folders(), *filter(None, [getattr(sys.modules.get(type(indicator).__module__),
+                                                                  "__file__", None)])]}
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
            **{k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}
     try:
