@@ -3,6 +3,7 @@ nothing outside the intended output is lost or changed. Add a case here for ever
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -487,27 +488,41 @@ def test_installed_plugin_failing_to_import_is_one_line(tmp_path, capsys, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken_plugin_module.py"]
 
 
-def test_ctrl_c_while_a_plugin_hangs_stops_the_run_and_its_scoring_process(tmp_path):
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def test_ctrl_c_while_a_plugin_hangs_stops_the_run_and_its_scoring_process():
+    """The plugin cannot tell the test anything (its process is sealed): the test finds the scoring
+    process among its own children and presses Ctrl-C once the plugin had time to start hanging."""
     import signal
     import threading
 
     from transferbench.scoring.indicator import TaskView
     from transferbench.scoring.sandbox import score_pairs
 
-    pid_file = tmp_path / "child.pid"
-
     class Hangs(Indicator):
         def score(self, source, target):
-            pid_file.write_text(str(os.getpid()))
             while True:
                 try:
                     time.sleep(0.05)
                 except BaseException:
                     pass
 
+    before = set(_children(os.getpid()))
+    started_children: list[int] = []
+
     def press_ctrl_c():
-        while not pid_file.exists():
+        while not (new := set(_children(os.getpid())) - before):
             time.sleep(0.02)
+        started_children.extend(new)
+        time.sleep(1.0)  # the child starts, seals itself and enters score()
+        started_children.extend(c for p in list(new) for c in _children(p))
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
@@ -516,8 +531,16 @@ def test_ctrl_c_while_a_plugin_hangs_stops_the_run_and_its_scoring_process(tmp_p
     with pytest.raises(KeyboardInterrupt):
         score_pairs(Hangs(), [(a, a)], time_limit=30)
     assert time.monotonic() - started < 10
-    child = int(pid_file.read_text())
-    assert not Path(f"/proc/{child}").exists()  # killed and reaped
+    time.sleep(0.2)
+    assert started_children and not [p for p in started_children if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead and waiting for init to reap it, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 # ---- 9. command-line values ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ and `--indicator path/to/file.py:ClassName`.
 
 Over 400 lines because the ways in, the contract check and the guard around plugin code (import,
 constructor, `score`) are one boundary: what a plugin gets wrong is told here, before any compute.
-Scoring in a child process with a time limit is `transferbench.scoring.sandbox`.
+Scoring in a sealed child process with a time limit is `transferbench.scoring.sandbox`.
 """
 
 from __future__ import annotations
@@ -89,6 +89,9 @@ class TaskView:
                 f"indicator reads artifact {artifact!r} without declaring it: add it to `requires`"
             )
         return self._artifacts[artifact]
+
+    def __reduce__(self):  # pickled to the sealed scoring process (a mapping proxy does not pickle)
+        return TaskView, (self.name, self.family, self.num_classes, dict(self._artifacts))
 
     def __repr__(self) -> str:
         return f"TaskView({self.name!r}, family={self.family!r})"
@@ -243,7 +246,7 @@ for _name, _target in {
     INDICATORS.add(_name, _target)
 
 
-def _load_file_class(path: str, class_name: str | None) -> type[Indicator]:
+def load_file_class(path: str, class_name: str | None) -> type[Indicator]:
     """The Indicator subclass `class_name` of the Python file `path`; with `class_name` None, the one
     Indicator subclass the file defines (several, or none, is an error naming what it defines)."""
     file = Path(path)
@@ -326,9 +329,9 @@ def make_indicator(spec: str) -> Indicator:
     if ".py:" in spec:
         path, _, rest = spec.partition(".py:")
         class_name, _, param_text = rest.partition(":")
-        cls = _load_file_class(path + ".py", class_name)
+        cls = load_file_class(path + ".py", class_name)
     elif name.endswith(".py") and name not in INDICATORS:
-        cls = _load_file_class(name, None)
+        cls = load_file_class(name, None)
     else:
         with _plugin_guard(f"indicator {name!r} failed to import:"):  # an installed plugin's module
             cls = INDICATORS.get(name)

@@ -1,95 +1,318 @@
-"""The sandbox plugin scoring runs in: each indicator's pairs are scored in a forked child process
-with a time limit per pair, so no plugin code can hang a run or change the benchmark process.
+"""Sealed plugin scoring: each indicator's pairs are scored in a fresh Python process
+(`transferbench.scoring.sandbox_child`) that is given only the sealed task views and the indicator, with a
+time limit per pair, and whose answers pass a strict channel (one finite float per pair).
 
 Stage 4 (scoring), beside the indicator API (`transferbench.scoring.indicator`, whose `checked_score` the
-child calls); the process plumbing (dying with the parent, reading with a deadline) is
-`transferbench.processes`.
+child calls). What a plugin can and cannot see on which platform: docs/indicators.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import math
 import os
+import pickle
+import select
+import shutil
 import signal
+import subprocess
 import sys
-import warnings
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
 from typing import Sequence
 
 from transferbench.errors import TransferbenchError
-from transferbench.processes import die_with_parent, end_of, lines_within, stop
-from transferbench.scoring.indicator import Indicator, TaskView, checked_score
+from transferbench.scoring.indicator import Indicator, TaskView
 
 # Seconds one `score(source, target)` call may take before the run stops with an error line. Plugins
 # are arbitrary code; a hung one should fail clearly rather than stall a benchmark run.
 DEFAULT_TIME_LIMIT = 60.0
+# Seconds the scoring process may take to start, seal itself and load the indicator (its imports)
+# before the first pair's clock starts; at least the time limit.
+STARTUP_LIMIT = 60.0
+# The longest line the channel accepts: one score or one error line is far shorter.
+MAX_MESSAGE = 1 << 16
+# The code packages of this distribution: visible to the plugin, even inside a hidden checkout.
+CODE_PACKAGES = ("transferbench", "transferbench.indicators", "transferbench.task_files")
+# Folders of a run's output, relative to the folder it runs in (the CLI's defaults).
+OUTPUT_FOLDERS = ("submissions", "leaderboard", "transferbench-results", "results")
+
+# Why this machine cannot seal the scoring process (None: not tried yet or it can), found once.
+_unsealable: str | None = None if sys.platform.startswith("linux") else f"no namespaces on {sys.platform}"
+_told = False
+_lock = threading.Lock()
 
 
 def score_pairs(indicator: Indicator, pairs: Sequence[tuple[TaskView, TaskView]],
-                time_limit: float | None = DEFAULT_TIME_LIMIT) -> list[float]:
-    """`checked_score` of every (source, target) pair, in order, each within `time_limit` seconds.
+                time_limit: float | None = DEFAULT_TIME_LIMIT,
+                hidden: Sequence[Path | str] = ()) -> list[float]:
+    """`checked_score` of every (source, target) pair, in order, each within `time_limit` seconds
+    (None: no limit), computed in a sealed child process.
 
-    The pairs are scored in one forked child process, which sends each score (or its one-line
-    error) back through a pipe; this process waits at most `time_limit` for each and SIGKILLs the
-    child when it is over, so no plugin code (a loop catching BaseException, a blocking C call,
-    an ignored signal) can outlast the limit. The child also dies with this process, ignores
-    Ctrl-C (this process handles it and kills the child) and shares nothing back but the scores:
-    state an indicator keeps between pairs lives for one call of this function. Without
-    `os.fork` (Windows) or with `time_limit=None` the pairs run here, without a limit.
+    The child is a fresh interpreter (not a fork of this process, which holds the reference and
+    the store): it receives the pickled views and the indicator (a `file.py:Class` indicator as its
+    file and parameters; any other as a pickle, its class by value when it is not installed code),
+    runs in a scratch folder with a minimal environment, and on Linux hides the checkout, the
+    package's reference data, the cache, the run's output folders and `hidden` behind read-only,
+    locked mounts (`transferbench.scoring.sandbox_child`). Its answers come back one line per pair on a
+    dedicated pipe and are accepted only as exactly one finite float per pair; it is killed, with
+    every process it started, when a pair is over the limit, on an error, and on Ctrl-C.
     """
-    if time_limit is None or not hasattr(os, "fork") or not pairs:
-        return [checked_score(indicator, source, target) for source, target in pairs]
-    parent = os.getpid()
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns on fork with threads; the child runs no thread's code
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_end)
-        _score_in_child(indicator, pairs, write_end, parent)
-    os.close(write_end)
-    values: list[float] = []
+    global _unsealable
+    if not pairs:
+        return []
+    payload = _payload(indicator, pairs)
+    while True:
+        seal = _unsealable is None
+        try:
+            return _run_child(indicator, pairs, payload, time_limit, seal, [str(p) for p in hidden])
+        except _Unsealable as exc:
+            _unsealable = str(exc)
+        finally:
+            _tell_if_unsealed()
+
+
+class _Unsealable(Exception):
+    pass
+
+
+def _tell_if_unsealed() -> None:
+    """One line, once per process, where the operating system cannot seal plugin scoring."""
+    global _told
+    if _unsealable is not None and not _told:
+        _told = True
+        print(f"transferbench: plugin scoring runs in a fresh process but is not sealed by the operating "
+              f"system here ({_unsealable}): a plugin can read and write your files (docs/indicators.md)",
+              file=sys.stderr)
+
+
+def sealing() -> str | None:
+    """Why plugin scoring is not sealed on this machine, or None where it is (or not tried yet)."""
+    return _unsealable
+
+
+def _payload(indicator: Indicator, pairs) -> bytes:
+    """The child's input: the pairs and the indicator, as `("file", path, class, params)` for a
+    class loaded from a file (rebuilt there, its file imported sealed) or `("pickle", bytes)`."""
+    cls = type(indicator)
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    where = f"indicator {indicator.name!r}"
+    if cls.__module__.startswith("transferbench_user_") and file:
+        spec: tuple = ("file", file, cls.__name__, indicator.get_params())
+    else:
+        spec = ("pickle", _pickle_indicator(indicator, module, where))
     try:
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            lines = lines_within(pipe, time_limit)
-            for source, target in pairs:
-                where = f"indicator {indicator.name!r} on pair {source.name} -> {target.name}"
-                line = next(lines)
-                if line is None:
-                    raise TransferbenchError(f"{where} exceeded the time limit of {time_limit:g} s")
-                if not line:
-                    raise TransferbenchError(f"{where} ended the scoring process ({end_of(pid)})")
-                message = json.loads(line)
-                if "error" in message:
-                    raise TransferbenchError(message["error"])
-                values.append(float(message["value"]))
+        return pickle.dumps({"indicator": spec, "pairs": list(pairs)}, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 -- a parameter that cannot be pickled
+        raise TransferbenchError(f"{where} cannot be sent to its scoring process ({type(exc).__name__}: {exc}); "
+                                 "use parameters that pickle (numbers, strings, lists, arrays)") from None
+
+
+def _pickle_indicator(indicator: Indicator, module, where: str) -> bytes:
+    """Pickle by reference where the child can import the class (installed code), else by value
+    (a class in `__main__`, a notebook, a test module): the class's code travels, and runs sealed."""
+    import cloudpickle
+
+    by_value = module is not None and module.__name__ != "__main__" and not _installed(module)
+    with _lock:  # cloudpickle's by-value registry is global
+        if by_value:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            return cloudpickle.dumps(indicator, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001
+            raise TransferbenchError(
+                f"{where} cannot be sent to its scoring process ({type(exc).__name__}: {exc}); define it in a "
+                "file (--indicator file.py:Class) or keep only picklable values on the instance") from None
+        finally:
+            if by_value:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+def _installed(module) -> bool:
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return True  # built-in or namespace module: importable by name
+    roots = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+    roots |= set(_code_folders())
+    resolved = os.path.realpath(file)
+    return any(resolved.startswith(os.path.realpath(root) + os.sep) for root in roots)
+
+
+def _code_folders() -> list[str]:
+    folders = []
+    for name in CODE_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            folders.extend(spec.submodule_search_locations)
+    return folders
+
+
+def _hidden_folders(extra: list[str]) -> list[str]:
+    """What the child hides: the source checkout transferbench runs from, the reference data, the
+    cache, the run's output folders (relative to here) and `extra`."""
+    from transferbench.store import cache_root
+
+    hidden = [str(cache_root()), *(str(Path.cwd() / name) for name in OUTPUT_FOLDERS), *extra]
+    references = importlib.util.find_spec("transferbench.references")
+    if references is not None and references.submodule_search_locations:
+        hidden.extend(references.submodule_search_locations)
+    checkout = Path(importlib.util.find_spec("transferbench").origin).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        hidden.append(str(checkout))
+    return hidden
+
+
+def _run_child(indicator: Indicator, pairs, payload: bytes, time_limit: float | None, seal: bool,
+               hidden: list[str]) -> list[float]:
+    name = indicator.name
+    scratch = tempfile.mkdtemp(prefix="transferbench-score-")
+    channel_read, channel_write = os.pipe()
+    header = {"parent": os.getpid(), "seal": seal, "scratch": scratch, "channel": channel_write, "name": name,
+              "hide": _hidden_folders(hidden) if seal else [],
+              # the package's code and the indicator's own file stay visible inside hidden folders
+              "expose": [*_code_folders(), *filter(None, [getattr(sys.modules.get(type(indicator).__module__),
+                                                                  "__file__", None)])]}
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
+           **{k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-m", "transferbench.scoring.sandbox_child"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=scratch, env=env, pass_fds=(channel_write,),
+            start_new_session=True)  # its own process group, out of the terminal's Ctrl-C
     finally:
-        stop(pid)
+        os.close(channel_write)
+    try:
+        with contextlib.suppress(BrokenPipeError):  # the child ended early: the channel says why
+            child.stdin.write(json.dumps(header).encode() + b"\n" + payload)
+        child.stdin.close()
+        return _answers(child, channel_read, name, pairs, time_limit)
+    finally:
+        _stop(child)
+        os.close(channel_read)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _answers(child, channel: int, name: str, pairs, time_limit: float | None) -> list[float]:
+    """Read the child's channel strictly: `{"ready": ...}`, then `{"pair": i, "value": float}` for
+    i = 0..n-1 (or one `{"pair": i, "error": line}`), then `{"end": n}` and nothing more; anything else
+    (a NaN, a string, a missing or extra message, a line too long) is one error line."""
+    messages = _Channel(child, channel, name)
+    startup = None if time_limit is None else max(time_limit, STARTUP_LIMIT)
+    message = messages.next(startup)
+    if message is None:
+        raise TransferbenchError(f"indicator {name!r}: its scoring process did not start within {startup:g} s")
+    if message is _END:
+        raise TransferbenchError(f"indicator {name!r}: its scoring process ended before scoring ({_end(child)})")
+    if set(message) == {"unsealable"} and isinstance(message["unsealable"], str):
+        raise _Unsealable(message["unsealable"][:300])
+    if set(message) == {"error"} and isinstance(message["error"], str):
+        raise TransferbenchError(_one_line(message["error"]))
+    if set(message) != {"ready"}:
+        raise _malformed(name, "no ready message")
+    values: list[float] = []
+    for index, (source, target) in enumerate(pairs):
+        where = f"indicator {name!r} on pair {source.name} -> {target.name}"
+        message = messages.next(time_limit)
+        if message is None:
+            raise TransferbenchError(f"{where} exceeded the time limit of {time_limit:g} s")
+        if message is _END:
+            raise TransferbenchError(f"{where} ended the scoring process ({_end(child)})")
+        if type(message.get("pair")) is not int or message["pair"] != index:
+            raise _malformed(name, f"expected the answer for pair {index}")
+        if set(message) == {"pair", "error"} and isinstance(message["error"], str):
+            raise TransferbenchError(_one_line(message["error"]))
+        value = message.get("value")
+        if set(message) != {"pair", "value"} or type(value) is not float or not math.isfinite(value):
+            raise _malformed(name, f"pair {index} did not get one finite float")
+        values.append(value)
+    if messages.next(time_limit) != {"end": len(pairs)} or messages.buffer:
+        raise _malformed(name, "a message after the last pair")
     return values
 
 
-def _score_in_child(indicator: Indicator, pairs: Sequence[tuple[TaskView, TaskView]], fd: int,
-                    parent: int) -> None:
-    status = 0
-    try:
-        die_with_parent(parent)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the user's Ctrl-C is the parent's to handle
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler: a SIGTERM ends the child at once
-        if "torch" in sys.modules:  # torch's OpenMP thread pool does not survive fork: its next op would hang
-            sys.modules["torch"].set_num_threads(1)
-        with os.fdopen(fd, "wb", buffering=0) as pipe:
-            for source, target in pairs:
-                try:
-                    message = {"value": checked_score(indicator, source, target)}
-                except TransferbenchError as exc:
-                    message = {"error": str(exc)}
-                pipe.write(json.dumps(message).encode() + b"\n")
-                if "error" in message:
-                    break
-    except BaseException:  # noqa: BLE001 -- the parent reports the missing score
-        status = 70
-    finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(status)  # never run the parent's cleanup (atexit, finally blocks up the stack)
+_END = object()  # the channel's end of stream
+
+
+class _Channel:
+    """The child's channel, read a message at a time with a deadline, while the child's output is
+    relayed to this process's stderr (so no process the plugin started can hold this one's stdout)."""
+
+    def __init__(self, child, channel: int, name: str):
+        self.channel, self.output, self.name = channel, child.stdout.fileno(), name
+        os.set_blocking(self.output, False)
+        self.buffer, self.open = b"", {channel, self.output}
+
+    def next(self, limit: float | None):
+        """The next message (a dict), `_END` at the end of the stream, or None after `limit` s."""
+        deadline = None if limit is None else time.monotonic() + limit
+        while b"\n" not in self.buffer:
+            if self.channel not in self.open:
+                if self.buffer:
+                    raise _malformed(self.name, "a partial last line")
+                return _END
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            for stream in select.select(list(self.open), [], [], remaining)[0]:
+                chunk = os.read(stream, 1 << 16)
+                if not chunk:
+                    self.open.discard(stream)
+                elif stream == self.output:
+                    _relay(chunk)
+                else:
+                    self.buffer += chunk
+            if len(self.buffer) > MAX_MESSAGE and b"\n" not in self.buffer[:MAX_MESSAGE]:
+                raise _malformed(self.name, "a line too long")
+        line, _, self.buffer = self.buffer.partition(b"\n")
+
+        def reject(constant):
+            raise ValueError(constant)
+
+        try:
+            message = json.loads(line, parse_constant=reject)
+        except ValueError:
+            raise _malformed(self.name, "not one JSON document per line") from None
+        if not isinstance(message, dict):
+            raise _malformed(self.name, "not a JSON object")
+        return message
+
+
+def _relay(chunk: bytes) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(chunk.decode("utf-8", "replace"))
+        sys.stderr.flush()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:2000]
+
+
+def _malformed(name: str, why: str) -> TransferbenchError:
+    return TransferbenchError(f"indicator {name!r}: its scoring process sent a malformed answer ({why}); "
+                              "scores are accepted only as one finite float per pair")
+
+
+def _end(child) -> str:
+    status = child.wait()
+    if status < 0:
+        return f"killed by {signal.Signals(-status).name}"
+    return f"exit status {status}"
+
+
+def _stop(child) -> None:
+    """SIGKILL the child's process group (the sealed child's end also ends its PID namespace, so
+    a grandchild that left the group with setsid ends too), and reap the child."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        child.kill()
+    child.wait()
+    with contextlib.suppress(Exception):
+        child.stdout.close()
+
