@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 
 from transferbench.cli import main
@@ -83,7 +82,7 @@ def test_the_untouched_bundle_verifies_re_running_every_kind_of_stored_predictio
     assert code == 0, err
     assert "protocol settings" in out and "test labels match" in out
     kinds = [line.split("│")[1].strip() for line in out.splitlines() if line.count("│") >= 7]
-    assert sorted(kinds[1:]) == sorted(reference.RERUN_KINDS), out  # the heading, then one row of each kind
+    assert sorted(k for k in kinds if k) == sorted(reference.RERUN_KINDS), out  # one row of each kind
 
 
 @pytest.mark.parametrize("edit", list(EDITS))
@@ -165,4 +164,3 @@ def test_the_shipped_format_1_bundle_keeps_its_pinned_file_hash():
     assert loaded.hash.startswith("de1995de793a")
     assert reference.check_shipped_root() == pins
     assert reference.recompute_problem(loaded) == ""  # its tables, with its recorded protocol
-    assert np.array_equal(loaded.predictions["labels/rt_sentiment"], loaded.predictions["labels/rt_sentiment"])

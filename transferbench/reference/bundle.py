@@ -470,16 +470,20 @@ def check_hashes(folder: Path, pinned: str | None) -> str:
         if pinned is not None and actual != pinned:
             raise TransferbenchError(f"{manifest_path}: its sha256 {actual[:12]}... differs from the pinned "
                                      f"{pinned[:12]}... in index.json; the bundle was changed")
-    for name in FILES:
-        path = folder / name
-        if not path.is_file():
-            raise TransferbenchError(f"{path}: missing from the reference bundle")
-        if sha256_file(path) != files.get(name):
-            raise TransferbenchError(f"{path}: its sha256 differs from MANIFEST.json; the file was changed")
-    if not content_addressed:
+        for name in FILES:
+            path = folder / name
+            if not path.is_file():
+                raise TransferbenchError(f"{path}: missing from the reference bundle")
+            if sha256_file(path) != files.get(name):
+                raise TransferbenchError(f"{path}: its sha256 differs from MANIFEST.json; the file was changed")
         return actual
     expected = expected_manifest(folder)
     if manifest_path.read_bytes() != _json_bytes(expected):
+        # the files still give the pinned content: it is the manifest that was changed
+        changed = [] if expected["content_hash"] == pinned else [
+            name for name in FILES if expected["files"][name] != files.get(name)]
+        if changed:
+            raise TransferbenchError(f"{folder / changed[0]}: its sha256 differs from MANIFEST.json; the file was changed")
         raise TransferbenchError(f"{manifest_path}: does not match the bundle's files (content hash "
                                  f"{expected['content_hash'][:12]}...); the manifest was changed")
     actual = expected["content_hash"]
