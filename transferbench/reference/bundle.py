@@ -479,11 +479,12 @@ def check_hashes(folder: Path, pinned: str | None) -> str:
         return actual
     expected = expected_manifest(folder)
     if manifest_path.read_bytes() != _json_bytes(expected):
-        # the files still give the pinned content: it is the manifest that was changed
-        changed = [] if expected["content_hash"] == pinned else [
-            name for name in FILES if expected["files"][name] != files.get(name)]
-        if changed:
+        changed = [name for name in FILES if expected["files"][name] != files.get(name)]
+        if changed and expected["content_hash"] != pinned:
             raise TransferbenchError(f"{folder / changed[0]}: its sha256 differs from MANIFEST.json; the file was changed")
+        if changed:  # the content is the pinned one: a build record or the manifest's record of it changed
+            raise TransferbenchError(f"{folder / changed[0]}: its sha256 differs from MANIFEST.json ({manifest_path}); "
+                                     "one of the two was changed")
         raise TransferbenchError(f"{manifest_path}: does not match the bundle's files (content hash "
                                  f"{expected['content_hash'][:12]}...); the manifest was changed")
     actual = expected["content_hash"]
