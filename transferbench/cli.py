@@ -187,8 +187,9 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     reference.add_argument("action", choices=["build", "verify", "show"])
     reference.add_argument("--root", type=Path, default=None,
                            help="folder of bundles and their index.json (default: the shipped reference/ folder)")
-    reference.add_argument("--cells", type=int, default=4,
-                           help="verify: cells to re-compute from the shipped prompts (default: %(default)s)")
+    reference.add_argument("--cells", type=int, default=5,
+                           help="verify: stored predictions to re-compute from the shipped prompts, cycling through "
+                                "zero-shot, init, own, null and probe (default: %(default)s, one of each)")
     reference.add_argument("--seed", type=int, default=0, help="verify: which cells are drawn (default: %(default)s)")
     _add_progress_option(reference)
     if neurons:
@@ -353,31 +354,33 @@ def cmd_reference(args, console: Console) -> int:
     bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                           device=args.device, train_attention=build.get("train_attention", "sdpa"),
                           eval_kernel=build.get("eval_kernel", "autocast"), precision=args.precision)
-    problem = ref.suite_problem(shipped, bench)
+    problem = ref.setting_problem(shipped, bench)
     if problem:
         raise TransferbenchError(f"{shipped.root}: {problem}")
-    console.print("suite, backbone, seeds and every task's data hash match the bundle")
+    console.print("suite, backbone, seeds, protocol settings, prompt config, every task's data hash and test "
+                  "labels match the bundle")
     built_at = ref.build_precision(shipped.info)
     same = bench.precision.name == built_at
     console.print(f"re-running cells in {bench.precision.phrase()}; the reference was built in {built_at} "
                   f"({'the same precision' if same else 'another precision'}); a cell passes with "
-                  + "; ".join(f"{kind}: {ref.cell_tolerance(kind).phrase()}" for kind in ("zero_shot", "init"))
+                  + "; ".join(f"{kind}: {ref.cell_tolerance(kind).phrase()}" for kind in ref.RERUN_KINDS)
                   + " (docs/protocol.md, 'Verifying')", highlight=False, soft_wrap=True)
     if args.cells > 0:
         with executor:
             checks = ref.rerun_cells(shipped, bench, args.cells, args.seed)
-        table = Table(title=f"{len(checks)} cells re-computed from the shipped prompts")
+        table = Table(title=f"{len(checks)} stored predictions re-computed from the shipped prompts")
         for column in ("kind", "source", "target", "seed", "agreement", "stored m", "recomputed m"):
             table.add_column(column)
         for c in checks:
-            table.add_row(c.kind, c.source, c.target, str(c.seed), f"{c.agreement:.3f}", f"{c.stored:.4f}",
+            table.add_row(c.kind, c.source, c.target, "-" if c.seed is None else str(c.seed), f"{c.agreement:.3f}",
+                          f"{c.stored:.4f}",
                           f"{c.recomputed:.4f}")
         console.print(table)
         bad = [c for c in checks if not c.ok]
         if bad:
             c = bad[0]
             raise TransferbenchError(
-                f"{shipped.root / 'predictions.safetensors'}: cell {c.kind} {c.source} -> {c.target} seed {c.seed} "
+                f"{shipped.root / 'predictions.safetensors'}: {c.key} ({c.kind}) "
                 f"re-computes in {bench.precision.name} to predictions that agree on {c.agreement:.1%} of test examples "
                 f"with balanced accuracy {c.recomputed:.4f} against the stored {c.stored:.4f} (needed: "
                 f"{c.tolerance.phrase()})")

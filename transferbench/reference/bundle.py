@@ -19,8 +19,9 @@ Bundle layout (`reference/<suite>__<backbone>/`):
                          (source "(null)": the untrained prompt / the default initialisation)
     tasks.json           per task: own prompt, null prompt, majority, linear probe; admission
     transfer.json        per transfer kind: mean, per-seed, std over seeds, bootstrap se and CI
-    MANIFEST.json        sha256 of every file above; the bundle's hash is the sha256 of this file,
-                         pinned in reference/index.json
+    MANIFEST.json        sha256 of every file above and (format 2) the bundle's content hash, its
+                         identity, pinned in reference/index.json (`bundle_identity`; a format-1
+                         bundle's identity is the sha256 of MANIFEST.json itself)
 
 Over 400 lines because the bundle is one contract: what `collect` and `save` write is exactly what
 `read_bundle` and `verify` check and recompute, and keeping both sides in one file is what keeps
@@ -46,8 +47,19 @@ from transferbench.json_trees import first_difference
 from transferbench.reference import protocol
 from transferbench.reference.protocol import NULL
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FILES = ("bundle.json", "prompts.safetensors", "predictions.safetensors", "tasks.json", "transfer.json")
+# Fields of bundle.json's `build` record that say when, where and by which command and software a
+# build ran, not what it measured or how: left out of a format-2 bundle's content hash, so two builds
+# of the same numbers (or one resumed after an interruption) have one identity. Kept in the hash:
+# everything else, i.e. the numbers, prompts, protocol, suite, backbone, config, seeds, tasks and the
+# build settings that change the numbers (device, precision, train_attention, eval_kernel,
+# prompts_per_pass, unit_threads).
+BUILD_RECORD_FIELDS = (
+    "first_artifact_utc", "last_artifact_utc", "artifact_span_seconds", "collect_seconds",  # timing
+    "wall_seconds", "command", "git", "versions", "platform", "cpu", "cpu_count", "torch_threads",  # host
+    "config", "data",  # build_manifest's executor repr (its threads: unit_threads) and data record
+)
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,20 @@ class CellTolerance:
 # >= 99.3% of predictions with |delta m| <= 0.004, initialisation cells on >= 93.8% with
 # |delta m| <= 0.024, fp32 no further off than bf16 on another CPU. Each bound is about twice the
 # worst of those (rounded outwards), for any precision.
+# Own-prompt test predictions and the null prompt's row are the same computation as a zero-shot cell
+# (a stored or seeded prompt evaluated on a test split, `units.zero_shot_row_unit`), so they share its
+# tolerance. The linear probe is a deterministic lbfgs fit on frozen features computed under the same
+# autocast, so only feature rounding moves it: also the zero-shot tolerance (measured spread across CPU
+# kinds in docs/protocol.md "Verifying").
 VERIFY_TOLERANCE = {
     "zero_shot": CellTolerance(agreement=0.98, delta=0.02),
     "init": CellTolerance(agreement=0.85, delta=0.05),
+    "own": CellTolerance(agreement=0.98, delta=0.02),
+    "null": CellTolerance(agreement=0.98, delta=0.02),
+    "probe": CellTolerance(agreement=0.98, delta=0.02),
 }
+# The kinds of stored predictions `verify` re-runs, in the order its cells cycle through them.
+RERUN_KINDS = ("zero_shot", "init", "own", "null", "probe")
 
 
 def build_precision(info: dict[str, Any]) -> str:
@@ -203,7 +225,8 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
         null, null_b = arm("zero_shot", NULL)
         own_acc, _ = arm("own", metric=protocol.accuracy)
         seed_mean = lambda boot: np.take_along_axis(boot, seed_draws, axis=1).mean(1)  # noqa: E731
-        admitted, p_majority, p_null, reason = protocol.admission(seed_mean(own_b), seed_mean(null_b), k)
+        admitted, p_majority, p_null, reason = protocol.admission(seed_mean(own_b), seed_mean(null_b), k,
+                                                                  info["protocol"]["admission_alpha"])
         probe = predictions.get(f"probe/{target}")
         probe_score = float(protocol.balanced_accuracy(probe, labels, num_classes=k)) if probe is not None else None
         majority_label = int(np.bincount(labels, minlength=k).argmax())
@@ -242,6 +265,14 @@ def protocol_artifacts() -> list[str]:
     """The artifacts a reference is measured from: every (task, seed) prompt, the linear probe of
     each task, and the cells of every registered transfer kind (`protocol.measured_cells`)."""
     return list(dict.fromkeys(["prompts", "probe", *protocol.measured_cells()]))
+
+
+def protocol_record() -> dict[str, Any]:
+    """The protocol settings a bundle records (bundle.json `protocol`) as the code defines them now;
+    `verify` requires a bundle's to equal these (`setting_problem`)."""
+    return {"n_bootstrap": protocol.N_BOOTSTRAP, "bootstrap_seed": protocol.BOOTSTRAP_SEED,
+            "admission_alpha": protocol.ADMISSION_ALPHA, "null_prompt": "prompt.initial_prompt(seed)",
+            "metric": "balanced accuracy"}
 
 
 def collect(planner, *, build_manifest: dict[str, Any] | None = None) -> Reference:
@@ -290,9 +321,7 @@ def collect(planner, *, build_manifest: dict[str, Any] | None = None) -> Referen
         "tasks": [{"name": n, "family": planner.tasks[n].family, "classes": planner.tasks[n].num_classes,
                    "labels": planner.tasks[n].label_names, "version": planner.tasks[n].version,
                    "data_hash": planner.data(n).data_hash, "test_size": len(planner.data(n).test)} for n in names],
-        "protocol": {"n_bootstrap": protocol.N_BOOTSTRAP, "bootstrap_seed": protocol.BOOTSTRAP_SEED,
-                     "admission_alpha": protocol.ADMISSION_ALPHA, "null_prompt": "prompt.initial_prompt(seed)",
-                     "metric": "balanced accuracy"},
+        "protocol": protocol_record(),
         "prompts": prompt_meta,
         "build": {**(build_manifest or {}), **span, "collect_seconds": round(time.perf_counter() - started, 1)},
     }
@@ -373,9 +402,9 @@ def save(reference: Reference, folder: Path, *, pin: Path | None = None) -> str:
         tmp = folder / f".{name}.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(folder / name)
-    manifest = {name: sha256_file(folder / name) for name in FILES}
+    manifest = expected_manifest(folder)
     atomic_write_bytes(folder / "MANIFEST.json", _json_bytes(manifest))
-    reference.hash = sha256_file(folder / "MANIFEST.json")
+    reference.hash = manifest["content_hash"]
     reference.root = folder
     if pin is not None:
         index = json.loads(pin.read_text()) if pin.exists() else {}
@@ -384,27 +413,84 @@ def save(reference: Reference, folder: Path, *, pin: Path | None = None) -> str:
     return reference.hash
 
 
+def _content_digest(folder: Path, name: str) -> str:
+    """sha256 of what a file contributes to the content hash: its bytes, except bundle.json's,
+    which contributes its canonical JSON without the build record's `BUILD_RECORD_FIELDS`."""
+    path = folder / name
+    if name != "bundle.json":
+        return sha256_file(path)
+    try:
+        info = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TransferbenchError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise TransferbenchError(f"{path}: not a JSON object; the reference bundle is damaged")
+    build = info.get("build") if isinstance(info.get("build"), dict) else {}
+    content = {**info, "build": {k: v for k, v in build.items() if k not in BUILD_RECORD_FIELDS}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
+def expected_manifest(folder: Path) -> dict[str, Any]:
+    """The format-2 MANIFEST.json of the bundle files in `folder`: the sha256 of each file, and the
+    content hash, the sha256 of every file's content digest (`_content_digest`): the bundle's
+    identity, which build timing and host records do not change."""
+    folder = Path(folder)
+    for name in FILES:
+        if not (folder / name).is_file():
+            raise TransferbenchError(f"{folder / name}: missing from the reference bundle")
+    content = {name: _content_digest(folder, name) for name in FILES}
+    content_hash = hashlib.sha256(json.dumps({"format": 2, **content}, sort_keys=True).encode()).hexdigest()
+    return {"format": 2, "content_hash": content_hash, "files": {name: sha256_file(folder / name) for name in FILES}}
+
+
 def check_hashes(folder: Path, pinned: str | None) -> str:
-    """The bundle's hash after checking MANIFEST.json against `pinned` and every file against
-    MANIFEST.json; a mismatch is one TransferbenchError naming the file."""
+    """The bundle's identity after checking it against `pinned` and every file against
+    MANIFEST.json; a mismatch is one TransferbenchError naming the file.
+
+    The identity depends on the bundle's format: a format-1 bundle (the shipped default__minilm)
+    is identified by the sha256 of its MANIFEST.json, as it always was; a format-2 one by its
+    content hash (`expected_manifest`), recomputed here from the files."""
     folder = Path(folder)
     manifest_path = folder / "MANIFEST.json"
     if not manifest_path.is_file():
         raise TransferbenchError(f"{manifest_path}: missing; the reference bundle is incomplete")
-    actual = sha256_file(manifest_path)
-    if pinned is not None and actual != pinned:
-        raise TransferbenchError(f"{manifest_path}: its sha256 {actual[:12]}... differs from the pinned "
-                                 f"{pinned[:12]}... in index.json; the bundle was changed")
     try:
         manifest = json.loads(manifest_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TransferbenchError(f"{manifest_path}: not valid JSON ({exc})") from None
-    for name in FILES:
-        path = folder / name
-        if not path.is_file():
-            raise TransferbenchError(f"{path}: missing from the reference bundle")
-        if sha256_file(path) != manifest.get(name):
-            raise TransferbenchError(f"{path}: its sha256 differs from MANIFEST.json; the file was changed")
+    if not isinstance(manifest, dict):
+        raise TransferbenchError(f"{manifest_path}: not a JSON object; the reference bundle is damaged")
+    content_addressed = "format" in manifest
+    files = manifest.get("files") if content_addressed else manifest
+    if content_addressed and (manifest.get("format") != 2 or not isinstance(files, dict)):
+        raise TransferbenchError(f"{manifest_path}: format {manifest.get('format')!r} is not one this version "
+                                 "reads (1 or 2); update transferbench or restore the bundle")
+    if not content_addressed:  # format 1: the identity is the manifest file's own hash
+        actual = sha256_file(manifest_path)
+        if pinned is not None and actual != pinned:
+            raise TransferbenchError(f"{manifest_path}: its sha256 {actual[:12]}... differs from the pinned "
+                                     f"{pinned[:12]}... in index.json; the bundle was changed")
+        for name in FILES:
+            path = folder / name
+            if not path.is_file():
+                raise TransferbenchError(f"{path}: missing from the reference bundle")
+            if sha256_file(path) != files.get(name):
+                raise TransferbenchError(f"{path}: its sha256 differs from MANIFEST.json; the file was changed")
+        return actual
+    expected = expected_manifest(folder)
+    if manifest_path.read_bytes() != _json_bytes(expected):
+        changed = [name for name in FILES if expected["files"][name] != files.get(name)]
+        if changed and expected["content_hash"] != pinned:
+            raise TransferbenchError(f"{folder / changed[0]}: its sha256 differs from MANIFEST.json; the file was changed")
+        if changed:  # the content is the pinned one: a build record or the manifest's record of it changed
+            raise TransferbenchError(f"{folder / changed[0]}: its sha256 differs from MANIFEST.json ({manifest_path}); "
+                                     "one of the two was changed")
+        raise TransferbenchError(f"{manifest_path}: does not match the bundle's files (content hash "
+                                 f"{expected['content_hash'][:12]}...); the manifest was changed")
+    actual = expected["content_hash"]
+    if pinned is not None and actual != pinned:
+        raise TransferbenchError(f"{folder}: its content hash {actual[:12]}... differs from the pinned "
+                                 f"{pinned[:12]}... in index.json; the bundle was changed")
     return actual
 
 
@@ -479,10 +565,10 @@ def check_shipped_root(root: Path | None = None) -> dict[str, str]:
         if not manifest.is_file():
             raise TransferbenchError(f"{manifest}: missing, but {index} pins it; restore the bundle {root / name} "
                                      "from the repository")
-        actual = sha256_file(manifest)
-        if actual != pinned:
-            raise TransferbenchError(f"{manifest}: its sha256 {actual[:12]}... differs from the pinned {pinned[:12]}... "
-                                     f"in {index}; restore the bundle and index.json from the repository")
+        try:
+            check_hashes(root / name, pinned)
+        except TransferbenchError as exc:
+            raise TransferbenchError(f"{exc} ({index}); restore the bundle and index.json from the repository") from None
     return pins
 
 
@@ -523,16 +609,62 @@ def recompute_problem(reference: Reference) -> str:
     return ""
 
 
+def setting_problem(reference: Reference, bench) -> str:
+    """'' if everything the bundle records about how it was measured is what the code and the suite
+    say now, else the first difference, as one phrase naming the setting: `suite_problem` (suite,
+    backbone, seeds, data hashes), the protocol settings (`protocol_record`: bootstrap size and
+    seed, admission alpha, metric), the prompt config (its precision aside: `verify` may re-run in
+    another), each task's family, classes, label names, version and test size, and the test labels
+    (`labels/<task>`), reloaded from the suite's data."""
+    problem = suite_problem(reference, bench)
+    if problem:
+        return problem
+    recorded = reference.info.get("protocol", {})
+    for setting, value in protocol_record().items():
+        if recorded.get(setting) != value:
+            return (f"bundle.json protocol setting {setting} is {recorded.get(setting)!r} but the code's protocol "
+                    f"(transferbench/reference/protocol.py) has {value!r}")
+    extra = sorted(set(recorded) - set(protocol_record()))
+    if extra:
+        return f"bundle.json protocol setting {extra[0]} is not one the code's protocol has"
+    config = {k: v for k, v in bench.config.to_dict().items() if k != "bf16"}
+    stored_config = {k: v for k, v in reference.info.get("config", {}).items() if k != "bf16"}
+    found = first_difference(stored_config, config, "config")
+    if found:
+        return f"bundle.json prompt config differs from the suite's ({found})"
+    for task in reference.info["tasks"]:
+        name = task["name"]
+        spec, data = bench.tasks[name], bench.data(name)
+        now = {"family": spec.family, "classes": spec.num_classes, "labels": spec.label_names,
+               "version": spec.version, "test_size": len(data.test)}
+        for setting, value in now.items():
+            if task.get(setting) != value:
+                return f"bundle.json task {name} {setting} is {task.get(setting)!r} but the suite's data has {value!r}"
+        labels = bench.encoded(name, "test").labels.numpy().astype(np.int64)
+        stored = reference.predictions.get(f"labels/{name}")
+        if stored is None or stored.shape != labels.shape or not np.array_equal(stored, labels):
+            differ = "missing" if stored is None else (
+                f"{int(np.sum(stored != labels))} of {len(labels)} differ" if stored.shape == labels.shape
+                else f"{stored.shape[0]} instead of {len(labels)}")
+            return (f"predictions.safetensors labels/{name} are not the test labels of the suite's data now "
+                    f"({differ})")
+    return ""
+
+
 @dataclass
 class CellCheck:
+    """One re-run of stored predictions: `kind` (`RERUN_KINDS`), the stored key it re-computes, the
+    share of test examples predicted as stored, and the stored and re-computed balanced accuracy."""
+
     kind: str
     source: str
     target: str
-    seed: int
+    seed: int | None
     agreement: float
     stored: float
     recomputed: float
     tolerance: CellTolerance = field(default_factory=lambda: VERIFY_TOLERANCE["zero_shot"])
+    key: str = ""
 
     @property
     def ok(self) -> bool:
@@ -540,35 +672,74 @@ class CellCheck:
                 and abs(self.recomputed - self.stored) <= self.tolerance.delta)
 
 
-def rerun_cells(reference: Reference, bench, cells: int, seed: int = 0) -> list[CellCheck]:
-    """Re-compute `cells` randomly chosen cells (half zero-shot, half initialisation) from the
-    shipped prompts and compare their per-example predictions with the stored ones, within the
-    tolerance of their kind (`cell_tolerance`), in `bench`'s precision."""
-    import torch
+class BundlePrompts(BundleArtifacts):
+    """A bundle's prompts only, as a planner supply: what `rerun_cells` re-computes every other
+    artifact from (its own cells would only hand back what is being checked)."""
 
-    from transferbench.pipeline import units
+    def has(self, name: str, address) -> bool:
+        return name == "prompts" and super().has(name, address)
+
+
+def _draw(reference: Reference, kind: str, rng: np.random.Generator) -> tuple[str, str | None, int | None]:
+    """(target, source, seed) of one re-run of `kind`: a random target and seed, and a source
+    other than the target (None: the null prompt / default initialisation, for `init`)."""
+    names = reference.task_names
+    target = names[rng.integers(len(names))]
+    run_seed = int(reference.seeds[rng.integers(len(reference.seeds))])
+    if kind == "probe":
+        return target, None, None
+    if kind == "own":
+        return target, target, run_seed
+    if kind == "null":
+        return target, None, run_seed
+    sources = [s for s in ([None, *names] if kind == "init" else names) if s != target]
+    return target, sources[rng.integers(len(sources))], run_seed
+
+
+def rerun_cells(reference: Reference, bench, cells: int, seed: int = 0) -> list[CellCheck]:
+    """Re-compute `cells` randomly chosen stored predictions, cycling through every kind
+    (`RERUN_KINDS`: zero-shot, initialisation, own-prompt test predictions, the null prompt's row,
+    the linear probe), from the bundle's prompts alone, and compare them per example with the
+    stored ones within the tolerance of their kind (`cell_tolerance`), in `bench`'s precision.
+
+    `bench` (a `Benchmark`) computes them as the build did, through its planner from the artifact
+    declarations (`zero_shot`, `init`, `probe`; an own prompt's test predictions are its zero-shot
+    cell on its own task: the same unit, the prompt on that task's test split with its
+    verbalizer), supplied with the bundle's prompts only and with a scratch store, so nothing is
+    read from the user's cache nor left in it."""
+    import tempfile
+
+    from transferbench.store import ArtifactStore
 
     rng = np.random.default_rng(seed)
-    names = reference.task_names
+    draws = [(RERUN_KINDS[i % len(RERUN_KINDS)], *_draw(reference, RERUN_KINDS[i % len(RERUN_KINDS)], rng))
+             for i in range(cells)]
+    saved_store, saved_supply = bench.store, bench.supplied
     checks = []
-    for i in range(cells):
-        kind = "zero_shot" if i % 2 == 0 else "init"
-        target = names[rng.integers(len(names))]
-        source = [None, *names][rng.integers(len(names) + 1)]
-        while source == target:
-            source = [None, *names][rng.integers(len(names) + 1)]
-        run_seed = reference.seeds[rng.integers(len(reference.seeds))]
-        prompt = None if source is None else torch.from_numpy(reference.prompt(source, run_seed))
-        if kind == "zero_shot":
-            row = units.zero_shot_row_unit(bench.context, target, run_seed, {source: prompt})
-            predicted = row[source]["predictions"].numpy()
-        else:
-            predicted = units.init_accuracy_unit(bench.context, prompt, target, run_seed)["predictions"].numpy()
-        stored = reference.predictions[f"{kind}/{source or NULL}/{target}/{run_seed}"]
-        labels = reference.predictions[f"labels/{target}"]
-        classes = next(t["classes"] for t in reference.info["tasks"] if t["name"] == target)
-        checks.append(CellCheck(kind, source or NULL, target, run_seed, float(np.mean(predicted == stored)),
-                                float(protocol.balanced_accuracy(stored, labels, num_classes=classes)),
-                                float(protocol.balanced_accuracy(predicted, labels, num_classes=classes)),
-                                cell_tolerance(kind)))
+    with tempfile.TemporaryDirectory(prefix="transferbench-verify-") as scratch:
+        bench.store = ArtifactStore(Path(scratch))
+        bench.use_supplied(BundlePrompts(reference))
+        try:
+            for kind, target, source, run_seed in draws:
+                if kind == "probe":
+                    predicted = _int(bench.get("probe", task=target))
+                    stored_key = f"probe/{target}"
+                else:
+                    artifact = "init" if kind == "init" else "zero_shot"
+                    predicted = _int(bench.get(artifact, task=target, seed=run_seed, source=source))
+                    stored_key = (f"own/{target}/{run_seed}" if kind == "own"
+                                  else f"{artifact}/{source or NULL}/{target}/{run_seed}")
+                stored = reference.predictions[stored_key]
+                labels = reference.predictions[f"labels/{target}"]
+                classes = next(t["classes"] for t in reference.info["tasks"] if t["name"] == target)
+                agreement = float(np.mean(predicted == stored)) if predicted.shape == stored.shape else 0.0
+                checks.append(CellCheck(
+                    kind, "-" if kind == "probe" else (source or NULL), target, run_seed, agreement,
+                    float(protocol.balanced_accuracy(stored, labels, num_classes=classes)),
+                    float(protocol.balanced_accuracy(predicted, labels, num_classes=classes))
+                    if predicted.shape == labels.shape else float("nan"),
+                    cell_tolerance(kind), stored_key))
+        finally:
+            bench.store = saved_store
+            bench.use_supplied(saved_supply)
     return checks
