@@ -234,14 +234,17 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
 
 
 def admission_frequencies(info: dict[str, Any], predictions: dict[str, np.ndarray],
-                          n_rng_seeds: int = protocol.ADMISSION_RNG_SEEDS) -> dict[str, int]:
-    """Per task, in how many of `n_rng_seeds` bootstrap RNG seeds the bundle's admission rule
-    admits it (`protocol.admission_frequency`; the target's index in the suite keeps targets'
-    draws apart, as in `derive_tables`). `n_rng_seeds` for every task: stable admission."""
+                          n_rng_seeds: int = protocol.ADMISSION_RNG_SEEDS,
+                          only: list[str] | None = None) -> dict[str, int]:
+    """Per task (of `only`, default all), in how many of `n_rng_seeds` bootstrap RNG seeds the
+    bundle's admission rule admits it (`protocol.admission_frequency`; the target's index in the
+    suite keeps targets' draws apart, as in `derive_tables`). `n_rng_seeds` everywhere: stable."""
     seeds = list(info["seeds"])
     frequencies = {}
     for index, task in enumerate(info["tasks"]):
         name = task["name"]
+        if only is not None and name not in only:
+            continue
         own = np.stack([predictions[f"own/{name}/{seed}"] for seed in seeds])
         null = np.stack([predictions[f"zero_shot/{NULL}/{name}/{seed}"] for seed in seeds])
         frequencies[name] = protocol.admission_frequency(own, null, predictions[f"labels/{name}"], task["classes"],
