@@ -4,7 +4,6 @@ exactly the tables they shipped."""
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 
