@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from transferbench.evaluation.results import ResultFile, dataframes, load_results
-from transferbench.evaluation.verdict_statistics import minimum_detectable_difference, paired_test
+from transferbench.evaluation.verdict_statistics import paired_mdd, paired_test
 
 KINDS = ("zero_shot_relative", "zero_shot", "init_gain")
 PAIRS = (("activation_overlap", "embedding_similarity", "Su et al. Sec. 5.2: ON vs embedding similarity"),
@@ -44,7 +44,7 @@ def compare(a: ResultFile, b: ResultFile) -> dict[str, float]:
     shared = sorted(set(pa) & set(pb))
     diffs = np.array([pa[t] - pb[t] for t in shared])
     return {"diff": float(diffs.mean()), "wins": int((diffs > 0).sum()), "targets": len(shared),
-            "p": paired_test(pa, pb), "mdd": minimum_detectable_difference(pa, pb)}
+            "p": paired_test(pa, pb), "mdd": paired_mdd(pa, pb)}
 
 
 def family_transfer(result: ResultFile) -> dict[str, float]:

@@ -11,11 +11,11 @@ import pytest
 from test_leaderboard import REF_SEEDS, REF_TASKS, ref_result, synthetic_reference
 from transferbench.evaluation.results import load_results, write_result
 from transferbench.evaluation.verdict_statistics import (
-    minimum_detectable_difference, pooled_rank_intervals, rank_intervals,
+    paired_mdd, pooled_rank_intervals, rank_intervals,
 )
 from transferbench.leaderboard import leaderboard_json, render_html, write_leaderboard
 from transferbench.leaderboard.pooled import backbone_column, pooled_tables
-from transferbench.leaderboard.tables import _settings
+from transferbench.leaderboard.tables import table_settings
 
 
 def reference_on(backbone: str, rng_seed: int, excluded: dict[str, str] | None = None):
@@ -57,7 +57,7 @@ def two_backbones(tmp_path, monkeypatch):
 
 
 def test_pooled_mean_is_the_unit_weighted_mean_over_backbone_target_units(two_backbones):
-    (key, table), = pooled_tables(_settings(two_backbones)).items()
+    (key, table), = pooled_tables(table_settings(two_backbones)).items()
     assert tuple(key) == ("syn", "zero_shot")
     assert [b["backbone"] for b in table.attrs["backbones"]] == ["tiny-bb", "tiny-mlm"]
     assert [b["units"] for b in table.attrs["backbones"]] == [4, 5]
@@ -78,7 +78,7 @@ def test_pooled_mean_is_the_unit_weighted_mean_over_backbone_target_units(two_ba
 
 
 def test_an_indicator_missing_on_one_backbone_is_marked_and_ranked_after_complete_rows(two_backbones):
-    (key, table), = pooled_tables(_settings(two_backbones)).items()
+    (key, table), = pooled_tables(table_settings(two_backbones)).items()
     assert list(table["indicator"])[-1] == "prompt_cosine"
     row = table.set_index("indicator").loc["prompt_cosine"]
     assert not row["complete"] and row["backbones_covered"] == 1 and row["units_covered"] == 4
@@ -140,6 +140,6 @@ def test_minimum_detectable_difference_is_the_paired_power_formula():
     b = {f"u{k}": v for k, v in enumerate([0.3, 0.4, 0.6, 0.1, 0.6, 0.2])}
     d = np.array([a[u] - b[u] for u in a])
     expected = (stats.t.ppf(0.975, 5) + stats.t.ppf(0.8, 5)) * d.std(ddof=1) / np.sqrt(6)
-    assert minimum_detectable_difference(a, b) == pytest.approx(expected)
-    assert minimum_detectable_difference(a, {**b, "u0": math.nan}) != pytest.approx(expected)
-    assert math.isnan(minimum_detectable_difference({"u0": 1.0, "u1": 0.0}, {"u0": 0.0, "u1": 1.0}))
+    assert paired_mdd(a, b) == pytest.approx(expected)
+    assert paired_mdd(a, {**b, "u0": math.nan}) != pytest.approx(expected)
+    assert math.isnan(paired_mdd({"u0": 1.0, "u1": 0.0}, {"u0": 0.0, "u1": 1.0}))

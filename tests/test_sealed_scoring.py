@@ -119,7 +119,7 @@ def test_the_reference_package_data_is_empty_and_the_checkout_shows_code_only(tm
 @needs_sealing
 def test_load_shipped_finds_no_reference(tmp_path, project):
     body = """
-        from transferbench.reference import load_shipped
+        from transferbench.reference.bundle import load_shipped
         try:
             return 1.0 if load_shipped("default", "minilm") is not None else 0.0
         except Exception:

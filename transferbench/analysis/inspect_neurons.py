@@ -247,9 +247,9 @@ def _readme(*, task: str, suite, bench, seeds: list[int], fraction: float, per_l
 
 
 def _report_folder(args, suite, name: str) -> Path:
-    from transferbench.evaluation.results import _slug
+    from transferbench.evaluation.results import slug_of
 
-    return args.report if args.report is not None else Path("reports") / _slug(suite.name) / _slug(name)
+    return args.report if args.report is not None else Path("reports") / slug_of(suite.name) / slug_of(name)
 
 
 def _rich_table(title: str, frame, formats: dict[str, str]) -> Table:

@@ -309,7 +309,7 @@ def per_seed_frames(result: ResultFile) -> list[pd.DataFrame]:
     ]
 
 
-def _slug(text: str) -> str:
+def slug_of(text: str) -> str:
     """Filesystem-safe: runs of anything but letters, digits, '.', '_' become '-'."""
     slug = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.")
     return slug or "unnamed"
@@ -322,10 +322,10 @@ def result_filename(result: ResultFile) -> str:
     backbone revision, the seeds and the measured transfer, so two settings never share a name,
     and the same indicator with the same params on the same setting always gets the same one.
     """
-    name = _slug(result.indicator.name)
+    name = slug_of(result.indicator.name)
     if result.indicator.params:
         name += "-" + hashlib.sha256(result.indicator.params_key().encode()).hexdigest()[:8]
-    parts = [_slug(result.suite), _slug(result.backbone), result.transfer_kind, name,
+    parts = [slug_of(result.suite), slug_of(result.backbone), result.transfer_kind, name,
              "seeds-" + "-".join(str(seed) for seed in result.seeds), f"ref-{(result.reference or 'none')[:8]}"]
     return "__".join(parts) + ".json"
 

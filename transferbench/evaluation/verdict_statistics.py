@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -235,6 +235,67 @@ def _mean_rho(scores: pd.DataFrame, transfer: pd.DataFrame) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# Power: the smallest difference in mean rho between two indicators that a table can detect.
+
+
+def _mdd_factor(n_targets: int, alpha: float, power: float) -> float:
+    """`(t_{1-alpha/2, n-1} + t_{power, n-1}) / sqrt(n)`: the paired t-test's minimum detectable
+    difference per unit SD of the per-target differences (the usual closed form, Cohen 1988 ch. 2,
+    with t quantiles for n - 1 degrees of freedom)."""
+    from scipy import stats
+
+    df = n_targets - 1
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) / math.sqrt(n_targets))
+
+
+def paired_mdd(per_target_a: dict[str, float], per_target_b: dict[str, float], *,
+               alpha: float = 0.05, power: float = 0.8) -> float:
+    """Paired minimum detectable difference in mean rho between two indicators of one table:
+    over the targets where both per-target Spearman rho values are defined, d_t = a_t - b_t, and
+    MDD = (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd(d) / sqrt(n) (two-sided alpha, sd with ddof 1).
+    A true difference in mean rho smaller than this is found by a paired test less often than
+    `power`. NaN with fewer than 3 shared targets."""
+    common = sorted(t for t in set(per_target_a) & set(per_target_b)
+                    if not (math.isnan(per_target_a[t]) or math.isnan(per_target_b[t])))
+    if len(common) < 3:
+        return math.nan
+    diffs = np.array([per_target_a[t] - per_target_b[t] for t in common])
+    return float(np.std(diffs, ddof=1)) * _mdd_factor(len(common), alpha, power)
+
+
+def planned_mdd(n_targets: int, n_sources: int, rho_sd: float, *, rho_sd_sources: int | None = None,
+                correlation: float = 0.0, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The paired MDD (`paired_mdd`) a table of `n_targets` admitted targets with `n_sources`
+    sources each would have, when each indicator's per-target Spearman rho has sampling SD
+    `rho_sd`, measured at `rho_sd_sources` sources (default `n_sources`).
+
+    The SD is carried to `n_sources` by the Fisher-z standard error of Spearman's rho, which
+    shrinks as 1/sqrt(n - 3) (Bonett & Wright 2000), and two indicators' errors, correlated by
+    `correlation`, give sd(d) = rho_sd * sqrt(2 (1 - correlation)). This treats all of sd(d) as
+    sampling noise over sources; real differences between targets do not shrink with more
+    sources, so with them the figure is optimistic (rescale nothing, `rho_sd_sources=None`, for
+    the conservative one)."""
+    if n_targets < 2 or n_sources < 4:
+        raise TransferbenchError(f"planned_mdd needs at least 2 targets and 4 sources, got {n_targets} and {n_sources}")
+    measured = n_sources if rho_sd_sources is None else rho_sd_sources
+    sd = rho_sd * math.sqrt((measured - 3) / (n_sources - 3)) * math.sqrt(2 * (1 - correlation))
+    return sd * _mdd_factor(n_targets, alpha, power)
+
+
+def targets_for_mdd(goal: float, n_sources: int | Callable[[int], int], rho_sd: float, *,
+                    rho_sd_sources: int | None = None, correlation: float = 0.0, alpha: float = 0.05,
+                    power: float = 0.8, most: int = 10000) -> int:
+    """The fewest admitted targets whose `planned_mdd` is at most `goal`; `n_sources` may be a
+    function of the number of targets (every task of a suite is a source, so sources grow with
+    targets). TransferbenchError if even `most` targets do not reach it."""
+    for n in range(3, most + 1):
+        sources = n_sources(n) if callable(n_sources) else n_sources
+        if sources >= 4 and planned_mdd(n, sources, rho_sd, rho_sd_sources=rho_sd_sources, correlation=correlation,
+                       alpha=alpha, power=power) <= goal:
+            return n
+    raise TransferbenchError(f"no table of up to {most} targets reaches an MDD of {goal}")
+
+
 # Pooled across backbones: each (backbone, target) is one unit.
 #
 # A suite shipped with references on several backbones gives several small tables; pooling their
@@ -242,26 +303,6 @@ def _mean_rho(scores: pd.DataFrame, transfer: pd.DataFrame) -> float:
 # draws, per backbone, as many of its targets as it has (with replacement) and its own seeds
 # (a backbone's prompt-tuning seeds are its own runs), so every replicate keeps each backbone's
 # share of the units fixed, as the design fixed it, instead of sometimes dropping a backbone.
-
-
-def minimum_detectable_difference(
-    per_unit_a: dict[str, float], per_unit_b: dict[str, float], *, alpha: float = 0.05, power: float = 0.8
-) -> float:
-    """The smallest true difference in mean rho between two indicators that a paired two-sided
-    test at `alpha` detects with probability `power`, given the spread of their per-unit
-    differences: (t_{n-1, 1-alpha/2} + t_{n-1, power}) * sd(d) / sqrt(n) over the n units where
-    both are defined (the usual normal-theory power approximation with t quantiles, e.g. Cohen,
-    "Statistical Power Analysis", 1988). NaN with fewer than 3 shared units."""
-    from scipy import stats
-
-    common = [u for u in set(per_unit_a) & set(per_unit_b)
-              if not (math.isnan(per_unit_a[u]) or math.isnan(per_unit_b[u]))]
-    if len(common) < 3:
-        return math.nan
-    diffs = np.array([per_unit_a[u] - per_unit_b[u] for u in sorted(common)])
-    n = diffs.size
-    quantiles = stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)
-    return float(quantiles * diffs.std(ddof=1) / math.sqrt(n))
 
 
 def pooled_rank_intervals(

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from transferbench.evaluation.results import ResultFile
-from transferbench.leaderboard.page import _render_html, _setting_plots
+from transferbench.leaderboard.page import render_page, plots_by_setting
 from transferbench.leaderboard.plots import plot_filename
 from transferbench.leaderboard.pooled import pooled_tables
-from transferbench.leaderboard.render import _tables_json, leaderboard_csv, render_markdown
-from transferbench.leaderboard.tables import _settings, _tables
+from transferbench.leaderboard.render import tables_json, leaderboard_csv, render_markdown
+from transferbench.leaderboard.tables import table_settings, grouped_tables
 from transferbench.store import atomic_write_many
 
 
@@ -49,10 +49,10 @@ def write_leaderboard(
     No timestamps: rebuilding from the same results gives byte-identical files. PNGs under
     `plots/` that belong to no current setting are removed (the folder is generated).
     """
-    settings = _settings(results)
-    tables = _tables(settings)
+    settings = table_settings(results)
+    tables = grouped_tables(settings)
     pooled = pooled_tables(settings)
-    plots = _setting_plots(settings)
+    plots = plots_by_setting(settings)
     directory = Path(leaderboard_dir)
     plot_links = {
         key: {kind: f"plots/{plot_filename(key.suite, key.plot_stem(), key.transfer_kind, kind)}" for kind in images}
@@ -62,10 +62,10 @@ def write_leaderboard(
         "README.md": render_markdown(tables, problems, plot_links, pooled),
         "leaderboard.csv": leaderboard_csv(tables),
         "leaderboard.json": json.dumps(
-            _tables_json(tables, problems, pooled), indent=2, allow_nan=False, ensure_ascii=False
+            tables_json(tables, problems, pooled), indent=2, allow_nan=False, ensure_ascii=False
         )
         + "\n",
-        "index.html": _render_html(tables, plots, problems, pooled),
+        "index.html": render_page(tables, plots, problems, pooled),
     }
     files = {directory / name: text.encode("utf-8") for name, text in outputs.items()}
     for key, images in plots.items():

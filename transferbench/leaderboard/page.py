@@ -24,7 +24,7 @@ from transferbench.leaderboard.render import (
 )
 from transferbench.evaluation.results import ResultFile
 from transferbench.leaderboard.plots import CAPTIONS, plot_filename, setting_plots
-from transferbench.leaderboard.tables import TableKey, _settings, _shown_path, _tables
+from transferbench.leaderboard.tables import TableKey, table_settings, shown_path, grouped_tables
 
 # Per display column: the key used in `#sort=<key>`, its value type, and the first sort
 # direction on click (the better end first: high correlations, low regret and p).
@@ -49,7 +49,7 @@ HTML_COLUMNS = [
 ]
 
 
-def _setting_plots(settings: dict[TableKey, tuple[list[ResultFile], list[str]]]) -> dict[TableKey, dict[str, bytes]]:
+def plots_by_setting(settings: dict[TableKey, tuple[list[ResultFile], list[str]]]) -> dict[TableKey, dict[str, bytes]]:
     return {key: setting_plots(ranked) for key, (ranked, _) in settings.items() if ranked}
 
 
@@ -108,7 +108,7 @@ def _html_table(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _render_html(
+def render_page(
     tables: dict[TableKey, pd.DataFrame],
     plots: dict[TableKey, dict[str, bytes]],
     problems: Sequence[tuple[Path, str]] = (),
@@ -163,7 +163,7 @@ def _render_html(
         lines.append("<h2>Skipped result files</h2>")
         lines.append('<ul class="skipped">')
         for path, reason in sorted(problems, key=lambda p: str(p[0])):
-            lines.append(f"<li><code>{html.escape(_shown_path(path))}</code>: {html.escape(reason)}</li>")
+            lines.append(f"<li><code>{html.escape(shown_path(path))}</code>: {html.escape(reason)}</li>")
         lines.append("</ul>")
     return Template(_asset("page.html")).substitute(style=_asset("board.css"), script=_asset("board.js"),
                                                     body="\n".join(lines))
@@ -173,9 +173,9 @@ def render_html(results: Iterable[ResultFile], problems: Sequence[tuple[Path, st
     """The leaderboard as one self-contained HTML page: every table of README.md (sortable by
     clicking a column header, or by `#sort=<column key>[:asc|:desc]` in the URL), the plots
     embedded as data: URIs, the skipped files. Works offline and when copied anywhere."""
-    settings = _settings(results)
-    tables = _tables(settings)
-    return _render_html(tables, _setting_plots(settings), problems, pooled_tables(settings))
+    settings = table_settings(results)
+    tables = grouped_tables(settings)
+    return render_page(tables, plots_by_setting(settings), problems, pooled_tables(settings))
 
 
 def open_in_browser(path: Path) -> bool:

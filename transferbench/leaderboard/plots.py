@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from transferbench.errors import TransferbenchError
-from transferbench.evaluation.results import ResultFile, _slug, dataframes
+from transferbench.evaluation.results import ResultFile, slug_of, dataframes
 from transferbench.reference.protocol import transfer_label
 
 DPI = 100
@@ -49,7 +49,7 @@ def plot_size_px(kind: str) -> tuple[int, int]:
 
 def plot_filename(suite: str, backbone: str, transfer_kind: str, kind: str) -> str:
     """`<suite>__<backbone>__<transfer_kind>__<kind>.png`, filesystem-safe, like result files."""
-    return "__".join([_slug(suite), _slug(backbone), transfer_kind, kind]) + ".png"
+    return "__".join([slug_of(suite), slug_of(backbone), transfer_kind, kind]) + ".png"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import pandas as pd
 
 from transferbench.evaluation.results import ResultFile, dataframes, per_seed_frames
 from transferbench.evaluation.verdict_statistics import (
-    minimum_detectable_difference, paired_test, pooled_rank_intervals,
+    paired_mdd, paired_test, pooled_rank_intervals,
 )
 from transferbench.leaderboard.tables import RANK_BOOTSTRAP, RANK_BOOTSTRAP_SEED, TableKey
 
@@ -111,9 +111,9 @@ def _pooled_table(key: PooledKey, settings: list[tuple[TableKey, list[ResultFile
         if position > 0:
             above = rows[position - 1]["_units"]
             row["sig"] = paired_test(row["_units"], above)
-            row["mdd"] = minimum_detectable_difference(row["_units"], above)
+            row["mdd"] = paired_mdd(row["_units"], above)
     complete = [row for row in rows if row["complete"]]
-    pair_mdd = [minimum_detectable_difference(a["_units"], b["_units"]) for a, b in itertools.combinations(complete, 2)]
+    pair_mdd = [paired_mdd(a["_units"], b["_units"]) for a, b in itertools.combinations(complete, 2)]
     pair_mdd = [value for value in pair_mdd if not math.isnan(value)]
     columns = [*POOLED_COLUMNS, *(backbone_column(b) for b in backbones)]
     frame = pd.DataFrame([{c: row[c] for c in columns} for row in rows], columns=columns)

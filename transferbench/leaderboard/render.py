@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from transferbench.leaderboard.tables import (
-    COLUMNS, LEADERBOARD_VERSION, SIGNIFICANCE_LEVEL, TableKey, _settings, _shown_path, _tables, build_tables,
+    COLUMNS, LEADERBOARD_VERSION, SIGNIFICANCE_LEVEL, TableKey, table_settings, shown_path, grouped_tables, build_tables,
 )
 from transferbench.evaluation.results import ResultFile
 from transferbench.leaderboard.plots import PLOT_KINDS
@@ -246,7 +246,7 @@ def render_markdown(
     if problems:
         lines += ["## Skipped result files", ""]
         for path, reason in sorted(problems, key=lambda p: str(p[0])):
-            lines.append(f"- {_markdown_code(_shown_path(path))}: {markdown_text(reason)}")
+            lines.append(f"- {_markdown_code(shown_path(path))}: {markdown_text(reason)}")
         lines.append("")
     return "\n".join(lines)
 
@@ -294,7 +294,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _tables_json(
+def tables_json(
     tables: dict[TableKey, pd.DataFrame], problems: Sequence[tuple[Path, str]] = (),
     pooled: dict[PooledKey, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def _tables_json(
         ],
         "pooled_tables": pooled_json(pooled or {}, _json_value),
         "skipped": [
-            {"path": _shown_path(path), "reason": reason}
+            {"path": shown_path(path), "reason": reason}
             for path, reason in sorted(problems, key=lambda p: str(p[0]))
         ],
     }
@@ -335,8 +335,8 @@ def leaderboard_json(
     split_seed_reason, rank_resampled, rows: [{column: value}]}], pooled_tables: [{suite,
     transfer_kind, backbones, units, resampled, median_mdd, notes, rows: [{column: value,
     per_backbone: {backbone: mean rho}}]}] (see `transferbench.leaderboard.pooled`), skipped}."""
-    settings = _settings(results)
-    return _tables_json(_tables(settings), problems, pooled_tables(settings))
+    settings = table_settings(results)
+    return tables_json(grouped_tables(settings), problems, pooled_tables(settings))
 
 
 def leaderboard_csv(tables: dict[TableKey, pd.DataFrame]) -> str:

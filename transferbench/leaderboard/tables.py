@@ -70,7 +70,7 @@ def _newest_first_key(result: ResultFile) -> tuple[str, str]:
     return (result.created_at(), hashlib.sha256(result_json(result)).hexdigest())
 
 
-def _shown_path(path: Path | str) -> str:
+def shown_path(path: Path | str) -> str:
     """A path as shown in the outputs: relative to the working directory when under it, so the
     generated files do not depend on where the repository is checked out."""
     path = Path(path)
@@ -82,7 +82,7 @@ def _shown_path(path: Path | str) -> str:
 
 def _describe(result: ResultFile) -> str:
     if result.path is not None:
-        return _shown_path(result.path)
+        return shown_path(result.path)
     return f"created_at {result.created_at() or '?'}"
 
 
@@ -201,7 +201,7 @@ def _table(ordered: Sequence[ResultFile]) -> pd.DataFrame:
     return frame
 
 
-def _settings(results: Iterable[ResultFile]) -> dict[TableKey, tuple[list[ResultFile], list[str]]]:
+def table_settings(results: Iterable[ResultFile]) -> dict[TableKey, tuple[list[ResultFile], list[str]]]:
     """(suite, backbone, transfer_kind) -> (deduplicated results in rank order, notes), keys sorted."""
     groups: dict[TableKey, list[ResultFile]] = {}
     for result in results:
@@ -225,10 +225,10 @@ def build_tables(results: Iterable[ResultFile]) -> dict[TableKey, pd.DataFrame]:
     Columns are `COLUMNS`. If a table would hold two results of the same indicator name and
     params, only the newest (manifest `created_at`) is kept; `table.attrs["notes"]` says so.
     """
-    return _tables(_settings(results))
+    return grouped_tables(table_settings(results))
 
 
-def _tables(settings: dict[TableKey, tuple[list[ResultFile], list[str]]]) -> dict[TableKey, pd.DataFrame]:
+def grouped_tables(settings: dict[TableKey, tuple[list[ResultFile], list[str]]]) -> dict[TableKey, pd.DataFrame]:
     tables = {}
     for key, (ranked, notes) in settings.items():
         table = _table(ranked)

@@ -196,14 +196,16 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
     """(tasks report with admission, transfer statistics) from the stored predictions alone.
 
     Every number of a bundle except the predictions themselves comes from here, so `verify` can
-    recompute all of them; the formulas are in `transferbench.reference.protocol`.
+    recompute all of them; the formulas are in `transferbench.reference.protocol`, and the
+    bundle's protocol version (`protocol.protocol_of`) selects its transfer kinds and admission rule.
     """
     names = [t["name"] for t in info["tasks"]]
     seeds = list(info["seeds"])
     n_boot, boot_seed = info["protocol"]["n_bootstrap"], info["protocol"]["bootstrap_seed"]
+    kinds = protocol.protocol_of(info).kinds
     classes = {t["name"]: t["classes"] for t in info["tasks"]}
     tasks: dict[str, dict[str, Any]] = {}
-    stats: dict[str, dict[str, dict[str, dict[str, Any]]]] = {kind: {} for kind in protocol.TRANSFER_KINDS}
+    stats: dict[str, dict[str, dict[str, dict[str, Any]]]] = {kind: {} for kind in kinds}
     for target in names:
         labels = predictions[f"labels/{target}"]
         k = classes[target]
@@ -224,9 +226,8 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
         own, own_b = arm("own")
         null, null_b = arm("zero_shot", NULL)
         own_acc, _ = arm("own", metric=protocol.accuracy)
-        seed_mean = lambda boot: np.take_along_axis(boot, seed_draws, axis=1).mean(1)  # noqa: E731
-        admitted, p_majority, p_null, reason = protocol.admission(seed_mean(own_b), seed_mean(null_b), k,
-                                                                  info["protocol"]["admission_alpha"])
+        _, admission = protocol.admit(info["protocol"], own, null, protocol.seed_mean(own_b, seed_draws),
+                                             protocol.seed_mean(null_b, seed_draws), k)
         probe = predictions.get(f"probe/{target}")
         probe_score = float(protocol.balanced_accuracy(probe, labels, num_classes=k)) if probe is not None else None
         majority_label = int(np.bincount(labels, minlength=k).argmax())
@@ -237,21 +238,40 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
             "majority_accuracy": float(np.mean(labels == majority_label)), "chance_balanced_accuracy": 1.0 / k,
             "probe_balanced_accuracy": probe_score,
             "own_over_probe": (float(own.mean()) / probe_score) if probe_score else None,
-            "p_vs_majority": p_majority, "p_vs_null": p_null, "admitted": admitted, "excluded_because": reason,
+            **admission,
         }
         for source in names:
             if source == target:
                 continue
-            cells = {name: kind.cell(arm, source) for name, kind in protocol.TRANSFER_KINDS.items()}
+            cells = {name: kind.cell(arm, source) for name, kind in kinds.items()}
             for kind, (values, boot) in cells.items():
                 stats[kind].setdefault(source, {})[target] = asdict(protocol.estimate(values, boot, seed_draws))
     transfer: dict[str, dict[str, Any]] = {}
-    for kind, declared in protocol.TRANSFER_KINDS.items():
+    for kind, declared in kinds.items():
         transfer[kind] = {"description": declared.description}
         for statistic in ("mean", "per_seed", "std_over_seeds", "se", "ci_low", "ci_high"):
             transfer[kind][statistic] = {
                 s: {t: (None if s == t else _clean(stats[kind][s][t][statistic])) for t in names} for s in names}
     return tasks, transfer
+
+
+def admission_frequencies(info: dict[str, Any], predictions: dict[str, np.ndarray],
+                          n_rng_seeds: int = protocol.ADMISSION_RNG_SEEDS,
+                          only: list[str] | None = None) -> dict[str, int]:
+    """Per task (of `only`, default all), in how many of `n_rng_seeds` bootstrap RNG seeds the
+    bundle's admission rule admits it (`protocol.admission_frequency`; the target's index in the
+    suite keeps targets' draws apart, as in `derive_tables`). `n_rng_seeds` everywhere: stable."""
+    seeds = list(info["seeds"])
+    frequencies = {}
+    for index, task in enumerate(info["tasks"]):
+        name = task["name"]
+        if only is not None and name not in only:
+            continue
+        own = np.stack([predictions[f"own/{name}/{seed}"] for seed in seeds])
+        null = np.stack([predictions[f"zero_shot/{NULL}/{name}/{seed}"] for seed in seeds])
+        frequencies[name] = protocol.admission_frequency(own, null, predictions[f"labels/{name}"], task["classes"],
+                                                         info["protocol"], n_rng_seeds, stream=index)
+    return frequencies
 
 
 def _clean(value: Any) -> Any:
@@ -261,33 +281,33 @@ def _clean(value: Any) -> Any:
 
 
 # ---- building from a benchmark -----------------------------------------------------------------
-def protocol_artifacts() -> list[str]:
+def protocol_artifacts(version: int = protocol.BUILD_PROTOCOL) -> list[str]:
     """The artifacts a reference is measured from: every (task, seed) prompt, the linear probe of
-    each task, and the cells of every registered transfer kind (`protocol.measured_cells`)."""
-    return list(dict.fromkeys(["prompts", "probe", *protocol.measured_cells()]))
+    each task, and the cells of every transfer kind of protocol `version` (`protocol.measured_cells`)."""
+    return list(dict.fromkeys(["prompts", "probe", *protocol.measured_cells(version=version)]))
 
 
-def protocol_record() -> dict[str, Any]:
-    """The protocol settings a bundle records (bundle.json `protocol`) as the code defines them now;
-    `verify` requires a bundle's to equal these (`setting_problem`)."""
-    return {"n_bootstrap": protocol.N_BOOTSTRAP, "bootstrap_seed": protocol.BOOTSTRAP_SEED,
-            "admission_alpha": protocol.ADMISSION_ALPHA, "null_prompt": "prompt.initial_prompt(seed)",
-            "metric": "balanced accuracy"}
+def protocol_record(version: int = protocol.BUILD_PROTOCOL) -> dict[str, Any]:
+    """The protocol settings a bundle of protocol `version` records (bundle.json `protocol`) as the
+    code defines them now; `verify` requires a bundle's to equal these (`setting_problem`)."""
+    return dict(protocol.PROTOCOLS[version].record)
 
 
-def collect(planner, *, build_manifest: dict[str, Any] | None = None) -> Reference:
+def collect(planner, *, build_manifest: dict[str, Any] | None = None,
+            protocol_version: int = protocol.BUILD_PROTOCOL) -> Reference:
     """Measure (or load from the store) everything the protocol needs and derive the tables.
 
     Asks `planner` (a `transferbench.pipeline.planner.Planner`: a `Benchmark`) for the artifacts of
     `protocol_artifacts` by name: every (task, seed) prompt, every measured cell of every transfer
     kind (with the null prompt or the default initialisation as an extra source where the cell has
     one), and the linear probe of each task; each is resumable through the store. A pair cell
-    artifact `name` is stored as the predictions `name/<source>/<target>/<seed>`.
+    artifact `name` is stored as the predictions `name/<source>/<target>/<seed>`. The bundle records
+    `protocol.PROTOCOLS[protocol_version].record` as its protocol, which selects its formulas.
     """
     from transferbench.pipeline.artifacts import ARTIFACTS
 
     started = time.perf_counter()
-    needs = protocol_artifacts()
+    needs = protocol_artifacts(protocol_version)
     planner.ensure(needs)
     names, seeds = list(planner.tasks), list(planner.seeds)
     prompts: dict[str, np.ndarray] = {}
@@ -321,7 +341,7 @@ def collect(planner, *, build_manifest: dict[str, Any] | None = None) -> Referen
         "tasks": [{"name": n, "family": planner.tasks[n].family, "classes": planner.tasks[n].num_classes,
                    "labels": planner.tasks[n].label_names, "version": planner.tasks[n].version,
                    "data_hash": planner.data(n).data_hash, "test_size": len(planner.data(n).test)} for n in names],
-        "protocol": protocol_record(),
+        "protocol": protocol_record(protocol_version),
         "prompts": prompt_meta,
         "build": {**(build_manifest or {}), **span, "collect_seconds": round(time.perf_counter() - started, 1)},
     }
@@ -620,11 +640,15 @@ def setting_problem(reference: Reference, bench) -> str:
     if problem:
         return problem
     recorded = reference.info.get("protocol", {})
-    for setting, value in protocol_record().items():
+    version = recorded.get("version", 1)
+    if version not in protocol.PROTOCOLS:
+        return f"bundle.json protocol version {version!r} is not one this transferbench knows ({', '.join(map(str, protocol.PROTOCOLS))})"
+    expected = protocol_record(version)
+    for setting, value in expected.items():
         if recorded.get(setting) != value:
             return (f"bundle.json protocol setting {setting} is {recorded.get(setting)!r} but the code's protocol "
                     f"(transferbench/reference/protocol.py) has {value!r}")
-    extra = sorted(set(recorded) - set(protocol_record()))
+    extra = sorted(set(recorded) - set(expected))
     if extra:
         return f"bundle.json protocol setting {extra[0]} is not one the code's protocol has"
     config = {k: v for k, v in bench.config.to_dict().items() if k != "bf16"}
