@@ -91,7 +91,7 @@ class TaskView:
         return self._artifacts[artifact]
 
     def __reduce__(self):  # pickled to the sealed scoring process (a mapping proxy does not pickle)
-        return TaskView, (self.name, self.family, self.num_classes, dict(self._artifacts))
+        return TaskView, (self.name, self.family, self.num_classes, dict(self._artifacts), self.label_names)
 
     def __repr__(self) -> str:
         return f"TaskView({self.name!r}, family={self.family!r})"
