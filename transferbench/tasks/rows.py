@@ -29,6 +29,21 @@ def _clean_text(values: pd.Series) -> pd.Series:
     return values.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
 
 
+def _check_named_raw_labels_occur(spec: TaskSpec, present: set[str]) -> None:
+    """A raw value in `labels` or `drop_labels` that the source never has is a typo: for a derived
+    task (several raw values -> one name, or a one-vs-rest rest) it would silently shrink a class."""
+    unknown = [v for v in [*spec.labels, *spec.drop_labels] if v not in present]
+    if unknown:
+        where = display_path(spec.yaml_path) if spec.yaml_path else f"task {spec.name}"
+        field = "labels" if unknown[0] in spec.labels else "drop_labels"
+        known = sorted(present)
+        shown = ", ".join(repr(v) for v in known[:12]) + (" ..." if len(known) > 12 else "")
+        raise TransferbenchError(
+            f"{where}: field '{field}': raw label(s) {', '.join(map(repr, unknown))} do not occur in the source "
+            f"(its raw labels: {shown}); fix the spelling or remove them"
+        )
+
+
 def examples_from_records(spec: TaskSpec, raw: pd.DataFrame) -> pd.DataFrame:
     """Raw source rows -> columns text, text_pair, label (int); unusable rows dropped."""
     text = _clean_text(_column(raw, spec, "text_field", spec.text_field))
@@ -51,6 +66,7 @@ def examples_from_records(spec: TaskSpec, raw: pd.DataFrame) -> pd.DataFrame:
         present = values.notna()
         raw_label = values.map(lambda v: str(v).strip()).where(present, "")
         keep &= present
+        _check_named_raw_labels_occur(spec, set(raw_label[present]))
     ids = {name: i for i, name in enumerate(spec.label_names)}
     mapped = raw_label.map(lambda v: ids.get(spec.labels.get(v)) if v in spec.labels else None)
     dropped = raw_label.isin(spec.drop_labels)
