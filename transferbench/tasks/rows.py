@@ -49,7 +49,9 @@ def examples_from_records(spec: TaskSpec, raw: pd.DataFrame) -> pd.DataFrame:
     text = _clean_text(_column(raw, spec, "text_field", spec.text_field))
     pair = (_clean_text(_column(raw, spec, "text_pair_field", spec.text_pair_field))
             if spec.is_pair else pd.Series("", index=raw.index))
-    keep = (text != "") & (text.str.split().str.len() >= spec.min_words)
+    keep = text != ""  # a non-empty stripped text has a word: count words only where a card asks for more
+    if spec.min_words > 1:
+        keep &= text.str.split().str.len() >= spec.min_words
     if spec.is_pair:
         keep &= pair != ""
 
@@ -88,7 +90,9 @@ def examples_from_records(spec: TaskSpec, raw: pd.DataFrame) -> pd.DataFrame:
 
 def normalise(texts: pd.Series) -> pd.Series:
     """The form in which two texts count as the same: lower case, runs of white space as one space."""
-    return texts.str.lower().map(lambda t: _SPACE.sub(" ", t).strip())
+    # Each distinct text once: an SNLI premise comes with about three hypotheses.
+    forms = {t: _SPACE.sub(" ", t.lower()).strip() for t in pd.unique(texts)}
+    return pd.Series([forms[t] for t in texts], index=texts.index, dtype=object)
 
 
 def deduplicate(examples: pd.DataFrame) -> pd.DataFrame:

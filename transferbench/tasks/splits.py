@@ -29,7 +29,9 @@ def _text_position(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
         digest = hashlib.sha256(f"{suite.split_seed}\x00{text}".encode()).digest()
         return int.from_bytes(digest[:8], "little") / 2**64
 
-    return np.fromiter((unit_interval(t) for t in normalise(texts)), dtype=float, count=len(texts))
+    normalised = normalise(texts)
+    places = {t: unit_interval(t) for t in pd.unique(normalised)}
+    return normalised.map(places).to_numpy(dtype=float)
 
 
 def text_zone(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
