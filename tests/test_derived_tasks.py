@@ -226,3 +226,16 @@ def test_default_v2_verbalizer_words_are_single_tokens(backbone, real_cache):
     split = {word: tokenizer.tokenize(word) for spec in suite_tasks(load_suite("default_v2"))
              for words in spec.verbalizers.values() for word in words if len(tokenizer.tokenize(word)) != 1}
     assert split == {}
+
+
+def test_a_suite_without_dev_share_dumps_as_before_the_field_existed():
+    """The suite's dump keys the artifact store and is compared with a reference's recorded suite:
+    adding `dev_share` must not change the default suite's dump (nor any cache key built from it)."""
+    import json
+
+    bundle = json.loads((Path(__file__).parents[1] / "reference" / "default__minilm" / "bundle.json").read_text())
+    recorded = bundle.get("info", bundle)["suite"]
+    default = load_suite("default")
+    assert "dev_share" not in default.model_dump(mode="json") and "dev_share" not in default.model_dump_json()
+    assert default.model_dump(mode="json") == recorded
+    assert load_suite("default_v2").model_dump(mode="json")["dev_share"] == 0.25

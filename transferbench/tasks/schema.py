@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_serializer, model_validator
 
 from transferbench.tasks.sources import HubSource, LocalSource, Source
 
@@ -190,6 +190,15 @@ class SuiteSpec(BaseModel):
         if repeated:
             raise ValueError(f"tasks listed more than once: {repeated}")
         return tasks
+
+    @model_serializer(mode="wrap")
+    def _without_unset_dev_share(self, handler):
+        # The dump keys the artifact store and is compared with a reference's recorded suite: a
+        # suite without `dev_share` must dump exactly as before the field existed.
+        data = handler(self)
+        if self.dev_share is None:
+            data.pop("dev_share", None)
+        return data
 
     @property
     def yaml_path(self) -> Path | None:
