@@ -47,8 +47,8 @@ def text_zone(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
 
 
 def text_split(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
-    """"train", "dev" or "test": the only split a text may go to in any task of a suite with a
-    `dev_share` (the first `dev_share` of the evaluation zone is dev, the rest test)."""
+    """The only split ("train", "dev" or "test") a text may go to in any task of a suite with a
+    `dev_share`: the evaluation zone's first `dev_share` is dev, the rest test (`text_zone` refined)."""
     position = _text_position(texts, suite)
     dev_below = suite.eval_share * (suite.dev_share if suite.dev_share is not None else 1.0)
     return np.where(position >= suite.eval_share, "train", np.where(position < dev_below, "dev", "test"))
