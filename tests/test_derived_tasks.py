@@ -188,6 +188,8 @@ def test_default_v2_suite_cards():
     assert len(specs) >= 30 and set(default.tasks) <= set(v2.tasks)
     families = collections.Counter(spec.family for spec in specs)
     assert sum(count >= 3 for count in families.values()) >= 4, families
+    # as the suite's description, README and docs/reference_v2_candidates.md say
+    assert families == {"topic": 9, "sentiment": 7, "politics": 6, "nli": 5, "subjectivity": 3}
     assert v2.seeds == [0, 1, 2] and v2.dev_share is not None and default.dev_share is None
     for spec in specs:
         assert spec.version >= 1 and spec.num_classes >= 2 and spec.offline
