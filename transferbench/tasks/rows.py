@@ -31,8 +31,11 @@ def _clean_text(values: pd.Series) -> pd.Series:
 
 def _check_named_raw_labels_occur(spec: TaskSpec, present: set[str]) -> None:
     """A raw value in `labels` or `drop_labels` that the source never has is a typo: for a derived
-    task (several raw values -> one name, or a one-vs-rest rest) it would silently shrink a class."""
-    unknown = [v for v in [*spec.labels, *spec.drop_labels] if v not in present]
+    task (several raw values -> one name, or a one-vs-rest rest) it would silently shrink a class.
+    A label none of whose raw values occurs is left to the empty-class check, which names the label."""
+    named = {spec.labels[v] for v in spec.labels if v in present}
+    unknown = [v for v in spec.labels if v not in present and spec.labels[v] in named]
+    unknown += [v for v in spec.drop_labels if v not in present]
     if unknown:
         where = display_path(spec.yaml_path) if spec.yaml_path else f"task {spec.name}"
         field = "labels" if unknown[0] in spec.labels else "drop_labels"
