@@ -10,18 +10,18 @@ lives in modules by concern; this one re-exports their public names:
 - `schema_errors`: reading YAML and one-line validation errors naming file and field
 - `task_catalog`: `load_task`, `load_suite`, `suite_tasks`, `list_tasks`, `list_suites`, `load_task_folder`
 - `task_rows`: source records -> examples (`examples_from_records`, `normalise`, `deduplicate`)
-- `task_splits`: `load_task_data`, `text_zone`, `stratified_split`, `data_hash`, `cross_task_leaks`
+- `task_splits`: `load_task_data`, `text_zone`, `text_split`, `stratified_split`, `data_hash`, `cross_task_leaks`
 """
 
 from transferbench.tasks.catalog import list_suites, list_tasks, load_suite, load_task, load_task_folder, suite_tasks
 from transferbench.tasks.rows import deduplicate, examples_from_records, normalise
 from transferbench.tasks.schema import LabelFromScore, SplitSizes, SuiteSpec, TaskData, TaskSpec
 from transferbench.tasks.splits import (
-    _usable_examples, cross_task_leaks, data_hash, load_task_data, stratified_split, text_zone,
+    _usable_examples, cross_task_leaks, data_hash, load_task_data, stratified_split, text_split, text_zone,
 )
 
 __all__ = [
     "TaskSpec", "SuiteSpec", "SplitSizes", "TaskData", "LabelFromScore", "load_task", "load_suite", "suite_tasks", "list_tasks",
-    "list_suites", "load_task_data", "load_task_folder", "text_zone", "cross_task_leaks", "examples_from_records",
+    "list_suites", "load_task_data", "load_task_folder", "text_zone", "text_split", "cross_task_leaks", "examples_from_records",
     "normalise", "deduplicate", "stratified_split", "data_hash", "_usable_examples",
 ]

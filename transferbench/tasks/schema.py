@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator, model_serializer, model_validator
 
 from transferbench.tasks.sources import HubSource, LocalSource, Source
-
-_NAME = r"^[a-z][a-z0-9_]*$"
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -55,7 +53,10 @@ class TaskSpec(BaseModel):
     label_from_score: LabelFromScore | None = None
     # Raw label value -> label name. Several raw values may share a name; the order of first
     # appearance fixes the label ids (0, 1, ...). Raw values listed in `drop_labels` are dropped;
-    # any other unmapped raw value is an error, so a typo never silently loses data.
+    # any other unmapped raw value is an error, so a typo never silently loses data. Together they
+    # derive tasks from one corpus: one-vs-rest (all other raw values -> one name), a subset of
+    # classes (the rest in `drop_labels`), coarser label sets (several raw values -> one name).
+    # With `label_field`, every raw value named here must occur in the source (checked on load).
     labels: dict[str, str]
     drop_labels: list[str] = Field(default_factory=list)
     min_words: int = Field(default=1, ge=1)
@@ -82,6 +83,9 @@ class TaskSpec(BaseModel):
     def _consistent(self):
         if (self.label_field is None) == (self.label_from_score is None):
             raise ValueError("give exactly one of 'label_field' or 'label_from_score'")
+        both = sorted(set(self.labels) & set(self.drop_labels))
+        if both:
+            raise ValueError(f"raw labels {both} are both mapped in 'labels' and listed in 'drop_labels'; keep one")
         names = self.label_names
         if len(names) < 2:
             raise ValueError(f"'labels' must map to at least two label names (got {names})")
@@ -163,6 +167,12 @@ class SuiteSpec(BaseModel):
     # that may only appear in dev/test splits; the rest may only appear in train splits. This is
     # what makes splits joint across tasks that share a corpus (see `text_zone`).
     eval_share: float = Field(default=0.5, gt=0, lt=1)
+    # Share of the evaluation zone whose texts may only go to dev splits; the rest may only go to
+    # test splits. Unset (the v1 rule, which the default suite's reference was measured with), dev
+    # and test are drawn per task from the whole zone, so a text may be a dev text of one task and
+    # a test text of another; set, every text is in the same split for every task that has it
+    # (tasks derived from one corpus select checkpoints on none of each other's test texts).
+    dev_share: float | None = Field(default=None, gt=0, lt=1)
     # Prompt-tuning seeds a run uses unless `--seeds` overrides them.
     seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1)  # `[true]` is no seed 1
     # Smaller sizes for tasks whose source is too small for the suite's sizes (task name -> sizes).
@@ -180,6 +190,15 @@ class SuiteSpec(BaseModel):
         if repeated:
             raise ValueError(f"tasks listed more than once: {repeated}")
         return tasks
+
+    @model_serializer(mode="wrap")
+    def _without_unset_dev_share(self, handler):
+        # The dump keys the artifact store and is compared with a reference's recorded suite: a
+        # suite without `dev_share` must dump exactly as before the field existed.
+        data = handler(self)
+        if self.dev_share is None:
+            data.pop("dev_share", None)
+        return data
 
     @property
     def yaml_path(self) -> Path | None:

@@ -23,6 +23,17 @@ def _rng(suite: SuiteSpec, spec: TaskSpec) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(seed[:8], "little"))
 
 
+def _text_position(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
+    """Each text's place in [0, 1): a hash of its normalised form and the suite's `split_seed`."""
+    def unit_interval(text: str) -> float:
+        digest = hashlib.sha256(f"{suite.split_seed}\x00{text}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") / 2**64
+
+    normalised = normalise(texts)
+    places = {t: unit_interval(t) for t in pd.unique(normalised)}
+    return normalised.map(places).to_numpy(dtype=float)
+
+
 def text_zone(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
     """True where a text may only go to dev/test splits, False where it may only go to train.
 
@@ -32,11 +43,15 @@ def text_zone(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
     sentiment and subjectivity, the SNLI tasks, the BBC tasks, or two packagings of the same movie
     snippets) get joint splits: no dev or test text of any task is in any task's train split.
     """
-    def unit_interval(text: str) -> float:
-        digest = hashlib.sha256(f"{suite.split_seed}\x00{text}".encode()).digest()
-        return int.from_bytes(digest[:8], "little") / 2**64
+    return _text_position(texts, suite) < suite.eval_share
 
-    return np.fromiter((unit_interval(t) < suite.eval_share for t in normalise(texts)), dtype=bool, count=len(texts))
+
+def text_split(texts: pd.Series, suite: SuiteSpec) -> np.ndarray:
+    """The only split ("train", "dev" or "test") a text may go to in any task of a suite with a
+    `dev_share`: the evaluation zone's first `dev_share` is dev, the rest test (`text_zone` refined)."""
+    position = _text_position(texts, suite)
+    dev_below = suite.eval_share * (suite.dev_share if suite.dev_share is not None else 1.0)
+    return np.where(position >= suite.eval_share, "train", np.where(position < dev_below, "dev", "test"))
 
 
 def _allocate(size: int, proportions: np.ndarray, available: np.ndarray) -> np.ndarray:
@@ -96,11 +111,27 @@ _POOLS: dict[tuple[str, str], pd.DataFrame] = {}
 _POOLS_MAX = 16
 
 
+# Tasks derived from one corpus (five SNLI tasks, nine BBC ones) read one source: its raw rows are
+# parsed once per process, keyed by the source's fingerprint alone (a few sources, never modified).
+_RECORDS: dict[str, pd.DataFrame] = {}
+_RECORDS_MAX = 4
+
+
+def _source_records(spec: TaskSpec) -> pd.DataFrame:
+    key = spec.source_fingerprint()
+    if key not in _RECORDS:
+        base = spec.yaml_path.parent if spec.yaml_path else None
+        raw = spec.source.records(base_dir=base, task_name=spec.name)
+        if len(_RECORDS) >= _RECORDS_MAX:
+            _RECORDS.pop(next(iter(_RECORDS)))
+        _RECORDS[key] = raw
+    return _RECORDS[key]
+
+
 def _usable_examples(spec: TaskSpec) -> pd.DataFrame:
     key = (spec.model_dump_json(), spec.source_fingerprint())
     if key not in _POOLS:
-        base = spec.yaml_path.parent if spec.yaml_path else None
-        raw = spec.source.records(base_dir=base, task_name=spec.name)
+        raw = _source_records(spec)
         if len(_POOLS) >= _POOLS_MAX:
             _POOLS.pop(next(iter(_POOLS)))
         pool = deduplicate(examples_from_records(spec, raw))
@@ -126,28 +157,44 @@ def load_task_data(spec: TaskSpec, suite: SuiteSpec) -> TaskData:
     """The task's deduplicated, stratified, disjoint train/dev/test splits at the suite's sizes.
 
     dev and test are drawn from the texts of the evaluation zone, train from the rest
-    (`text_zone`), so splits are joint across every task of the suite.
+    (`text_zone`), so splits are joint across every task of the suite; with the suite's `dev_share`,
+    dev and test are drawn from disjoint parts of that zone (`text_split`), so a text is in the same
+    split for every task that has it.
     """
     pool = _usable_examples(spec)
     sizes = suite.sizes_for(spec.name)
-    held_out = text_zone(pool["text"], suite)
-    zones = {"train": pool[~held_out].reset_index(drop=True), "eval": pool[held_out].reset_index(drop=True)}
-    for zone, needed, parts in (("train", sizes.train, f"train {sizes.train}"),
-                                ("eval", sizes.dev + sizes.test, f"dev {sizes.dev} + test {sizes.test}")):
+    if suite.dev_share is None:
+        held_out = text_zone(pool["text"], suite)
+        zones = {"train": pool[~held_out], "eval": pool[held_out]}
+        needs = (("train", sizes.train, f"train {sizes.train}"),
+                 ("eval", sizes.dev + sizes.test, f"dev {sizes.dev} + test {sizes.test}"))
+    else:
+        split_of = text_split(pool["text"], suite)
+        zones = {zone: pool[split_of == zone] for zone in ("train", "dev", "test")}
+        needs = tuple((zone, getattr(sizes, zone), f"{zone} {getattr(sizes, zone)}") for zone in zones)
+    zones = {zone: frame.reset_index(drop=True) for zone, frame in zones.items()}
+    for zone, needed, parts in needs:
         if len(zones[zone]) < needed:
+            shares = f"eval_share {suite.eval_share}" + (f", dev_share {suite.dev_share}" if suite.dev_share else "")
             raise TransferbenchError(
                 f"task {spec.name} has {len(pool)} usable examples after filtering and deduplication, "
-                f"{len(zones[zone])} of them in the {zone} zone (suite {suite.name}, eval_share {suite.eval_share}), "
+                f"{len(zones[zone])} of them in the {zone} zone (suite {suite.name}, {shares}), "
                 f"but needs {needed} there ({parts}); use smaller split sizes (e.g. the suite's 'task_sizes')"
             )
     rng = _rng(suite, spec)
     # Each zone is stratified by its own class shares (the reference of the default suite was
     # measured with exactly this rule; changing it changes every data hash).
     (train,) = stratified_split(zones["train"]["label"].to_numpy(), [sizes.train], spec.num_classes, rng)
-    dev, test = stratified_split(zones["eval"]["label"].to_numpy(), [sizes.dev, sizes.test], spec.num_classes, rng)
+    if suite.dev_share is None:
+        dev, test = stratified_split(zones["eval"]["label"].to_numpy(), [sizes.dev, sizes.test], spec.num_classes, rng)
+        dev_zone = test_zone = zones["eval"]
+    else:
+        (dev,) = stratified_split(zones["dev"]["label"].to_numpy(), [sizes.dev], spec.num_classes, rng)
+        (test,) = stratified_split(zones["test"]["label"].to_numpy(), [sizes.test], spec.num_classes, rng)
+        dev_zone, test_zone = zones["dev"], zones["test"]
     frames = {"train": zones["train"].iloc[train].reset_index(drop=True),
-              "dev": zones["eval"].iloc[dev].reset_index(drop=True),
-              "test": zones["eval"].iloc[test].reset_index(drop=True)}
+              "dev": dev_zone.iloc[dev].reset_index(drop=True),
+              "test": test_zone.iloc[test].reset_index(drop=True)}
     names = spec.label_names
     return TaskData(
         spec=spec,
@@ -159,15 +206,25 @@ def load_task_data(spec: TaskSpec, suite: SuiteSpec) -> TaskData:
     )
 
 
-def cross_task_leaks(data: dict[str, TaskData]) -> list[str]:
+def cross_task_leaks(data: dict[str, TaskData], *, dev_vs_test: bool = False) -> list[str]:
     """Every (task, split, other task) where a dev/test text of `task` is in `other`'s train split,
-    as readable lines (empty when the suite's splits are joint, as `load_task_data` draws them)."""
-    train_texts = {name: set(normalise(pd.Series(d.train["text"], dtype=str))) for name, d in data.items()}
+    as readable lines (empty when the suite's splits are joint, as `load_task_data` draws them).
+    With `dev_vs_test`, also every test text of `task` that is a dev text of `other` (empty when
+    the suite has a `dev_share`)."""
+    def texts_of(task_data: TaskData, split: str) -> set[str]:
+        return set(normalise(pd.Series(getattr(task_data, split)["text"], dtype=str)))
+
+    seen_in = {"train": {name: texts_of(d, "train") for name, d in data.items()}}
+    if dev_vs_test:
+        seen_in["dev"] = {name: texts_of(d, "dev") for name, d in data.items()}
     leaks = []
     for name, task_data in data.items():
         for split in ("dev", "test"):
-            texts = set(normalise(pd.Series(getattr(task_data, split)["text"], dtype=str)))
-            for other, seen in train_texts.items():
-                if other != name and texts & seen:
-                    leaks.append(f"{len(texts & seen)} {split} texts of {name} are in the train split of {other}")
+            texts = texts_of(task_data, split)
+            for other_split, by_task in seen_in.items():
+                if other_split == "dev" and split == "dev":
+                    continue
+                for other, seen in by_task.items():
+                    if other != name and texts & seen:
+                        leaks.append(f"{len(texts & seen)} {split} texts of {name} are in the {other_split} split of {other}")
     return leaks
