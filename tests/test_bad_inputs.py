@@ -405,10 +405,10 @@ def test_plugin_failure_is_one_line_never_a_silent_exit(tmp_path, capsys, monkey
 @pytest.mark.parametrize("mode", ["interrupt", "swallow"])
 def test_plugin_failing_in_a_run_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, real_cache, mode):
     """End to end on the shipped smoke reference (no compute: the plugin declares no artifact)."""
-    from transferbench.pipeline import runner
+    from transferbench.scoring import pairs
 
     # a short limit only where the limit is the point (see test_plugin_failure_is_one_line_never_a_silent_exit)
-    monkeypatch.setattr(runner, "DEFAULT_TIME_LIMIT", 0.5 if mode == "swallow" else 60.0)
+    monkeypatch.setattr(pairs, "DEFAULT_TIME_LIMIT", 0.5 if mode == "swallow" else 60.0)
     # the smoke suite's reference is measured once per cache (a cold CI cache has none yet)
     assert main(["run", "-i", "random", "--suite", "smoke", "--transfer", "zero_shot",
                  "--results-dir", str(tmp_path / "warm-up")]) == 0
@@ -1023,9 +1023,6 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
         def progress(self, mode):
             return contextlib.nullcontext()
 
-        def reference(self):
-            return None
-
     def benchmark_for(suite, backbone, seeds, **kwargs):
         seen.update(suite=suite, backbone=backbone, seeds=seeds)
         return Bench()
@@ -1034,6 +1031,7 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
     monkeypatch.setattr(api, "score", lambda bench, built, kinds, started: seen.update(built=built, kinds=kinds) or [])
     monkeypatch.setattr(api, "compute_line", lambda bench: "")
     monkeypatch.setattr(api, "score_plan", lambda bench, indicators: "")
+    monkeypatch.setattr(api, "ensure_reference", lambda bench, console=None: None)
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
     mine = Fine(weight=2.0)
     transferbench.run(indicators=[Fine, mine, "random", mine], kinds="zero_shot", suite="smoke", seeds=(0, 1),

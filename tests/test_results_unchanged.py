@@ -128,7 +128,9 @@ def test_smoke_results_equal_the_stored_copy(real_cache, tmp_path, capsys, kerne
     stored = dict(without_reference_hash(name, fields)
                   for name, fields in json.loads(gzip.decompress(path.read_bytes())).items())
     assert len(stored) == 39  # 13 indicators x 3 transfer kinds
-    assert sorted(produced) == sorted(stored)
+    # every stored result is produced again; indicators added since the copy was written (e.g.
+    # label_overlap) add files of their own, which this test does not pin
+    assert not sorted(set(stored) - set(produced)), sorted(set(stored) - set(produced))
     for name in stored:
         assert not first_difference(stored[name], produced[name]), f"{name}: {first_difference(stored[name], produced[name])}"
 

@@ -433,18 +433,24 @@ def save(reference: Reference, folder: Path, *, pin: Path | None = None) -> str:
     return reference.hash
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    """A bundle file that must hold one JSON object; anything else is one TransferbenchError naming it."""
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TransferbenchError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TransferbenchError(f"{path}: not a JSON object; the reference bundle is damaged")
+    return data
+
+
 def _content_digest(folder: Path, name: str) -> str:
     """sha256 of what a file contributes to the content hash: its bytes, except bundle.json's,
     which contributes its canonical JSON without the build record's `BUILD_RECORD_FIELDS`."""
     path = folder / name
     if name != "bundle.json":
         return sha256_file(path)
-    try:
-        info = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TransferbenchError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(info, dict):
-        raise TransferbenchError(f"{path}: not a JSON object; the reference bundle is damaged")
+    info = _json_object(path)
     build = info.get("build") if isinstance(info.get("build"), dict) else {}
     content = {**info, "build": {k: v for k, v in build.items() if k not in BUILD_RECORD_FIELDS}}
     return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=True).encode()).hexdigest()
@@ -474,12 +480,7 @@ def check_hashes(folder: Path, pinned: str | None) -> str:
     manifest_path = folder / "MANIFEST.json"
     if not manifest_path.is_file():
         raise TransferbenchError(f"{manifest_path}: missing; the reference bundle is incomplete")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TransferbenchError(f"{manifest_path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise TransferbenchError(f"{manifest_path}: not a JSON object; the reference bundle is damaged")
+    manifest = _json_object(manifest_path)
     content_addressed = "format" in manifest
     files = manifest.get("files") if content_addressed else manifest
     if content_addressed and (manifest.get("format") != 2 or not isinstance(files, dict)):
