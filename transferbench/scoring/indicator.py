@@ -82,7 +82,13 @@ class TaskView:
         self._artifacts = MappingProxyType(dict(artifacts))
 
     def __getattr__(self, artifact: str) -> Any:
-        if artifact.startswith("_") or artifact not in known_artifacts():
+        if artifact.startswith("_"):
+            raise AttributeError(artifact)
+        # what the view holds first: in the sealed scoring process, artifacts declared at run time
+        # (`declare_artifact` in the benchmark process) are not in that process's registry
+        if artifact in self._artifacts:
+            return self._artifacts[artifact]
+        if artifact not in known_artifacts():
             raise AttributeError(artifact)
         if artifact not in self._artifacts:
             raise TransferbenchError(
