@@ -202,9 +202,10 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
             cached = read_bundle(folder, None)
         except TransferbenchError:
             cached = None  # corrupt: measured again below (the store still holds its cells)
-        if (cached is not None and not suite_problem(cached, bench) and set(TRANSFER_KINDS) <= set(cached.transfer)
-                and BundleArtifacts(cached).training == training):
-            bench.use_supplied(BundleArtifacts(cached))
+        supply = BundleArtifacts(cached) if cached is not None else None
+        if (supply is not None and not suite_problem(cached, bench) and set(TRANSFER_KINDS) <= set(cached.transfer)
+                and supply.training == training):
+            bench.use_supplied(supply)
             return cached
     console.print(f"no shipped reference for suite {bench.suite.name} on {bench.backbone_name} with seeds "
                   f"{bench.seeds}: measuring it first ({build_estimate(bench)})")

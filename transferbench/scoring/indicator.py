@@ -90,11 +90,7 @@ class TaskView:
             return self._artifacts[artifact]
         if artifact not in known_artifacts():
             raise AttributeError(artifact)
-        if artifact not in self._artifacts:
-            raise TransferbenchError(
-                f"indicator reads artifact {artifact!r} without declaring it: add it to `requires`"
-            )
-        return self._artifacts[artifact]
+        raise TransferbenchError(f"indicator reads artifact {artifact!r} without declaring it: add it to `requires`")
 
     def __reduce__(self):  # pickled to the sealed scoring process (a mapping proxy does not pickle)
         return TaskView, (self.name, self.family, self.num_classes, dict(self._artifacts), self.label_names)
