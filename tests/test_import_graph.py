@@ -134,6 +134,9 @@ def test_task_schema_and_catalog_import_one_way():
 # stage and the stages before it. The foundation (errors, registry, the store, child processes,
 # progress, manifests, JSON-tree comparison, seed lists) comes first, the entry points last.
 STAGES = (
+    # package data mapped into the package (`tasks/`, `reference/`): found as modules in an installed,
+    # non-editable copy (its `__init__.py` only), where tox runs the suite
+    ("packaged data", {"task_files", "references"}),
     ("foundation", {"errors", "registry", "store", "processes", "progress", "manifest", "json_trees", "seeds"}),
     ("tasks", {"tasks"}),
     ("model", {"model"}),

@@ -343,3 +343,16 @@ def test_a_plugin_file_inside_a_hidden_folder_is_still_imported(project):
         """))
     views = (TaskView("a", "f", 2, {}), TaskView("b", "f", 2, {}))
     assert score_pairs(make_indicator(f"{file}:Inside"), [views]) == [1.0]
+
+
+def test_the_checkout_a_run_happens_in_is_hidden_though_the_code_is_installed_elsewhere(tmp_path, monkeypatch):
+    """A non-editable install (tox's) runs beside its checkout: that checkout is hidden too."""
+    checkout = tmp_path / "clone"
+    (checkout / "reference").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text('[project]\nname = "transferbench"\n')
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
+    monkeypatch.chdir(checkout / "reference")
+    assert checkout.resolve() in sandbox._checkouts()
+    monkeypatch.chdir(tmp_path / "other")
+    assert not any(folder.is_relative_to(tmp_path.resolve()) for folder in sandbox._checkouts())

@@ -9,6 +9,7 @@ child calls). What a plugin can and cannot see on which platform: docs/indicator
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -22,7 +23,10 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import tomllib
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Sequence
 
@@ -162,10 +166,35 @@ def _hidden_folders(extra: list[str]) -> list[str]:
     references = importlib.util.find_spec("transferbench.references")
     if references is not None and references.submodule_search_locations:
         hidden.extend(references.submodule_search_locations)
-    checkout = Path(importlib.util.find_spec("transferbench").origin).resolve().parents[1]
-    if (checkout / "pyproject.toml").is_file():
-        hidden.append(str(checkout))
+    hidden.extend(str(folder) for folder in _checkouts())
     return hidden
+
+
+def _checkouts() -> set[Path]:
+    """The transferbench source checkouts this run can name: the one holding the code it imports
+    (an editable install, or a virtual environment inside a checkout, as under tox), the one it
+    runs in, and the one its installed copy was built from (pip's `direct_url.json`). Each is the
+    nearest folder at or above such a place whose `pyproject.toml` names the project `transferbench`."""
+    places = [Path(importlib.util.find_spec("transferbench").origin), Path.cwd()]
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError, json.JSONDecodeError, TypeError):
+        url = json.loads(importlib.metadata.distribution("transferbench").read_text("direct_url.json") or "{}")["url"]
+        if url.startswith("file://"):
+            places.append(Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)))
+    found = set()
+    for place in places:
+        for folder in (place.resolve(), *place.resolve().parents):
+            if _names_transferbench(folder / "pyproject.toml"):
+                found.add(folder)
+                break
+    return found
+
+
+def _names_transferbench(pyproject: Path) -> bool:
+    try:
+        with open(pyproject, "rb") as file:
+            return tomllib.load(file).get("project", {}).get("name") == "transferbench"
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
 
 
 def _run_child(indicator: Indicator, pairs, payload: bytes, time_limit: float | None, seal: bool,
