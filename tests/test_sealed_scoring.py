@@ -356,3 +356,14 @@ def test_the_checkout_a_run_happens_in_is_hidden_though_the_code_is_installed_el
     assert checkout.resolve() in sandbox._checkouts()
     monkeypatch.chdir(tmp_path / "other")
     assert not any(folder.is_relative_to(tmp_path.resolve()) for folder in sandbox._checkouts())
+
+
+def test_an_install_without_direct_url_names_no_extra_checkout(monkeypatch, tmp_path):
+    """A source tree on sys.path or a legacy egg-info has no `direct_url.json`: no error."""
+    class NoDirectUrl:
+        def read_text(self, name):
+            return None
+
+    monkeypatch.setattr(sandbox.importlib.metadata, "distribution", lambda name: NoDirectUrl())
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(sandbox._checkouts(), set)
