@@ -37,6 +37,7 @@ from transferbench.tasks.schema_errors import read_yaml
 
 DEFAULT_SUBMISSIONS = Path("submissions")
 DEFAULT_LEADERBOARD = Path("leaderboard")
+SHARD_ACTIONS = ("status", "export", "import")  # `reference shards ACTION`
 
 
 def _default(field: str) -> str:
@@ -183,10 +184,21 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     tasks.add_argument("--split", choices=["train", "dev", "test"], default="test", help="split to export")
     tasks.add_argument("--suite", default="default", help="suite whose split sizes and seed apply (default: %(default)s)")
 
-    reference = commands.add_parser("reference", parents=[common], help="build or verify a reference ground truth")
-    reference.add_argument("action", choices=["build", "verify", "show"])
+    reference = commands.add_parser("reference", parents=[common],
+                                    help="build or verify a reference ground truth, or carry a build in shards")
+    reference.add_argument("action", choices=["build", "verify", "show", "shards"])
+    reference.add_argument("shard_action", nargs="?", choices=list(SHARD_ACTIONS), metavar="{status,export,import}",
+                           help="shards: status = per artifact, entries done across the cache and the shards, and "
+                                "where each shard ran (default); export = the cache's finished entries of this build "
+                                "into a new shard (e.g. while a build runs in another shell); import = the shards' "
+                                "entries into the cache")
     reference.add_argument("--root", type=Path, default=None,
                            help="folder of bundles and their index.json (default: the shipped reference/ folder)")
+    reference.add_argument("--shards", type=Path, default=None, metavar="DIR",
+                           help="build, shards: folder of the build's shards, imported before it plans and written "
+                                "with its finished entries when it ends or is interrupted (default: "
+                                "<root>/shards/<suite>__<backbone>/, docs/protocol.md 'Building across sessions')")
+    reference.add_argument("--no-shards", action="store_true", help="build: neither import nor export shards")
     reference.add_argument("--cells", type=int, default=5,
                            help="verify: stored predictions to re-compute from the shipped prompts, cycling through "
                                 "zero-shot, init, own, null and probe (default: %(default)s, one of each)")
@@ -299,17 +311,32 @@ def cmd_reference(args, console: Console) -> int:
     from transferbench.api import benchmark_for, build_estimate, compute_line, executor_for
     from transferbench.manifest import build_manifest
     from transferbench.reference import bundle as ref
+    from transferbench.reference import shards
 
-    if args.action == "build":
+    if args.shard_action is not None and args.action != "shards":
+        raise TransferbenchError(f"`reference {args.action}` takes no {args.shard_action!r}; did you mean "
+                                 f"`transferbench reference shards {args.shard_action}`?")
+    for option, given, actions in (("--no-shards", args.no_shards, ("build",)),
+                                   ("--shards", args.shards is not None, ("build", "shards"))):
+        if given and args.action not in actions:
+            raise TransferbenchError(f"{option} is no option of `reference {args.action}`; it goes with "
+                                     f"`reference build`{' and `reference shards`' if 'shards' in actions else ''}")
+    if args.action in ("build", "shards"):
         executor = executor_for(args.run_config)
         started = time.perf_counter()
         bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                               use_shipped=False, device=args.device, prompts_per_pass=args.prompts_per_pass,
                               train_attention=args.train_attention, eval_kernel=args.eval_kernel,
                               precision=args.precision)
+        folder = None if args.no_shards else (args.shards or shards.default_folder(
+            args.root or ref.shipped_root(), bench.suite.name, args.backbone))
+    if args.action == "shards":
+        return _reference_shards(args.shard_action or "status", bench, folder, ref.protocol_artifacts(), console)
+    if args.action == "build":
         console.print(compute_line(bench))
         console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
-        with executor, bench.progress(args.progress):
+        names = ref.protocol_artifacts()
+        with shards.sharded_build(bench, folder, names, console), executor, bench.progress(args.progress):
             built = ref.collect(bench)
         import torch
 
@@ -320,7 +347,8 @@ def cmd_reference(args, console: Console) -> int:
             "prompts_per_pass": bench.prompts_per_pass, "train_attention": bench.train_attention,
             "eval_kernel": bench.eval_kernel, "unit_threads": bench.context.threads,
             "precision": bench.precision.record(), "cpu": cpu_model(),
-            "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}))
+            "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
+            **({"shards": shards.provenance(bench, folder, names)} if folder is not None else {})}))
         root = args.root or ref.shipped_root()
         digest = ref.save(built, root / ref.bundle_name(bench.suite.name, args.backbone), pin=root / "index.json")
         console.print(f"wrote {root / ref.bundle_name(bench.suite.name, args.backbone)} (sha256 {digest})")
@@ -385,6 +413,47 @@ def cmd_reference(args, console: Console) -> int:
                 f"with balanced accuracy {c.recomputed:.4f} against the stored {c.stored:.4f} (needed: "
                 f"{c.tolerance.phrase()})")
     console.print(f"reference {shipped.root.name} verified")
+    return 0
+
+
+def _reference_shards(action: str, bench, folder: Path, names: list[str], console: Console) -> int:
+    """`reference shards status|export|import`: the build of `bench`'s settings, read from the cache
+    and the shards of `folder` (`transferbench.reference.shards`); nothing is computed."""
+    from transferbench.reference import shards
+
+    now = shards.build_setting(bench)
+    if action == "export":
+        shard = shards.export_shard(bench, folder, names)
+        console.print(f"exported {len(shard.entries)} finished entries to shard {shard.folder}" if shard is not None else
+                      f"nothing to export: every finished entry of this build in {bench.store.root} is in a shard of "
+                      f"{folder} already", highlight=False, soft_wrap=True)
+        return 0
+    if action == "import":
+        uses = shards.import_shards(bench, folder, names)
+        for use in uses:
+            console.print(use.line(now), highlight=False, soft_wrap=True)
+        if not uses:
+            console.print(f"no shards in {folder}", highlight=False, soft_wrap=True)
+        return 0
+    rows, uses = shards.status(bench, folder, names)
+    table = Table(title=f"reference build of {bench.suite.name} on {bench.backbone_name} in {bench.precision.name} "
+                        f"on {bench.device.type}: entries done in the cache ({bench.store.root}) and the shards ({folder})")
+    for column in ("artifact", "entries", "in the cache", "in shards", "done"):
+        table.add_column(column, justify="left" if column == "artifact" else "right")
+    for row in rows:
+        table.add_row(row.artifact, str(row.total), str(row.in_store), str(row.in_shards), f"{row.done}/{row.total}")
+    console.print(table)
+    for use in uses:
+        record = use.shard.record
+        made = (f"after {record['wall_seconds']} s of building" if record.get("wall_seconds") is not None
+                else "by `reference shards export`")
+        console.print(use.line(now) + f"; made on {record['machine'].get('host')} at {record.get('created_utc')} {made}",
+                      highlight=False, soft_wrap=True)
+    done, total = sum(row.done for row in rows), sum(row.total for row in rows)
+    console.print(f"{done} of {total} entries done" + (
+        "; `transferbench reference build` with the same settings continues from them" if done < total else
+        "; `transferbench reference build` with the same settings computes nothing and writes the bundle"),
+        highlight=False, soft_wrap=True)
     return 0
 
 

@@ -54,11 +54,13 @@ FILES = ("bundle.json", "prompts.safetensors", "predictions.safetensors", "tasks
 # of the same numbers (or one resumed after an interruption) have one identity. Kept in the hash:
 # everything else, i.e. the numbers, prompts, protocol, suite, backbone, config, seeds, tasks and the
 # build settings that change the numbers (device, precision, train_attention, eval_kernel,
-# prompts_per_pass, unit_threads).
+# prompts_per_pass, unit_threads). A build carried across machines in shards has one identity
+# however it was split.
 BUILD_RECORD_FIELDS = (
     "first_artifact_utc", "last_artifact_utc", "artifact_span_seconds", "collect_seconds",  # timing
     "wall_seconds", "command", "git", "versions", "platform", "cpu", "cpu_count", "torch_threads",  # host
     "config", "data",  # build_manifest's executor repr (its threads: unit_threads) and data record
+    "shards",  # which shards the entries came from and where each ran (`transferbench.reference.shards`)
 )
 
 
