@@ -89,6 +89,36 @@ def test_unknown_training_setting_is_one_line_error():
         PromptConfig.from_overrides({"stepz": 3})
 
 
+def test_select_metric_is_validated_and_keys_nothing_at_its_default():
+    with pytest.raises(TransferbenchError, match="select_metric must be one of accuracy, balanced_accuracy"):
+        PromptConfig.from_overrides({"select_metric": "f1"})
+    assert "select_metric" not in PromptConfig().to_dict()  # store keys and v1 bundle records unchanged
+    assert PromptConfig(select_metric="balanced_accuracy").to_dict()["select_metric"] == "balanced_accuracy"
+
+
+def test_balanced_accuracy_selection_keeps_the_prompt_with_the_best_dev_balanced_accuracy(backbone, monkeypatch):
+    from sklearn.metrics import balanced_accuracy_score
+
+    from transferbench.model import prompt as prompt_module
+
+    config = PromptConfig(prompt_length=4, steps=6, batch_size=4, eval_every=2, lr=0.1, bf16=False,
+                          select_metric="balanced_accuracy")
+    split = _split(backbone, config)
+    verbalizer = Verbalizer(backbone, [["bad"], ["good", "great"]], config.cosine_scale)
+    seen = []
+    original = prompt_module.predict
+
+    def recording(*args, **kwargs):
+        predictions = original(*args, **kwargs)
+        seen.append(balanced_accuracy_score(LABELS, predictions))
+        return predictions
+
+    monkeypatch.setattr(prompt_module, "predict", recording)
+    trained = train_prompt(backbone, split, split, verbalizer, config, seed=0)
+    assert len(seen) == 3 and trained.dev_accuracy == pytest.approx(max(seen))
+    assert trained.best_step == 2 * (seen.index(max(seen)) + 1)
+
+
 def test_predict_many_matches_one_prompt_at_a_time(backbone):
     from transferbench.model.prompt import predict_many
 

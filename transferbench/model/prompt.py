@@ -37,6 +37,12 @@ from transferbench.model.kernels import (
 PROMPT_CODE_VERSION = 2  # 2: artifacts carry per-example test predictions
 
 
+# Dev-selection rules of `PromptConfig.select_metric`.
+SELECT_METRICS = ("accuracy", "balanced_accuracy")
+# Settings added after the v1 reference, with the default that leaves them out of `to_dict`.
+_LATER_DEFAULTS = {"select_metric": "accuracy"}
+
+
 @dataclass(frozen=True)
 class PromptConfig:
     """Hyperparameters of prompt tuning (a suite's `training:` block overrides the defaults)."""
@@ -51,6 +57,10 @@ class PromptConfig:
     bf16: bool = True
     eval_batch_size: int = 64
     init_steps: int = 30  # budget of transfer by initialisation (both arms train this many steps)
+    # How dev evaluation picks the kept prompt: "accuracy" (the v1 reference's) or
+    # "balanced_accuracy" (mean per-class recall, the protocol's metric: on a one-vs-rest task a
+    # prompt that predicts the majority class has high accuracy and chance balanced accuracy).
+    select_metric: str = "accuracy"
 
     # Smallest value of each integer setting (max_length: room for [CLS], one token and [SEP]).
     _MINIMUM = {"prompt_length": 1, "steps": 1, "batch_size": 1, "max_length": 3, "eval_every": 1,
@@ -68,6 +78,9 @@ class PromptConfig:
             if not number or value < 0 or (value == 0 and not zero_allowed):
                 relation = ">=" if zero_allowed else ">"
                 raise TransferbenchError(f"training.{name} must be a finite number {relation} 0, got {value!r}")
+        if self.select_metric not in SELECT_METRICS:
+            raise TransferbenchError(f"training.select_metric must be one of {', '.join(SELECT_METRICS)}, "
+                                     f"got {self.select_metric!r}")
         if self.bf16 not in (True, False):  # also admits 0 and 1, as YAML numbers read them
             raise TransferbenchError(f"training.bf16 must be true or false, got {self.bf16!r}")
 
@@ -87,7 +100,10 @@ class PromptConfig:
             raise TransferbenchError(f"{where}: field {exc}; fix the suite's training block") from None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every setting, except those added after the v1 reference while they keep their default:
+        the dict keys stored artifacts and is recorded in bundles, so a new setting at its default
+        leaves every existing key and record as it was."""
+        return {k: v for k, v in asdict(self).items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
 
 
 @dataclass
@@ -311,10 +327,23 @@ def split_accuracy(
     return accuracy(predict(backbone, prompt, split, verbalizer, config, kernel), split.labels)
 
 
+def selection_score(
+    backbone: Backbone, prompt: torch.Tensor, split: EncodedSplit, verbalizer: Verbalizer, config: PromptConfig,
+    kernel: str = "autocast",
+) -> float:
+    """What dev selection maximises (`config.select_metric`): accuracy, or balanced accuracy
+    (scikit-learn's `balanced_accuracy_score`, mean per-class recall over the classes present)."""
+    if config.select_metric == "accuracy":
+        return split_accuracy(backbone, prompt, split, verbalizer, config, kernel)
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(split.labels.numpy(), predict(backbone, prompt, split, verbalizer, config, kernel)))
+
+
 @dataclass
 class TrainedPrompt:
     prompt: torch.Tensor  # [prompt_length, hidden], float32
-    dev_accuracy: float
+    dev_accuracy: float  # the dev score of `config.select_metric` of the kept prompt
     best_step: int
     losses: list[float]
 
@@ -417,7 +446,7 @@ def _train(backbone, jobs, config, progress, kernel: str, eval_kernel: str) -> l
             if job.dev is None and step == config.steps:  # no selection: the final prompt
                 best[j] = (float("nan"), step, prompts[j].detach().clone())
             elif job.dev is not None and (step % config.eval_every == 0 or step == config.steps):
-                dev_acc = split_accuracy(backbone, prompts[j].detach(), job.dev, job.verbalizer, config, eval_kernel)
+                dev_acc = selection_score(backbone, prompts[j].detach(), job.dev, job.verbalizer, config, eval_kernel)
                 if dev_acc > best[j][0]:
                     best[j] = (dev_acc, step, prompts[j].detach().clone())
         if progress is not None:
@@ -467,6 +496,6 @@ def capture_ffn(backbone: Backbone, positions: slice | list[int]):
 
 __all__ = [
     "PromptConfig", "EncodedSplit", "encode_split", "Verbalizer", "prompted_forward", "predict",
-    "accuracy", "split_accuracy", "TrainedPrompt", "train_prompt", "TrainJob", "train_prompts", "capture_ffn",
+    "accuracy", "split_accuracy", "selection_score", "TrainedPrompt", "train_prompt", "TrainJob", "train_prompts", "capture_ffn",
     "initial_prompt",
 ]
