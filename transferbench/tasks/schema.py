@@ -179,7 +179,7 @@ class SuiteSpec(BaseModel):
     task_sizes: dict[str, SplitSizes] = Field(default_factory=dict)
     # Prompt-training overrides (steps, batch_size, ...); validated by the training stage. A boolean
     # stays one (pydantic would read `steps: true` as 1), so only `bf16` accepts it.
-    training: dict[str, bool | int | float] = Field(default_factory=dict)
+    training: dict[str, bool | int | float | str] = Field(default_factory=dict)
 
     _yaml_path: Path | None = PrivateAttr(default=None)
 
