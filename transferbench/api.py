@@ -155,7 +155,8 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
     from transferbench.pipeline.runner import Benchmark
-    from transferbench.reference.bundle import BundleArtifacts, load_shipped, suite_problem
+    from transferbench.reference.bundle import BundleArtifacts, load_shipped
+    from transferbench.reference.verify import suite_problem
     from transferbench.tasks import load_suite
 
     spec = load_suite(suite)
@@ -179,7 +180,8 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
     (`<cache>/references/`, one folder per device and kernels, so it has a hash and is measured
     once; measured again when a transfer kind registered since lacks from it). From then on the
     benchmark reads its prompts from that bundle (`reference.BundleArtifacts`)."""
-    from transferbench.reference.bundle import BundleArtifacts, bundle_name, collect, read_bundle, save, suite_problem
+    from transferbench.reference.bundle import BundleArtifacts, bundle_name, collect, read_bundle, save
+    from transferbench.reference.verify import suite_problem
     from transferbench.store import content_key
 
     shipped = shipped_reference(bench)

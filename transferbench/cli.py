@@ -299,6 +299,7 @@ def cmd_reference(args, console: Console) -> int:
     from transferbench.api import benchmark_for, build_estimate, compute_line, executor_for
     from transferbench.manifest import build_manifest
     from transferbench.reference import bundle as ref
+    from transferbench.reference import verify
 
     if args.action == "build":
         executor = executor_for(args.run_config)
@@ -337,7 +338,7 @@ def cmd_reference(args, console: Console) -> int:
     if args.action == "show":
         _print_task_report(shipped, console)
         return 0
-    problem = ref.recompute_problem(shipped)
+    problem = verify.recompute_problem(shipped)
     if problem:
         raise TransferbenchError(problem)
     console.print("tasks.json and transfer.json match what the stored predictions give")
@@ -354,20 +355,20 @@ def cmd_reference(args, console: Console) -> int:
     bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                           device=args.device, train_attention=build.get("train_attention", "sdpa"),
                           eval_kernel=build.get("eval_kernel", "autocast"), precision=args.precision)
-    problem = ref.setting_problem(shipped, bench)
+    problem = verify.setting_problem(shipped, bench)
     if problem:
         raise TransferbenchError(f"{shipped.root}: {problem}")
     console.print("suite, backbone, seeds, protocol settings, prompt config, every task's data hash and test "
                   "labels match the bundle")
-    built_at = ref.build_precision(shipped.info)
+    built_at = verify.build_precision(shipped.info)
     same = bench.precision.name == built_at
     console.print(f"re-running cells in {bench.precision.phrase()}; the reference was built in {built_at} "
                   f"({'the same precision' if same else 'another precision'}); a cell passes with "
-                  + "; ".join(f"{kind}: {ref.cell_tolerance(kind).phrase()}" for kind in ref.RERUN_KINDS)
+                  + "; ".join(f"{kind}: {verify.cell_tolerance(kind).phrase()}" for kind in verify.RERUN_KINDS)
                   + " (docs/protocol.md, 'Verifying')", highlight=False, soft_wrap=True)
     if args.cells > 0:
         with executor:
-            checks = ref.rerun_cells(shipped, bench, args.cells, args.seed)
+            checks = verify.rerun_cells(shipped, bench, args.cells, args.seed)
         table = Table(title=f"{len(checks)} stored predictions re-computed from the shipped prompts")
         for column in ("kind", "source", "target", "seed", "agreement", "stored m", "recomputed m"):
             table.add_column(column)
