@@ -977,10 +977,13 @@ API_ARGUMENTS = {
     "seeds_string": ({"seeds": "0"}, "seeds='0': input should be a valid list"),
     "seeds_boolean": ({"seeds": [True]}, "seeds=[True]: takes numbers, not true or false"),
     "seeds_negative": ({"seeds": [-1]}, "seeds=[-1]: takes integers from 0 to"),
-    "kinds_empty": ({"kinds": []}, "kinds=[]: give a non-empty list of transfer kinds: zero_shot"),
-    "kind_unknown": ({"kinds": "zero"}, "kinds='zero': must be all or one of zero_shot, zero_shot_relative"),
-    "transfer_unknown_in_list": ({"transfer": ["init_gain", "zero"]}, "transfer=['init_gain', 'zero']: must be all or "
-                                 "one of zero_shot, zero_shot_relative, init_gain (or a list of them), got 'zero'"),
+    "kinds_empty": ({"kinds": []}, "kinds=[]: give a non-empty list of transfer kinds of the reference's protocol "
+                    "(1: zero_shot, zero_shot_relative, init_gain; 2: zero_shot_gain"),
+    "kind_unknown": ({"kinds": "zero"}, "kinds='zero': must be all or a transfer kind of the reference's protocol "
+                     "(1: zero_shot, zero_shot_relative"),
+    "transfer_unknown_in_list": ({"transfer": ["init_gain", "zero"]}, "transfer=['init_gain', 'zero']: must be all or a "
+                                 "transfer kind of the reference's protocol (1: zero_shot, zero_shot_relative, init_gain; "
+                                 "2: zero_shot_gain, zero_shot_relative, init_gain), or a list of them, got 'zero'"),
     "transfer_and_kinds": ({"transfer": "zero_shot", "kinds": "init_gain"}, "give transfer or kinds"),
     "seeds_twice": ({"seeds": [0, 0]}, "seeds=[0, 0]: lists a seed twice"),
     "seeds_empty": ({"seeds": []}, "seeds=[]: needs at least one seed"),
@@ -1020,6 +1023,8 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
     seen: dict = {}
 
     class Bench:
+        supplied = None  # no shipped reference: scored against one measured with protocol.BUILD_PROTOCOL
+
         def progress(self, mode):
             return contextlib.nullcontext()
 

@@ -43,7 +43,7 @@ def test_v1_bundles_keep_their_kinds_and_v2_has_its_own():
     assert protocol.transfer_label("zero_shot_gain") == "gain over the untrained prompt (balanced accuracy)"
     assert protocol.measured_cells(version=2) == ["prompts", "zero_shot", "init"]
     assert "version" not in protocol.PROTOCOLS[1].record and protocol.PROTOCOLS[2].record["version"] == 2
-    with pytest.raises(ValueError, match="protocol version 3 is not one this transferbench knows"):
+    with pytest.raises(TransferbenchError, match="protocol version 3 is not one this transferbench knows"):
         protocol.protocol_of({"protocol": {"version": 3}})
 
 

@@ -30,7 +30,7 @@ from rich.text import Text
 
 from transferbench.analysis import inspect_neurons
 from transferbench.errors import Terminated, TransferbenchError
-from transferbench.reference.protocol import TRANSFER_KINDS
+from transferbench.reference.protocol import kinds_by_version
 from transferbench.run_config import DEFAULT_RESULTS, RunConfig, build_run_config, output_folders
 from transferbench.store import STAGES
 from transferbench.tasks.schema_errors import read_yaml
@@ -141,8 +141,9 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--indicator", "-i", action="append", dest="indicators",
                      help="registered name (optionally name:param=value,...), path/to/file.py:ClassName, or all; repeatable")
     run.add_argument("--seeds", help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
-    run.add_argument("--transfer", help=f"measured transfer to evaluate against: {', '.join(TRANSFER_KINDS)} or all "
-                                        f"(default: {_default('transfer')} = every kind; see docs/protocol.md)")
+    run.add_argument("--transfer", help="measured transfer to evaluate against: a transfer kind of the protocol of the "
+                                        f"suite's reference (protocol {kinds_by_version()}) or all (default: "
+                                        f"{_default('transfer')} = every kind of that protocol; see docs/protocol.md)")
     run.add_argument("--submit", action="store_true", default=argparse.SUPPRESS,
                      help="write the results into the project's --submissions-dir and rebuild its --leaderboard-dir "
                           "(default: into your results folder, see --results-dir)")

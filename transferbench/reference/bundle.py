@@ -106,6 +106,12 @@ class Reference:
     def seeds(self) -> list[int]:
         return list(self.info["seeds"])
 
+    @property
+    def protocol_version(self) -> int:
+        """The protocol version the reference was measured with (`protocol.protocol_of`): its kinds
+        are the transfer kinds a run, a result file or a board may score against it."""
+        return protocol.protocol_of(self.info).version
+
     def families(self) -> dict[str, str]:
         return {t["name"]: t["family"] for t in self.info["tasks"]}
 
@@ -482,12 +488,17 @@ def read_bundle(folder: Path, pinned: str | None) -> Reference:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise TransferbenchError(f"{folder / name}: not valid JSON ({exc})") from None
 
+    info = read_json("bundle.json")
+    try:  # a bundle of a protocol this code does not define cannot be scored, derived or verified
+        protocol.protocol_of(info)
+    except TransferbenchError as exc:
+        raise TransferbenchError(f"{folder / 'bundle.json'}: {exc}") from None
     try:
         prompts = {k: v.astype(np.float32) for k, v in load_file(str(folder / "prompts.safetensors")).items()}
         predictions = {k: v.astype(np.int64) for k, v in load_file(str(folder / "predictions.safetensors")).items()}
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise TransferbenchError(f"{folder}: cannot read the tensors of the reference bundle ({exc})") from None
-    return Reference(info=read_json("bundle.json"), prompts=prompts, predictions=predictions,
+    return Reference(info=info, prompts=prompts, predictions=predictions,
                      tasks=read_json("tasks.json"), transfer=read_json("transfer.json"), hash=digest, root=folder)
 
 
