@@ -30,7 +30,7 @@ from rich.text import Text
 
 from transferbench.analysis import inspect_neurons
 from transferbench.errors import Terminated, TransferbenchError
-from transferbench.reference.protocol import kinds_by_version
+from transferbench.reference.protocol import BUILD_PROTOCOL, PROTOCOLS, kinds_by_version
 from transferbench.run_config import DEFAULT_RESULTS, RunConfig, build_run_config, output_folders
 from transferbench.store import STAGES
 from transferbench.tasks.schema_errors import read_yaml
@@ -188,6 +188,9 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     reference.add_argument("action", choices=["build", "verify", "show"])
     reference.add_argument("--root", type=Path, default=None,
                            help="folder of bundles and their index.json (default: the shipped reference/ folder)")
+    reference.add_argument("--protocol", type=int, choices=sorted(PROTOCOLS), default=BUILD_PROTOCOL,
+                           help="build: the version of the measurement protocol to measure and record: its transfer "
+                                "kinds and admission rule (docs/protocol.md; default: %(default)s)")
     reference.add_argument("--cells", type=int, default=5,
                            help="verify: stored predictions to re-compute from the shipped prompts, cycling through "
                                 "zero-shot, init, own, null and probe (default: %(default)s, one of each)")
@@ -310,9 +313,11 @@ def cmd_reference(args, console: Console) -> int:
                               train_attention=args.train_attention, eval_kernel=args.eval_kernel,
                               precision=args.precision)
         console.print(compute_line(bench))
-        console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
+        console.print(f"building the reference of {bench.suite.name} on {args.backbone} with protocol {args.protocol} "
+                      f"(transfer kinds {', '.join(PROTOCOLS[args.protocol].kinds)}): "
+                      f"{build_estimate(bench, protocol_version=args.protocol)}")
         with executor, bench.progress(args.progress):
-            built = ref.collect(bench)
+            built = ref.collect(bench, protocol_version=args.protocol)
         import torch
 
         from transferbench.model.precision import cpu_model
