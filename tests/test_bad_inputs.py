@@ -899,6 +899,44 @@ def test_suite_eval_share_out_of_range_is_one_line(tmp_path, capsys):
     _exits_with_one_line(capsys, ["run", "-i", "random", "--suite", str(suite)], "eval_share")
 
 
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "x", "0", "[0.5]"])
+def test_suite_dev_share_out_of_range_or_not_a_number_is_one_line(tmp_path, capsys, monkeypatch, value):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    suite.write_text(suite.read_text() + f"dev_share: {value}\n")
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    _exits_with_one_line(capsys, ["run", "-i", "random", "--suite", str(suite)], f"{suite}: field 'dev_share': Input should")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture()
+def unknown_protocol_bundle(tmp_path, monkeypatch):
+    """A hash-consistent, pinned bundle of the smoke suite whose bundle.json records protocol version
+    99, shipped from its own root (`bundle.shipped_root`)."""
+    from transferbench.reference import bundle
+
+    root = tmp_path / "refs"
+    info = {"format": 2, "suite": {"name": "smoke"}, "backbone": {"backbone": "minilm"}, "seeds": [0],
+            "tasks": [{"name": "a", "family": "f", "classes": 2}], "protocol": {"version": 99}, "build": {}}
+    reference = bundle.Reference(info=info, prompts={"a/0": np.zeros((2, 4), dtype=np.float32)},
+                                 predictions={"labels/a": np.array([0, 1])})
+    folder = root / bundle.bundle_name("smoke", "minilm")
+    bundle.save(reference, folder, pin=root / "index.json")
+    monkeypatch.setattr(bundle, "shipped_root", lambda: root)
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    return folder
+
+
+@pytest.mark.parametrize("command", [["reference", "verify"], ["reference", "show"], ["run", "-i", "random"]])
+def test_a_bundle_of_an_unknown_protocol_version_is_one_line(unknown_protocol_bundle, tmp_path, capsys, command):
+    message = (f"{unknown_protocol_bundle / 'bundle.json'}: protocol version 99 is not one this transferbench knows "
+               "(1, 2); upgrade transferbench to read this reference")
+    _exits_with_one_line(capsys, [*command, "--suite", "smoke", *(["--root", str(unknown_protocol_bundle.parent)]
+                                                                 if command[0] == "reference" else [])], message)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_reference_verify_without_a_bundle_is_one_line(tmp_path, capsys):
     _exits_with_one_line(capsys, ["reference", "verify", "--suite", "smoke", "--root", str(tmp_path)],
                     "no shipped reference for suite smoke")
@@ -917,6 +955,7 @@ def test_unknown_device_is_one_line(capsys):
     (["--progress", "loud"], "--progress: invalid choice"),
     (["--train-attention", "flash"], "--train-attention: invalid choice"),
     (["--eval-kernel", "jit"], "--eval-kernel: invalid choice"),
+    (["--protocol", "99"], "--protocol: invalid choice: 99 (choose from 1, 2)"),
 ])
 def test_bad_reference_build_option_is_one_error_line_and_builds_nothing(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
@@ -977,10 +1016,13 @@ API_ARGUMENTS = {
     "seeds_string": ({"seeds": "0"}, "seeds='0': input should be a valid list"),
     "seeds_boolean": ({"seeds": [True]}, "seeds=[True]: takes numbers, not true or false"),
     "seeds_negative": ({"seeds": [-1]}, "seeds=[-1]: takes integers from 0 to"),
-    "kinds_empty": ({"kinds": []}, "kinds=[]: give a non-empty list of transfer kinds: zero_shot"),
-    "kind_unknown": ({"kinds": "zero"}, "kinds='zero': must be all or one of zero_shot, zero_shot_relative"),
-    "transfer_unknown_in_list": ({"transfer": ["init_gain", "zero"]}, "transfer=['init_gain', 'zero']: must be all or "
-                                 "one of zero_shot, zero_shot_relative, init_gain (or a list of them), got 'zero'"),
+    "kinds_empty": ({"kinds": []}, "kinds=[]: give a non-empty list of transfer kinds of the reference's protocol "
+                    "(1: zero_shot, zero_shot_relative, init_gain; 2: zero_shot_gain"),
+    "kind_unknown": ({"kinds": "zero"}, "kinds='zero': must be all or a transfer kind of the reference's protocol "
+                     "(1: zero_shot, zero_shot_relative"),
+    "transfer_unknown_in_list": ({"transfer": ["init_gain", "zero"]}, "transfer=['init_gain', 'zero']: must be all or a "
+                                 "transfer kind of the reference's protocol (1: zero_shot, zero_shot_relative, init_gain; "
+                                 "2: zero_shot_gain, zero_shot_relative, init_gain), or a list of them, got 'zero'"),
     "transfer_and_kinds": ({"transfer": "zero_shot", "kinds": "init_gain"}, "give transfer or kinds"),
     "seeds_twice": ({"seeds": [0, 0]}, "seeds=[0, 0]: lists a seed twice"),
     "seeds_empty": ({"seeds": []}, "seeds=[]: needs at least one seed"),
@@ -1020,6 +1062,8 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
     seen: dict = {}
 
     class Bench:
+        supplied = None  # no shipped reference: scored against one measured with protocol.BUILD_PROTOCOL
+
         def progress(self, mode):
             return contextlib.nullcontext()
 

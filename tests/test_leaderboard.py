@@ -760,8 +760,8 @@ def test_a_registered_transfer_kind_validates_plots_and_is_labelled_with_no_othe
         assert "measured transfer: m(s->t) - m(t->t), balanced accuracy (docs/protocol.md)" in table.attrs["notes"]
     results, problems = load_results(folder)
     assert results == [] and len(problems) == 1
-    assert ("transfer_kind: Input should be 'zero_shot', 'zero_shot_relative' or 'init_gain' (a registered transfer "
-            "kind), got 'gap'") in problems[0][1]
+    assert ("transfer_kind: Input should be a transfer kind of a reference protocol (1: zero_shot, zero_shot_relative, "
+            "init_gain; 2: zero_shot_gain, zero_shot_relative, init_gain), got 'gap'") in problems[0][1]
     # the built-in kinds' labels are the registry's: zero_shot's names its own formula, not the ratio's
     for kind in ("zero_shot", "zero_shot_relative"):
         plots.transfer_heatmap([result("random", 1.0, kind=kind)])

@@ -43,7 +43,7 @@ def test_v1_bundles_keep_their_kinds_and_v2_has_its_own():
     assert protocol.transfer_label("zero_shot_gain") == "gain over the untrained prompt (balanced accuracy)"
     assert protocol.measured_cells(version=2) == ["prompts", "zero_shot", "init"]
     assert "version" not in protocol.PROTOCOLS[1].record and protocol.PROTOCOLS[2].record["version"] == 2
-    with pytest.raises(ValueError, match="protocol version 3 is not one this transferbench knows"):
+    with pytest.raises(TransferbenchError, match="protocol version 3 is not one this transferbench knows"):
         protocol.protocol_of({"protocol": {"version": 3}})
 
 
@@ -152,3 +152,110 @@ def test_planning_scales_with_targets_and_sources():
     assert vs.planned_mdd(n, 11, 0.3) <= 0.15 < vs.planned_mdd(n - 1, 11, 0.3)
     with pytest.raises(TransferbenchError, match="at least 2 targets and 4 sources"):
         vs.planned_mdd(1, 11, 0.3)
+
+
+# ---- a run, its result files and its board follow the reference's protocol -----------------------
+def _cli(capsys, *args):
+    from transferbench.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def tiny_v2(tmp_path, cache, tiny_backbone, tiny_suite, capsys, monkeypatch):
+    """A protocol-2 reference of the tiny suite built with `reference build --protocol 2`, shipped
+    from its own root (`bundle.shipped_root`), and the protocol versions whose artifacts it ensured."""
+    root, asked = tmp_path / "refs", []
+    artifacts = bundle.protocol_artifacts
+    monkeypatch.setattr(bundle, "protocol_artifacts", lambda version=1: asked.append(version) or artifacts(version))
+    code, out, err = _cli(capsys, "reference", "build", "--protocol", 2, "--suite", tiny_suite,
+                          "--backbone", tiny_backbone, "--root", root, "--unit-threads", 1)
+    assert code == 0, err
+    assert "with protocol 2 (transfer kinds zero_shot_gain, zero_shot_relative, init_gain)" in out
+    monkeypatch.setattr(bundle, "shipped_root", lambda: root)
+    monkeypatch.chdir(tmp_path)
+    return bundle.load_shipped("tiny", str(tiny_backbone), root), asked
+
+
+def test_reference_build_protocol_2_measures_and_records_v2(tiny_v2, tiny_backbone, tiny_suite, capsys):
+    loaded, asked = tiny_v2
+    assert set(asked) == {2}  # the estimate and collect: the artifacts of protocol 2's kinds
+    assert loaded.info["protocol"] == protocol.PROTOCOLS[2].record and loaded.protocol_version == 2
+    assert list(loaded.transfer) == ["zero_shot_gain", "zero_shot_relative", "init_gain"]
+    assert "advantage_lcb" in loaded.tasks["pos_a"]  # v2's admission rule
+    code, out, err = _cli(capsys, "reference", "verify", "--suite", tiny_suite, "--backbone", tiny_backbone,
+                          "--root", loaded.root.parent, "--cells", 0)
+    assert code == 0 and "verified" in out, err
+
+
+def test_a_run_scores_every_kind_of_the_references_protocol_and_the_board_ranks_them(tiny_v2, tiny_backbone,
+                                                                                     tiny_suite, capsys, tmp_path):
+    from transferbench.evaluation.results import load_results
+    from transferbench.leaderboard import build_tables
+
+    loaded, _ = tiny_v2
+    code, out, err = _cli(capsys, "run", "--submit", "-i", "random", "--suite", tiny_suite, "--backbone", tiny_backbone)
+    assert code == 0, err
+    results, problems = load_results(tmp_path / "submissions")
+    assert problems == [] and sorted(r.transfer_kind for r in results) == sorted(protocol.PROTOCOLS[2].kinds)
+    assert all(r.reference == loaded.hash for r in results)
+    notes = {key.transfer_kind: table.attrs["notes"] for key, table in build_tables(results).items()}
+    assert any(protocol.TRANSFER_KINDS_V2.get("zero_shot_gain").description in note for note in notes["zero_shot_gain"])
+    # a result file of a v1-only kind against this reference is named and left out, the others rank
+    import json
+
+    original = next((tmp_path / "submissions").glob("*zero_shot_gain__random*.json"))
+    data = json.loads(original.read_text())
+    data["transfer_kind"] = "zero_shot"
+    (tmp_path / "submissions" / "v1_kind.json").write_text(json.dumps(data))
+    results, problems = load_results(tmp_path / "submissions")
+    assert len(results) == 3 and [path.name for path, _ in problems] == ["v1_kind.json"]
+    assert (f"the shipped reference {loaded.root.name} (protocol 2) has no transfer kind 'zero_shot'; its kinds are "
+            "zero_shot_gain, zero_shot_relative, init_gain") in problems[0][1]
+
+
+def test_a_kind_the_references_protocol_lacks_is_one_line_before_compute(tiny_v2, tiny_backbone, tiny_suite, capsys,
+                                                                        tmp_path, monkeypatch):
+    from transferbench import api
+
+    loaded, _ = tiny_v2
+    monkeypatch.setattr(api, "score", lambda *args, **kwargs: pytest.fail("scored a kind the reference lacks"))
+    code, out, err = _cli(capsys, "run", "--submit", "-i", "random", "--transfer", "zero_shot", "--suite", tiny_suite,
+                          "--backbone", tiny_backbone)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert (f"transfer kind 'zero_shot' is not one of the shipped reference {loaded.root.name} ({loaded.hash[:12]}), "
+            "measured with protocol 2: its kinds are zero_shot_gain, zero_shot_relative, init_gain") in lines[0]
+    assert not (tmp_path / "submissions").exists()
+
+
+def test_kinds_default_to_and_are_checked_against_the_protocol_of_the_scored_reference():
+    """`api.scored_kinds` on the shipped v1 reference and on one transferbench measures itself
+    (`protocol.BUILD_PROTOCOL`): all = that protocol's kinds; a kind of another protocol only is one line."""
+    from types import SimpleNamespace
+
+    from transferbench import api
+    from transferbench.errors import TransferbenchError
+    from transferbench.run_config import RunConfig
+
+    def config(transfer):
+        return RunConfig(indicators=["random"], suite="smoke", transfer=transfer)
+
+    shipped = SimpleNamespace(supplied=bundle.BundleArtifacts(bundle.read_bundle(SHIPPED, None)),
+                              suite=SimpleNamespace(name="default"))
+    assert api.scored_kinds(shipped, config("all")) == ["zero_shot", "zero_shot_relative", "init_gain"]
+    assert api.scored_kinds(shipped, config(["init_gain", "all"])) == ["init_gain", "zero_shot", "zero_shot_relative"]
+    with pytest.raises(TransferbenchError, match="transfer kind 'zero_shot_gain' is not one of the shipped reference "
+                                                 r"default__minilm \(de1995de793a\), measured with protocol 1: its kinds "
+                                                 r"are zero_shot, zero_shot_relative, init_gain \(or all\)$"):
+        api.scored_kinds(shipped, config(["init_gain", "zero_shot_gain"]))
+    measured = SimpleNamespace(supplied=None, suite=SimpleNamespace(name="tiny"))
+    assert api.reference_protocol(measured) is protocol.PROTOCOLS[protocol.BUILD_PROTOCOL]
+    assert api.scored_kinds(measured, config("all")) == protocol.PROTOCOLS[protocol.BUILD_PROTOCOL].kinds.names()
+    built = protocol.BUILD_PROTOCOL
+    other = next(kind for kind in protocol.all_transfer_kinds() if kind not in protocol.PROTOCOLS[built].kinds)
+    with pytest.raises(TransferbenchError, match=f"transfer kind '{other}' is not one of the reference of suite "
+                                                 f"tiny that transferbench measures, measured with protocol {built}"):
+        api.scored_kinds(measured, config(other))

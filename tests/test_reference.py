@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from transferbench.reference import protocol, bundle as reference
+from transferbench.reference import protocol, bundle as reference, verify
 
 from transferbench.cli import main
 from transferbench.pipeline import units
@@ -291,11 +291,11 @@ def test_a_re_run_cell_passes_within_the_tolerance_of_its_kind():
     """`verify` compares re-run cells with a stated tolerance: the share of predictions as stored and
     the balanced-accuracy difference, looser for initialisation cells (trained first) than for
     zero-shot ones; a cell must meet both."""
-    zero, init = reference.cell_tolerance("zero_shot"), reference.cell_tolerance("init")
+    zero, init = verify.cell_tolerance("zero_shot"), verify.cell_tolerance("init")
     assert zero.agreement > init.agreement and zero.delta < init.delta
 
     def check(agreement, stored, recomputed, tolerance=init):
-        return reference.CellCheck("init", "a", "b", 0, agreement, stored, recomputed, tolerance)
+        return verify.CellCheck("init", "a", "b", 0, agreement, stored, recomputed, tolerance)
 
     assert check(1.0, 0.7, 0.7).ok
     assert check(init.agreement, 0.7, 0.7 + init.delta / 2).ok
@@ -306,6 +306,6 @@ def test_a_re_run_cell_passes_within_the_tolerance_of_its_kind():
 
 
 def test_the_build_precision_is_read_from_the_build_record_or_the_config():
-    assert reference.build_precision({"config": {"bf16": True}, "build": {}}) == "bf16"
-    assert reference.build_precision({"config": {"bf16": False}, "build": {}}) == "fp32"
-    assert reference.build_precision({"config": {"bf16": True}, "build": {"precision": {"precision": "fp16"}}}) == "fp16"
+    assert verify.build_precision({"config": {"bf16": True}, "build": {}}) == "bf16"
+    assert verify.build_precision({"config": {"bf16": False}, "build": {}}) == "fp32"
+    assert verify.build_precision({"config": {"bf16": True}, "build": {"precision": {"precision": "fp16"}}}) == "fp16"

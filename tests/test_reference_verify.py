@@ -11,6 +11,7 @@ import pytest
 
 from transferbench.cli import main
 from transferbench.reference import bundle as reference
+from transferbench.reference import verify as verification
 
 
 def run_cli(capsys, *args):
@@ -42,7 +43,7 @@ def repin(root, folder, edit):
     before = json.loads((root / "index.json").read_text())[folder.name]
     reference.save(loaded, folder, pin=root / "index.json")
     assert json.loads((root / "index.json").read_text())[folder.name] != before
-    assert reference.recompute_problem(reference.read_bundle(folder, None)) == ""  # tables consistent
+    assert verification.recompute_problem(reference.read_bundle(folder, None)) == ""  # tables consistent
 
 
 def flip(predictions, prefix):
@@ -82,7 +83,7 @@ def test_the_untouched_bundle_verifies_re_running_every_kind_of_stored_predictio
     assert code == 0, err
     assert "protocol settings" in out and "test labels match" in out
     kinds = [line.split("│")[1].strip() for line in out.splitlines() if line.count("│") >= 7]
-    assert sorted(k for k in kinds if k) == sorted(reference.RERUN_KINDS), out  # one row of each kind
+    assert sorted(k for k in kinds if k) == sorted(verification.RERUN_KINDS), out  # one row of each kind
 
 
 @pytest.mark.parametrize("edit", list(EDITS))
@@ -109,8 +110,8 @@ def test_every_kind_re_runs_exactly_on_the_building_machine_without_touching_the
     loaded = reference.read_bundle(folder, None)
     before = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
     bench = Benchmark(load_suite(str(tiny_suite)), str(tiny_backbone), loaded.seeds, executor=LocalExecutor(threads=1))
-    checks = reference.rerun_cells(loaded, bench, 10)
-    assert sorted(c.kind for c in checks) == sorted(reference.RERUN_KINDS * 2)
+    checks = verification.rerun_cells(loaded, bench, 10)
+    assert sorted(c.kind for c in checks) == sorted(verification.RERUN_KINDS * 2)
     assert all(c.agreement == 1.0 and c.stored == c.recomputed and c.ok for c in checks), checks
     assert {c.key.split("/")[0] for c in checks} == {"zero_shot", "init", "own", "probe"}
     assert sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file()) == before
@@ -163,4 +164,4 @@ def test_the_shipped_format_1_bundle_keeps_its_pinned_file_hash():
     assert loaded.hash == pins["default__minilm"] == reference.sha256_file(loaded.root / "MANIFEST.json")
     assert loaded.hash.startswith("de1995de793a")
     assert reference.check_shipped_root() == pins
-    assert reference.recompute_problem(loaded) == ""  # its tables, with its recorded protocol
+    assert verification.recompute_problem(loaded) == ""  # its tables, with its recorded protocol

@@ -189,7 +189,7 @@ def test_a_flag_overriding_a_good_file_is_named_when_bad(tmp_path, monkeypatch, 
     assert main(["run", "--config", "run.yaml", "--suite", "nope"]) == 2
     err = capsys.readouterr().err
     assert "error: --suite 'nope' does not load" in err and "run.yaml" not in err
-    with pytest.raises(TransferbenchError, match="--transfer must be all or one of"):
+    with pytest.raises(TransferbenchError, match="--transfer must be all or a transfer kind of the reference's protocol"):
         build_run_config({"transfer": "zero"})
 
 

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from transferbench.errors import TransferbenchError
 from transferbench.reference.bundle import Reference
-from transferbench.reference.protocol import TRANSFER_KINDS
+from transferbench.reference import protocol
 
 if TYPE_CHECKING:
     from transferbench.run_config import RunConfig
@@ -58,10 +58,11 @@ class Results:
         return pd.DataFrame(rows)
 
 
-def protocol_work(bench) -> dict[str, int]:
-    """Examples the backbone processes to measure `bench`'s reference from a cold cache (what
-    `reference.collect` runs), by kind of pass: the cost models of the artifacts it reads
-    (`reference.protocol_artifacts`, declared in `transferbench.pipeline.artifacts`) at the suite's sizes.
+def protocol_work(bench, protocol_version: int = protocol.BUILD_PROTOCOL) -> dict[str, int]:
+    """Examples the backbone processes to measure `bench`'s reference with protocol
+    `protocol_version` from a cold cache (what `reference.collect` runs), by kind of pass: the cost
+    models of the artifacts it reads (`reference.protocol_artifacts`, declared in
+    `transferbench.pipeline.artifacts`) at the suite's sizes.
 
     For the built-in kinds: `train` (forward + backward) every (task, seed) prompt's `steps`
     batches, and for every target and seed the n initialisation arms (n - 1 source prompts and the
@@ -72,7 +73,7 @@ def protocol_work(bench) -> dict[str, int]:
     """
     from transferbench.reference.bundle import protocol_artifacts
 
-    work = bench.cold_work(protocol_artifacts())
+    work = bench.cold_work(protocol_artifacts(protocol_version))
     return {"train": work.train, "eval": work.eval}
 
 
@@ -81,6 +82,29 @@ def shipped_reference(bench) -> Reference | None:
     from transferbench.reference.bundle import BundleArtifacts
 
     return bench.supplied.reference if isinstance(bench.supplied, BundleArtifacts) else None
+
+
+def reference_protocol(bench) -> protocol.Protocol:
+    """The protocol of the reference `bench` scores against: the shipped bundle's it reads, else
+    the one `ensure_reference` measures with (`protocol.BUILD_PROTOCOL`)."""
+    shipped = shipped_reference(bench)
+    return protocol.PROTOCOLS[shipped.protocol_version if shipped is not None else protocol.BUILD_PROTOCOL]
+
+
+def scored_kinds(bench, config: RunConfig) -> list[str]:
+    """The transfer kinds `config` asks for, "all" being every kind of the reference's protocol
+    (`reference_protocol`); a kind of another protocol only is one TransferbenchError line naming
+    the kinds this reference has. Known before any compute: a shipped reference is read by then."""
+    used = reference_protocol(bench)
+    kinds = config.transfer_kinds(used.kinds.names())
+    missing = protocol.missing_kind(kinds, used.version)
+    if missing is not None:
+        shipped = shipped_reference(bench)
+        what = (f"the shipped reference {shipped.root.name} ({shipped.hash[:12]})" if shipped is not None
+                else f"the reference of suite {bench.suite.name} that transferbench measures")
+        raise TransferbenchError(f"transfer kind {missing!r} is not one of {what}, measured with protocol "
+                                 f"{used.version}: its kinds are {', '.join(used.kinds)} (or all)")
+    return kinds
 
 
 def _roughly(seconds: float) -> str:
@@ -93,16 +117,17 @@ def _measured(cost) -> str:
             f"{cost.train_seconds * 1e3:.3g} ms per training example)")
 
 
-def build_estimate(bench, cost=None) -> str:
-    """How long measuring `bench`'s reference takes from a cold cache, as a phrase: `protocol_work`
-    at `cost` (a `transferbench.progress.ExampleCost`; default: measured now on this machine with
-    the benchmark's backbone, precision and kernels, `transferbench.pipeline.calibration.example_cost`)."""
+def build_estimate(bench, cost=None, protocol_version: int = protocol.BUILD_PROTOCOL) -> str:
+    """How long measuring `bench`'s reference with protocol `protocol_version` takes from a cold
+    cache, as a phrase: `protocol_work` at `cost` (a `transferbench.progress.ExampleCost`; default:
+    measured now on this machine with the benchmark's backbone, precision and kernels,
+    `transferbench.pipeline.calibration.example_cost`)."""
     from transferbench.pipeline.calibration import example_cost
     from transferbench.progress import Work
 
     n_tasks, n_seeds = len(bench.tasks), len(bench.seeds)
     cost = cost or example_cost(bench)
-    work = protocol_work(bench)
+    work = protocol_work(bench, protocol_version)
     seconds = cost.seconds(Work(train=work["train"], eval=work["eval"]))
     return (f"{n_tasks * n_seeds} prompts and {n_tasks * (n_tasks - 1) * n_seeds} ordered pairs of each transfer kind: "
             f"{_roughly(seconds)} {_measured(cost)} from a cold cache (less for what the cache holds)")
@@ -138,7 +163,7 @@ def score_plan(bench, indicators: Sequence, cost=None) -> str:
     # prompts and transfer come from the reference (counted above when it is measured first)
     from transferbench.reference.bundle import protocol_artifacts
 
-    work = bench.cold_work(sorted(artifacts), skip=protocol_artifacts())
+    work = bench.cold_work(sorted(artifacts), skip=protocol_artifacts(reference_protocol(bench).version))
     examples = work.train + work.eval
     if examples:
         cost = cost or example_cost(bench)
@@ -155,7 +180,8 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
     """A `Benchmark` on the shipped reference of (suite, backbone) when there is one that matches
     the suite's content, backbone, seeds and data; else one that will measure its own."""
     from transferbench.pipeline.runner import Benchmark
-    from transferbench.reference.bundle import BundleArtifacts, load_shipped, suite_problem
+    from transferbench.reference.bundle import BundleArtifacts, load_shipped
+    from transferbench.reference.verify import suite_problem
     from transferbench.tasks import load_suite
 
     spec = load_suite(suite)
@@ -177,9 +203,11 @@ def benchmark_for(suite: str, backbone: str = "minilm", seeds: Sequence[int] | N
 def ensure_reference(bench, console: Console | None = None) -> Reference:
     """The benchmark's reference: the shipped one, or one measured now and saved in the cache
     (`<cache>/references/`, one folder per device and kernels, so it has a hash and is measured
-    once; measured again when a transfer kind registered since lacks from it). From then on the
+    once; measured again when a transfer kind registered since lacks from it, or when it was
+    measured with another protocol than `protocol.BUILD_PROTOCOL`). From then on the
     benchmark reads its prompts from that bundle (`reference.BundleArtifacts`)."""
-    from transferbench.reference.bundle import BundleArtifacts, bundle_name, collect, read_bundle, save, suite_problem
+    from transferbench.reference.bundle import BundleArtifacts, bundle_name, collect, read_bundle, save
+    from transferbench.reference.verify import suite_problem
     from transferbench.store import content_key
 
     shipped = shipped_reference(bench)
@@ -203,8 +231,9 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
         except TransferbenchError:
             cached = None  # corrupt: measured again below (the store still holds its cells)
         supply = BundleArtifacts(cached) if cached is not None else None
-        if (supply is not None and not suite_problem(cached, bench) and set(TRANSFER_KINDS) <= set(cached.transfer)
-                and supply.training == training):
+        built_with = protocol.PROTOCOLS[protocol.BUILD_PROTOCOL]  # what `collect` below measures
+        if (supply is not None and not suite_problem(cached, bench) and cached.protocol_version == built_with.version
+                and set(built_with.kinds) <= set(cached.transfer) and supply.training == training):
             bench.use_supplied(supply)
             return cached
     console.print(f"no shipped reference for suite {bench.suite.name} on {bench.backbone_name} with seeds "
@@ -216,8 +245,9 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
     return saved
 
 
-def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, started: float | None = None) -> list:
-    """Score each indicator against the benchmark's reference: one ResultFile per (kind, indicator)."""
+def score(bench, indicators: Sequence, kinds: Sequence[str] | None = None, started: float | None = None) -> list:
+    """Score each indicator against the benchmark's reference: one ResultFile per (kind, indicator);
+    `kinds` default: every transfer kind of the reference's protocol."""
     from transferbench.evaluation.results import make_result
     from transferbench.manifest import build_manifest
 
@@ -239,6 +269,8 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
         config["train_attention"] = bench.train_attention
     if bench.trains_prompts and bench.eval_kernel != "autocast":  # the kernel that evaluated this run's reference
         config["eval_kernel"] = bench.eval_kernel
+    if kinds is None:
+        kinds = protocol.PROTOCOLS[reference.protocol_version].kinds.names()
     results = []
     for kind in kinds:
         transfer = reference.matrix(kind)
@@ -349,7 +381,6 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     every = all_indicator_names() if any(isinstance(item, str) and item == "all" for item in objects) else []
     items = expand_all(objects, every)  # each "all" as every registered indicator, each indicator once
     built = [as_indicator(item) for item in items]  # fail fast on bad names and broken plugins
-    kinds = config.transfer_kinds()
     outputs = config.outputs()
     if write:
         check_output_folder(flag("results_dir" if outputs.local else "submissions_dir"), outputs.results)
@@ -362,6 +393,7 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
                           console=Console(stderr=True, markup=False, soft_wrap=True), device=config.device,
                           prompts_per_pass=config.prompts_per_pass, train_attention=config.train_attention,
                           eval_kernel=config.eval_kernel, precision=config.precision)
+    kinds = scored_kinds(bench, config)
     console.print(compute_line(bench), highlight=False, soft_wrap=True)
     console.print(score_plan(bench, built), highlight=False, soft_wrap=True)
     with executor, bench.progress(progress):

@@ -30,7 +30,7 @@ from rich.text import Text
 
 from transferbench.analysis import inspect_neurons
 from transferbench.errors import Terminated, TransferbenchError
-from transferbench.reference.protocol import TRANSFER_KINDS
+from transferbench.reference.protocol import BUILD_PROTOCOL, PROTOCOLS, kinds_by_version
 from transferbench.run_config import DEFAULT_RESULTS, RunConfig, build_run_config, output_folders
 from transferbench.store import STAGES
 from transferbench.tasks.schema_errors import read_yaml
@@ -142,8 +142,9 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--indicator", "-i", action="append", dest="indicators",
                      help="registered name (optionally name:param=value,...), path/to/file.py:ClassName, or all; repeatable")
     run.add_argument("--seeds", help="prompt-tuning seeds, e.g. 0,1,2 (default: the suite's seeds)")
-    run.add_argument("--transfer", help=f"measured transfer to evaluate against: {', '.join(TRANSFER_KINDS)} or all "
-                                        f"(default: {_default('transfer')} = every kind; see docs/protocol.md)")
+    run.add_argument("--transfer", help="measured transfer to evaluate against: a transfer kind of the protocol of the "
+                                        f"suite's reference (protocol {kinds_by_version()}) or all (default: "
+                                        f"{_default('transfer')} = every kind of that protocol; see docs/protocol.md)")
     run.add_argument("--submit", action="store_true", default=argparse.SUPPRESS,
                      help="write the results into the project's --submissions-dir and rebuild its --leaderboard-dir "
                           "(default: into your results folder, see --results-dir)")
@@ -199,6 +200,9 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
                                 "with its finished entries when it ends or is interrupted (default: "
                                 "<root>/shards/<suite>__<backbone>/, docs/protocol.md 'Building across sessions')")
     reference.add_argument("--no-shards", action="store_true", help="build: neither import nor export shards")
+    reference.add_argument("--protocol", type=int, choices=sorted(PROTOCOLS), default=BUILD_PROTOCOL,
+                           help="build: the version of the measurement protocol to measure and record: its transfer "
+                                "kinds and admission rule (docs/protocol.md; default: %(default)s)")
     reference.add_argument("--cells", type=int, default=5,
                            help="verify: stored predictions to re-compute from the shipped prompts, cycling through "
                                 "zero-shot, init, own, null and probe (default: %(default)s, one of each)")
@@ -311,7 +315,7 @@ def cmd_reference(args, console: Console) -> int:
     from transferbench.api import benchmark_for, build_estimate, compute_line, executor_for
     from transferbench.manifest import build_manifest
     from transferbench.reference import bundle as ref
-    from transferbench.reference import shards
+    from transferbench.reference import shards, verify
 
     if args.shard_action is not None and args.action != "shards":
         raise TransferbenchError(f"`reference {args.action}` takes no {args.shard_action!r}; did you mean "
@@ -331,13 +335,15 @@ def cmd_reference(args, console: Console) -> int:
         folder = None if args.no_shards else (args.shards or shards.default_folder(
             args.root or ref.shipped_root(), bench.suite.name, args.backbone))
     if args.action == "shards":
-        return _reference_shards(args.shard_action or "status", bench, folder, ref.protocol_artifacts(), console)
+        return _reference_shards(args.shard_action or "status", bench, folder, ref.protocol_artifacts(args.protocol), console)
     if args.action == "build":
         console.print(compute_line(bench))
-        console.print(f"building the reference of {bench.suite.name} on {args.backbone}: {build_estimate(bench)}")
-        names = ref.protocol_artifacts()
+        console.print(f"building the reference of {bench.suite.name} on {args.backbone} with protocol {args.protocol} "
+                      f"(transfer kinds {', '.join(PROTOCOLS[args.protocol].kinds)}): "
+                      f"{build_estimate(bench, protocol_version=args.protocol)}")
+        names = ref.protocol_artifacts(args.protocol)
         with shards.sharded_build(bench, folder, names, console), executor, bench.progress(args.progress):
-            built = ref.collect(bench)
+            built = ref.collect(bench, protocol_version=args.protocol)
         import torch
 
         from transferbench.model.precision import cpu_model
@@ -365,7 +371,7 @@ def cmd_reference(args, console: Console) -> int:
     if args.action == "show":
         _print_task_report(shipped, console)
         return 0
-    problem = ref.recompute_problem(shipped)
+    problem = verify.recompute_problem(shipped)
     if problem:
         raise TransferbenchError(problem)
     console.print("tasks.json and transfer.json match what the stored predictions give")
@@ -382,20 +388,20 @@ def cmd_reference(args, console: Console) -> int:
     bench = benchmark_for(args.suite, args.backbone, executor=executor, console=Console(stderr=True, markup=False),
                           device=args.device, train_attention=build.get("train_attention", "sdpa"),
                           eval_kernel=build.get("eval_kernel", "autocast"), precision=args.precision)
-    problem = ref.setting_problem(shipped, bench)
+    problem = verify.setting_problem(shipped, bench)
     if problem:
         raise TransferbenchError(f"{shipped.root}: {problem}")
     console.print("suite, backbone, seeds, protocol settings, prompt config, every task's data hash and test "
                   "labels match the bundle")
-    built_at = ref.build_precision(shipped.info)
+    built_at = verify.build_precision(shipped.info)
     same = bench.precision.name == built_at
     console.print(f"re-running cells in {bench.precision.phrase()}; the reference was built in {built_at} "
                   f"({'the same precision' if same else 'another precision'}); a cell passes with "
-                  + "; ".join(f"{kind}: {ref.cell_tolerance(kind).phrase()}" for kind in ref.RERUN_KINDS)
+                  + "; ".join(f"{kind}: {verify.cell_tolerance(kind).phrase()}" for kind in verify.RERUN_KINDS)
                   + " (docs/protocol.md, 'Verifying')", highlight=False, soft_wrap=True)
     if args.cells > 0:
         with executor:
-            checks = ref.rerun_cells(shipped, bench, args.cells, args.seed)
+            checks = verify.rerun_cells(shipped, bench, args.cells, args.seed)
         table = Table(title=f"{len(checks)} stored predictions re-computed from the shipped prompts")
         for column in ("kind", "source", "target", "seed", "agreement", "stored m", "recomputed m"):
             table.add_column(column)

@@ -58,8 +58,9 @@ class RunConfig(BaseModel):
     """The settings of one run; field names are the command-line flags without `--`, with `_`
     for `-` (`unit_threads` is `--unit-threads`), and `indicators` is the repeatable `--indicator`.
 
-    `transfer`: "all", one transfer kind or a list of kinds. Result files go to your results folder
-    (`results_dir`), or with `submit` to the project's `submissions_dir` (`outputs`)."""
+    `transfer`: "all", one transfer kind or a list of kinds, of the protocol of the reference the
+    run scores against (`transfer_kinds`; "all" is every kind of that protocol). Result files go to
+    your results folder (`results_dir`), or with `submit` to the project's `submissions_dir` (`outputs`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -109,14 +110,17 @@ class RunConfig(BaseModel):
     @field_validator("transfer")
     @classmethod
     def _known_transfer(cls, value: str | list[str]) -> str | list[str]:
-        from transferbench.reference.protocol import TRANSFER_KINDS
+        # A kind of any protocol version passes here, before the suite's reference is known;
+        # `transferbench.run` then checks the kinds against that reference's protocol.
+        from transferbench.reference.protocol import all_transfer_kinds, kinds_by_version
 
-        kinds, listed = [value] if isinstance(value, str) else value, ", ".join(TRANSFER_KINDS)
+        kinds, listed = [value] if isinstance(value, str) else value, kinds_by_version()
         if not kinds:
-            raise ValueError(f"give a non-empty list of transfer kinds: {listed} (or all)")
-        unknown = [kind for kind in kinds if kind != "all" and kind not in TRANSFER_KINDS]
+            raise ValueError(f"give a non-empty list of transfer kinds of the reference's protocol ({listed}), or all")
+        unknown = [kind for kind in kinds if kind != "all" and kind not in all_transfer_kinds()]
         if unknown:
-            raise ValueError(f"must be all or one of {listed} (or a list of them), got {unknown[0]!r}")
+            raise ValueError(f"must be all or a transfer kind of the reference's protocol ({listed}), or a list of "
+                             f"them, got {unknown[0]!r}")
         return value
 
     @field_validator("executor")
@@ -151,11 +155,14 @@ class RunConfig(BaseModel):
             raise ValueError(f"takes numbers, not true or false, got {value}")
         return value
 
-    def transfer_kinds(self) -> list[str]:
-        """The transfer kinds to score against, "all" expanded (registration order)."""
-        from transferbench.reference.protocol import TRANSFER_KINDS
+    def transfer_kinds(self, every: Sequence[str] | None = None) -> list[str]:
+        """The transfer kinds to score against, "all" expanded to `every`: the kinds of the
+        reference's protocol, in registration order (default: those of the protocol a reference is
+        built with, `protocol.BUILD_PROTOCOL`)."""
+        from transferbench.reference.protocol import BUILD_PROTOCOL, PROTOCOLS
 
-        return expand_all([self.transfer] if isinstance(self.transfer, str) else self.transfer, TRANSFER_KINDS.names())
+        every = PROTOCOLS[BUILD_PROTOCOL].kinds.names() if every is None else list(every)
+        return expand_all([self.transfer] if isinstance(self.transfer, str) else self.transfer, every)
 
     def outputs(self) -> Outputs:
         """Where this run's result files and board go (`output_folders`)."""

@@ -12,7 +12,9 @@ Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are
                     the indicator on the leaderboard, e.g. skill_overlap(p=0.05)
     suite           str, the task suite
     backbone        str, the frozen backbone (Hugging Face id or local path)
-    transfer_kind   str, a registered transfer kind (`transferbench.reference.protocol.TRANSFER_KINDS`)
+    transfer_kind   str, a registered transfer kind of any protocol version
+                    (`transferbench.reference.protocol.all_transfer_kinds`); one of its reference's
+                    protocol (a shipped reference's is checked on load, `reference_problem`)
     tasks           [str], the task names, the order of rows and columns
     seeds           [int], the prompt-tuning seeds the transfer was averaged over
     scores          {source: {target: float | null}}  the indicator's predictions
@@ -110,7 +112,7 @@ class ResultFile(BaseModel):
     indicator: IndicatorInfo
     suite: str
     backbone: str
-    transfer_kind: str  # a registered transfer kind: validated against the registry, named nowhere here
+    transfer_kind: str  # a registered transfer kind of any protocol: validated against the registries
     tasks: list[str]
     seeds: list[int]
     scores: Matrix
@@ -529,7 +531,8 @@ def reference_problem(result: ResultFile) -> str:
         return (f"scored against reference {str(result.reference)[:12]}, not the shipped reference {name} "
                 f"({pinned[:12]}); score it again with `transferbench run`")
     if result.transfer_kind not in reference.transfer:
-        return f"the shipped reference {name} has no transfer kind {result.transfer_kind!r}"
+        return (f"the shipped reference {name} (protocol {reference.protocol_version}) has no transfer kind "
+                f"{result.transfer_kind!r}; its kinds are {', '.join(reference.transfer)}")
     if result.tasks != reference.task_names:
         return f"its tasks differ from those of the shipped reference {name}"
     _, transfer = dataframes(result)

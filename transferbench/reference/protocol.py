@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from transferbench.errors import TransferbenchError
 from transferbench.registry import Registry
 
 ADMISSION_ALPHA = 0.01
@@ -311,9 +312,10 @@ def zero_shot_gain_cell(arm: Arm, source: str) -> tuple[np.ndarray, np.ndarray]:
     return ms - null, ms_b - null_b
 
 
-# Protocol v2's kinds: its own registry, so that v1 bundles (and everything that lists
-# TRANSFER_KINDS: the CLI, run configs, scoring) keep exactly their kinds. A kind name means one
-# formula in every version: the kinds both versions hold are the same objects.
+# Protocol v2's kinds: its own registry, so that v1 bundles keep exactly their kinds; a run, a
+# result file and a board take the kinds of the protocol of the reference they are scored against
+# (`protocol_of`, `all_transfer_kinds`). A kind name means one formula in every version: the kinds
+# both versions hold are the same objects.
 TRANSFER_KINDS_V2: Registry[TransferKind] = Registry("transfer kind (protocol 2)", TransferKind,
                                                      group="transferbench.transfer_kinds_v2", ordered=True)
 TRANSFER_KINDS_V2.add("zero_shot_gain", TransferKind(
@@ -347,12 +349,31 @@ BUILD_PROTOCOL = 1  # the version `reference build` records; v2 becomes the defa
 
 
 def protocol_of(info: Mapping) -> Protocol:
-    """The protocol a bundle was built with: `info["protocol"]["version"]`, absent meaning 1."""
+    """The protocol a bundle was built with: `info["protocol"]["version"]`, absent meaning 1; a
+    version this code does not define is one TransferbenchError line."""
     version = info.get("protocol", {}).get("version", 1)
-    if version not in PROTOCOLS:
-        raise ValueError(f"protocol version {version!r} is not one this transferbench knows "
-                         f"({', '.join(map(str, PROTOCOLS))}); upgrade transferbench to read this reference")
+    if isinstance(version, bool) or version not in PROTOCOLS:  # True == 1 would read as version 1
+        raise TransferbenchError(f"protocol version {version!r} is not one this transferbench knows "
+                                 f"({', '.join(map(str, PROTOCOLS))}); upgrade transferbench to read this reference")
     return PROTOCOLS[version]
+
+
+def all_transfer_kinds() -> list[str]:
+    """Every transfer kind of any protocol version, each once: version 1's in registration order,
+    then the kinds each later version adds. What a run config or a result file may name at all;
+    which of them a reference holds is its protocol's (`protocol_of`)."""
+    return list(dict.fromkeys(kind for version in sorted(PROTOCOLS) for kind in PROTOCOLS[version].kinds))
+
+
+def kinds_by_version() -> str:
+    """Each protocol version's transfer kinds, as a phrase for errors and help:
+    `1: zero_shot, zero_shot_relative, init_gain; 2: zero_shot_gain, zero_shot_relative, init_gain`."""
+    return "; ".join(f"{version}: {', '.join(PROTOCOLS[version].kinds)}" for version in sorted(PROTOCOLS))
+
+
+def missing_kind(kinds: Iterable[str], version: int) -> str | None:
+    """The first of `kinds` that protocol `version` does not measure, or None when it has them all."""
+    return next((kind for kind in kinds if kind not in PROTOCOLS[version].kinds), None)
 
 
 def _any_kind(kind: str) -> TransferKind | None:
@@ -373,11 +394,10 @@ def transfer_label(kind: str) -> str:
 
 
 def check_transfer_kind(kind: str) -> str:
-    """`kind` if it is a registered transfer kind; else ValueError listing the registered ones."""
-    if kind not in TRANSFER_KINDS:
-        names = [repr(name) for name in TRANSFER_KINDS]
-        expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-        raise ValueError(f"should be {expected} (a registered transfer kind), got {kind!r}")
+    """`kind` if it is a registered transfer kind of any protocol version (`all_transfer_kinds`);
+    else ValueError listing each version's."""
+    if kind not in all_transfer_kinds():
+        raise ValueError(f"should be a transfer kind of a reference protocol ({kinds_by_version()}), got {kind!r}")
     return kind
 
 
@@ -389,18 +409,20 @@ def measured_cells(kinds: Iterable[str] | None = None, version: int = 1) -> list
 
 
 class _KindDescriptions(Mapping):
-    """`TRANSFER_KIND_HELP[kind]`: each registered kind's description, read from the registry."""
+    """`TRANSFER_KIND_HELP[kind]`: the description of each registered kind of any protocol version,
+    read from the registries (a board may hold tables of v1 and v2 references)."""
 
     def __getitem__(self, kind: str) -> str:
-        if kind not in TRANSFER_KINDS:
+        declared = _any_kind(kind)
+        if declared is None:
             raise KeyError(kind)
-        return TRANSFER_KINDS.get(kind).description
+        return declared.description
 
     def __iter__(self) -> Iterator[str]:
-        return iter(TRANSFER_KINDS)
+        return iter(all_transfer_kinds())
 
     def __len__(self) -> int:
-        return len(TRANSFER_KINDS)
+        return len(all_transfer_kinds())
 
 
 TRANSFER_KIND_HELP: Mapping[str, str] = _KindDescriptions()
