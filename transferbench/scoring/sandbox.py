@@ -176,7 +176,9 @@ def _checkouts() -> set[Path]:
     runs in, and the one its installed copy was built from (pip's `direct_url.json`). Each is the
     nearest folder at or above such a place whose `pyproject.toml` names the project `transferbench`."""
     places = [Path(importlib.util.find_spec("transferbench").origin), Path.cwd()]
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError, json.JSONDecodeError, TypeError):
+    # no direct_url.json, or one without a url (a `transferbench.egg-info` in the working directory
+    # is found first and has none): nothing to add
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError, json.JSONDecodeError, TypeError, KeyError):
         url = json.loads(importlib.metadata.distribution("transferbench").read_text("direct_url.json") or "{}")["url"]
         if url.startswith("file://"):
             places.append(Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)))
