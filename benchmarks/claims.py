@@ -10,7 +10,10 @@ the leaderboard does) and prints, per backbone and transfer kind:
 2. Wang et al. 2022 (Sec. 6.2): skill-neuron overlap (`skill_overlap`) against ON, the same way;
 3. within- vs cross-family: the measured transfer from same-family sources against other-family
    sources per admitted target (paired over targets), and each indicator's within / across /
-   partial rho from its result file.
+   partial rho from its result file;
+4. where those results are on the board, the same pairs with the neuron indicators read where the
+   verbalizer reads (`activation_overlap_readout`, `skill_overlap_readout`; docs/indicators.md),
+   and each read-out-aware indicator against its [MASK] reading.
 
     python benchmarks/claims.py [--submissions-dir submissions]
 
@@ -31,7 +34,15 @@ from transferbench.evaluation.verdict_statistics import paired_mdd, paired_test
 KINDS = ("zero_shot_relative", "zero_shot", "init_gain")
 PAIRS = (("activation_overlap", "embedding_similarity", "Su et al. Sec. 5.2: ON vs embedding similarity"),
          ("skill_overlap", "activation_overlap", "Wang et al. Sec. 6.2: skill-neuron overlap vs ON"))
-FAMILY_ROWS = ("activation_overlap", "skill_on", "skill_overlap", "embedding_similarity", "same_family", "random")
+# the same claims with the neurons read where the verbalizer reads; left out where not on the board
+READOUT_PAIRS = (
+    ("activation_overlap_readout", "embedding_similarity", "Su et al. Sec. 5.2, read-out-aware ON vs embedding similarity"),
+    ("skill_overlap_readout", "activation_overlap_readout", "Wang et al. Sec. 6.2, read-out-aware"),
+    ("activation_overlap_readout", "activation_overlap", "ON read where the verbalizer reads vs at [MASK]"),
+    ("skill_on_readout", "skill_on", "skill_on read where the verbalizer reads vs at [MASK]"),
+    ("skill_overlap_readout", "skill_overlap", "skill_overlap read where the verbalizer reads vs at [MASK]"))
+FAMILY_ROWS = ("activation_overlap", "skill_on", "skill_overlap", "activation_overlap_readout", "skill_on_readout",
+               "skill_overlap_readout", "embedding_similarity", "same_family", "random")
 
 
 def _defined(values: dict[str, float]) -> dict[str, float]:
@@ -81,14 +92,14 @@ def report(results: list[ResultFile]) -> list[str]:
                 continue
             suite = next(iter(by_name.values())).suite
             lines.append(f"== suite {suite} · backbone {backbone} · transfer {kind}")
-            for a, b, title in PAIRS:
+            for a, b, title in (*PAIRS, *(pair for pair in READOUT_PAIRS if pair[0] in by_name)):
                 if a not in by_name or b not in by_name:
                     lines.append(f"{title}: not both on this board")
                     continue
                 c = compare(by_name[a], by_name[b])
                 lines.append(f"{title}")
-                lines.append(f"  {a:<21} {_mean(by_name[a])}")
-                lines.append(f"  {b:<21} {_mean(by_name[b])}")
+                lines.append(f"  {a:<26} {_mean(by_name[a])}")
+                lines.append(f"  {b:<26} {_mean(by_name[b])}")
                 lines.append(f"  difference {c['diff']:+.2f}; {a} higher on {c['wins']} of {c['targets']} targets; "
                              f"paired p {c['p']:.3f}; MDD {c['mdd']:.2f}")
             ft = family_transfer(next(iter(by_name.values())))
@@ -97,7 +108,7 @@ def report(results: list[ResultFile]) -> list[str]:
             for name in FAMILY_ROWS:
                 if name in by_name:
                     m = by_name[name].metrics
-                    lines.append(f"  {name:<21} mean {m.mean_spearman:+.2f}  within {m.within_family_spearman:+.2f} "
+                    lines.append(f"  {name:<26} mean {m.mean_spearman:+.2f}  within {m.within_family_spearman:+.2f} "
                                  f"({m.n_targets_within_family})  across {m.across_family_spearman:+.2f} "
                                  f"({m.n_targets_across_family})  partial {m.partial_spearman:+.2f}")
             lines.append("")

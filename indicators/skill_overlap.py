@@ -1,6 +1,8 @@
 """Skill-neuron indicators: do the two tasks' prompts rely on the same FFN neurons?
 
-`skill_on` is Wang et al.'s (EMNLP 2022) Sec. 6.2 indicator; `skill_overlap` is our variant.
+`skill_on` is Wang et al.'s (EMNLP 2022) Sec. 6.2 indicator; `skill_overlap` is our variant. Both
+read [MASK] (and the prompt) as the paper; their `_readout` names read where the backbone's
+verbalizer reads its output (docs/indicators.md, "Read-out-aware neuron indicators").
 """
 
 from __future__ import annotations
@@ -8,9 +10,19 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from transferbench.indicators.activation_overlap import overlap_rate
+from transferbench.indicators.activation_overlap import check_readout, overlap_rate
 from transferbench.model.neurons import DEFAULT_FRACTION, neuron_fraction, select
 from transferbench.scoring.indicator import Indicator
+
+
+def skill_scores_artifact(readout: str) -> str:
+    """The skill scores read at [MASK] and the prompt (`readout="mask"`) or where the verbalizer reads."""
+    return "skill_scores" if readout == "mask" else "skill_scores_readout"
+
+
+def mask_activations_artifact(readout: str) -> str:
+    """The prompt-alone activations at [MASK] (`readout="mask"`) or where the verbalizer reads."""
+    return "mask_activations" if readout == "mask" else "readout_activations"
 
 
 def jaccard(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
@@ -26,12 +38,15 @@ class SkillOverlap(Indicator):
     activation states on skill neurons (`skill_on`). This one compares which neurons are skill
     neurons. `measure="jaccard"`: Jaccard index of the selected sets (top fraction `p` of each
     layer, or of all neurons with `selection="global"`). `measure="weighted"`: Spearman
-    correlation of the two tasks' full predictivity score vectors (no selection).
+    correlation of the two tasks' full predictivity score vectors (no selection). Skill neurons are
+    read at the prompt and [MASK] positions (`skill_scores`, as the reference code);
+    `skill_overlap_readout` reads them where the verbalizer reads.
     """
 
     requires = ("skill_scores",)
     kind = "neuron"
     description = "ours: Jaccard of the two tasks' skill-neuron sets (neurons of Wang et al. 2022)"
+    readout = "mask"  # where the neurons are read; a parameter of the _readout subclass only
 
     def __init__(self, p: float = DEFAULT_FRACTION, selection: str = "per_layer", measure: str = "jaccard"):
         if selection not in ("per_layer", "global"):
@@ -41,9 +56,11 @@ class SkillOverlap(Indicator):
         self.p = neuron_fraction(p)
         self.selection = selection
         self.measure = measure
+        self.requires = (skill_scores_artifact(self.readout),)
 
     def score(self, source, target) -> float:
-        a, b = source.skill_scores, target.skill_scores
+        artifact = skill_scores_artifact(self.readout)
+        a, b = getattr(source, artifact), getattr(target, artifact)
         if self.measure == "weighted":
             return float(spearmanr(a.ravel(), b.ravel()).statistic)
         per_layer = self.selection == "per_layer"
@@ -71,22 +88,56 @@ class SkillOn(Indicator):
     run as published: it passes an undefined `pos`). So the binarisation at 0 is Su et al.'s ON
     (NAACL 2022, Sec. 5.2), and the union of both tasks' skill neurons (symmetric in the two
     tasks) is our assumption; `neurons="target"` is the other reading.
+
+    `skill_on_readout` reads both the skill neurons and the activations where the backbone's
+    verbalizer reads (`skill_scores_readout`, `readout_activations`) instead of at [MASK].
     """
 
     requires = ("skill_scores", "mask_activations")
     kind = "neuron"
     description = "ON at [MASK] restricted to skill neurons (Wang et al. 2022, Sec. 6.2)"
+    readout = "mask"  # where the neurons are read; a parameter of the _readout subclass only
 
     def __init__(self, p: float = DEFAULT_FRACTION, neurons: str = "union"):
         if neurons not in NEURON_SETS:
             raise ValueError(f"neurons must be one of {', '.join(NEURON_SETS)}, got {neurons!r}")
         self.p = neuron_fraction(p)
         self.neurons = neurons
+        self.requires = (skill_scores_artifact(self.readout), mask_activations_artifact(self.readout))
 
     def score(self, source, target) -> float:
-        selected = select(target.skill_scores, self.p)
+        scores, activations = skill_scores_artifact(self.readout), mask_activations_artifact(self.readout)
+        selected = select(getattr(target, scores), self.p)
         if self.neurons == "union":
-            selected = selected | select(source.skill_scores, self.p)
+            selected = selected | select(getattr(source, scores), self.p)
         rates = [overlap_rate(a[selected] > 0, b[selected] > 0)
-                 for a, b in zip(source.mask_activations, target.mask_activations)]
+                 for a, b in zip(getattr(source, activations), getattr(target, activations))]
         return float(np.mean(rates))
+
+
+class SkillOverlapReadout(SkillOverlap):
+    """`skill_overlap` with skill neurons read at the prompt positions and where the backbone's
+    verbalizer reads its output (`readout="verbalizer"`, `skill_scores_readout`): [MASK] on a masked
+    LM, as the reference code; the mean over the input's positions on a backbone with the cosine
+    verbalizer (our adaptation). `readout="mask"` reads [MASK] (= `skill_overlap`)."""
+
+    requires = ("skill_scores_readout",)
+    description = "ours: skill_overlap with neurons read where the verbalizer reads ([MASK] on an MLM, else the mean)"
+
+    def __init__(self, p: float = DEFAULT_FRACTION, selection: str = "per_layer", measure: str = "jaccard",
+                 readout: str = "verbalizer"):
+        self.readout = check_readout(readout)
+        super().__init__(p, selection, measure)
+
+
+class SkillOnReadout(SkillOn):
+    """`skill_on` with skill neurons and activations read where the backbone's verbalizer reads
+    (`readout="verbalizer"`): [MASK] on a masked LM, as the paper; the mean over positions with the
+    cosine verbalizer (our adaptation). `readout="mask"` reads [MASK] (= `skill_on`)."""
+
+    requires = ("skill_scores_readout", "readout_activations")
+    description = "skill_on read where the verbalizer reads: [MASK] on an MLM, else the mean over positions (ours)"
+
+    def __init__(self, p: float = DEFAULT_FRACTION, neurons: str = "union", readout: str = "verbalizer"):
+        self.readout = check_readout(readout)
+        super().__init__(p, neurons)

@@ -74,3 +74,9 @@ def test_claims_compares_pairs_and_family_transfer_from_result_files():
     text = "\n".join(claims.report(files))
     assert "Su et al. Sec. 5.2: ON vs embedding similarity" in text and "skill-neuron overlap vs ON" in text
     assert "within- vs cross-family transfer" in text and "backbone tiny-bb" in text
+    assert "read-out-aware" not in text  # no read-out-aware result on this board: nothing said
+    readout = ref_result(ref, "activation_overlap_readout", seed=7)
+    text = "\n".join(claims.report([*files, readout]))
+    assert "Su et al. Sec. 5.2, read-out-aware ON vs embedding similarity" in text
+    assert "ON read where the verbalizer reads vs at [MASK]" in text
+    assert "skill_on read where the verbalizer reads" not in text

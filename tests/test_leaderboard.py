@@ -21,6 +21,7 @@ from transferbench.leaderboard import (
     render_rich,
     write_leaderboard,
 )
+from transferbench.leaderboard.render import CSV_POOLED_COLUMNS
 from transferbench.evaluation.results import (
     SCHEMA_VERSION,
     ResultFile,
@@ -194,7 +195,9 @@ def test_leaderboard_files_are_deterministic(submissions, tmp_path):
     assert " *" in readme  # random is significantly below prompt_cosine
     assert "broken.json" in readme and "Skipped" in readme
     csv = pd.read_csv(first[1])
-    assert list(csv.columns) == ["suite", "backbone", "transfer_kind", "reference", *COLUMNS, "split_seed_tau"]
+    assert list(csv.columns) == ["suite", "backbone", "transfer_kind", "reference", *COLUMNS, "split_seed_tau",
+                                 *CSV_POOLED_COLUMNS]
+    assert set(csv["table"]) == {"backbone"}  # no shipped reference of this suite: nothing pooled
     assert len(csv) == 3
     board = json.loads(contents[2])
     assert board["tables"][0]["rows"][0]["sig"] is None

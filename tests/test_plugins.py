@@ -217,6 +217,9 @@ def test_docs_example_scores_task_views(tmp_path, fresh_registry):
         "pair_outputs": {"src": [PairOutputs(rng.normal(size=(6, 8)), np.full((6, 2), 0.5), np.arange(6) % 2)],
                          "tgt": [PairOutputs(rng.normal(size=(6, 8)), np.full((6, 2), 0.5), np.arange(6) % 2)]},
         "probe_ranking": [rng.permutation(48).reshape(3, 16) for _ in range(2)],
+        "skill_scores_readout": rng.uniform(0, 0.5, size=(3, 16)),
+        "readout_activations": [rng.normal(size=(3, 16)) for _ in range(2)],
+        "readout_activations_task": [rng.normal(size=(3, 16)) for _ in range(2)],
     }
     assert set(fake) == set(ARTIFACTS), "add a synthetic value for the new artifact"
     other = {k: (v if k in ("samples", "train_size", "pair_outputs", "probe_ranking") else

@@ -2,20 +2,38 @@
 (backbone, target) one unit, built from synthetic references on two backbones."""
 
 import copy
+import io
 import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+from rich.console import Console
 
 from test_leaderboard import REF_SEEDS, REF_TASKS, ref_result, synthetic_reference
 from transferbench.evaluation.results import load_results, write_result
 from transferbench.evaluation.verdict_statistics import (
     paired_mdd, pooled_rank_intervals, rank_intervals,
 )
-from transferbench.leaderboard import leaderboard_json, render_html, write_leaderboard
+from transferbench.cli import main
+from transferbench.leaderboard import leaderboard_csv, leaderboard_json, render_html, render_rich, write_leaderboard
 from transferbench.leaderboard.pooled import backbone_column, pooled_tables
-from transferbench.leaderboard.tables import table_settings
+from transferbench.leaderboard.tables import grouped_tables, table_settings
+
+
+def terminal(results, width: int = 250) -> str:
+    """What `transferbench leaderboard` prints for `results` (the per-backbone and pooled tables)."""
+    settings = table_settings(results)
+    buffer = io.StringIO()
+    render_rich(grouped_tables(settings), Console(file=buffer, width=width, color_system=None),
+                pooled=pooled_tables(settings))
+    return buffer.getvalue()
+
+
+def csv_frame(results) -> pd.DataFrame:
+    settings = table_settings(results)
+    return pd.read_csv(io.StringIO(leaderboard_csv(grouped_tables(settings), pooled_tables(settings))))
 
 
 def reference_on(backbone: str, rng_seed: int, excluded: dict[str, str] | None = None):
@@ -97,19 +115,81 @@ def test_every_format_shows_the_pooled_table(two_backbones, tmp_path):
     assert "## Pooled across backbones" in markdown
     assert "### suite syn · transfer zero_shot · pooled across backbones (2 backbones)" in markdown
     assert "| ρ tiny-bb | ρ tiny-mlm |" in markdown and "prompt_cosine (1/2 backbones)" in markdown
-    assert "Only 1 backbone" not in markdown
+    assert "only backbone" not in markdown
     data = json.loads((tmp_path / "board" / "leaderboard.json").read_text())
-    assert [t["transfer_kind"] for t in data["pooled_tables"]] == ["zero_shot"]
+    assert [t["transfer_kind"] for t in data["pooled_tables"]] == ["zero_shot"] and data["pooled_notes"] == []
     page = (tmp_path / "board" / "index.html").read_text()
     assert page == render_html(two_backbones)
     assert '<table class="pooled">' in page and "prompt_cosine (1/2 backbones)" in page
+    # the CSV: the per-backbone rows, then the pooled ones, named by their joined backbones
+    csv = pd.read_csv(tmp_path / "board" / "leaderboard.csv")
+    assert (tmp_path / "board" / "leaderboard.csv").read_text() == leaderboard_csv(
+        grouped_tables(table_settings(two_backbones)), pooled_tables(table_settings(two_backbones)))
+    assert list(csv["table"]) == ["backbone"] * 5 + ["pooled"] * 3
+    pooled_rows = csv[csv["table"] == "pooled"].set_index("indicator")
+    assert set(pooled_rows["backbone"]) == {"tiny-bb+tiny-mlm"}
+    (key, table), = pooled_tables(table_settings(two_backbones)).items()
+    for name, row in table.set_index("indicator").iterrows():
+        shown = pooled_rows.loc[name]
+        assert shown["mean_spearman"] == pytest.approx(row["mean_spearman"], rel=1e-5)
+        assert (shown["rank_low"], shown["rank_high"], shown["units_covered"]) == (
+            row["rank_low"], row["rank_high"], row["units_covered"])
+        assert str(shown["complete"]) == str(row["complete"])
+        for backbone in ("tiny-bb", "tiny-mlm"):
+            column = backbone_column(backbone)
+            assert (math.isnan(shown[column]) and math.isnan(row[column])) or shown[column] == pytest.approx(row[column], rel=1e-5)
+    assert csv[csv["table"] == "backbone"][["units_covered", "mdd", "rho[tiny-bb]"]].isna().all().all()
+    # the terminal: the pooled table after the per-backbone ones, within 100 columns
+    text = terminal(two_backbones)
+    assert "suite syn · transfer zero_shot · pooled across backbones (2 backbones)" in text
+    assert text.index("pooled across backbones") > text.index("backbone tiny-mlm")
+    header = next(line for line in text.splitlines() if "tiny-mlm" in line and "indicator" in line)
+    assert "prompt_cosine (1/2 backbones)" in text and "tiny-bb" in header and "[95% CI]" in header
+    assert "note: Pooled over 2 backbones" in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
+    narrow = terminal(two_backbones, width=80)
+    assert max(len(line.rstrip()) for line in narrow.splitlines()) <= 80 and "prompt_cosine (1/2 backbones)" in narrow
+    assert "not shown: p vs above, MDD vs above, units" in narrow and "0.40 [-0.70, 1.00]" in narrow
 
 
-def test_one_shipped_backbone_says_it_will_pool_later(two_backbones):
+def test_one_shipped_backbone_is_one_line_in_every_format_not_a_repeated_table(two_backbones, tmp_path):
     only_bb = [r for r in two_backbones if r.backbone == "tiny-bb"]
-    (pooled,) = leaderboard_json(only_bb)["pooled_tables"]
-    assert [b["backbone"] for b in pooled["backbones"]] == ["tiny-bb"]
-    assert any(note.startswith("Only 1 backbone") and "will pool" in note for note in pooled["notes"])
+    board = leaderboard_json(only_bb)
+    assert board["pooled_tables"] == []
+    (line,) = board["pooled_notes"]
+    assert line.startswith("Pooled across backbones, suite syn: only backbone tiny-bb (reference ")
+    assert "no pooled table is shown" in line and "zero_shot" in line and "another backbone's reference" in line
+    (_, table), = pooled_tables(table_settings(only_bb)).items()
+    assert f"zero_shot {table.attrs['median_mdd']:.2f}." in line  # the one figure the table added
+    write_leaderboard(only_bb, tmp_path / "board")
+    markdown = (tmp_path / "board" / "README.md").read_text()
+    assert "## Pooled across backbones" in markdown and line in markdown
+    assert "pooled across backbones (1 backbone)" not in markdown and "pooled mean ρ" not in markdown
+    page = (tmp_path / "board" / "index.html").read_text()
+    assert '<table class="pooled">' not in page and "no pooled table is shown" in page
+    csv = pd.read_csv(tmp_path / "board" / "leaderboard.csv")
+    assert set(csv["table"]) == {"backbone"} and len(csv) == 3
+    text = terminal(only_bb)
+    assert "pooled across backbones (" not in text
+    assert " ".join(text.split()).count("Pooled across backbones, suite syn: only backbone tiny-bb") == 1
+
+
+def test_the_command_line_shows_the_pooled_table_in_every_format(two_backbones, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "official"
+    for result in two_backbones:
+        write_result(result, folder)
+    monkeypatch.setenv("TRANSFERBENCH_RESULTS", str(tmp_path / "mine"))
+    base = ["leaderboard", "--submissions-dir", str(folder), "--leaderboard-dir", str(tmp_path / "board")]
+    shown = {}
+    for fmt in ("rich", "md", "csv", "json", "html"):
+        capsys.readouterr()
+        assert main([*base, "--format", fmt]) == 0
+        shown[fmt] = capsys.readouterr().out
+    assert "pooled across backbones (2 backbones)" in shown["rich"]
+    assert "### suite syn · transfer zero_shot · pooled across backbones (2 backbones)" in shown["md"]
+    assert "tiny-bb+tiny-mlm" in shown["csv"] and ",pooled," in shown["csv"]
+    assert json.loads(shown["json"])["pooled_tables"][0]["backbones"][1]["backbone"] == "tiny-mlm"
+    assert '<table class="pooled">' in shown["html"]
 
 
 def test_settings_without_a_shipped_reference_and_local_results_are_not_pooled(two_backbones, tmp_path):

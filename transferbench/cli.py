@@ -513,7 +513,9 @@ def _rebuild_and_print(args, console: Console, board_dir: Path | None, local_dir
                        only: tuple[str, str] | None = None, require_official: bool = True) -> None:
     """Print the board of the project's results plus the user's (`local_dir`); write it into
     `board_dir` when given (only the files whose content changes)."""
-    from transferbench.leaderboard import build_tables, render_rich, write_leaderboard
+    from transferbench.leaderboard import render_rich, write_leaderboard
+    from transferbench.leaderboard.pooled import pooled_tables
+    from transferbench.leaderboard.tables import grouped_tables, table_settings
 
     results, problems = _board_results(args, local_dir, require_official)
     if board_dir is not None:
@@ -521,18 +523,23 @@ def _rebuild_and_print(args, console: Console, board_dir: Path | None, local_dir
         console.print(f"leaderboard {board_dir}: {len(written.changed)} of {len(written)} files changed"
                       + (f", {len(written.removed)} stale plots removed" if written.removed else ""),
                       markup=False, highlight=False)
-    tables = build_tables(results)
-    if only is not None:
+    settings = table_settings(results)
+    tables, pooled = grouped_tables(settings), pooled_tables(settings)
+    if only is not None:  # a run's own setting, and the pooled tables its backbone is part of
         tables = {key: table for key, table in tables.items() if (key.suite, key.backbone) == only}
-    render_rich(tables, console, columns=args.columns)
+        pooled = {key: table for key, table in pooled.items() if key.suite == only[0]
+                  and only[1] in (b["backbone"] for b in table.attrs.get("backbones", []))}
+    render_rich(tables, console, columns=args.columns, pooled=pooled)
     for path, reason in problems:
         console.print(f"skipped {path}: {reason}", style="yellow", markup=False)
 
 
 def cmd_leaderboard(args, console: Console) -> int:
     from transferbench.leaderboard import (
-        build_tables, leaderboard_csv, leaderboard_json, open_in_browser, render_html, render_markdown,
+        leaderboard_csv, leaderboard_json, open_in_browser, render_html, render_markdown,
     )
+    from transferbench.leaderboard.pooled import pooled_tables
+    from transferbench.leaderboard.tables import grouped_tables, table_settings
     from transferbench.evaluation.results import check_output_folder
 
     local = _results_dir(args) / "submissions"
@@ -562,10 +569,11 @@ def cmd_leaderboard(args, console: Console) -> int:
         text = render_html(results, problems)
     elif args.format == "json":
         text = json.dumps(leaderboard_json(results, problems), indent=2, allow_nan=False)
-    elif args.format == "csv":
-        text = leaderboard_csv(build_tables(results))
-    else:
-        text = render_markdown(build_tables(results), problems)
+    else:  # the pooled tables too, as the files --write writes
+        settings = table_settings(results)
+        tables, pooled = grouped_tables(settings), pooled_tables(settings)
+        text = (leaderboard_csv(tables, pooled) if args.format == "csv"
+                else render_markdown(tables, problems, pooled=pooled))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 

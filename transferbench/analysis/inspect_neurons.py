@@ -50,7 +50,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="fraction of neurons selected, per layer unless --global (default: %(default)s)")
     parser.add_argument("--positions", choices=SKILL_POSITION_SETS, default=DEFAULT_SKILL_POSITIONS,
                         help="positions whose activations are scored: the prompt and [MASK] (as the reference "
-                             "code), the prompt only, or [MASK] only (default: %(default)s)")
+                             "code), the prompt only, [MASK] only, or with the verbalizer's read-out in place of "
+                             "[MASK] ([MASK] with an MLM head, else the mean over positions) (default: %(default)s)")
     parser.add_argument("--global", dest="global_selection", action="store_true",
                         help="select the top fraction over all layers instead of per layer")
     parser.add_argument("--export", type=Path, default=None, metavar="DIR",
@@ -224,10 +225,17 @@ def _readme(*, task: str, suite, bench, seeds: list[int], fraction: float, per_l
     call = f"select(scores, {fraction!r}, per_layer={per_layer})"
     precision = "computed under bfloat16 autocast" if bench.config.bf16 else "computed in float32"
     prompt_length = bench.config.prompt_length
+    readout = ""  # the backbone is loaded to tell only where its read-out is scored
+    if positions.startswith("readout"):
+        readout = (f"the [MASK] position {prompt_length + 1}, where the MLM head reads" if bench.backbone.head == "mlm"
+                   else "the mean over the example's attended positions, which the cosine verbalizer reads")
     where = {"mask+prompt": f"the soft-prompt positions 1..{prompt_length}, then the [MASK] position "
                             f"{prompt_length + 1} (as the reference code)",
              "prompt": f"the soft-prompt positions 1..{prompt_length}",
-             "mask": f"the [MASK] position {prompt_length + 1}"}[positions]
+             "mask": f"the [MASK] position {prompt_length + 1}",
+             "readout+prompt": f"the soft-prompt positions 1..{prompt_length}, then the verbalizer's read-out "
+                               f"({readout})",
+             "readout": f"the verbalizer's read-out ({readout})"}[positions]
     values = {
         "task": task, "task_repr": repr(task), "task_version": bench.tasks[task].version,
         "data_hash": bench.data(task).data_hash, "suite_name": suite.name,

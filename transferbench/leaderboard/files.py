@@ -60,7 +60,7 @@ def write_leaderboard(
     }
     outputs = {
         "README.md": render_markdown(tables, problems, plot_links, pooled),
-        "leaderboard.csv": leaderboard_csv(tables),
+        "leaderboard.csv": leaderboard_csv(tables, pooled),
         "leaderboard.json": json.dumps(
             tables_json(tables, problems, pooled), indent=2, allow_nan=False, ensure_ascii=False
         )

@@ -17,7 +17,9 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from transferbench.leaderboard.pooled import PooledKey, pooled_description, pooled_tables
+from transferbench.leaderboard.pooled import (
+    PooledKey, pooled_description, pooled_tables, shown_pooled, single_backbone_lines,
+)
 from transferbench.leaderboard.render import (
     COLUMN_HELP, DISPLAY_HEADERS, EXPLANATION, FAMILY_EXPLANATION, PLOT_TITLES, POOLED_EXPLANATION, _display_cells,
     _json_value, _label, _title, pooled_cells, pooled_title, split_seed_line,
@@ -144,9 +146,12 @@ def render_page(
         lines.append("</section>")
     if pooled:
         lines.append('<section id="pooled"><h2>Pooled across backbones</h2>')
-        lines.append(f'<p class="explain">{_inline_markdown(POOLED_EXPLANATION)}</p>')
+        if shown_pooled(pooled):
+            lines.append(f'<p class="explain">{_inline_markdown(POOLED_EXPLANATION)}</p>')
+        for line in single_backbone_lines(pooled):
+            lines.append(f'<p class="note">{html.escape(line)}</p>')
         lines.append("</section>")
-    for key, table in (pooled or {}).items():
+    for key, table in shown_pooled(pooled or {}).items():
         lines.append(f'<section id="pooled-{html.escape(key.suite)}-{html.escape(key.transfer_kind)}">')
         lines.append(f"<h3>{html.escape(pooled_title(key, table))}</h3>")
         headers, rows = pooled_cells(table)

@@ -9,6 +9,10 @@ the pooled CI come from a bootstrap over units and seeds stratified by backbone
 (`pooled_rank_intervals`); `p vs above` and the paired minimum detectable difference are over the
 units both rows share. An indicator missing on a pooled backbone is marked and ranked after the
 complete rows (its mean is over fewer units, so it is not comparable with theirs).
+
+A pooled table of one backbone would repeat that backbone's own tables: every renderer shows only
+the tables of at least two backbones (`shown_pooled`) and says the rest in one line per (suite,
+backbone) (`single_backbone_lines`).
 """
 
 from __future__ import annotations
@@ -147,19 +151,41 @@ def pooled_tables(settings: dict[TableKey, tuple[list[ResultFile], list[str]]]) 
     return {key: _pooled_table(key, groups[key]) for key in sorted(groups)}
 
 
+def shown_pooled(tables: dict[PooledKey, pd.DataFrame]) -> dict[PooledKey, pd.DataFrame]:
+    """The pooled tables a renderer shows: those pooling at least two backbones (one backbone's
+    pooled table repeats its own tables, `single_backbone_lines` says so instead)."""
+    return {key: table for key, table in tables.items() if len(table.attrs.get("backbones", [])) > 1}
+
+
+def single_backbone_lines(tables: dict[PooledKey, pd.DataFrame]) -> list[str]:
+    """What every renderer says instead of the pooled tables that hold one backbone: one line per
+    (suite, backbone), naming the transfer kinds and the median minimum detectable difference of
+    each (the one figure those tables add to the backbone's own)."""
+    groups: dict[tuple[str, str, str], list[tuple[str, float]]] = {}
+    for key, table in tables.items():
+        backbones = table.attrs.get("backbones", [])
+        if len(backbones) == 1:
+            groups.setdefault((key.suite, backbones[0]["backbone"], backbones[0]["reference"]), []).append(
+                (key.transfer_kind, table.attrs.get("median_mdd", math.nan)))
+    lines = []
+    for (suite, backbone, reference), kinds in sorted(groups.items()):
+        mdd = ", ".join(f"{kind} {value:.2f}" for kind, value in kinds if not math.isnan(value))
+        lines.append(
+            f"Pooled across backbones, suite {suite}: only backbone {backbone} (reference {reference}) has a shipped "
+            f"reference with results, so no pooled table is shown (it would repeat the {backbone} tables of "
+            f"{', '.join(kind for kind, _ in kinds)}); it pools when another backbone's reference of the suite ships."
+            + (f" Median minimum detectable difference in mean ρ between two rows (paired, alpha 0.05, power 0.8): "
+               f"{mdd}." if mdd else ""))
+    return lines
+
+
 def pooled_description(key: PooledKey, table: pd.DataFrame) -> list[str]:
-    """The lines said under a pooled table: what was pooled, how, and, with one backbone, that
-    it is that backbone's table until another reference of the suite ships."""
+    """The lines said under a pooled table: what was pooled, how, what difference it resolves."""
     backbones = table.attrs.get("backbones", [])
     units = sum(b["units"] for b in backbones)
     shown = ", ".join(f"{b['backbone']} (reference {b['reference']}, {b['units']} admitted targets)" for b in backbones)
     lines = [f"Pooled over {len(backbones)} backbone{'s' if len(backbones) != 1 else ''}: {shown}; "
              f"{units} units (backbone, target). Rank intervals and the CI resample {table.attrs.get('resampled', '')}."]
-    if len(backbones) == 1:
-        lines.append(
-            f"Only 1 backbone has a shipped reference of suite {key.suite}: this table has the units and means of "
-            f"the {backbones[0]['backbone']} table (its CI also resamples seeds); it will pool when the masked-LM "
-            "reference (issue 25) ships.")
     mdd = table.attrs.get("median_mdd", math.nan)
     if not math.isnan(mdd):
         lines.append(
@@ -174,9 +200,10 @@ def pooled_description(key: PooledKey, table: pd.DataFrame) -> list[str]:
 
 
 def pooled_json(tables: dict[PooledKey, pd.DataFrame], value: Any) -> list[dict[str, Any]]:
-    """The pooled tables as JSON-ready data; `value` turns NaN into None (the renderer's)."""
+    """The pooled tables shown (`shown_pooled`) as JSON-ready data; `value` turns NaN into None
+    (the renderer's)."""
     out = []
-    for key, table in tables.items():
+    for key, table in shown_pooled(tables).items():
         backbones = [b["backbone"] for b in table.attrs.get("backbones", [])]
         out.append({
             "suite": key.suite,

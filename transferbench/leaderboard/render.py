@@ -20,7 +20,10 @@ from transferbench.leaderboard.tables import (
 )
 from transferbench.evaluation.results import ResultFile
 from transferbench.leaderboard.plots import PLOT_KINDS
-from transferbench.leaderboard.pooled import PooledKey, backbone_column, pooled_description, pooled_json, pooled_tables
+from transferbench.leaderboard.pooled import (
+    POOLED_COLUMNS, PooledKey, backbone_column, pooled_description, pooled_json, pooled_tables, shown_pooled,
+    single_backbone_lines,
+)
 
 PLOT_TITLES = {"transfer": "measured transfer", "scatter": "scores vs transfer", "spearman": "per-target ρ"}
 EXPLANATION = (
@@ -231,8 +234,12 @@ def render_markdown(
             shown = [f"[{PLOT_TITLES[kind]}]({links[kind]})" for kind in PLOT_KINDS if kind in links]
             lines += ["Plots: " + " · ".join(shown), ""]
     if pooled:
-        lines += ["## Pooled across backbones", "", POOLED_EXPLANATION, ""]
-    for key, table in (pooled or {}).items():
+        lines += ["## Pooled across backbones", ""]
+    if shown_pooled(pooled or {}):
+        lines += [POOLED_EXPLANATION, ""]
+    for line in single_backbone_lines(pooled or {}):
+        lines += [markdown_text(line), ""]
+    for key, table in shown_pooled(pooled or {}).items():
         lines += [f"### {markdown_text(pooled_title(key, table))}", ""]
         headers, rows = pooled_cells(table)
         lines.append("| " + " | ".join(_markdown_cell(h) for h in headers) + " |")
@@ -320,6 +327,7 @@ def tables_json(
             for (suite, backbone, kind, reference), table in tables.items()
         ],
         "pooled_tables": pooled_json(pooled or {}, _json_value),
+        "pooled_notes": single_backbone_lines(pooled or {}),
         "skipped": [
             {"path": shown_path(path), "reason": reason}
             for path, reason in sorted(problems, key=lambda p: str(p[0]))
@@ -334,14 +342,38 @@ def leaderboard_json(
     tables: [{suite, backbone, transfer_kind, notes, split_seed_tau, split_seed_splits,
     split_seed_reason, rank_resampled, rows: [{column: value}]}], pooled_tables: [{suite,
     transfer_kind, backbones, units, resampled, median_mdd, notes, rows: [{column: value,
-    per_backbone: {backbone: mean rho}}]}] (see `transferbench.leaderboard.pooled`), skipped}."""
+    per_backbone: {backbone: mean rho}}]}] (only those of at least two backbones, see
+    `transferbench.leaderboard.pooled`), pooled_notes (one line per suite pooled on one backbone
+    only), skipped}."""
     settings = table_settings(results)
     return tables_json(grouped_tables(settings), problems, pooled_tables(settings))
 
 
-def leaderboard_csv(tables: dict[TableKey, pd.DataFrame]) -> str:
-    """All tables stacked, with suite, backbone and transfer_kind as the first columns and the
-    table's split-seed tau (the same on every row of a table) as the last."""
+CSV_POOLED_COLUMNS = ["table", "units_covered", "backbones_covered", "complete", "mdd"]
+"""Trailing columns of the CSV, after `split_seed_tau`: `table` is "backbone" for the rows of a
+per-backbone table and "pooled" for those of a pooled table (`transferbench.leaderboard.pooled`),
+whose pooled-only columns follow, then one `rho[<backbone>]` column per pooled backbone."""
+
+
+def _pooled_frame(key: PooledKey, table: pd.DataFrame) -> pd.DataFrame:
+    """A shown pooled table as CSV rows: its backbones and references joined by "+" fill the
+    backbone and reference columns, so (suite, backbone, transfer_kind, reference) names it."""
+    backbones = table.attrs.get("backbones", [])
+    frame = table.copy()
+    frame.insert(0, "reference", "+".join(b["reference"] for b in backbones))
+    frame.insert(0, "transfer_kind", key.transfer_kind)
+    frame.insert(0, "backbone", "+".join(b["backbone"] for b in backbones))
+    frame.insert(0, "suite", key.suite)
+    frame["local"] = False
+    frame["table"] = "pooled"
+    return frame
+
+
+def leaderboard_csv(tables: dict[TableKey, pd.DataFrame], pooled: dict[PooledKey, pd.DataFrame] | None = None) -> str:
+    """All tables stacked, with suite, backbone, transfer_kind and reference as the first columns
+    and the table's split-seed tau (the same on every row of a table) after `COLUMNS`; then the
+    pooled tables shown (`shown_pooled`), with `CSV_POOLED_COLUMNS` and a `rho[<backbone>]` column
+    per pooled backbone (empty on the rows that lack them)."""
     frames = []
     for (suite, backbone, kind, reference), table in tables.items():
         frame = table.copy()
@@ -350,9 +382,15 @@ def leaderboard_csv(tables: dict[TableKey, pd.DataFrame]) -> str:
         frame.insert(0, "transfer_kind", kind)
         frame.insert(0, "backbone", backbone)
         frame.insert(0, "suite", suite)
+        frame["table"] = "backbone"
         frames.append(frame)
-    header = ["suite", "backbone", "transfer_kind", "reference", *COLUMNS, "split_seed_tau"]
+    shown = shown_pooled(pooled or {})
+    frames += [_pooled_frame(key, table) for key, table in shown.items()]
+    rho = sorted({column for table in shown.values() for column in table.columns
+                  if column not in POOLED_COLUMNS}, key=str)
+    header = ["suite", "backbone", "transfer_kind", "reference", *COLUMNS, "split_seed_tau", *CSV_POOLED_COLUMNS, *rho]
     stacked = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=header)
+    stacked = stacked.reindex(columns=header)
     return stacked.to_csv(index=False, lineterminator="\n", float_format="%.6g")
 
 
@@ -378,8 +416,57 @@ def _rich_table(key: TableKey, rows: list[list[str]], dim: list[bool], shown: li
     return view
 
 
-def render_rich(tables: dict[TableKey, pd.DataFrame], console: Any, columns: str = "default") -> None:
-    """Print one rich Table per setting, CI as `0.41 [0.12, 0.66]`, baselines dimmed.
+POOLED_RICH_DROP_ORDER = ["p vs above", "MDD vs above", "units", "rank 95%"]
+"""The pooled table's columns left out in the terminal, in this order, while it is wider than it."""
+
+
+def _rich_pooled_header(header: str) -> str:
+    """A pooled table's header on two lines in the terminal (`ρ minilm` -> `ρ` over `minilm`, `p vs
+    above` -> `p vs` over `above`), so a column is as wide as its numbers."""
+    if header in ("#", "indicator", "units"):
+        return header
+    if header.endswith(" [95% CI]"):
+        return header.replace(" [", "\n[")
+    if header.startswith("ρ "):
+        return header.replace(" ", "\n", 1)
+    first, _, last = header.rpartition(" ")
+    return f"{first}\n{last}"
+
+
+def _rich_pooled_table(key: PooledKey, table: pd.DataFrame, console: Any, width: int):
+    """The pooled table for the terminal: no cell wrapped, the columns of `POOLED_RICH_DROP_ORDER`
+    left out while it is wider than `width`, and named in the caption."""
+    from rich import box
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    headers, rows = pooled_cells(table)
+    dropped: list[str] = []
+    while True:
+        shown = [i for i, header in enumerate(headers) if header not in dropped]
+        sig = headers.index("p vs above")
+        starred = sig in shown and any(cells[sig].endswith("*") for cells in rows)
+        caption = [*(["* p < 0.05 against the row above (paired sign-flip test over shared units)"] if starred else []),
+                   *([f"not shown: {', '.join(dropped)} (--format md|csv|json|html)"] if dropped else [])]
+        view = Table(title=pooled_title(key, table), box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+                     caption="; ".join(caption) or None, caption_justify="left")
+        for index in shown:
+            header = headers[index]
+            view.add_column(_rich_pooled_header(header), justify="left" if header == "indicator" else "right",
+                            no_wrap=True)
+        for cells, (_, row) in zip(rows, table.iterrows()):
+            view.add_row(*(cells[i] for i in shown), style="dim" if bool(row["baseline"]) else None)
+        left = [header for header in POOLED_RICH_DROP_ORDER if header not in dropped]
+        if not left or Measurement.get(console, console.options.update_width(10_000), view).maximum <= width:
+            return view
+        dropped.append(left[0])
+
+
+def render_rich(tables: dict[TableKey, pd.DataFrame], console: Any, columns: str = "default",
+                pooled: dict[PooledKey, pd.DataFrame] | None = None) -> None:
+    """Print one rich Table per setting, CI as `0.41 [0.12, 0.66]`, baselines dimmed; then the
+    tables pooled across backbones (`pooled`, those `shown_pooled`) with their notes, and one line
+    for each suite pooled on a single backbone (`single_backbone_lines`).
 
     `columns="default"`: the `RICH_HEADERS` columns, minus those of `RICH_DROP_ORDER` (in that
     order) that do not fit `RICH_WIDTH` or the console's width if narrower; the indicator and mean ρ [95% CI] columns are
@@ -412,3 +499,9 @@ def render_rich(tables: dict[TableKey, pd.DataFrame], console: Any, columns: str
                           markup=False)
         for note in table.attrs.get("notes", []):
             console.print(textwrap.fill(f"note: {note}", width=width, subsequent_indent="  "), markup=False)
+    for key, table in shown_pooled(pooled or {}).items():
+        console.print(_rich_pooled_table(key, table, console, width), width=width)
+        for line in pooled_description(key, table):
+            console.print(textwrap.fill(f"note: {line}", width=width, subsequent_indent="  "), markup=False)
+    for line in single_backbone_lines(pooled or {}):
+        console.print(textwrap.fill(line, width=width, subsequent_indent="  "), markup=False)

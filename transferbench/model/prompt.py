@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -183,6 +183,10 @@ class Verbalizer:
       label's encoding is the mean-pooled frozen-backbone output of its words (averaged over words).
       Measured on this backbone: this learns much faster than dot products against the tied input
       embeddings at [MASK] (see README, "Design choices").
+
+    Which positions each head reads is `read_out`, which the read-out-aware neuron artifacts apply
+    to FFN activations (`transferbench.pipeline.units.ffn_activations`); tests/test_readout_neurons.py pins
+    that it reads what `logits` reads.
     """
 
     def __init__(self, backbone: Backbone, label_words: Sequence[Sequence[str]], scale: float):
@@ -221,6 +225,20 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
+READ_OUTS = {"mlm": "the [MASK] position", "cosine": "the mean over attended positions"}
+"""What the verbalizer of each head reads of the backbone's output (`Verbalizer.logits`)."""
+
+
+def read_out(head: str, states: torch.Tensor, attention_mask: torch.Tensor, mask_position: int) -> torch.Tensor:
+    """Per-position states `[B, L, ...]` reduced to `[B, ...]` where the verbalizer of `head` reads
+    the output (`READ_OUTS`): the [MASK] position (`mask_position`, n + 1 in the template) for an
+    MLM head, the mean over attended positions (`mean_pool`, every position of the template but
+    padding) for the cosine verbalizer."""
+    if head == "mlm":
+        return states[:, mask_position]
+    return mean_pool(states, attention_mask)
+
+
 @dataclass
 class PromptedOutput:
     hidden: torch.Tensor  # [B, L, H] last hidden states
@@ -250,7 +268,7 @@ def prompted_forward(
     mask_token = embed(torch.tensor([backbone.tokenizer.mask_token_id], device=device)).expand(size, 1, -1)
     inputs = torch.cat([words[:, :1], prompt.to(words.dtype), mask_token, words[:, 1:]], dim=1)
     ones = torch.ones((size, n + 1), dtype=mask.dtype, device=device)
-    attention = torch.cat([mask[:, :1], ones, mask[:, 1:]], dim=1)
+    attention = prompted_attention_mask(mask, n)
     kwargs = {"inputs_embeds": inputs, "attention_mask": attention}
     if "token_type_ids" in backbone.tokenizer.model_input_names:
         kwargs["token_type_ids"] = torch.cat([types[:, :1], 0 * ones, types[:, 1:]], dim=1)
@@ -260,6 +278,14 @@ def prompted_forward(
         kwargs["inputs_embeds"] = inputs.to(encoder.dtype)
     hidden = encoder(**kwargs).last_hidden_state
     return PromptedOutput(hidden, attention, hidden[:, n + 1])
+
+
+def prompted_attention_mask(attention_mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
+    """The attention mask `[B, L + n + 1]` of `[CLS] p_1 .. p_n [MASK] text` given the text's
+    `[B, L]` (`prompted_forward`): the prompt and [MASK] positions are always attended."""
+    ones = torch.ones((attention_mask.shape[0], prompt_length + 1), dtype=attention_mask.dtype,
+                      device=attention_mask.device)
+    return torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
 
 
 def initial_prompt(backbone: Backbone, length: int, seed: int) -> torch.Tensor:
@@ -470,17 +496,22 @@ def _stack_batches(batches: Sequence[dict[str, torch.Tensor]], pad: int) -> dict
 
 
 @contextmanager
-def capture_ffn(backbone: Backbone, positions: slice | list[int]):
+def capture_ffn(backbone: Backbone, positions: slice | list[int],
+                reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """Record each layer's FFN activations (after the activation function) at `positions`.
 
     Yields a list that receives one `[B, layers, len(positions), ffn]` tensor per forward pass.
+    `reduce` (instead of `positions`): maps one layer's activations `[B, L, ffn]`, on the device,
+    to the `[B, k, ffn]` recorded, e.g. with the verbalizer's read-out (`read_out`), without
+    keeping every position's activations of every layer.
     """
     per_layer: list[torch.Tensor | None] = [None] * backbone.num_layers
     captured: list[torch.Tensor] = []
 
     def hook(layer: int):
         def record(_module, _inputs, output):
-            per_layer[layer] = output[:, positions].detach().float().cpu()
+            picked = output[:, positions] if reduce is None else reduce(output)
+            per_layer[layer] = picked.detach().float().cpu()
             if layer == backbone.num_layers - 1:
                 captured.append(torch.stack(per_layer, dim=1))  # type: ignore[arg-type]
 
@@ -496,6 +527,6 @@ def capture_ffn(backbone: Backbone, positions: slice | list[int]):
 
 __all__ = [
     "PromptConfig", "EncodedSplit", "encode_split", "Verbalizer", "prompted_forward", "predict",
-    "accuracy", "split_accuracy", "selection_score", "TrainedPrompt", "train_prompt", "TrainJob", "train_prompts", "capture_ffn",
-    "initial_prompt",
+    "accuracy", "split_accuracy", "selection_score", "TrainedPrompt", "train_prompt", "TrainJob", "train_prompts",
+    "capture_ffn", "initial_prompt", "prompted_attention_mask", "read_out", "READ_OUTS",
 ]

@@ -47,6 +47,15 @@ PROBE_MAX_ITER = 100
 # Which positions of the template `[CLS] p_1 .. p_n [MASK] text` the skill-neuron scores read
 # (`units.skill_positions`); "mask+prompt" is the reference code's choice.
 DEFAULT_SKILL_POSITIONS = "mask+prompt"
+# Where the neuron artifacts read activations: "mask" the [MASK] position (the papers'), or
+# "verbalizer" where the backbone's verbalizer reads its output (`prompt.read_out`: [MASK] with an
+# MLM head, the mean over attended positions without one). The `*_readout` artifacts read the
+# latter, skill neurons at the prompt positions plus the read-out (`units.skill_positions`).
+READOUTS = ("mask", "verbalizer")
+READOUT_SKILL_POSITIONS = "readout+prompt"
+# `code` of the skill-neuron and mask-activation units, shared by their read-out variants
+SKILL_NEURONS_CODE = 3
+MASK_ACTIVATIONS_CODE = 2
 SAMPLE_COUNT = 32
 # Settings that only affect measured transfer, so changing them never retrains source prompts.
 TRANSFER_ONLY_SETTINGS = ("init_steps",)
@@ -235,8 +244,13 @@ def _samples(p: Any, task: str) -> list[tuple[str, str, str]]:
             for i in range(min(SAMPLE_COUNT, len(train)))]
 
 
-def _skill_scores(p: Any, task: str) -> np.ndarray:
-    return np.mean([p.get("skill_neurons", task=task, seed=seed)["scores"].numpy() for seed in p.seeds], axis=0)
+def _skill_scores(artifact: str) -> Callable[[Any, str], np.ndarray]:
+    """The view of a task's skill scores: those of `artifact` (skill neurons), averaged over seeds."""
+
+    def view(p: Any, task: str) -> np.ndarray:
+        return np.mean([p.get(artifact, task=task, seed=seed)["scores"].numpy() for seed in p.seeds], axis=0)
+
+    return view
 
 
 _CELL = "{{accuracy, predictions}} of the source prompt (None: {null}) on the target's test split"
@@ -263,24 +277,48 @@ for _name, _spec in {
         description="{predictions}: test predictions of a linear probe on frozen features"),
     # ---- stage 3: artifacts for indicators --------------------------------------------------------
     "skill_neurons": ArtifactSpec(
-        "task_seed", "transferbench.pipeline.units:skill_neurons_unit", stage="skill_neurons", code=3, needs=("prompts",),
-        options={"positions": DEFAULT_SKILL_POSITIONS}, key=_prompt_activation_key("skill_neurons"), served=False,
-        cost=lambda sizes, config: Work(eval=sizes.train + sizes.dev), title="skill neurons",
+        "task_seed", "transferbench.pipeline.units:skill_neurons_unit", stage="skill_neurons", code=SKILL_NEURONS_CODE,
+        needs=("prompts",), options={"positions": DEFAULT_SKILL_POSITIONS}, key=_prompt_activation_key("skill_neurons"),
+        served=False, cost=lambda sizes, config: Work(eval=sizes.train + sizes.dev), title="skill neurons",
         description="{scores, thresholds} of a task's own prompt"),
     "skill_scores": ArtifactSpec(
-        "task", needs=("skill_neurons",), view=_skill_scores,
+        "task", needs=("skill_neurons",), view=_skill_scores("skill_neurons"),
         description="skill-neuron predictivity [layers, ffn_width], averaged over seeds"),
     "mask_activations": ArtifactSpec(
-        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=2, needs=("prompts",),
-        options={"with_inputs": False}, key=_prompt_activation_key("mask_activations"),
+        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
+        needs=("prompts",), options={"with_inputs": False}, key=_prompt_activation_key("mask_activations"),
         serve=lambda a: a["activations"].numpy(), cost=lambda sizes, config: Work(eval=1), title="mask activations",
         description="FFN activations at the [MASK] position with the prompt alone, [layers, ffn_width] per seed"),
     "mask_activations_task": ArtifactSpec(
-        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=2, needs=("prompts",),
-        options={"with_inputs": True}, key=_prompt_activation_key("mask_activations"),
+        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
+        needs=("prompts",), options={"with_inputs": True}, key=_prompt_activation_key("mask_activations"),
         serve=lambda a: a["activations"].numpy(), cost=lambda sizes, config: Work(eval=sizes.dev),
         title="mask activations on task inputs",
         description="FFN activations at [MASK] averaged over task inputs, [layers, ffn_width] per seed"),
+    # ---- the same, read where the verbalizer reads (`READOUTS`): new store keys, by their options ----
+    "skill_neurons_readout": ArtifactSpec(
+        "task_seed", "transferbench.pipeline.units:skill_neurons_unit", stage="skill_neurons", code=SKILL_NEURONS_CODE,
+        needs=("prompts",), options={"positions": READOUT_SKILL_POSITIONS}, key=_prompt_activation_key("skill_neurons"),
+        served=False, cost=lambda sizes, config: Work(eval=sizes.train + sizes.dev),
+        title="skill neurons at the verbalizer's read-out",
+        description="{scores, thresholds} of a task's own prompt at the prompt positions and the verbalizer's read-out"),
+    "skill_scores_readout": ArtifactSpec(
+        "task", needs=("skill_neurons_readout",), view=_skill_scores("skill_neurons_readout"),
+        description="skill-neuron predictivity [layers, ffn_width] at the prompt positions and where the "
+                    "verbalizer reads ([MASK] with an MLM head, else the mean over positions), averaged over seeds"),
+    "readout_activations": ArtifactSpec(
+        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
+        needs=("prompts",), options={"with_inputs": False, "readout": "verbalizer"},
+        key=_prompt_activation_key("mask_activations"), serve=lambda a: a["activations"].numpy(),
+        cost=lambda sizes, config: Work(eval=1), title="read-out activations",
+        description="FFN activations where the verbalizer reads ([MASK] with an MLM head, else the mean over "
+                    "positions) with the prompt alone, [layers, ffn_width] per seed"),
+    "readout_activations_task": ArtifactSpec(
+        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
+        needs=("prompts",), options={"with_inputs": True, "readout": "verbalizer"},
+        key=_prompt_activation_key("mask_activations"), serve=lambda a: a["activations"].numpy(),
+        cost=lambda sizes, config: Work(eval=sizes.dev), title="read-out activations on task inputs",
+        description="FFN activations where the verbalizer reads, averaged over task inputs, [layers, ffn_width] per seed"),
     "text_embedding": ArtifactSpec(
         "task", "transferbench.pipeline.units:text_embedding_unit", stage="text_embedding", code=2,
         key=_frozen_key("text_embedding"), serve=lambda a: a["embedding"].numpy(), title="text embeddings",

@@ -18,7 +18,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from transferbench.pipeline.artifacts import (  # noqa: F401  (the artifacts' settings, re-exported)
-    DEFAULT_SKILL_POSITIONS, PAIR_EXAMPLES, PROBE_EXAMPLES, PROBE_L1, PROBE_L2, PROBE_MAX_ITER,
+    DEFAULT_SKILL_POSITIONS, PAIR_EXAMPLES, PROBE_EXAMPLES, PROBE_L1, PROBE_L2, PROBE_MAX_ITER, READOUTS,
 )
 from transferbench.errors import TransferbenchError
 from transferbench.model.backbone import Backbone
@@ -26,7 +26,8 @@ from transferbench.model.kernels import autocast
 from transferbench.model.neurons import predictivity, probe_ranking
 from transferbench.model.prompt import (
     EncodedSplit, PromptConfig, PromptedOutput, TrainedPrompt, TrainJob, Verbalizer, accuracy, capture_ffn,
-    encode_split, initial_prompt, mean_pool, predict, predict_many, prompted_forward, train_prompts,
+    encode_split, initial_prompt, mean_pool, predict, predict_many, prompted_attention_mask, prompted_forward,
+    read_out, train_prompts,
 )
 from transferbench.store import content_key
 from transferbench.tasks import SuiteSpec, TaskData, TaskSpec, load_task_data, suite_tasks
@@ -187,26 +188,47 @@ def _test_result(suite: LoadedSuite, target: str, prompt: torch.Tensor, config: 
 # ---- stage 3: artifacts for indicators -------------------------------------------------------------
 @torch.no_grad()
 def ffn_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: str,
-                    positions: list[int]) -> torch.Tensor:
-    """FFN activations `[examples, layers, len(positions), ffn]` of `prompt` on a split of `task`."""
+                    positions: list[int], readout: bool = False) -> torch.Tensor:
+    """FFN activations `[examples, layers, len(positions) (+ 1), ffn]` of `prompt` on a split of
+    `task`; with `readout`, one more position last: the activations read where the backbone's
+    verbalizer reads its output (`prompt.read_out`: [MASK] with an MLM head, else the mean over
+    the example's attended positions, [CLS], prompt, [MASK], text and [SEP])."""
     suite = loaded(ctx)
     backbone, encoded = suite.backbone, suite.encoded(task, split)
-    out = torch.zeros(len(encoded), backbone.num_layers, len(positions), backbone.ffn_width)
+    out = torch.zeros(len(encoded), backbone.num_layers, len(positions) + int(readout), backbone.ffn_width)
     pad = backbone.tokenizer.pad_token_id
-    with capture_ffn(backbone, positions) as captured, autocast(ctx.config, backbone):
+    attention: list[torch.Tensor] = []  # the current batch's prompted attention mask, for the read-out
+    reduce = _with_readout(backbone, positions, prompt.shape[0], attention) if readout else None
+    with capture_ffn(backbone, positions, reduce) as captured, autocast(ctx.config, backbone):
         for index in encoded.length_sorted_batches(ctx.config.eval_batch_size):
-            prompted_forward(backbone, prompt, encoded.batch(index, pad))
+            batch = encoded.batch(index, pad)
+            if readout:
+                attention[:] = [prompted_attention_mask(batch["attention_mask"], prompt.shape[0]).to(backbone.device)]
+            prompted_forward(backbone, prompt, batch)
             out[index] = captured.pop()
     return out
 
 
+def _with_readout(backbone: Backbone, positions: list[int], prompt_length: int, attention: list[torch.Tensor]):
+    """`capture_ffn`'s `reduce`: one layer's activations at `positions`, then their verbalizer
+    read-out (`read_out`, in float32) over the attention mask `attention[0]` of the pass."""
+
+    def reduce(states: torch.Tensor) -> torch.Tensor:
+        read = read_out(backbone.head, states.float(), attention[0], prompt_length + 1)
+        return torch.cat([states[:, positions].float(), read.unsqueeze(1)], dim=1)
+
+    return reduce
+
+
 # Which positions of the template `[CLS] p_1 .. p_n [MASK] text` the skill-neuron scores read
-# (`skill_positions`); "mask+prompt" is the reference code's choice.
-SKILL_POSITION_SETS = ("mask+prompt", "prompt", "mask")  # the default: `artifacts.DEFAULT_SKILL_POSITIONS`
+# (`skill_positions`); "mask+prompt" is the reference code's choice; the "readout" sets put the
+# verbalizer's read-out (`prompt.read_out`) in the place of [MASK].
+SKILL_POSITION_SETS = ("mask+prompt", "prompt", "mask", "readout+prompt", "readout")
 
 
 def skill_positions(prompt_length: int, which: str = DEFAULT_SKILL_POSITIONS) -> list[int]:
-    """Sequence positions whose FFN activations the skill-neuron scores read, in sequence order.
+    """Sequence positions whose FFN activations the skill-neuron scores read, in sequence order
+    (for the "readout" sets, those read besides the verbalizer's read-out, `reads_readout`).
 
     Our template is `[CLS] p_1 .. p_n [MASK] text` (`transferbench.model.prompt.prompted_forward`): the
     prompt sits at positions 1..n and the [MASK] token at n + 1. The reference code
@@ -222,21 +244,32 @@ def skill_positions(prompt_length: int, which: str = DEFAULT_SKILL_POSITIONS) ->
     verbalizer reads the mean of the output over every position, so no single position is the
     prediction position there, and the [MASK] token (the one position whose input is neither
     prompt nor text) is the same position Su et al.'s activated-neuron overlap reads
-    (`mask_activations_unit`).
+    (`mask_activations_unit`). "readout+prompt" is `[1, .., n]` plus the verbalizer's read-out
+    (`ffn_activations(readout=True)`): on an MLM backbone the [MASK] position n + 1, the same
+    activations as "mask+prompt"; on a cosine one their mean over the example's attended positions
+    (docs/indicators.md, "Read-out-aware neuron indicators"); "readout" is the read-out alone.
     """
     if which not in SKILL_POSITION_SETS:
         raise TransferbenchError(f"skill-neuron positions must be one of {', '.join(SKILL_POSITION_SETS)}, "
                                  f"got {which!r}")
     prompt = list(range(1, 1 + prompt_length))
     mask = [1 + prompt_length]
-    return {"mask+prompt": prompt + mask, "prompt": prompt, "mask": mask}[which]
+    return {"mask+prompt": prompt + mask, "prompt": prompt, "mask": mask, "readout+prompt": prompt,
+            "readout": []}[which]
+
+
+def reads_readout(which: str) -> bool:
+    """Whether the skill-neuron position set `which` ends with the verbalizer's read-out."""
+    return which.startswith("readout")
 
 
 def skill_position_activations(ctx: UnitContext, task: str, prompt: torch.Tensor, split: str,
                                positions: str = DEFAULT_SKILL_POSITIONS) -> torch.Tensor:
-    """FFN activations `[examples, layers, len(skill_positions(n, positions)), ffn]` of `prompt`
-    on a split of `task`, at the positions the skill-neuron scores read."""
-    return ffn_activations(ctx, task, prompt, split, skill_positions(prompt.shape[0], positions))
+    """FFN activations `[examples, layers, positions, ffn]` of `prompt` on a split of `task`, at
+    the positions the skill-neuron scores read (`skill_positions(n, positions)`, then the
+    read-out for the "readout" sets)."""
+    return ffn_activations(ctx, task, prompt, split, skill_positions(prompt.shape[0], positions),
+                           readout=reads_readout(positions))
 
 
 def skill_neurons_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor,
@@ -248,7 +281,7 @@ def skill_neurons_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Ten
     positions (`skill_positions(n, positions)`: by default the prompt and the [MASK] position, as
     the reference) over the whole **train** split (they use no labels), accuracy is measured on
     the whole **dev** split, which no gradient step has seen. `thresholds` is
-    `[layers, positions, ffn]`, positions in sequence order.
+    `[layers, positions, ffn]`, positions in sequence order (the read-out last).
     """
     # only the mean of the train activations is kept, so dev is computed after they are freed
     thresholds = skill_position_activations(ctx, task, prompt, "train", positions).mean(0)
@@ -260,17 +293,25 @@ def skill_neurons_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Ten
 
 @torch.no_grad()
 def mask_activations_unit(ctx: UnitContext, task: str, seed: int, prompt: torch.Tensor,
-                          with_inputs: bool) -> dict[str, torch.Tensor]:
-    """{"activations"}: FFN activations `[layers, ffn]` at the [MASK] position, of the prompt alone
-    (Su et al. 2022) or averaged over the task's dev inputs."""
-    position = [1 + prompt.shape[0]]
+                          with_inputs: bool, readout: str = "mask") -> dict[str, torch.Tensor]:
+    """{"activations"}: FFN activations `[layers, ffn]` of the prompt alone (Su et al. 2022) or
+    averaged over the task's dev inputs, read at the [MASK] position (`readout="mask"`, the
+    papers') or where the backbone's verbalizer reads its output (`readout="verbalizer"`,
+    `prompt.read_out`: [MASK] with an MLM head, the mean over attended positions without one)."""
+    if readout not in READOUTS:
+        raise TransferbenchError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
+    verbalizer = readout == "verbalizer"
+    position = [] if verbalizer else [1 + prompt.shape[0]]
     if with_inputs:
-        return {"activations": ffn_activations(ctx, task, prompt, "dev", position)[:, :, 0].mean(0)}
+        return {"activations": ffn_activations(ctx, task, prompt, "dev", position, verbalizer)[:, :, 0].mean(0)}
     backbone = loaded(ctx).backbone
     tokenizer = backbone.tokenizer
     ids = torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]])
-    with capture_ffn(backbone, position) as captured, autocast(ctx.config, backbone):
-        prompted_forward(backbone, prompt, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+    ones = torch.ones_like(ids)
+    reduce = _with_readout(backbone, [], prompt.shape[0], [prompted_attention_mask(ones, prompt.shape[0]).to(
+        backbone.device)]) if verbalizer else None
+    with capture_ffn(backbone, position, reduce) as captured, autocast(ctx.config, backbone):
+        prompted_forward(backbone, prompt, {"input_ids": ids, "attention_mask": ones,
                                             "token_type_ids": torch.zeros_like(ids)})
     return {"activations": captured[0][0, :, 0]}
 

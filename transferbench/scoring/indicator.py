@@ -244,6 +244,10 @@ for _name, _target in {
     "leep": "transferbench.indicators.estimators:LEEP",
     "nce": "transferbench.indicators.estimators:NCE",
     "h_score": "transferbench.indicators.estimators:HScore",
+    # the neuron indicators read where the backbone's verbalizer reads (docs/indicators.md)
+    "skill_overlap_readout": "transferbench.indicators.skill_overlap:SkillOverlapReadout",
+    "skill_on_readout": "transferbench.indicators.skill_overlap:SkillOnReadout",
+    "activation_overlap_readout": "transferbench.indicators.activation_overlap:ActivationOverlapReadout",
 }.items():
     INDICATORS.add(_name, _target)
 
