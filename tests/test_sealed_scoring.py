@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import sys
 import textwrap
 import time
@@ -356,3 +357,68 @@ def test_the_checkout_a_run_happens_in_is_hidden_though_the_code_is_installed_el
     assert checkout.resolve() in sandbox._checkouts()
     monkeypatch.chdir(tmp_path / "other")
     assert not any(folder.is_relative_to(tmp_path.resolve()) for folder in sandbox._checkouts())
+
+
+# ---- a run's output folders, wherever they are ----------------------------------------------------
+
+@needs_sealing
+def test_hidden_folders_may_hold_the_scratch_folder(tmp_path, project):
+    """`hidden` may name a folder that holds the scratch folder (a results folder in /tmp): the
+    scratch folder and the plugin's file stay reachable, the rest of that folder does not."""
+    import tempfile
+
+    secret = tmp_path / "results" / "secret.json"
+    secret.parent.mkdir()
+    secret.write_text("{}")
+    file = tmp_path / "probe.py"
+    file.write_text(textwrap.dedent(f"""
+        import os
+        from transferbench.scoring.indicator import Indicator
+
+        class Probe(Indicator):
+            def score(self, source, target):
+                with open("notes.txt", "w") as notes:
+                    notes.write("scratch")
+                return float(os.path.exists({str(secret)!r})) + 2.0 * float(os.path.exists(__file__))
+        """))
+    views = (TaskView("a", "f", 2, {}), TaskView("b", "f", 2, {}))
+    hidden = [tempfile.gettempdir()]
+    assert _unchanged(project, lambda: score_pairs(make_indicator(f"{file}:Probe"), [views], hidden=hidden)) == [2.0]
+
+
+@needs_sealing
+def test_a_runs_output_folders_outside_the_working_directory_are_hidden(tmp_path, monkeypatch, tiny_backbone,
+                                                                        tiny_suite, cache):
+    """`transferbench run --results-dir` (and --submissions-dir) anywhere, not only under the
+    folder the run starts in: the plugin finds neither the user's earlier results nor the
+    project's, while it reads other files."""
+    import transferbench
+    from transferbench.api import run_output_folders
+    from transferbench.run_config import RunConfig
+
+    results_dir, project = tmp_path / "elsewhere" / "mine", tmp_path / "elsewhere" / "project"
+    earlier, official = results_dir / "submissions" / "earlier.json", project / "submissions" / "official.json"
+    visible = tmp_path / "visible.txt"
+    for path in (earlier, official, visible):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    file = tmp_path / "plugins" / "probe.py"
+    file.parent.mkdir()
+    file.write_text(textwrap.dedent(f"""
+        import os
+        from transferbench.scoring.indicator import Indicator
+
+        class Probe(Indicator):
+            def score(self, source, target):
+                found = [os.path.exists(path) for path in ({str(earlier)!r}, {str(official)!r}, {str(visible)!r})]
+                return float(found[0] + 2 * found[1] + 4 * found[2])
+        """))
+    (tmp_path / "run_here").mkdir()
+    monkeypatch.chdir(tmp_path / "run_here")
+    settings = {"suite": str(tiny_suite), "backbone": str(tiny_backbone), "results_dir": results_dir,
+                "submissions_dir": project / "submissions", "leaderboard_dir": project / "leaderboard"}
+    assert {results_dir.absolute(), (project / "submissions").absolute(), project.absolute() / "verification"} <= set(
+        run_output_folders(RunConfig(indicators=["random"], **settings)))
+    done = transferbench.run(indicators=[f"{file}:Probe"], kinds=["zero_shot"], write=False, **settings)
+    scores = done.results[0].scores
+    assert {value for row in scores.values() for value in row.values() if not math.isnan(value)} == {4.0}

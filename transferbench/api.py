@@ -216,17 +216,20 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
     return saved
 
 
-def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, started: float | None = None) -> list:
-    """Score each indicator against the benchmark's reference: one ResultFile per (kind, indicator)."""
+def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, started: float | None = None,
+          hidden: Sequence[Path | str] = ()) -> list:
+    """Score each indicator against the benchmark's reference: one ResultFile per (kind, indicator).
+    `hidden`: folders hidden from the sealed scoring process (`run_output_folders`)."""
     from transferbench.evaluation.results import make_result
     from transferbench.manifest import build_manifest
+    from transferbench.scoring.indicator import indicator_code
 
     started = started if started is not None else time.perf_counter()
     reference = ensure_reference(bench)
     bench.ensure(sorted({name for indicator in indicators for name in indicator.requires}))
     from transferbench.scoring.pairs import indicator_scores
 
-    scored = [(indicator, indicator_scores(bench, indicator)) for indicator in indicators]
+    scored = [(indicator, indicator_scores(bench, indicator, hidden)) for indicator in indicators]
     data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
                    "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
     config = {"suite": bench.suite.model_dump(mode="json"), "backbone": bench.backbone_identity(),
@@ -253,8 +256,21 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
                 transfer_kind=kind, seeds=bench.seeds, params=params, description=indicator.description,
                 baseline=indicator.baseline, manifest=manifest, reference=reference.hash,
                 excluded_targets=reference.excluded_targets(), families=reference.families(),
-                transfer_per_seed=reference.per_seed(kind)))
+                transfer_per_seed=reference.per_seed(kind), code=indicator_code(type(indicator))))
     return results
+
+
+def run_output_folders(config: RunConfig) -> list[Path]:
+    """The folders a run with `config` writes or reads results in, which its sealed scoring
+    process hides (docs/indicators.md) wherever they are: the results and board folders it writes
+    (with a results folder of your own, all of it), the project's submissions and board, and the
+    verification packs beside them."""
+    from transferbench.leaderboard.verify import pack_root
+
+    outputs = config.outputs()
+    folders = [outputs.results, outputs.board, *([outputs.results.parent] if outputs.local else []),
+               config.submissions_dir, config.leaderboard_dir, pack_root(config.submissions_dir)]
+    return list(dict.fromkeys(Path(folder).absolute() for folder in folders))
 
 
 def _validated(config: RunConfig | None, fields: dict, names: dict[str, str]) -> RunConfig:
@@ -365,9 +381,19 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     console.print(compute_line(bench), highlight=False, soft_wrap=True)
     console.print(score_plan(bench, built), highlight=False, soft_wrap=True)
     with executor, bench.progress(progress):
-        results = score(bench, built, kinds, started)
-    # written only once every indicator and transfer kind succeeded, and all or none
-    written = write_results(results, outputs.results) if write else []
+        results = score(bench, built, kinds, started, hidden=run_output_folders(config))
+    # written only once every indicator and transfer kind succeeded, and all or none; the project's
+    # results with the inputs they were scored from, which `leaderboard --verify` re-scores them from
+    from transferbench.leaderboard.verify import pack_files, pack_root, stale_pack_files
+    from transferbench.reference.bundle import bundle_name
+
+    packs, inputs = pack_root(config.submissions_dir), {}
+    if write and not outputs.local:
+        inputs = pack_files(bench, ensure_reference(bench).hash,
+                            sorted({name for indicator in built for name in indicator.requires}), packs)
+    written = write_results(results, outputs.results, also=inputs) if write else []
+    for stale in stale_pack_files(packs, bundle_name(bench.suite.name, bench.backbone_name)) if inputs else []:
+        stale.unlink()
     return Results(results=results, reference=ensure_reference(bench), wall_seconds=time.perf_counter() - started,
                    paths=[path for path, _ in written], written=written, config=config)
 

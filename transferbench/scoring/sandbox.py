@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from transferbench.errors import TransferbenchError
-from transferbench.scoring.indicator import Indicator, TaskView
+from transferbench.scoring.indicator import USER_MODULE_PREFIX, Indicator, TaskView
 
 # Seconds one `score(source, target)` call may take before the run stops with an error line. Plugins
 # are arbitrary code; a hung one should fail clearly rather than stall a benchmark run.
@@ -107,7 +107,7 @@ def _payload(indicator: Indicator, pairs) -> bytes:
     module = sys.modules.get(cls.__module__)
     file = getattr(module, "__file__", None)
     where = f"indicator {indicator.name!r}"
-    if cls.__module__.startswith("transferbench_user_") and file:
+    if cls.__module__.startswith(USER_MODULE_PREFIX) and file:
         spec: tuple = ("file", file, cls.__name__, indicator.get_params())
     else:
         spec = ("pickle", _pickle_indicator(indicator, module, where))
@@ -176,8 +176,10 @@ def _checkouts() -> set[Path]:
     runs in, and the one its installed copy was built from (pip's `direct_url.json`). Each is the
     nearest folder at or above such a place whose `pyproject.toml` names the project `transferbench`."""
     places = [Path(importlib.util.find_spec("transferbench").origin), Path.cwd()]
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError, json.JSONDecodeError, TypeError):
-        url = json.loads(importlib.metadata.distribution("transferbench").read_text("direct_url.json") or "{}")["url"]
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError, json.JSONDecodeError, TypeError,
+                             AttributeError):
+        # no direct_url.json (a setuptools `*.egg-info` in the folder run from is found first): no url
+        url = json.loads(importlib.metadata.distribution("transferbench").read_text("direct_url.json") or "{}").get("url", "")
         if url.startswith("file://"):
             places.append(Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)))
     found = set()
@@ -204,9 +206,10 @@ def _run_child(indicator: Indicator, pairs, payload: bytes, time_limit: float | 
     channel_read, channel_write = os.pipe()
     header = {"parent": os.getpid(), "seal": seal, "scratch": scratch, "channel": channel_write, "name": name,
               "hide": _hidden_folders(hidden) if seal else [],
-              # the package's code and the indicator's own file stay visible inside hidden folders
-              "expose": [*_code_folders(), *filter(None, [getattr(sys.modules.get(type(indicator).__module__),
-                                                                  "__file__", None)])]}
+              # the package's code, the indicator's own file and the scratch folder stay visible inside
+              # hidden folders (`hidden` may name a folder that holds them, e.g. a results folder in /tmp)
+              "expose": [*_code_folders(), scratch, *filter(None, [getattr(sys.modules.get(type(indicator).__module__),
+                                                                           "__file__", None)])]}
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
            **{k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}
     try:
