@@ -140,17 +140,44 @@ def test_a_result_file_records_its_code_and_an_old_one_without_it_still_loads(tm
     assert read_result(write_result(old, tmp_path / "old")).indicator.code is None
 
 
-def test_a_file_naming_a_builtin_with_other_code_is_left_out_with_one_line(tmp_path):
+def test_a_file_naming_a_builtin_with_other_code_is_marked_unverified_wherever_it_shows(tmp_path):
     folder = tmp_path / "submissions"
-    write_result(scored(FakeBench(), "random"), folder)
     forged = scored(FakeBench(), "data_size", code={"sha256": "0" * 64, "qualname": "Mine", "module": "mine.py"})
     forged.indicator.name = "random"
+    (folder / "zz_hijack.json").parent.mkdir(parents=True)
     (folder / "zz_hijack.json").write_bytes(result_json(forged))
-    results, problems = load_results(folder)
-    assert [r.indicator.name for r in results] == ["random"] and results[0].indicator.code.sha256 != "0" * 64
-    (path, line), = problems
-    assert path.name == "zz_hijack.json" and "\n" not in line
-    assert "names the built-in indicator 'random', but its code (mine.py Mine" in line
+    (result,), problems = load_results(folder)
+    assert not problems and not result.verification.verified  # marked however the board is built
+    why = "it names the built-in indicator 'random', but its code (mine.py Mine, sha256 000000000000) is not this version's"
+    assert result.verification.why.startswith(why)
+    assert "| random (baseline) (unverified) |" in render_markdown(build_tables([result]))
+    verify_results([result], tmp_path / "verification")
+    assert result.verification.why.startswith(why) and not result.verification.rescored
+    # beside the official row of that name it is a second row under one label: the board says so
+    write_result(scored(FakeBench(), "random"), folder)
+    with pytest.raises(TransferbenchError, match="both name their row random of .* but carry different code"):
+        load_results(folder)
+
+
+def test_a_run_refuses_other_code_under_a_builtin_name_before_computing(tmp_path, capsys):
+    """The `--submit` overwrite of issue 26: a class naming itself `random` never writes a result."""
+    import transferbench
+
+    file = tmp_path / "impostor.py"
+    file.write_text(textwrap.dedent("""
+        from transferbench.scoring.indicator import Indicator
+
+        class Impostor(Indicator):
+            registered_name = "random"
+            baseline = True
+
+            def score(self, source, target):
+                return 1.0
+        """))
+    with pytest.raises(TransferbenchError, match="indicator 'random' is the name of a built-in indicator, but "
+                                                 "Impostor .* is other code; give your class a name of its own"):
+        transferbench.run(indicators=[f"{file}:Impostor"], submit=True, submissions_dir=tmp_path / "submissions")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["impostor.py"]
 
 
 def test_a_builtins_code_under_another_name_is_left_out(tmp_path):
@@ -318,7 +345,8 @@ def test_rows_that_cannot_be_re_scored_say_why(packed, tmp_path):
     found = verify_results(list(cases.values()), root)
     assert cases["local"].verification is None and id(cases["local"]) not in found
     assert "records no code identity" in cases["no_code"].verification.why
-    assert "its code (mine.py Mine, sha256 333333333333) is not a built-in indicator" in cases["not_builtin"].verification.why
+    assert "its code (mine.py Mine, sha256 333333333333) is not a built-in indicator" in (
+        cases["not_builtin"].verification.why)
     assert cases["left_out"].verification.why == (
         "its inputs are not in the verification pack: text_embedding (left out: too big)")
     assert not any(v.verified or v.rescored for v in found.values())
@@ -341,7 +369,8 @@ def test_a_plugin_failing_on_the_packs_inputs_is_not_verified(packed):
 
 def test_the_board_marks_each_row_and_says_why_one_is_not_verified(packed):
     bench, root = packed
-    verified, unverified, unchecked = scored(bench, "random"), scored(bench, "data_size", nudge=1.0), scored(bench, "same_family")
+    verified, unverified = scored(bench, "random"), scored(bench, "data_size", nudge=1.0)
+    unchecked = scored(bench, "same_family")
     unchecked._local = True
     verify_results([verified, unverified], root)
     tables = build_tables([verified, unverified, unchecked])
@@ -351,7 +380,8 @@ def test_the_board_marks_each_row_and_says_why_one_is_not_verified(packed):
     assert "| random (baseline) ✓ |" in markdown and "| data_size (baseline) (unverified) |" in markdown
     assert "| same_family (baseline) (local) |" in markdown
     assert "Note: not verified (data_size): re-scored from pack fake__tiny" in markdown
-    rows = {row["indicator"]: row["verified"] for row in leaderboard_json([verified, unverified, unchecked])["tables"][0]["rows"]}
+    board = leaderboard_json([verified, unverified, unchecked])
+    rows = {row["indicator"]: row["verified"] for row in board["tables"][0]["rows"]}
     assert rows == {"random": True, "data_size": False, "same_family": None}
     assert "verified" in leaderboard_csv(tables).splitlines()[0].split(",")
     page = render_page(tables, {})
@@ -409,3 +439,35 @@ def test_the_official_board_verifies_from_the_committed_pack(monkeypatch, capsys
         (REPO / "reference" / "index.json").read_text())["default__minilm"]
     assert sum(path.stat().st_size for path in (REPO / "verification").rglob("*") if path.is_file()) < 20 * 2**20
     assert f"verified {sum(1 for row in rows if row['verified'])} of {len(rows)} official result files" in err
+
+
+def test_a_submitted_run_records_its_inputs_and_its_rows_verify(tmp_path, monkeypatch, cache, tiny_backbone,
+                                                                  tiny_suite, capsys):
+    """`run --submit` writes the inputs it scored from into verification/ with the result files;
+    its board is verified; a rerun leaves the pack untouched; `leaderboard --verify` re-scores every
+    row from it."""
+    monkeypatch.chdir(tmp_path)
+    names = ["random", "data_size", "embedding_similarity", "activation_overlap", "skill_overlap"]
+    args = ["run", "--submit", "--suite", str(tiny_suite), "--backbone", str(tiny_backbone), "--transfer", "zero_shot"]
+    for name in names:
+        args += ["--indicator", name]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    (folder,) = [path for path in (tmp_path / "verification").iterdir() if path.is_dir()]
+    pack = read_pack(tmp_path / "verification", folder.name)
+    assert set(pack.artifacts) == {"prompts", "train_size", "mask_activations", "skill_scores"}
+    for name in names:
+        code = json.loads(next((tmp_path / "submissions").glob(f"*__{name}__*.json")).read_text())["indicator"]["code"]
+        assert code == builtin_code(name)
+    assert f"verified {len(names)} of {len(names)} official result files" in err
+    assert all(f"{name} (baseline) ✓" in out or f"{name} ✓" in out for name in names)
+
+    files = sorted(p for p in (tmp_path / "verification").rglob("*") if p.is_file())
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    assert main(args) == 0  # the same setting again: the pack is left untouched
+    capsys.readouterr()
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == before
+
+    assert main(["leaderboard", "--verify", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr()[0])["tables"][0]["rows"]
+    assert {row["indicator"]: row["verified"] for row in rows} == {name: True for name in names}

@@ -343,7 +343,9 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     """
     from transferbench.evaluation.results import check_output_folder, write_results
     from transferbench.run_config import expand_all, flag
-    from transferbench.scoring.indicator import Indicator, all_indicator_names, as_indicator
+    from transferbench.scoring.indicator import (
+        Indicator, all_indicator_names, as_indicator, builtin_code, indicator_code,
+    )
 
     names = {}
     if isinstance(executor, str):  # the config's field (a registered executor's name), not an executor
@@ -365,6 +367,13 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     every = all_indicator_names() if any(isinstance(item, str) and item == "all" for item in objects) else []
     items = expand_all(objects, every)  # each "all" as every registered indicator, each indicator once
     built = [as_indicator(item) for item in items]  # fail fast on bad names and broken plugins
+    for indicator in built:  # built-in names belong to built-in code: no result of other code carries one
+        builtin = builtin_code(indicator.name)
+        code = indicator_code(type(indicator))
+        if builtin is not None and (code is None or code["sha256"] != builtin["sha256"]):
+            raise TransferbenchError(
+                f"indicator {indicator.name!r} is the name of a built-in indicator, but {type(indicator).__qualname__} "
+                f"({type(indicator).__module__}) is other code; give your class a name of its own (registered_name)")
     kinds = config.transfer_kinds()
     outputs = config.outputs()
     if write:

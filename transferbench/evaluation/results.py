@@ -13,7 +13,9 @@ Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are
                     code (optional; absent in files written before it): {sha256, qualname, module},
                     the indicator's source identity (`transferbench.scoring.indicator.indicator_code`).
                     A row of the board is (code, params, setting); a file naming a built-in
-                    indicator must carry that built-in's code of this version (`code_problem`)
+                    indicator with other code than this version's is shown unverified
+                    (`builtin_mismatch`), a built-in's code under another name is refused
+                    (`code_problem`)
     suite           str, the task suite
     backbone        str, the frozen backbone (Hugging Face id or local path)
     transfer_kind   str, a registered transfer kind (`transferbench.reference.protocol.TRANSFER_KINDS`)
@@ -519,32 +521,41 @@ def read_result(path: Path) -> ResultFile:
     problem = reference_problem(result) or code_problem(result)
     if problem:
         raise TransferbenchError(problem)
+    mismatch = builtin_mismatch(result)
+    if mismatch:  # marked however the board is built, verified or not
+        result._verification = Verification(False, mismatch)
     result._path = Path(path)
     return result
 
 
 def code_problem(result: ResultFile) -> str:
-    """'' unless the file misuses a built-in's identity: it names a built-in indicator
-    (`transferbench.scoring.indicator.BUILTIN_INDICATORS`) but carries other code than this version's
-    built-in of that name, or carries a built-in's code under another name. Built-in names belong to
-    built-in code; a file without a code identity (written before it) is not checked here and is
-    shown unverified."""
+    """'' unless the file carries a built-in indicator's code (`transferbench.scoring.indicator.
+    BUILTIN_INDICATORS`) under another name: a built-in's results carry its own name."""
     from transferbench.scoring.indicator import BUILTIN_INDICATORS, builtin_code
 
     code, name = result.indicator.code, result.indicator.name
-    if code is None:
+    if code is None or name in BUILTIN_INDICATORS:
         return ""
-    builtin = builtin_code(name)
-    if builtin is not None and code.sha256 != builtin["sha256"]:
-        return (f"it names the built-in indicator {name!r}, but its code ({code.module} {code.qualname}, sha256 "
-                f"{code.sha256[:12]}) is not this version's {name!r} ({builtin['sha256'][:12]}); give other code "
-                "a name of its own, or score the built-in again with this version")
-    if builtin is None:
-        for other in BUILTIN_INDICATORS:
-            if builtin_code(other)["sha256"] == code.sha256:
-                return (f"its code is the built-in indicator {other!r} (sha256 {code.sha256[:12]}) under the name "
-                        f"{name!r}; a built-in's results carry its own name")
+    for other in BUILTIN_INDICATORS:
+        if builtin_code(other)["sha256"] == code.sha256:
+            return (f"its code is the built-in indicator {other!r} (sha256 {code.sha256[:12]}) under the name "
+                    f"{name!r}; a built-in's results carry its own name")
     return ""
+
+
+def builtin_mismatch(result: ResultFile) -> str:
+    """'' unless the file names a built-in indicator but carries other code than this version's
+    built-in of that name: then why, and the file is shown unverified (built-in names belong to
+    built-in code; after a built-in's module changes, its rows are scored again)."""
+    from transferbench.scoring.indicator import builtin_code
+
+    code, name = result.indicator.code, result.indicator.name
+    builtin = builtin_code(name)
+    if code is None or builtin is None or code.sha256 == builtin["sha256"]:
+        return ""
+    return (f"it names the built-in indicator {name!r}, but its code ({code.module} {code.qualname}, sha256 "
+            f"{code.sha256[:12]}) is not this version's {name!r} ({builtin['sha256'][:12]}); score it again with "
+            "this version, or give other code a name of its own")
 
 
 @functools.lru_cache(maxsize=8)

@@ -302,14 +302,16 @@ def _group_key(result: ResultFile) -> tuple[str, ...]:
 
 def _indicator_of(result: ResultFile):
     """The indicator a row names, built with the file's params, or the reason it cannot be."""
+    from transferbench.evaluation.results import builtin_mismatch
     from transferbench.scoring.indicator import builtin_class, builtin_code, construct_indicator
 
     code, name = result.indicator.code, result.indicator.name
     if code is None:
         return None, ("the file records no code identity (written before transferbench recorded one); "
                       "score it again to make it verifiable")
-    builtin = builtin_code(name)
-    if builtin is None or builtin["sha256"] != code.sha256:
+    if builtin_mismatch(result):
+        return None, builtin_mismatch(result)
+    if builtin_code(name) is None:
         return None, (f"its code ({code.module} {code.qualname}, sha256 {code.sha256[:12]}) is not a built-in "
                       "indicator of this version, and only built-in code is re-scored")
     try:
