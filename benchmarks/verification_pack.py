@@ -23,11 +23,9 @@ import json
 from pathlib import Path
 
 from transferbench.api import benchmark_for, ensure_reference
-from transferbench.leaderboard.verify import ARTIFACT_BUDGET, DEFAULT_PACK_FOLDER, SCORE_TOLERANCE, _array_bytes, pack_files
+from transferbench.leaderboard.verify import ARTIFACT_BUDGET, DEFAULT_PACK_FOLDER, SCORE_TOLERANCE, _array_bytes, write_pack
 from transferbench.pipeline.artifacts import PAIR_EXAMPLES
-from transferbench.reference.bundle import bundle_name
 from transferbench.scoring.indicator import TaskView, builtin_class, checked_score, construct_indicator
-from transferbench.store import atomic_write_many
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 2**20
@@ -108,9 +106,7 @@ def main() -> None:
     packed = [artifact for artifact in declared if artifact not in why]
     print(f"pack: {', '.join(packed) or 'no artifact'} (and every task's facts); left out: {', '.join(why) or 'nothing'}")
     if args.write:
-        files = pack_files(bench, reference.hash, packed, args.root, left_out=why)
-        atomic_write_many(files)
-        folder = args.root / bundle_name(bench.suite.name, args.backbone)
+        folder = write_pack(bench, reference.hash, packed, args.root, left_out=why)
         total = sum(path.stat().st_size for path in folder.iterdir())
         print(f"wrote {folder} ({total / MB:.2f} MB on disk) and pinned it in {args.root / 'index.json'}")
 

@@ -175,7 +175,7 @@ def test_a_run_refuses_other_code_under_a_builtin_name_before_computing(tmp_path
                 return 1.0
         """))
     with pytest.raises(TransferbenchError, match="indicator 'random' is the name of a built-in indicator, but "
-                                                 "Impostor .* is other code; give your class a name of its own"):
+                                                 r"Impostor \(impostor.py\) is other code; give your class a name of its own"):
         transferbench.run(indicators=[f"{file}:Impostor"], submit=True, submissions_dir=tmp_path / "submissions")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["impostor.py"]
 

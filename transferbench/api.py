@@ -219,10 +219,10 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
 def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, started: float | None = None,
           hidden: Sequence[Path | str] = ()) -> list:
     """Score each indicator against the benchmark's reference: one ResultFile per (kind, indicator).
-    `hidden`: folders hidden from the sealed scoring process (`run_output_folders`)."""
+    `hidden`: folders hidden from the sealed scoring process (`RunConfig.output_folders`)."""
     from transferbench.evaluation.results import make_result
     from transferbench.manifest import build_manifest
-    from transferbench.scoring.indicator import indicator_code
+    from transferbench.scoring.sandbox import code_of
 
     started = started if started is not None else time.perf_counter()
     reference = ensure_reference(bench)
@@ -256,21 +256,8 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] = TRANSFER_KINDS, st
                 transfer_kind=kind, seeds=bench.seeds, params=params, description=indicator.description,
                 baseline=indicator.baseline, manifest=manifest, reference=reference.hash,
                 excluded_targets=reference.excluded_targets(), families=reference.families(),
-                transfer_per_seed=reference.per_seed(kind), code=indicator_code(type(indicator))))
+                transfer_per_seed=reference.per_seed(kind), code=code_of(indicator)))
     return results
-
-
-def run_output_folders(config: RunConfig) -> list[Path]:
-    """The folders a run with `config` writes or reads results in, which its sealed scoring
-    process hides (docs/indicators.md) wherever they are: the results and board folders it writes
-    (with a results folder of your own, all of it), the project's submissions and board, and the
-    verification packs beside them."""
-    from transferbench.leaderboard.verify import pack_root
-
-    outputs = config.outputs()
-    folders = [outputs.results, outputs.board, *([outputs.results.parent] if outputs.local else []),
-               config.submissions_dir, config.leaderboard_dir, pack_root(config.submissions_dir)]
-    return list(dict.fromkeys(Path(folder).absolute() for folder in folders))
 
 
 def _validated(config: RunConfig | None, fields: dict, names: dict[str, str]) -> RunConfig:
@@ -343,9 +330,8 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     """
     from transferbench.evaluation.results import check_output_folder, write_results
     from transferbench.run_config import expand_all, flag
-    from transferbench.scoring.indicator import (
-        Indicator, all_indicator_names, as_indicator, builtin_code, indicator_code,
-    )
+    from transferbench.scoring.indicator import Indicator, all_indicator_names, as_indicator, builtin_code
+    from transferbench.scoring.sandbox import code_of, load_sealed
 
     names = {}
     if isinstance(executor, str):  # the config's field (a registered executor's name), not an executor
@@ -366,14 +352,17 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
         objects = _as_list(config.indicators, "indicators", "indicator names, Indicator subclasses or instances")
     every = all_indicator_names() if any(isinstance(item, str) and item == "all" for item in objects) else []
     items = expand_all(objects, every)  # each "all" as every registered indicator, each indicator once
-    built = [as_indicator(item) for item in items]  # fail fast on bad names and broken plugins
+    # fail fast on bad names and broken plugins; a `file.py:Class` loads sealed: its top level, its
+    # constructor and the contract check never run in this process
+    built = [load_sealed(item, config.output_folders()) if isinstance(item, str) else as_indicator(item)
+             for item in items]
     for indicator in built:  # built-in names belong to built-in code: no result of other code carries one
         builtin = builtin_code(indicator.name)
-        code = indicator_code(type(indicator))
+        code = code_of(indicator)
         if builtin is not None and (code is None or code["sha256"] != builtin["sha256"]):
-            raise TransferbenchError(
-                f"indicator {indicator.name!r} is the name of a built-in indicator, but {type(indicator).__qualname__} "
-                f"({type(indicator).__module__}) is other code; give your class a name of its own (registered_name)")
+            where = f"{code['qualname']} ({code['module']})" if code else type(indicator).__qualname__
+            raise TransferbenchError(f"indicator {indicator.name!r} is the name of a built-in indicator, but {where} is "
+                                     "other code; give your class a name of its own (registered_name)")
     kinds = config.transfer_kinds()
     outputs = config.outputs()
     if write:
@@ -390,7 +379,7 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     console.print(compute_line(bench), highlight=False, soft_wrap=True)
     console.print(score_plan(bench, built), highlight=False, soft_wrap=True)
     with executor, bench.progress(progress):
-        results = score(bench, built, kinds, started, hidden=run_output_folders(config))
+        results = score(bench, built, kinds, started, hidden=config.output_folders())
     # written only once every indicator and transfer kind succeeded, and all or none; the project's
     # results with the inputs they were scored from, which `leaderboard --verify` re-scores them from
     from transferbench.leaderboard.verify import pack_files, pack_root, stale_pack_files

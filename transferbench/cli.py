@@ -452,9 +452,10 @@ def _verify(args, results: list, local_dir: Path | None = None) -> int:
     found = verify_results(results, root, hidden=hidden,
                            progress=lambda line: status.print(line + " ...", highlight=False))
     failed = sum(v.rescored and not v.verified for v in found.values())
-    status.print(f"verified {sum(v.verified for v in found.values())} of {len(found)} official result files "
-                 f"from {root}" + (f"; {failed} re-scored and did not reproduce (see the notes)" if failed else ""),
-                 highlight=False)
+    if getattr(args, "verify", False) or any(v.rescored for v in found.values()):  # silent where nothing could be
+        status.print(f"verified {sum(v.verified for v in found.values())} of {len(found)} official result files "
+                     f"from {root}" + (f"; {failed} re-scored and did not reproduce (see the notes)" if failed else ""),
+                     highlight=False)
     return failed
 
 

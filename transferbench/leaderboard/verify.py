@@ -21,7 +21,9 @@ A value is JSON with every array replaced by `{"array": key}`, key = the sha256 
 shape and bytes (equal arrays are stored once), tuples as `{"tuple": [...]}`, mappings as
 `{"mapping": {...}}` and a `PairOutputs` as `{"pair_outputs": [...]}`. Reading a pack checks the
 pin, every file's hash and every array's key: an edited pack is one error line.
-`benchmarks/verification_pack.py` writes one from a benchmark's own views (`write_pack`).
+`transferbench run --submit` writes the inputs of what it scores into the pack with its result
+files (`pack_files`); `benchmarks/verification_pack.py` builds one for rows scored before that,
+from a benchmark's own views.
 """
 
 from __future__ import annotations
@@ -275,15 +277,17 @@ def stale_pack_files(root: Path, name: str) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and path.name not in listed)
 
 
-def write_pack(bench, reference: str, artifacts: Iterable[str], root: Path) -> Path:
+def write_pack(bench, reference: str, artifacts: Iterable[str], root: Path,
+               left_out: Mapping[str, str] | None = None) -> Path:
     """Compute `artifacts` on `bench` (`bench.ensure`) and write them into the pack of its setting
-    (`pack_files`, all files or none), pinned in `root/index.json`; returns the pack's folder."""
+    (`pack_files`, all files or none, `left_out` as there), pinned in `root/index.json`; files the
+    pack no longer lists are removed. Returns the pack's folder."""
     from transferbench.reference.bundle import bundle_name
     from transferbench.store import atomic_write_many
 
     artifacts = sorted(set(artifacts))
     bench.ensure(artifacts)
-    atomic_write_many(pack_files(bench, reference, artifacts, root))
+    atomic_write_many(pack_files(bench, reference, artifacts, root, left_out))
     name = bundle_name(bench.suite.name, bench.backbone_name)
     for path in stale_pack_files(root, name):
         path.unlink()

@@ -283,10 +283,16 @@ def indicator_code(cls: type) -> dict[str, str] | None:
             source = inspect.getsource(cls).encode()
     if source is None:
         return None
-    source = source.replace(b"\r\n", b"\n")
-    digest = hashlib.sha256(b"\0".join([CODE_IDENTITY, cls.__qualname__.encode(), source])).hexdigest()
     shown = Path(file).name if file and cls.__module__.startswith(USER_MODULE_PREFIX) else cls.__module__
-    return {"sha256": digest, "qualname": cls.__qualname__, "module": shown}
+    return source_code(source, cls.__qualname__, shown)
+
+
+def source_code(source: bytes, qualname: str, module: str) -> dict[str, str]:
+    """`indicator_code` of the class `qualname` defined by the file whose bytes are `source`
+    (computed without running the file: `transferbench.scoring.sandbox.load_sealed` names a
+    plugin's code this way, from the file it reads itself)."""
+    digest = hashlib.sha256(b"\0".join([CODE_IDENTITY, qualname.encode(), source.replace(b"\r\n", b"\n")])).hexdigest()
+    return {"sha256": digest, "qualname": qualname, "module": module}
 
 
 @functools.lru_cache(maxsize=None)
@@ -382,6 +388,19 @@ def parse_params(text: str, where: str) -> dict[str, Any]:
     return params
 
 
+def file_spec(spec: str) -> tuple[str, str | None, str] | None:
+    """(path, class name or None, parameter text) of a `file.py[:Class[:params]]` spec, None for a
+    registered name (`name[:params]`)."""
+    name = spec.partition(":")[0]
+    if ".py:" in spec:
+        path, _, rest = spec.partition(".py:")
+        class_name, _, param_text = rest.partition(":")
+        return path + ".py", class_name, param_text
+    if name.endswith(".py") and name not in INDICATORS:
+        return name, None, ""
+    return None
+
+
 def make_indicator(spec: str) -> Indicator:
     """Build an indicator from a command-line spec.
 
@@ -390,12 +409,10 @@ def make_indicator(spec: str) -> Indicator:
     one Indicator subclass.
     """
     name, _, param_text = spec.partition(":")
-    if ".py:" in spec:
-        path, _, rest = spec.partition(".py:")
-        class_name, _, param_text = rest.partition(":")
-        cls = load_file_class(path + ".py", class_name)
-    elif name.endswith(".py") and name not in INDICATORS:
-        cls = load_file_class(name, None)
+    file = file_spec(spec)
+    if file is not None:
+        path, class_name, param_text = file
+        cls = load_file_class(path, class_name)
     else:
         with _plugin_guard(f"indicator {name!r} failed to import:"):  # an installed plugin's module
             cls = INDICATORS.get(name)
