@@ -348,7 +348,7 @@ def test_rows_that_cannot_be_re_scored_say_why(packed, tmp_path):
     assert "its code (mine.py Mine, sha256 333333333333) is not a built-in indicator" in (
         cases["not_builtin"].verification.why)
     assert cases["left_out"].verification.why == (
-        "its inputs are not in the verification pack: text_embedding (left out: too big)")
+        "inputs not in the verification pack: text_embedding (left out: too big)")
     assert not any(v.verified or v.rescored for v in found.values())
     other = scored(FakeBench(), "random")
     verify_results([other], tmp_path / "nowhere")
@@ -433,7 +433,7 @@ def test_the_official_board_verifies_from_the_committed_pack(monkeypatch, capsys
     verified = {row["indicator"] for row in rows if row["verified"]}
     assert {"random", "same_family", "label_overlap", "data_size", "embedding_similarity"} <= verified
     assert all(row["verified"] is not None for row in rows)
-    assert all(": its inputs are not in the verification pack: " in note for note in notes), notes
+    assert all(": inputs not in the verification pack: " in note for note in notes), notes
     pack = read_pack(REPO / "verification", "default__minilm")
     assert (REPO / "verification" / "default__minilm").stat() and pack.reference == json.loads(
         (REPO / "reference" / "index.json").read_text())["default__minilm"]

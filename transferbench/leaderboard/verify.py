@@ -383,7 +383,7 @@ def verify_results(results: Sequence[ResultFile], root: Path, hidden: Sequence[P
         else:
             missing = sorted(set(indicator.requires) - set(pack.artifacts))
             if missing:
-                outcome = Verification(False, "its inputs are not in the verification pack: " + "; ".join(
+                outcome = Verification(False, "inputs not in the verification pack: " + "; ".join(
                     f"{artifact} ({pack.left_out.get(artifact, 'not packed')})" for artifact in missing))
             else:
                 views = pack.views(sorted(set(indicator.requires)))
