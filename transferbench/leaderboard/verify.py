@@ -300,8 +300,8 @@ def _group_key(result: ResultFile) -> tuple[str, ...]:
     """Files that hold one re-scoring: the same code and params on one (suite, backbone,
     reference); their transfer kinds differ, their scores are the same indicator's."""
     code = result.indicator.code
-    return (code.sha256 if code else "", result.indicator.params_key(), result.suite, result.backbone,
-            result.reference or "")
+    return (result.indicator.name, code.sha256 if code else "", result.indicator.params_key(), result.suite,
+            result.backbone, result.reference or "")
 
 
 def _indicator_of(result: ResultFile):
