@@ -205,6 +205,7 @@ def pack_files(bench, reference: str, artifacts: Iterable[str], root: Path,
     there. Files whose bytes would not change are not returned."""
     from safetensors.numpy import save
 
+    from transferbench.leaderboard.files import _holds
     from transferbench.reference.bundle import bundle_name
 
     root = Path(root)
@@ -258,13 +259,6 @@ def pack_files(bench, reference: str, artifacts: Iterable[str], root: Path,
     index = (json.dumps(dict(sorted(pins.items())), indent=1) + "\n").encode()
     wanted = {**{folder / file: data for file, data in files.items()}, folder / "pack.json": raw, root / "index.json": index}
     return {path: data for path, data in wanted.items() if not _holds(path, data)}
-
-
-def _holds(path: Path, data: bytes) -> bool:
-    try:
-        return path.is_file() and path.read_bytes() == data
-    except OSError:
-        return False
 
 
 def stale_pack_files(root: Path, name: str) -> list[Path]:
