@@ -644,7 +644,8 @@ def test_markdown_board_escapes_names_notes_and_paths(tmp_path, capsys, case):
     assert len(rows) == 2 + 1 + 2 + 1  # two tables (suites s and s<text>): header, rule, rows
     assert all(len(re.split(r"(?<!\\)\|", row)) == len(DISPLAY_HEADERS) + 2 for row in rows), rows
     shown = "&amp;lt;script&amp;gt;" if case == "entity" else " ".join(text.split()).replace("<", "&lt;")
-    assert f"| {shown.replace('|', chr(92) + '|')} |" in readme  # the name, whole, in its own cell
+    # the name, whole, in its own cell (unverified: no verification pack for this setting)
+    assert f"| {shown.replace('|', chr(92) + '|')} (unverified) |" in readme
 
 
 # ---- 10. output folders are checked before any compute -----------------------------------------
@@ -1072,7 +1073,7 @@ def test_library_run_takes_names_classes_and_instances(monkeypatch, tmp_path):
         return Bench()
 
     monkeypatch.setattr(api, "benchmark_for", benchmark_for)
-    monkeypatch.setattr(api, "score", lambda bench, built, kinds, started: seen.update(built=built, kinds=kinds) or [])
+    monkeypatch.setattr(api, "score", lambda bench, built, kinds, started, **_: seen.update(built=built, kinds=kinds) or [])
     monkeypatch.setattr(api, "compute_line", lambda bench: "")
     monkeypatch.setattr(api, "score_plan", lambda bench, indicators: "")
     monkeypatch.setattr(api, "ensure_reference", lambda bench, console=None: None)

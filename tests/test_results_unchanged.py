@@ -67,9 +67,13 @@ COMPARED = ("indicator", "suite", "backbone", "transfer_kind", "tasks", "seeds",
 
 
 def stored_fields(result: dict) -> dict:
-    """What must not move: everything but the volatile parts of the manifest (time, versions, git)."""
+    """What must not move: everything but the volatile parts of the manifest (time, versions, git)
+    and the indicator's code identity (a hash of its source file: it moves with any edit of that
+    file, and was added after the copies were written)."""
     config = {key: value for key, value in result["manifest"]["config"].items() if key != "precision"}
-    return {**{key: result[key] for key in COMPARED}, "manifest": {"config": config, "data": result["manifest"]["data"]}}
+    fields = {key: result[key] for key in COMPARED}
+    fields["indicator"] = {key: value for key, value in result["indicator"].items() if key != "code"}
+    return {**fields, "manifest": {"config": config, "data": result["manifest"]["data"]}}
 
 
 def without_reference_hash(name: str, fields: dict) -> tuple[str, dict]:

@@ -6,7 +6,9 @@ folders byte for byte as they were."""
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
+import math
 import sys
 import textwrap
 import time
@@ -367,3 +369,155 @@ def test_an_install_without_direct_url_names_no_extra_checkout(monkeypatch, tmp_
     monkeypatch.setattr(sandbox.importlib.metadata, "distribution", lambda name: NoDirectUrl())
     monkeypatch.chdir(tmp_path)
     assert isinstance(sandbox._checkouts(), set)
+
+
+# ---- a run's output folders, wherever they are ----------------------------------------------------
+
+@needs_sealing
+def test_hidden_folders_may_hold_the_scratch_folder(tmp_path, project):
+    """`hidden` may name a folder that holds the scratch folder (a results folder in /tmp): the
+    scratch folder and the plugin's file stay reachable, the rest of that folder does not."""
+    import tempfile
+
+    secret = tmp_path / "results" / "secret.json"
+    secret.parent.mkdir()
+    secret.write_text("{}")
+    file = tmp_path / "probe.py"
+    file.write_text(textwrap.dedent(f"""
+        import os
+        from transferbench.scoring.indicator import Indicator
+
+        class Probe(Indicator):
+            def score(self, source, target):
+                with open("notes.txt", "w") as notes:
+                    notes.write("scratch")
+                return float(os.path.exists({str(secret)!r})) + 2.0 * float(os.path.exists(__file__))
+        """))
+    views = (TaskView("a", "f", 2, {}), TaskView("b", "f", 2, {}))
+    hidden = [tempfile.gettempdir()]
+    assert _unchanged(project, lambda: score_pairs(make_indicator(f"{file}:Probe"), [views], hidden=hidden)) == [2.0]
+
+
+@needs_sealing
+def test_a_runs_output_folders_outside_the_working_directory_are_hidden(tmp_path, monkeypatch, tiny_backbone,
+                                                                        tiny_suite, cache):
+    """`transferbench run --results-dir` (and --submissions-dir) anywhere, not only under the
+    folder the run starts in: the plugin finds neither the user's earlier results nor the
+    project's, while it reads other files."""
+    import transferbench
+    from transferbench.run_config import RunConfig
+
+    results_dir, project = tmp_path / "elsewhere" / "mine", tmp_path / "elsewhere" / "project"
+    earlier, official = results_dir / "submissions" / "earlier.json", project / "submissions" / "official.json"
+    visible = tmp_path / "visible.txt"
+    for path in (earlier, official, visible):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    file = tmp_path / "plugins" / "probe.py"
+    file.parent.mkdir()
+    file.write_text(textwrap.dedent(f"""
+        import os
+        from transferbench.scoring.indicator import Indicator
+
+        class Probe(Indicator):
+            def score(self, source, target):
+                found = [os.path.exists(path) for path in ({str(earlier)!r}, {str(official)!r}, {str(visible)!r})]
+                return float(found[0] + 2 * found[1] + 4 * found[2])
+        """))
+    (tmp_path / "run_here").mkdir()
+    monkeypatch.chdir(tmp_path / "run_here")
+    settings = {"suite": str(tiny_suite), "backbone": str(tiny_backbone), "results_dir": results_dir,
+                "submissions_dir": project / "submissions", "leaderboard_dir": project / "leaderboard"}
+    assert {results_dir.absolute(), (project / "submissions").absolute(), project.absolute() / "verification"} <= set(
+        RunConfig(indicators=["random"], **settings).output_folders())
+    done = transferbench.run(indicators=[f"{file}:Probe"], kinds=["zero_shot"], write=False, **settings)
+    scores = done.results[0].scores
+    assert {value for row in scores.values() for value in row.values() if not math.isnan(value)} == {4.0}
+
+
+# ---- loading: a file plugin's top level, constructor and contract check run sealed -------------
+
+LOADED = '''
+import json, os
+{top}
+from transferbench.scoring.indicator import Indicator
+
+class Loaded(Indicator):
+    requires = ("train_size",)
+    description = "loaded sealed"
+
+    def __init__(self, weight: float = 1.0):
+        {init}
+        self.weight = weight
+
+    def score(self, source, target):
+        return self.weight * source.train_size
+'''
+
+
+@needs_sealing
+def test_a_file_plugin_is_loaded_in_the_sealed_process_never_here(tmp_path, project):
+    """The module's top level and the constructor try to write an official result and read the
+    reference: neither runs in this process, and in the sealed one both fail quietly."""
+    forged = project["root"] / "submissions" / "forged.json"
+    attempt = (f"try:\n    open({str(forged)!r}, 'w').write('forged')\nexcept OSError:\n    pass\n"
+               f"try:\n    SEEN = len(open({str(TRANSFER)!r}).read())\nexcept OSError:\n    SEEN = 0\n")
+    file = tmp_path / "loaded_plugin.py"
+    file.write_text(LOADED.format(top=attempt, init="self.seen = SEEN"))
+    from transferbench.scoring.sandbox import LoadedIndicator, code_of, load_sealed
+    from transferbench.scoring.indicator import indicator_code, load_file_class
+
+    indicator = _unchanged(project, lambda: load_sealed(f"{file}:Loaded:weight=2"))
+    assert isinstance(indicator, LoadedIndicator) and "transferbench_user_loaded_plugin" not in sys.modules
+    assert (indicator.name, indicator.requires, indicator.get_params(), indicator.defaults()) == (
+        "Loaded", ("train_size",), {"weight": 2}, {"weight": 1.0})
+    assert not forged.exists()
+    views = (TaskView("a", "f", 2, {"train_size": 3}), TaskView("b", "f", 2, {"train_size": 5}))
+    assert _unchanged(project, lambda: score_pairs(indicator, [views])) == [6.0]
+    assert code_of(indicator) == indicator_code(load_file_class(str(file), "Loaded"))  # the same identity as loaded here
+
+
+@pytest.mark.parametrize("case", ["import_exit", "constructor", "unknown_parameter", "no_class"])
+def test_loading_failures_in_the_sealed_process_are_the_same_one_line(tmp_path, case):
+    from transferbench.scoring.sandbox import load_sealed
+
+    file = tmp_path / "failing_plugin.py"
+    file.write_text(LOADED.format(top="import sys; sys.exit(3)" if case == "import_exit" else "",
+                                  init="raise RuntimeError('constructor exploded')" if case == "constructor" else "pass"))
+    spec = {"unknown_parameter": f"{file}:Loaded:wieght=2", "no_class": f"{file}:Lodead"}.get(case, f"{file}:Loaded")
+    expected = {"import_exit": f"indicator file {str(file)!r} failed to import: SystemExit: 3",
+                "constructor": "indicator 'Loaded': its constructor raised RuntimeError: constructor exploded",
+                "unknown_parameter": "indicator 'Loaded' has no parameter 'wieght' (did you mean 'weight'?)",
+                "no_class": f"{str(file)!r} has no class 'Lodead'"}[case]
+    with pytest.raises(TransferbenchError) as info:
+        load_sealed(spec)
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value), info.value
+
+
+@pytest.mark.parametrize("forgery", ["builtin_name", "unknown_artifact", "two_reports"])
+def test_a_forged_load_report_claims_nothing(tmp_path, forgery):
+    """The plugin's top level writes its own report on the channel: a malformed one, or one
+    followed by the real one, is one line; a well-formed one naming itself `random` still carries
+    this file's code, computed here, and a run refuses it."""
+    import transferbench
+    from transferbench.scoring.sandbox import code_of, load_sealed
+
+    report = {"class": "Loaded", "name": "random", "requires": ["train_size"], "description": "", "baseline": True,
+              "kind": None, "params": {"weight": 1.0}, "defaults": {"weight": 1.0}}
+    if forgery == "unknown_artifact":
+        report["requires"] = ["transfer_matrix"]
+    line = json.dumps({"loaded": report})
+    then = "os._exit(0)" if forgery != "two_reports" else "pass"
+    top = (f"for fd in range(3, 64):\n    try:\n        os.write(fd, {line!r}.encode() + b'\\n')\n"
+           f"    except OSError:\n        pass\n{then}\n")
+    file = tmp_path / "forging_plugin.py"
+    file.write_text(LOADED.format(top=top, init="pass"))
+    if forgery != "builtin_name":
+        with pytest.raises(TransferbenchError, match="sent a malformed answer"):
+            load_sealed(f"{file}:Loaded")
+        return
+    indicator = load_sealed(f"{file}:Loaded")
+    assert indicator.name == "random" and code_of(indicator)["module"] == "forging_plugin.py"
+    with pytest.raises(TransferbenchError, match="indicator 'random' is the name of a built-in indicator, but Loaded "
+                                                 r"\(forging_plugin.py\) is other code"):
+        transferbench.run(indicators=[f"{file}:Loaded"], write=False)

@@ -245,18 +245,21 @@ def ensure_reference(bench, console: Console | None = None) -> Reference:
     return saved
 
 
-def score(bench, indicators: Sequence, kinds: Sequence[str] | None = None, started: float | None = None) -> list:
+def score(bench, indicators: Sequence, kinds: Sequence[str] | None = None, started: float | None = None,
+          hidden: Sequence[Path | str] = ()) -> list:
     """Score each indicator against the benchmark's reference: one ResultFile per (kind, indicator);
-    `kinds` default: every transfer kind of the reference's protocol."""
+    `kinds` default: every transfer kind of the reference's protocol. `hidden`: folders hidden from
+    the sealed scoring process (`RunConfig.output_folders`)."""
     from transferbench.evaluation.results import make_result
     from transferbench.manifest import build_manifest
+    from transferbench.scoring.sandbox import code_of
 
     started = started if started is not None else time.perf_counter()
     reference = ensure_reference(bench)
     bench.ensure(sorted({name for indicator in indicators for name in indicator.requires}))
     from transferbench.scoring.pairs import indicator_scores
 
-    scored = [(indicator, indicator_scores(bench, indicator)) for indicator in indicators]
+    scored = [(indicator, indicator_scores(bench, indicator, hidden)) for indicator in indicators]
     data = {name: {"version": bench.tasks[name].version, "data_hash": bench.data(name).data_hash,
                    "source": bench.tasks[name].source.model_dump(mode="json")} for name in bench.tasks}
     config = {"suite": bench.suite.model_dump(mode="json"), "backbone": bench.backbone_identity(),
@@ -285,7 +288,7 @@ def score(bench, indicators: Sequence, kinds: Sequence[str] | None = None, start
                 transfer_kind=kind, seeds=bench.seeds, params=params, description=indicator.description,
                 baseline=indicator.baseline, manifest=manifest, reference=reference.hash,
                 excluded_targets=reference.excluded_targets(), families=reference.families(),
-                transfer_per_seed=reference.per_seed(kind)))
+                transfer_per_seed=reference.per_seed(kind), code=code_of(indicator)))
     return results
 
 
@@ -359,7 +362,8 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     """
     from transferbench.evaluation.results import check_output_folder, write_results
     from transferbench.run_config import expand_all, flag
-    from transferbench.scoring.indicator import Indicator, all_indicator_names, as_indicator
+    from transferbench.scoring.indicator import Indicator, all_indicator_names, as_indicator, builtin_code
+    from transferbench.scoring.sandbox import code_of, load_sealed
 
     names = {}
     if isinstance(executor, str):  # the config's field (a registered executor's name), not an executor
@@ -380,7 +384,17 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
         objects = _as_list(config.indicators, "indicators", "indicator names, Indicator subclasses or instances")
     every = all_indicator_names() if any(isinstance(item, str) and item == "all" for item in objects) else []
     items = expand_all(objects, every)  # each "all" as every registered indicator, each indicator once
-    built = [as_indicator(item) for item in items]  # fail fast on bad names and broken plugins
+    # fail fast on bad names and broken plugins; a `file.py:Class` loads sealed: its top level, its
+    # constructor and the contract check never run in this process
+    built = [load_sealed(item, config.output_folders()) if isinstance(item, str) else as_indicator(item)
+             for item in items]
+    for indicator in built:  # built-in names belong to built-in code: no result of other code carries one
+        builtin = builtin_code(indicator.name)
+        code = code_of(indicator)
+        if builtin is not None and (code is None or code["sha256"] != builtin["sha256"]):
+            where = f"{code['qualname']} ({code['module']})" if code else type(indicator).__qualname__
+            raise TransferbenchError(f"indicator {indicator.name!r} is the name of a built-in indicator, but {where} is "
+                                     "other code; give your class a name of its own (registered_name)")
     outputs = config.outputs()
     if write:
         check_output_folder(flag("results_dir" if outputs.local else "submissions_dir"), outputs.results)
@@ -397,9 +411,19 @@ def run(config: RunConfig | None = None, /, *, executor=None, console: Console |
     console.print(compute_line(bench), highlight=False, soft_wrap=True)
     console.print(score_plan(bench, built), highlight=False, soft_wrap=True)
     with executor, bench.progress(progress):
-        results = score(bench, built, kinds, started)
-    # written only once every indicator and transfer kind succeeded, and all or none
-    written = write_results(results, outputs.results) if write else []
+        results = score(bench, built, kinds, started, hidden=config.output_folders())
+    # written only once every indicator and transfer kind succeeded, and all or none; the project's
+    # results with the inputs they were scored from, which `leaderboard --verify` re-scores them from
+    from transferbench.leaderboard.verify import pack_files, pack_root, stale_pack_files
+    from transferbench.reference.bundle import bundle_name
+
+    packs, inputs = pack_root(config.submissions_dir), {}
+    if write and not outputs.local:
+        inputs = pack_files(bench, ensure_reference(bench).hash,
+                            sorted({name for indicator in built for name in indicator.requires}), packs)
+    written = write_results(results, outputs.results, also=inputs) if write else []
+    for stale in stale_pack_files(packs, bundle_name(bench.suite.name, bench.backbone_name)) if inputs else []:
+        stale.unlink()
     return Results(results=results, reference=ensure_reference(bench), wall_seconds=time.perf_counter() - started,
                    paths=[path for path, _ in written], written=written, config=config)
 

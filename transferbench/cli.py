@@ -167,6 +167,12 @@ def build_parser(neurons: bool = True) -> argparse.ArgumentParser:
                        help="the project's result files (default: %(default)s)")
     board.add_argument("--leaderboard-dir", type=Path, default=DEFAULT_LEADERBOARD,
                        help="where --write puts the generated board (default: %(default)s)")
+    board.add_argument("--verify", action="store_true",
+                       help="re-score each official row with its indicator, sealed, from the verification input "
+                            "pack, and mark it verified when its scores equal the file's (--write always does); "
+                            "exit status 1 when a re-scored row does not reproduce")
+    board.add_argument("--pack-dir", type=Path, default=None,
+                       help="the verification input packs (default: verification/ beside --submissions-dir)")
 
     commands.add_parser("indicators", help="list indicators with their parameters")
 
@@ -306,7 +312,7 @@ def cmd_run(args, console: Console) -> int:
         console.print(f"{what} {path}", markup=False, highlight=False)
     suite = results.results[0].suite if results.results else config.suite
     _rebuild_and_print(args, console, outputs.board, local_dir=outputs.results if outputs.local else None,
-                       only=(suite, config.backbone), require_official=not outputs.local)
+                       only=(suite, config.backbone), require_official=not outputs.local, verify=not outputs.local)
     console.print(f"done in {results.wall_seconds:.0f} s (scored against reference {results.reference.hash[:12]})")
     return 0
 
@@ -509,15 +515,37 @@ def _board_results(args, local_dir: Path | None, require_official: bool = True) 
     return results, problems
 
 
+def _verify(args, results: list, local_dir: Path | None = None) -> int:
+    """Re-score the official rows of `results` from the verification packs and mark them
+    (`transferbench.leaderboard.verify`), saying so on standard error; returns how many were
+    re-scored and did not reproduce."""
+    from transferbench.leaderboard.verify import pack_root, verify_results
+
+    root = getattr(args, "pack_dir", None) or pack_root(args.submissions_dir)
+    status = Console(stderr=True, markup=False, soft_wrap=True)
+    hidden = [folder for folder in (args.submissions_dir, args.leaderboard_dir, root, local_dir) if folder is not None]
+    found = verify_results(results, root, hidden=hidden,
+                           progress=lambda line: status.print(line + " ...", highlight=False))
+    failed = sum(v.rescored and not v.verified for v in found.values())
+    if getattr(args, "verify", False) or any(v.rescored for v in found.values()):  # silent where nothing could be
+        status.print(f"verified {sum(v.verified for v in found.values())} of {len(found)} official result files "
+                     f"from {root}" + (f"; {failed} re-scored and did not reproduce (see the notes)" if failed else ""),
+                     highlight=False)
+    return failed
+
+
 def _rebuild_and_print(args, console: Console, board_dir: Path | None, local_dir: Path | None = None,
-                       only: tuple[str, str] | None = None, require_official: bool = True) -> None:
+                       only: tuple[str, str] | None = None, require_official: bool = True,
+                       verify: bool = False) -> int:
     """Print the board of the project's results plus the user's (`local_dir`); write it into
-    `board_dir` when given (only the files whose content changes)."""
+    `board_dir` when given (only the files whose content changes). `verify`: re-score the official
+    rows first (`_verify`); returns how many did not reproduce."""
     from transferbench.leaderboard import render_rich, write_leaderboard
     from transferbench.leaderboard.pooled import pooled_tables
     from transferbench.leaderboard.tables import grouped_tables, table_settings
 
     results, problems = _board_results(args, local_dir, require_official)
+    failed = _verify(args, results, local_dir) if verify else 0
     if board_dir is not None:
         written = write_leaderboard(results, board_dir, problems)
         console.print(f"leaderboard {board_dir}: {len(written.changed)} of {len(written)} files changed"
@@ -532,6 +560,7 @@ def _rebuild_and_print(args, console: Console, board_dir: Path | None, local_dir
     render_rich(tables, console, columns=args.columns, pooled=pooled)
     for path, reason in problems:
         console.print(f"skipped {path}: {reason}", style="yellow", markup=False)
+    return failed
 
 
 def cmd_leaderboard(args, console: Console) -> int:
@@ -545,19 +574,22 @@ def cmd_leaderboard(args, console: Console) -> int:
     local = _results_dir(args) / "submissions"
     if args.write:
         check_output_folder("--leaderboard-dir", args.leaderboard_dir)
+    # the project's board is written with its rows verified: the published board carries the marks
+    verify = args.verify or args.write
     if args.format == "rich":
         if args.write:  # the project's board holds the project's results only
-            _rebuild_and_print(args, console, args.leaderboard_dir)
+            failed = _rebuild_and_print(args, console, args.leaderboard_dir, verify=verify)
         else:
-            _rebuild_and_print(args, console, None, local_dir=local)
+            failed = _rebuild_and_print(args, console, None, local_dir=local, verify=verify)
         if args.open:
             index = args.leaderboard_dir / "index.html"
             if not index.is_file():
                 raise TransferbenchError(f"{index} does not exist yet; add --write to generate it")
             if not open_in_browser(index.resolve()):
                 console.print(f"no browser found; open {index} yourself", markup=False)
-        return 0
+        return 1 if failed and args.verify else 0
     results, problems = _board_results(args, None if args.write else local)
+    failed = _verify(args, results, None if args.write else local) if verify else 0
     if args.write:
         from transferbench.leaderboard import write_leaderboard
 
@@ -575,7 +607,7 @@ def cmd_leaderboard(args, console: Console) -> int:
         text = (leaderboard_csv(tables, pooled) if args.format == "csv"
                 else render_markdown(tables, problems, pooled=pooled))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
+    return 1 if failed and args.verify else 0
 
 
 def cmd_indicators(args, console: Console) -> int:

@@ -168,6 +168,18 @@ class RunConfig(BaseModel):
         """Where this run's result files and board go (`output_folders`)."""
         return output_folders(self.submit, self.results_dir, self.submissions_dir, self.leaderboard_dir)
 
+    def output_folders(self) -> list[Path]:
+        """The folders this run writes or reads results in, which its sealed scoring process hides
+        (docs/indicators.md) wherever they are: the results and board folders it writes (with a
+        results folder of your own, all of it), the project's submissions and board, and the
+        verification packs beside them."""
+        from transferbench.leaderboard.verify import pack_root
+
+        outputs = self.outputs()
+        folders = [outputs.results, outputs.board, *([outputs.results.parent] if outputs.local else []),
+                   self.submissions_dir, self.leaderboard_dir, pack_root(self.submissions_dir)]
+        return list(dict.fromkeys(Path(folder).absolute() for folder in folders))
+
 
 def flag(field: str) -> str:
     """The command-line flag of a field: `unit_threads` -> `--unit-threads`."""

@@ -7,9 +7,15 @@ whose stored metrics do not reproduce is reported and left out, never ranked.
 Schema, version `SCHEMA_VERSION` (JSON; missing values and undefined metrics are `null`)::
 
     schema_version  int, must equal SCHEMA_VERSION
-    indicator       {name: str, params: {..}, description: str, baseline: bool}
+    indicator       {name: str, params: {..}, description: str, baseline: bool, code: {..}}
                     params: the parameters that differ from the indicator's defaults; they name
                     the indicator on the leaderboard, e.g. skill_overlap(p=0.05)
+                    code (optional; absent in files written before it): {sha256, qualname, module},
+                    the indicator's source identity (`transferbench.scoring.indicator.indicator_code`).
+                    A row of the board is (code, params, setting); a file naming a built-in
+                    indicator with other code than this version's is shown unverified
+                    (`builtin_mismatch`), a built-in's code under another name is refused
+                    (`code_problem`)
     suite           str, the task suite
     backbone        str, the frozen backbone (Hugging Face id or local path)
     transfer_kind   str, a registered transfer kind of any protocol version
@@ -51,7 +57,7 @@ import stat
 import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
@@ -81,6 +87,23 @@ MAX_SEEDS = 100
 Matrix = dict[str, dict[str, Metric]]
 
 
+class CodeInfo(BaseModel):
+    """The indicator's source identity (`transferbench.scoring.indicator.indicator_code`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str
+    qualname: str
+    module: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be 64 lowercase hex digits")
+        return value
+
+
 class IndicatorInfo(BaseModel):
     """What produced the scores."""
 
@@ -90,6 +113,7 @@ class IndicatorInfo(BaseModel):
     params: dict[str, Any] = {}
     description: str = ""
     baseline: bool = False
+    code: CodeInfo | None = None  # None: a file written before code identities (shown unverified)
 
     def label(self) -> str:
         """The name shown on the leaderboard: `name` or `name(k=v, ...)` (keys sorted)."""
@@ -101,6 +125,15 @@ class IndicatorInfo(BaseModel):
     def params_key(self) -> str:
         """Canonical JSON of the params: two results with equal keys are the same indicator."""
         return json.dumps(self.params, sort_keys=True, default=str)
+
+
+class Verification(NamedTuple):
+    """Whether the board re-scored a row from its indicator's code and got the file's scores
+    (`transferbench.leaderboard.verify`), and how, or why not."""
+
+    verified: bool
+    why: str
+    rescored: bool = False  # whether it was re-scored (False: it could not be, `why` says why)
 
 
 class ResultFile(BaseModel):
@@ -128,6 +161,8 @@ class ResultFile(BaseModel):
     # than the project's submissions (not part of the file).
     _path: Path | None = PrivateAttr(default=None)
     _local: bool = PrivateAttr(default=False)
+    # Set by `transferbench.leaderboard.verify.verify_results`; None: not checked.
+    _verification: Verification | None = PrivateAttr(default=None)
 
     @property
     def path(self) -> Path | None:
@@ -146,6 +181,11 @@ class ResultFile(BaseModel):
         """True for a result from a user's own results folder: shown marked "(local)", never
         deduplicated against the project's submission of the same indicator."""
         return self._local
+
+    @property
+    def verification(self) -> Verification | None:
+        """Whether the board re-scored this row from code and got its scores; None: not checked."""
+        return self._verification
 
     @model_validator(mode="after")
     def _consistent(self) -> ResultFile:
@@ -241,13 +281,14 @@ def make_result(
     families: Mapping[str, str] | None = None,
     transfer_per_seed: Sequence[pd.DataFrame] | None = None,
     n_permutations: int = 2000,
+    code: Mapping[str, str] | None = None,
 ) -> ResultFile:
     """Score the indicator with `evaluate_indicator` and package everything as a ResultFile.
 
     `families` (task -> family) enables the family-aware metrics; `transfer_per_seed` (one frame
     per entry of `seeds`, whose mean is `transfer`) enables the leaderboard's seed bootstrap and
-    split-seed check. `manifest` gets `created_at` (now, UTC) and `transferbench_version` unless
-    already given.
+    split-seed check. `code` is the indicator's source identity (`indicator_code`). `manifest` gets
+    `created_at` (now, UTC) and `transferbench_version` unless already given.
     """
     families = {str(task): str(family) for task, family in (families or {}).items()}
     metrics = evaluate_indicator(
@@ -267,7 +308,8 @@ def make_result(
         return ResultFile(
             schema_version=SCHEMA_VERSION,
             indicator=IndicatorInfo(
-                name=indicator, params=dict(params or {}), description=description, baseline=baseline
+                name=indicator, params=dict(params or {}), description=description, baseline=baseline,
+                code=dict(code) if code is not None else None,
             ),
             suite=suite,
             backbone=backbone,
@@ -333,8 +375,11 @@ def result_filename(result: ResultFile) -> str:
 
 
 def result_json(result: ResultFile) -> bytes:
-    """The file's bytes: indented JSON, NaN as null, ending in a newline."""
+    """The file's bytes: indented JSON, NaN as null, ending in a newline. A result without a code
+    identity has no `indicator.code` key (as files written before it)."""
     data = result.model_dump(mode="json")
+    if data["indicator"]["code"] is None:
+        del data["indicator"]["code"]
     return (json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode()
 
 
@@ -376,16 +421,18 @@ def _status(path: Path, content: bytes) -> str:
     return "unchanged" if same else "replaced"
 
 
-def write_results(results: Sequence[ResultFile], submissions_dir: Path) -> list[tuple[Path, str]]:
+def write_results(results: Sequence[ResultFile], submissions_dir: Path,
+                  also: Mapping[Path, bytes] | None = None) -> list[tuple[Path, str]]:
     """The one writer of result files (`transferbench.run` writes through it): every file under
     `submissions_dir / result_filename(result)`, atomically and all or none (`atomic_write_many`),
     except those whose file already holds the same result in every field but the manifest (the
     provenance of one run: when, where, with which command, commit and package versions): such a
-    file is left byte-identical, so rerunning an unchanged setting changes nothing in git. Returns
+    file is left byte-identical, so rerunning an unchanged setting changes nothing in git. `also`:
+    other files written in the same all-or-none step (the run's verification inputs). Returns
     (path, "wrote" | "replaced" | "unchanged") per result."""
     contents = {Path(submissions_dir) / result_filename(result): result_json(result) for result in results}
     done = [(path, _status(path, content)) for path, content in contents.items()]
-    atomic_write_many({path: contents[path] for path, what in done if what != "unchanged"})
+    atomic_write_many({**{path: contents[path] for path, what in done if what != "unchanged"}, **(also or {})})
     return done
 
 
@@ -473,11 +520,44 @@ def read_result(path: Path) -> ResultFile:
         problem = str(exc)
     if problem:
         raise TransferbenchError(problem)
-    problem = reference_problem(result)
+    problem = reference_problem(result) or code_problem(result)
     if problem:
         raise TransferbenchError(problem)
+    mismatch = builtin_mismatch(result)
+    if mismatch:  # marked however the board is built, verified or not
+        result._verification = Verification(False, mismatch)
     result._path = Path(path)
     return result
+
+
+def code_problem(result: ResultFile) -> str:
+    """'' unless the file carries a built-in indicator's code (`transferbench.scoring.indicator.
+    BUILTIN_INDICATORS`) under another name: a built-in's results carry its own name."""
+    from transferbench.scoring.indicator import BUILTIN_INDICATORS, builtin_code
+
+    code, name = result.indicator.code, result.indicator.name
+    if code is None or name in BUILTIN_INDICATORS:
+        return ""
+    for other in BUILTIN_INDICATORS:
+        if builtin_code(other)["sha256"] == code.sha256:
+            return (f"its code is the built-in indicator {other!r} (sha256 {code.sha256[:12]}) under the name "
+                    f"{name!r}; a built-in's results carry its own name")
+    return ""
+
+
+def builtin_mismatch(result: ResultFile) -> str:
+    """'' unless the file names a built-in indicator but carries other code than this version's
+    built-in of that name: then why, and the file is shown unverified (built-in names belong to
+    built-in code; after a built-in's module changes, its rows are scored again)."""
+    from transferbench.scoring.indicator import builtin_code
+
+    code, name = result.indicator.code, result.indicator.name
+    builtin = builtin_code(name)
+    if code is None or builtin is None or code.sha256 == builtin["sha256"]:
+        return ""
+    return (f"it names the built-in indicator {name!r}, but its code ({code.module} {code.qualname}, sha256 "
+            f"{code.sha256[:12]}) is not this version's {name!r} ({builtin['sha256'][:12]}); score it again with "
+            "this version, or give other code a name of its own")
 
 
 @functools.lru_cache(maxsize=8)
@@ -555,22 +635,40 @@ def reference_problem(result: ResultFile) -> str:
     return ""
 
 
-def _identity(result: ResultFile) -> tuple[str, ...]:
-    """What names a row of the leaderboard: the indicator (name and params) on one setting
-    (suite, backbone, transfer kind, reference hash)."""
-    return (result.indicator.name, result.indicator.params_key(), result.suite, result.backbone,
-            result.transfer_kind, (result.reference or "none")[:12])  # the table's key (TableKey)
+def _setting(result: ResultFile) -> tuple[str, ...]:
+    """The table a result is ranked in (suite, backbone, transfer kind, reference hash: `TableKey`)."""
+    return (result.suite, result.backbone, result.transfer_kind, (result.reference or "none")[:12])
+
+
+def row_identity(result: ResultFile) -> tuple[str, ...]:
+    """What a row of the leaderboard is: the indicator's code (`indicator.code.sha256`) with its
+    params on one setting. A file without a code identity (written before it) is identified by its
+    indicator name instead, as then."""
+    code = result.indicator.code
+    who = f"code {code.sha256}" if code is not None else f"name {result.indicator.name}"
+    return (who, result.indicator.params_key(), *_setting(result))
 
 
 def _duplicate_problem(results: Sequence[ResultFile]) -> str:
-    """'' if no two results claim one row, else a line naming both files of the first pair."""
-    seen: dict[tuple[str, ...], ResultFile] = {}
+    """'' if no two results are one row, nor show under one label in one table, else a line naming
+    both files of the first such pair. Two files of one code and params are one row whatever
+    their names (a renamed copy is no new row); two files of one name and params are one label
+    whatever their code, and a label names one row."""
+    by_row: dict[tuple[str, ...], ResultFile] = {}
+    by_label: dict[tuple[str, ...], ResultFile] = {}
     for result in results:
-        first = seen.setdefault(_identity(result), result)
+        setting = (f"suite {result.suite!r}, backbone {result.backbone!r}, {result.transfer_kind}, reference "
+                   f"{(result.reference or 'none')[:12]}")
+        first = by_row.setdefault(row_identity(result), result)
         if first is not result:
-            return (f"{first.path} and {result.path} both claim the row {result.indicator.label()} of suite "
-                    f"{result.suite!r}, backbone {result.backbone!r}, {result.transfer_kind}, reference "
-                    f"{(result.reference or 'none')[:12]}; keep one of them")
+            same = "" if first.indicator.name == result.indicator.name else (
+                f" (the same code and params, named {first.indicator.label()} and {result.indicator.label()})")
+            return (f"{first.path} and {result.path} both claim the row {first.indicator.label()} of "
+                    f"{setting}{same}; keep one of them")
+        first = by_label.setdefault((result.indicator.name, result.indicator.params_key(), *_setting(result)), result)
+        if first is not result:
+            return (f"{first.path} and {result.path} both name their row {result.indicator.label()} of {setting} "
+                    "but carry different code; keep one of them, or give the other indicator a name of its own")
     return ""
 
 

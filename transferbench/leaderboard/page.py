@@ -22,7 +22,7 @@ from transferbench.leaderboard.pooled import (
 )
 from transferbench.leaderboard.render import (
     COLUMN_HELP, DISPLAY_HEADERS, EXPLANATION, FAMILY_EXPLANATION, PLOT_TITLES, POOLED_EXPLANATION, _display_cells,
-    _json_value, _label, _title, pooled_cells, pooled_title, split_seed_line,
+    _json_value, _label, _title, _verified_mark, pooled_cells, pooled_title, split_seed_line,
 )
 from transferbench.evaluation.results import ResultFile
 from transferbench.leaderboard.plots import CAPTIONS, plot_filename, setting_plots
@@ -99,7 +99,9 @@ def _html_table(table: pd.DataFrame) -> list[str]:
             shown = html.escape(text)
             if key == "indicator":
                 marks = [mark for mark, on in (("baseline", baseline), ("local", row["local"])) if on]
-                shown = html.escape(row["indicator"]) + "".join(f' <span class="mark">({mark})</span>' for mark in marks)
+                shown = (html.escape(row["indicator"]) + "".join(f' <span class="mark">({mark})</span>' for mark in marks)
+                         + (f' <span class="mark">{html.escape(_verified_mark(row).strip())}</span>'
+                            if _verified_mark(row) else ""))
             cells.append(f'<td{css} data-value="{html.escape(_sort_value(row, key))}">{shown}</td>')
         css = ' class="baseline"' if baseline else ""
         lines.append(

@@ -34,7 +34,9 @@ EXPLANATION = (
     "indicator's top k (lower is better); NDCG@3, Kendall tau-b, weighted tau are per-target means; "
     "pooled = one Spearman over all pairs; covered = targets with enough valid, non-constant data.",
     "`p vs above` = two-sided paired sign-flip test of the per-target Spearman against the row "
-    "ranked just above; `*` marks p < 0.05. Rows marked (baseline) are reference indicators.",
+    "ranked just above; `*` marks p < 0.05. Rows marked (baseline) are reference indicators. "
+    "✓ marks a row the board re-scored from its indicator's code, sealed, and found the file's scores "
+    "(`transferbench leaderboard --verify`); (unverified) one it could not, with the reason under the table.",
     "`perm. p` = one-sided permutation test of mean ρ against an indicator with no information "
     "(scores shuffled within each target). `rank 95%` = the 95% interval of the row's rank when "
     "targets and prompt-tuning seeds are resampled (bootstrap); `split-seed τ` under a table = "
@@ -129,8 +131,19 @@ def _significance(p: float) -> str:
     return f"{p:.3f}" + (" *" if p < SIGNIFICANCE_LEVEL else "")
 
 
+VERIFIED_MARK = "✓"
+"""Shown after a row the board re-scored from its indicator's code with the file's scores."""
+
+
+def _verified_mark(row: pd.Series) -> str:
+    """` ✓` (verified), ` (unverified)` (checked, not verified: a note says why) or '' (not checked)."""
+    verified = row.get("verified")
+    return "" if verified is None or verified != verified else f" {VERIFIED_MARK}" if verified else " (unverified)"
+
+
 def _label(row: pd.Series) -> str:
-    return row["indicator"] + (" (baseline)" if row["baseline"] else "") + (" (local)" if row["local"] else "")
+    return (row["indicator"] + (" (baseline)" if row["baseline"] else "") + (" (local)" if row["local"] else "")
+            + _verified_mark(row))
 
 
 def _title(key: TableKey) -> str:

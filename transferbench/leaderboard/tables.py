@@ -36,6 +36,7 @@ COLUMNS = [
     "indicator",
     "baseline",
     "local",
+    "verified",
     "mean_spearman",
     "ci_low",
     "ci_high",
@@ -113,6 +114,8 @@ def _row(result: ResultFile) -> dict[str, Any]:
         "indicator": result.indicator.label(),
         "baseline": result.indicator.baseline,
         "local": result.local,
+        # True: re-scored from code with the file's scores; False: not (a note says why); None: not checked
+        "verified": None if result.verification is None else result.verification.verified,
         "mean_spearman": m.mean_spearman,
         "ci_low": m.ci_low,
         "ci_high": m.ci_high,
@@ -201,6 +204,15 @@ def _table(ordered: Sequence[ResultFile]) -> pd.DataFrame:
     return frame
 
 
+def _verification_notes(results: Sequence[ResultFile]) -> list[str]:
+    """One note per reason a row was not verified, naming its rows (`leaderboard.verify`)."""
+    by_reason: dict[str, list[str]] = {}
+    for result in results:
+        if result.verification is not None and not result.verification.verified:
+            by_reason.setdefault(result.verification.why, []).append(result.indicator.label())
+    return [f"not verified ({', '.join(sorted(labels))}): {why}" for why, labels in sorted(by_reason.items())]
+
+
 def table_settings(results: Iterable[ResultFile]) -> dict[TableKey, tuple[list[ResultFile], list[str]]]:
     """(suite, backbone, transfer_kind) -> (deduplicated results in rank order, notes), keys sorted."""
     groups: dict[TableKey, list[ResultFile]] = {}
@@ -214,7 +226,7 @@ def table_settings(results: Iterable[ResultFile]) -> dict[TableKey, tuple[list[R
         meaning = TRANSFER_KIND_HELP.get(key.transfer_kind)
         notes = [*([f"measured transfer: {meaning} (docs/protocol.md)"] if meaning else []),
                  *(f"target {task} is excluded by the reference: {reason}" for task, reason in sorted(excluded.items())),
-                 *notes]
+                 *_verification_notes(kept), *notes]
         settings[key] = (_ranked(kept), notes)
     return settings
 

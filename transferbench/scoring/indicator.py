@@ -13,6 +13,9 @@ Scoring in a sealed child process with a time limit is `transferbench.scoring.sa
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import importlib
 import importlib.util
 import inspect
 import json
@@ -47,6 +50,9 @@ class _ServedArtifacts(Mapping):
 
 
 ARTIFACTS: Mapping[str, str] = _ServedArtifacts()
+
+# The module name a `file.py:Class` plugin's file is imported under: `transferbench_user_<stem>`.
+USER_MODULE_PREFIX = "transferbench_user_"
 
 
 def known_artifacts() -> tuple[str, ...]:
@@ -228,8 +234,9 @@ INDICATORS: Registry[Indicator] = Registry("indicator", Indicator, group="transf
                                            check=lambda name, cls: check_indicator_class(cls, name))
 register_indicator = INDICATORS.register
 
-# The one registration of each built-in: imported only when first looked up.
-for _name, _target in {
+# The one registration of each built-in: imported only when first looked up. A result file that
+# names one of these must carry its code identity (`builtin_code`): built-in names belong to built-in code.
+BUILTIN_INDICATORS: Mapping[str, str] = MappingProxyType({
     "skill_overlap": "transferbench.indicators.skill_overlap:SkillOverlap",
     "activation_overlap": "transferbench.indicators.activation_overlap:ActivationOverlap",
     "embedding_similarity": "transferbench.indicators.embedding_similarity:EmbeddingSimilarity",
@@ -248,8 +255,69 @@ for _name, _target in {
     "skill_overlap_readout": "transferbench.indicators.skill_overlap:SkillOverlapReadout",
     "skill_on_readout": "transferbench.indicators.skill_overlap:SkillOnReadout",
     "activation_overlap_readout": "transferbench.indicators.activation_overlap:ActivationOverlapReadout",
-}.items():
+})
+for _name, _target in BUILTIN_INDICATORS.items():
     INDICATORS.add(_name, _target)
+
+# Bumped if what `indicator_code` hashes ever changes, so old and new identities never coincide.
+CODE_IDENTITY = b"transferbench indicator code 1"
+
+
+def indicator_code(cls: type) -> dict[str, str] | None:
+    """The source identity of an indicator class, recorded in every result file (`indicator.code`):
+    `{"sha256", "qualname", "module"}`. A board row is this code with its parameters on a setting.
+
+    `sha256` hashes the bytes of the Python file that defines the class (for a `file.py:Class`
+    plugin that file; for an installed or built-in indicator the `.py` file of its module), with
+    line endings normalised to `\n` (a checkout with CRLF line endings is the same code), together
+    with the class's qualified name (two classes of one file are two indicators). What that file
+    imports is not hashed: the rest of the code is pinned by the package versions in the manifest,
+    and `transferbench leaderboard --verify` re-scores a row to show that its scores come from the
+    code. A class with no module file (a notebook cell) is hashed by its own source
+    (`inspect.getsource`); None when neither can be read. `module` is the dotted module name, or
+    the file's name for a `file.py` plugin (informative only)."""
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    source = None
+    if file and str(file).endswith(".py"):
+        with contextlib.suppress(OSError):
+            source = Path(file).read_bytes()
+    if source is None:
+        with contextlib.suppress(OSError, TypeError):
+            source = inspect.getsource(cls).encode()
+    if source is None:
+        return None
+    shown = Path(file).name if file and cls.__module__.startswith(USER_MODULE_PREFIX) else cls.__module__
+    return source_code(source, cls.__qualname__, shown)
+
+
+def source_code(source: bytes, qualname: str, module: str) -> dict[str, str]:
+    """`indicator_code` of the class `qualname` defined by the file whose bytes are `source`
+    (computed without running the file: `transferbench.scoring.sandbox.load_sealed` names a
+    plugin's code this way, from the file it reads itself)."""
+    digest = hashlib.sha256(b"\0".join([CODE_IDENTITY, qualname.encode(), source.replace(b"\r\n", b"\n")])).hexdigest()
+    return {"sha256": digest, "qualname": qualname, "module": module}
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_class(name: str) -> type[Indicator] | None:
+    """The class of the built-in indicator `name` of this version (its module is imported), or None
+    if `name` is not a built-in (whatever a registry holds under that name: tests isolate registries)."""
+    target = BUILTIN_INDICATORS.get(name)
+    if target is None:
+        return None
+    module, _, attribute = target.partition(":")
+    cls = getattr(importlib.import_module(module), attribute)
+    cls.registered_name = name  # as the registry names the classes it loads (`Registry.get`)
+    return cls
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_code(name: str) -> dict[str, str] | None:
+    """The code identity (`indicator_code`) of the built-in indicator `name` of this version, or
+    None if `name` is not a built-in."""
+    cls = builtin_class(name)
+    return None if cls is None else indicator_code(cls)
 
 
 def load_file_class(path: str, class_name: str | None) -> type[Indicator]:
@@ -258,7 +326,7 @@ def load_file_class(path: str, class_name: str | None) -> type[Indicator]:
     file = Path(path)
     if not file.is_file():
         raise TransferbenchError(f"indicator file {path!r} does not exist")
-    module_name = f"transferbench_user_{file.stem}"
+    module_name = f"{USER_MODULE_PREFIX}{file.stem}"
     spec = importlib.util.spec_from_file_location(module_name, file)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[module_name] = module
@@ -324,6 +392,19 @@ def parse_params(text: str, where: str) -> dict[str, Any]:
     return params
 
 
+def file_spec(spec: str) -> tuple[str, str | None, str] | None:
+    """(path, class name or None, parameter text) of a `file.py[:Class[:params]]` spec, None for a
+    registered name (`name[:params]`)."""
+    name = spec.partition(":")[0]
+    if ".py:" in spec:
+        path, _, rest = spec.partition(".py:")
+        class_name, _, param_text = rest.partition(":")
+        return path + ".py", class_name, param_text
+    if name.endswith(".py") and name not in INDICATORS:
+        return name, None, ""
+    return None
+
+
 def make_indicator(spec: str) -> Indicator:
     """Build an indicator from a command-line spec.
 
@@ -332,12 +413,10 @@ def make_indicator(spec: str) -> Indicator:
     one Indicator subclass.
     """
     name, _, param_text = spec.partition(":")
-    if ".py:" in spec:
-        path, _, rest = spec.partition(".py:")
-        class_name, _, param_text = rest.partition(":")
-        cls = load_file_class(path + ".py", class_name)
-    elif name.endswith(".py") and name not in INDICATORS:
-        cls = load_file_class(name, None)
+    file = file_spec(spec)
+    if file is not None:
+        path, class_name, param_text = file
+        cls = load_file_class(path, class_name)
     else:
         with _plugin_guard(f"indicator {name!r} failed to import:"):  # an installed plugin's module
             cls = INDICATORS.get(name)

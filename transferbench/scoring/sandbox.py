@@ -1,9 +1,12 @@
 """Sealed plugin scoring: each indicator's pairs are scored in a fresh Python process
 (`transferbench.scoring.sandbox_child`) that is given only the sealed task views and the indicator, with a
-time limit per pair, and whose answers pass a strict channel (one finite float per pair).
+time limit per pair, and whose answers pass a strict channel (one finite float per pair). A
+`file.py:Class` indicator is also loaded in such a process (`load_sealed`): its file never runs here.
 
 Stage 4 (scoring), beside the indicator API (`transferbench.scoring.indicator`, whose `checked_score` the
-child calls). What a plugin can and cannot see on which platform: docs/indicators.md.
+child calls). What a plugin can and cannot see on which platform: docs/indicators.md. Over 400 lines
+because starting, sealing, feeding and reading that process, for loading and for scoring, is one
+protocol over one channel, kept in one place.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from transferbench.errors import TransferbenchError
-from transferbench.scoring.indicator import Indicator, TaskView
+from transferbench.scoring.indicator import USER_MODULE_PREFIX, Indicator, TaskView
 
 # Seconds one `score(source, target)` call may take before the run stops with an error line. Plugins
 # are arbitrary code; a hung one should fail clearly rather than stall a benchmark run.
@@ -85,6 +88,118 @@ class _Unsealable(Exception):
     pass
 
 
+class LoadedIndicator(Indicator):
+    """What the benchmark process holds of a `file.py:Class` indicator loaded sealed (`load_sealed`):
+    its name, declared artifacts, description, flags and parameters as the scoring process reported
+    them, and its code identity as this process computed it from the file's bytes. Its file never
+    runs here; `score_pairs` rebuilds it from `file`, `class_name` and the spec's `spec_params`."""
+
+    def __init__(self, report: dict, file: str, spec_params: dict, code: dict[str, str]):
+        self._name = report["name"]
+        self.requires = tuple(report["requires"])
+        self.description, self.baseline, self.kind = report["description"], report["baseline"], report["kind"]
+        self._params, self._defaults = report["params"], report["defaults"]
+        self.file, self.class_name, self.spec_params, self.code = file, report["class"], spec_params, code
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def param_names(self) -> list[str]:  # type: ignore[override]
+        return list(self._params)
+
+    def defaults(self) -> dict:  # type: ignore[override]
+        return dict(self._defaults)
+
+    def get_params(self) -> dict:
+        return dict(self._params)
+
+    def score(self, source, target) -> float:
+        raise TransferbenchError(f"indicator {self.name!r} scores only in its sealed process (score_pairs)")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"{self.class_name}({params})"
+
+
+def code_of(indicator: Indicator) -> dict[str, str] | None:
+    """The code identity of an indicator the benchmark holds (`indicator_code`; for one loaded sealed,
+    computed from its file's bytes by this process, never reported by the plugin)."""
+    from transferbench.scoring.indicator import indicator_code
+
+    return indicator.code if isinstance(indicator, LoadedIndicator) else indicator_code(type(indicator))
+
+
+def load_sealed(spec: str, hidden: Sequence[Path | str] = ()) -> Indicator:
+    """The indicator of a `file.py[:Class[:params]]` spec, loaded in the sealed process: the file's
+    top level, its constructor and the contract check (`make_indicator`) run there, never here; this
+    process gets a `LoadedIndicator`. The scoring process reports the class, name, declared
+    artifacts, flags and parameters on its channel (checked strictly: a forged or malformed report
+    is one error line); the code identity is computed here from the file's bytes. A failure is the
+    same one line `make_indicator` gives. Other specs (registered names) load here, as installed code."""
+    from transferbench.scoring.indicator import file_spec, make_indicator, parse_params, source_code
+
+    parts = file_spec(spec)
+    if parts is None:
+        return make_indicator(spec)
+    path, class_name, param_text = parts
+    if not Path(path).is_file():
+        raise TransferbenchError(f"indicator file {path!r} does not exist")
+    spec_params = parse_params(param_text, spec)
+    file = os.path.abspath(path)
+    global _unsealable
+    while True:
+        seal = _unsealable is None
+        try:
+            report = _in_child(spec, file, b"", seal, [str(p) for p in hidden],
+                               lambda child, channel: _loaded(child, channel, spec),
+                               {"load": spec, "cwd": os.getcwd()})
+            break
+        except _Unsealable as exc:
+            _unsealable = str(exc)
+        finally:
+            _tell_if_unsealed()
+    if class_name is not None and report["class"] != class_name:
+        raise _malformed(spec, f"it loaded class {report['class']!r}, not {class_name!r}")
+    try:
+        source = Path(file).read_bytes()
+    except OSError as exc:
+        raise TransferbenchError(f"indicator file {path!r} cannot be read ({exc.strerror})") from None
+    return LoadedIndicator(report, file, spec_params, source_code(source, report["class"], Path(file).name))
+
+
+_REPORT = {"class": str, "name": str, "requires": list, "description": str, "baseline": bool,
+           "kind": (str, type(None)), "params": dict, "defaults": dict}
+
+
+def _loaded(child, channel: int, spec: str) -> dict:
+    """The load report of the child: exactly one `{"loaded": {...}}` with the `_REPORT` fields and
+    types (a class name that is an identifier, known artifact names), or one `{"error": line}`."""
+    from transferbench.scoring.indicator import known_artifacts
+
+    messages = _Channel(child, channel, spec)
+    message = messages.next(STARTUP_LIMIT)
+    if message is None:
+        raise TransferbenchError(f"indicator {spec!r}: its scoring process did not load it within {STARTUP_LIMIT:g} s")
+    if message is _END:
+        raise TransferbenchError(f"indicator {spec!r}: its scoring process ended while loading it ({_end(child)})")
+    if set(message) == {"unsealable"} and isinstance(message["unsealable"], str):
+        raise _Unsealable(message["unsealable"][:300])
+    if set(message) == {"error"} and isinstance(message["error"], str):
+        raise TransferbenchError(_one_line(message["error"]))
+    report = message.get("loaded")
+    if set(message) != {"loaded"} or not isinstance(report, dict) or set(report) != set(_REPORT) or not all(
+            isinstance(report[key], kind) and not (kind is str and len(report[key]) > 2000)
+            for key, kind in _REPORT.items()):
+        raise _malformed(spec, "not one load report")
+    if not report["class"].isidentifier() or not all(isinstance(a, str) and a in known_artifacts()
+                                                     for a in report["requires"]):
+        raise _malformed(spec, "a load report naming an unknown class or artifact")
+    if messages.next(1.0) not in (_END, None) or messages.buffer:
+        raise _malformed(spec, "a message after the load report")
+    return report
+
+
 def _tell_if_unsealed() -> None:
     """One line, once per process, where the operating system cannot seal plugin scoring."""
     global _told
@@ -107,8 +222,10 @@ def _payload(indicator: Indicator, pairs) -> bytes:
     module = sys.modules.get(cls.__module__)
     file = getattr(module, "__file__", None)
     where = f"indicator {indicator.name!r}"
-    if cls.__module__.startswith("transferbench_user_") and file:
-        spec: tuple = ("file", file, cls.__name__, indicator.get_params())
+    if isinstance(indicator, LoadedIndicator):  # loaded sealed: rebuilt from its file with the spec's params
+        spec: tuple = ("file", indicator.file, indicator.class_name, indicator.spec_params)
+    elif cls.__module__.startswith(USER_MODULE_PREFIX) and file:
+        spec = ("file", file, cls.__name__, indicator.get_params())
     else:
         spec = ("pickle", _pickle_indicator(indicator, module, where))
     try:
@@ -177,7 +294,8 @@ def _checkouts() -> set[Path]:
     nearest folder at or above such a place whose `pyproject.toml` names the project `transferbench`."""
     places = [Path(importlib.util.find_spec("transferbench").origin), Path.cwd()]
     with contextlib.suppress(importlib.metadata.PackageNotFoundError, json.JSONDecodeError, AttributeError):
-        # absent for a source tree on sys.path or a legacy `setup.py develop` egg-info
+        # no direct_url.json: a source tree on sys.path, or a setuptools `*.egg-info` in the folder run
+        # from, found first
         url = json.loads(importlib.metadata.distribution("transferbench").read_text("direct_url.json") or "{}").get("url", "")
         if url.startswith("file://"):
             places.append(Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)))
@@ -198,16 +316,30 @@ def _names_transferbench(pyproject: Path) -> bool:
         return False
 
 
+def _indicator_file(indicator: Indicator) -> str | None:
+    """The file a `file.py:Class` indicator comes from (or its module's file), if any."""
+    if isinstance(indicator, LoadedIndicator):
+        return indicator.file
+    return getattr(sys.modules.get(type(indicator).__module__), "__file__", None)
+
+
 def _run_child(indicator: Indicator, pairs, payload: bytes, time_limit: float | None, seal: bool,
                hidden: list[str]) -> list[float]:
-    name = indicator.name
+    return _in_child(indicator.name, _indicator_file(indicator), payload, seal, hidden,
+                     lambda child, channel: _answers(child, channel, indicator.name, pairs, time_limit))
+
+
+def _in_child(name: str, file: str | None, payload: bytes, seal: bool, hidden: list[str], read, extra=None):
+    """Start the sealed child for indicator `name` (its file `file` stays reachable), send it the
+    header and `payload`, and return `read(child, channel)`; the child is stopped and its scratch
+    folder removed whatever happens."""
     scratch = tempfile.mkdtemp(prefix="transferbench-score-")
     channel_read, channel_write = os.pipe()
     header = {"parent": os.getpid(), "seal": seal, "scratch": scratch, "channel": channel_write, "name": name,
               "hide": _hidden_folders(hidden) if seal else [],
-              # the package's code and the indicator's own file stay visible inside hidden folders
-              "expose": [*_code_folders(), *filter(None, [getattr(sys.modules.get(type(indicator).__module__),
-                                                                  "__file__", None)])]}
+              # the package's code, the indicator's own file and the scratch folder stay visible inside
+              # hidden folders (`hidden` may name a folder that holds them, e.g. a results folder in /tmp)
+              "expose": [*_code_folders(), scratch, *filter(None, [file])], **(extra or {})}
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
            **{k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}
     try:
@@ -221,7 +353,7 @@ def _run_child(indicator: Indicator, pairs, payload: bytes, time_limit: float | 
         with contextlib.suppress(BrokenPipeError):  # the child ended early: the channel says why
             child.stdin.write(json.dumps(header).encode() + b"\n" + payload)
         child.stdin.close()
-        return _answers(child, channel_read, name, pairs, time_limit)
+        return read(child, channel_read)
     finally:
         _stop(child)
         os.close(channel_read)

@@ -1,9 +1,11 @@
 """The sealed scoring process: `python -I -B -m transferbench.scoring.sandbox_child`, started fresh by
 `transferbench.scoring.sandbox.score_pairs` for one indicator, never forked from the benchmark process.
 
-Stage 4 (scoring). Before any plugin code runs (and before numpy is imported, while the process
-has one thread) it seals itself on Linux: new user, mount, PID and network namespaces; the folders
-the parent names are covered by empty tmpfs (the package's code re-exposed); every mount read-only
+Stage 4 (scoring). It either scores one indicator's pairs or, for `load_sealed`, loads a
+`file.py:Class` spec and reports what the benchmark needs of it. Before any plugin code runs (and
+before numpy is imported, while the process has one thread) it seals itself on Linux: new user,
+mount, PID and network namespaces; the folders the parent names are covered by empty tmpfs (the
+package's code re-exposed); every mount read-only
 except the scratch folder; a fresh /proc; then a second user+mount namespace, which locks those
 mounts (the kernel refuses to unmount or remount them), and every capability dropped. Then it
 unpickles the task views, builds the indicator and answers on its channel fd, one JSON line per
@@ -172,7 +174,47 @@ def main() -> None:
             send({"unsealable": str(exc)})
             os._exit(UNSEALABLE_EXIT)
     os.chdir(header["scratch"])
-    _score(header, payload, send, ready)
+    if "load" in header:
+        _load(header, send)
+    else:
+        _score(header, payload, send, ready)
+
+
+def _json_value(value):
+    """`value` if it is a JSON value, else its repr (a parameter shown, never rebuilt from)."""
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _load(header: dict, send) -> None:
+    """Load the spec `header["load"]` (`make_indicator`: the file's top level, the constructor, the
+    contract check) here, in the folder the benchmark runs in (relative paths and messages as
+    there), and report what the benchmark needs of it."""
+    from transferbench.errors import TransferbenchError
+    from transferbench.scoring.indicator import make_indicator
+
+    try:
+        os.chdir(header["cwd"])
+    except OSError:
+        pass
+    try:
+        indicator = make_indicator(header["load"])
+        report = {"class": type(indicator).__name__, "name": indicator.name,
+                  "requires": sorted(set(indicator.requires)), "description": indicator.description,
+                  "baseline": indicator.baseline, "kind": indicator.kind,
+                  "params": {k: _json_value(v) for k, v in indicator.get_params().items()},
+                  "defaults": {k: _json_value(v) for k, v in type(indicator).defaults().items()}}
+    except TransferbenchError as exc:
+        send({"error": str(exc)})
+        return
+    except BaseException as exc:  # noqa: BLE001 -- plugin code ran while reading what it declares
+        send({"error": f"indicator {header['load']!r} could not be loaded in the scoring process: "
+                       f"{type(exc).__name__}: {exc}"})
+        return
+    send({"loaded": report})
 
 
 def _score(header: dict, payload: bytes, send, ready: str) -> None:
@@ -189,6 +231,8 @@ def _score(header: dict, payload: bytes, send, ready: str) -> None:
             indicator = construct_indicator(load_file_class(path, class_name), params)
         else:
             indicator = pickle.loads(spec[1])
+            if type(indicator).__dict__.get("registered_name") is None:  # a registered class imported afresh:
+                type(indicator).registered_name = header["name"]  # named as the benchmark knows it, not by its class
     except TransferbenchError as exc:
         send({"error": str(exc)})
         return
