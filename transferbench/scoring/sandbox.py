@@ -178,15 +178,7 @@ def _loaded(child, channel: int, spec: str) -> dict:
     from transferbench.scoring.indicator import known_artifacts
 
     messages = _Channel(child, channel, spec)
-    message = messages.next(STARTUP_LIMIT)
-    if message is None:
-        raise TransferbenchError(f"indicator {spec!r}: its scoring process did not load it within {STARTUP_LIMIT:g} s")
-    if message is _END:
-        raise TransferbenchError(f"indicator {spec!r}: its scoring process ended while loading it ({_end(child)})")
-    if set(message) == {"unsealable"} and isinstance(message["unsealable"], str):
-        raise _Unsealable(message["unsealable"][:300])
-    if set(message) == {"error"} and isinstance(message["error"], str):
-        raise TransferbenchError(_one_line(message["error"]))
+    message = _first_message(child, messages, spec, STARTUP_LIMIT, "load it", "while loading it")
     report = message.get("loaded")
     if set(message) != {"loaded"} or not isinstance(report, dict) or set(report) != set(_REPORT) or not all(
             isinstance(report[key], kind) and not (kind is str and len(report[key]) > 2000)
@@ -360,21 +352,28 @@ def _in_child(name: str, file: str | None, payload: bytes, seal: bool, hidden: l
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _first_message(child, messages: "_Channel", name: str, limit: float | None, doing: str, when: str) -> dict:
+    """The child's first message, unless it is none within `limit` s (it did not `doing`), the end
+    of the stream (it ended `when`), the machine refusing to seal, or the plugin's one error line."""
+    message = messages.next(limit)
+    if message is None:
+        raise TransferbenchError(f"indicator {name!r}: its scoring process did not {doing} within {limit:g} s")
+    if message is _END:
+        raise TransferbenchError(f"indicator {name!r}: its scoring process ended {when} ({_end(child)})")
+    if set(message) == {"unsealable"} and isinstance(message["unsealable"], str):
+        raise _Unsealable(message["unsealable"][:300])
+    if set(message) == {"error"} and isinstance(message["error"], str):
+        raise TransferbenchError(_one_line(message["error"]))
+    return message
+
+
 def _answers(child, channel: int, name: str, pairs, time_limit: float | None) -> list[float]:
     """Read the child's channel strictly: `{"ready": ...}`, then `{"pair": i, "value": float}` for
     i = 0..n-1 (or one `{"pair": i, "error": line}`), then `{"end": n}` and nothing more; anything else
     (a NaN, a string, a missing or extra message, a line too long) is one error line."""
     messages = _Channel(child, channel, name)
     startup = None if time_limit is None else max(time_limit, STARTUP_LIMIT)
-    message = messages.next(startup)
-    if message is None:
-        raise TransferbenchError(f"indicator {name!r}: its scoring process did not start within {startup:g} s")
-    if message is _END:
-        raise TransferbenchError(f"indicator {name!r}: its scoring process ended before scoring ({_end(child)})")
-    if set(message) == {"unsealable"} and isinstance(message["unsealable"], str):
-        raise _Unsealable(message["unsealable"][:300])
-    if set(message) == {"error"} and isinstance(message["error"], str):
-        raise TransferbenchError(_one_line(message["error"]))
+    message = _first_message(child, messages, name, startup, "start", "before scoring")
     if set(message) != {"ready"}:
         raise _malformed(name, "no ready message")
     values: list[float] = []
