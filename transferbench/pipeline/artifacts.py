@@ -172,6 +172,19 @@ class ArtifactSpec:
 
 # Every artifact, in planning order; installed packages add artifacts in the entry-point group
 # `transferbench.pipeline.artifacts` (a "module:attr" naming an ArtifactSpec).
+
+def _activations(with_inputs: bool, readout: str, title: str, description: str) -> ArtifactSpec:
+    """A `mask_activations_unit` artifact: FFN activations with the prompt alone or averaged over the
+    task's dev inputs, read at `readout` (`READOUTS`; "mask" stays out of the options, so the keys of
+    the [MASK] artifacts are as they always were)."""
+    options = {"with_inputs": with_inputs, **({} if readout == "mask" else {"readout": readout})}
+    return ArtifactSpec(
+        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
+        needs=("prompts",), options=options, key=_prompt_activation_key("mask_activations"),
+        serve=lambda a: a["activations"].numpy(),
+        cost=(lambda sizes, config: Work(eval=sizes.dev)) if with_inputs else (lambda sizes, config: Work(eval=1)),
+        title=title, description=description)
+
 ARTIFACTS: Registry[ArtifactSpec] = Registry("artifact", ArtifactSpec, group="transferbench.artifacts", ordered=True)
 
 
@@ -284,17 +297,10 @@ for _name, _spec in {
     "skill_scores": ArtifactSpec(
         "task", needs=("skill_neurons",), view=_skill_scores("skill_neurons"),
         description="skill-neuron predictivity [layers, ffn_width], averaged over seeds"),
-    "mask_activations": ArtifactSpec(
-        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
-        needs=("prompts",), options={"with_inputs": False}, key=_prompt_activation_key("mask_activations"),
-        serve=lambda a: a["activations"].numpy(), cost=lambda sizes, config: Work(eval=1), title="mask activations",
-        description="FFN activations at the [MASK] position with the prompt alone, [layers, ffn_width] per seed"),
-    "mask_activations_task": ArtifactSpec(
-        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
-        needs=("prompts",), options={"with_inputs": True}, key=_prompt_activation_key("mask_activations"),
-        serve=lambda a: a["activations"].numpy(), cost=lambda sizes, config: Work(eval=sizes.dev),
-        title="mask activations on task inputs",
-        description="FFN activations at [MASK] averaged over task inputs, [layers, ffn_width] per seed"),
+    "mask_activations": _activations(False, "mask", "mask activations",
+                                     "FFN activations at the [MASK] position with the prompt alone, [layers, ffn_width] per seed"),
+    "mask_activations_task": _activations(True, "mask", "mask activations on task inputs",
+                                          "FFN activations at [MASK] averaged over task inputs, [layers, ffn_width] per seed"),
     # ---- the same, read where the verbalizer reads (`READOUTS`): new store keys, by their options ----
     "skill_neurons_readout": ArtifactSpec(
         "task_seed", "transferbench.pipeline.units:skill_neurons_unit", stage="skill_neurons", code=SKILL_NEURONS_CODE,
@@ -306,19 +312,13 @@ for _name, _spec in {
         "task", needs=("skill_neurons_readout",), view=_skill_scores("skill_neurons_readout"),
         description="skill-neuron predictivity [layers, ffn_width] at the prompt positions and where the "
                     "verbalizer reads ([MASK] with an MLM head, else the mean over positions), averaged over seeds"),
-    "readout_activations": ArtifactSpec(
-        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
-        needs=("prompts",), options={"with_inputs": False, "readout": "verbalizer"},
-        key=_prompt_activation_key("mask_activations"), serve=lambda a: a["activations"].numpy(),
-        cost=lambda sizes, config: Work(eval=1), title="read-out activations",
-        description="FFN activations where the verbalizer reads ([MASK] with an MLM head, else the mean over "
-                    "positions) with the prompt alone, [layers, ffn_width] per seed"),
-    "readout_activations_task": ArtifactSpec(
-        "task_seed", "transferbench.pipeline.units:mask_activations_unit", stage="activations", code=MASK_ACTIVATIONS_CODE,
-        needs=("prompts",), options={"with_inputs": True, "readout": "verbalizer"},
-        key=_prompt_activation_key("mask_activations"), serve=lambda a: a["activations"].numpy(),
-        cost=lambda sizes, config: Work(eval=sizes.dev), title="read-out activations on task inputs",
-        description="FFN activations where the verbalizer reads, averaged over task inputs, [layers, ffn_width] per seed"),
+    "readout_activations": _activations(
+        False, "verbalizer", "read-out activations",
+        "FFN activations where the verbalizer reads ([MASK] with an MLM head, else the mean over positions) with the "
+        "prompt alone, [layers, ffn_width] per seed"),
+    "readout_activations_task": _activations(
+        True, "verbalizer", "read-out activations on task inputs",
+        "FFN activations where the verbalizer reads, averaged over task inputs, [layers, ffn_width] per seed"),
     "text_embedding": ArtifactSpec(
         "task", "transferbench.pipeline.units:text_embedding_unit", stage="text_embedding", code=2,
         key=_frozen_key("text_embedding"), serve=lambda a: a["embedding"].numpy(), title="text embeddings",
