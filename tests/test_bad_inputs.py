@@ -911,6 +911,17 @@ def test_suite_dev_share_out_of_range_or_not_a_number_is_one_line(tmp_path, caps
     assert not (tmp_path / "cache").exists()
 
 
+def test_suite_select_metric_not_a_known_rule_is_one_line(tmp_path, capsys, monkeypatch):
+    from conftest import build_tiny_suite
+
+    suite = build_tiny_suite(tmp_path / "tasks")
+    suite.write_text(suite.read_text().replace("init_steps: 2}", "init_steps: 2, select_metric: f1}"))
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    _exits_with_one_line(capsys, ["run", "-i", "random", "--suite", str(suite)],
+                         "training.select_metric must be one of accuracy, balanced_accuracy, got 'f1'")
+    assert not (tmp_path / "cache").exists()
+
+
 @pytest.fixture()
 def unknown_protocol_bundle(tmp_path, monkeypatch):
     """A hash-consistent, pinned bundle of the smoke suite whose bundle.json records protocol version
