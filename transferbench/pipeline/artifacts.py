@@ -325,6 +325,10 @@ for _name, _spec in {
         description="mean frozen-backbone sentence embedding of the task's training inputs, no prompt [hidden]"),
     "samples": ArtifactSpec(
         "task", view=_samples, description="up to 32 training examples: list of (text, text_pair, label name)"),
+    "source_corpus": ArtifactSpec(
+        "task", view=lambda p, task: p.tasks[task].source.corpus,
+        description="which corpus the task's texts come from (its data source's `corpus`; equal for tasks "
+                    "derived from one corpus), a string"),
     "train_size": ArtifactSpec(
         "task", view=lambda p, task: p.data(task).source_size,
         description="number of usable labelled examples in the task's source (before subsampling)"),

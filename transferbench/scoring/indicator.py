@@ -245,6 +245,7 @@ BUILTIN_INDICATORS: Mapping[str, str] = MappingProxyType({
     "task_embedding": "transferbench.indicators.baselines:TaskEmbedding",
     "same_family": "transferbench.indicators.baselines:SameFamily",
     "label_overlap": "transferbench.indicators.baselines:LabelOverlap",
+    "same_corpus": "transferbench.indicators.same_corpus:SameCorpus",
     "skill_on": "transferbench.indicators.skill_overlap:SkillOn",
     "probe_overlap": "transferbench.indicators.probe_overlap:ProbeOverlap",
     "logme": "transferbench.indicators.estimators:LogME",

