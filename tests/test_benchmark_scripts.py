@@ -80,3 +80,23 @@ def test_claims_compares_pairs_and_family_transfer_from_result_files():
     assert "Su et al. Sec. 5.2, read-out-aware ON vs embedding similarity" in text
     assert "ON read where the verbalizer reads vs at [MASK]" in text
     assert "skill_on read where the verbalizer reads" not in text
+
+
+def test_admission_stability_reruns_each_rule_on_a_bundle_of_either_protocol(monkeypatch, capsys):
+    """On the shipped v1 MiniLM reference: the v1 rule under other RNG seeds reproduces the shipped
+    admission of a clear target and counts a knife-edge one; `--rules` picks the rules."""
+    stability = _script("admission_stability")
+    folder = Path(__file__).resolve().parents[1] / "reference" / "default__minilm"
+    monkeypatch.setattr(sys, "argv", ["admission_stability.py", str(folder), "--rng-seeds", "2",
+                                      "--tasks", "bbc_topic", "snli", "--rules", "1,2"])
+    stability.main()
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if line.startswith(("bbc_topic", "snli"))}
+    assert rows == {"bbc_topic": ["2/2", "2/2"], "snli": ["0/2", "0/2"]}
+    assert "rule v1: 1 of 2 tasks admitted under every one of 2 RNG seeds, 1 never; admitted under some seeds only: none" in out
+    assert "per-cell bootstrap SE of zero_shot_gain (v2)" in out
+    monkeypatch.setattr(sys, "argv", ["admission_stability.py", str(folder), "--rng-seeds", "1", "--tasks", "snli",
+                                      "--rules", "2"])
+    stability.main()
+    out = capsys.readouterr().out
+    assert "v1 admitted" not in out and "rule v2: 0 of 1 tasks" in out
