@@ -54,7 +54,7 @@ class DataSource(BaseModel):
         """Which collection of texts the task reads, however it labels them: tasks derived from one
         corpus (one-vs-rest, coarser or finer label sets) have the same `corpus`. A plugin source
         without its own says its declaration's fingerprint."""
-        return f"{self.type}:{self.fingerprint()}"
+        return f"{getattr(self, 'type', type(self).__name__)}:{self.fingerprint()}"
 
 
 def _known_encoding(value: str | None) -> str | None:
