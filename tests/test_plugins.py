@@ -214,6 +214,7 @@ def test_docs_example_scores_task_views(tmp_path, fresh_registry):
         "text_embedding": rng.normal(size=8),
         "samples": [("a fine film", None, "pos"), ("a dull film", None, "neg")],
         "train_size": 100,
+        "source_corpus": "pypi:corpus==1.0/data.csv",
         "pair_outputs": {"src": [PairOutputs(rng.normal(size=(6, 8)), np.full((6, 2), 0.5), np.arange(6) % 2)],
                          "tgt": [PairOutputs(rng.normal(size=(6, 8)), np.full((6, 2), 0.5), np.arange(6) % 2)]},
         "probe_ranking": [rng.permutation(48).reshape(3, 16) for _ in range(2)],
@@ -222,7 +223,7 @@ def test_docs_example_scores_task_views(tmp_path, fresh_registry):
         "readout_activations_task": [rng.normal(size=(3, 16)) for _ in range(2)],
     }
     assert set(fake) == set(ARTIFACTS), "add a synthetic value for the new artifact"
-    other = {k: (v if k in ("samples", "train_size", "pair_outputs", "probe_ranking") else
+    other = {k: (v if k in ("samples", "train_size", "source_corpus", "pair_outputs", "probe_ranking") else
                  [x + 0.1 for x in v] if isinstance(v, list) else v + 0.1) for k, v in fake.items()}
     source = TaskView("src", "sentiment", 2, {a: fake[a] for a in declared})
     target = TaskView("tgt", "sentiment", 2, {a: other[a] for a in declared})
