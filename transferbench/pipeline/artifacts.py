@@ -326,7 +326,7 @@ for _name, _spec in {
     "samples": ArtifactSpec(
         "task", view=_samples, description="up to 32 training examples: list of (text, text_pair, label name)"),
     "source_corpus": ArtifactSpec(
-        "task", view=lambda p, task: p.tasks[task].source.corpus,
+        "task", view=lambda p, task: p.tasks[task].source_corpus(),
         description="which corpus the task's texts come from (its data source's `corpus`; equal for tasks "
                     "derived from one corpus), a string"),
     "train_size": ArtifactSpec(

@@ -129,11 +129,19 @@ class TaskSpec(BaseModel):
     def yaml_path(self) -> Path | None:
         return self._yaml_path
 
+    @property
+    def _base_dir(self) -> Path | None:
+        """The folder a local source's relative path is read against: the task YAML's."""
+        return self._yaml_path.parent if self._yaml_path else None
+
     def source_fingerprint(self) -> str:
-        base = self._yaml_path.parent if self._yaml_path else None
         if isinstance(self.source, LocalSource):
-            return self.source.fingerprint(base)
+            return self.source.fingerprint(self._base_dir)
         return self.source.fingerprint()
+
+    def source_corpus(self) -> str:
+        """The corpus the task's texts come from (`DataSource.corpus`), relative paths resolved."""
+        return self.source.corpus(self._base_dir)
 
 
 class SplitSizes(BaseModel):

