@@ -25,7 +25,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", help="only these tasks (about 0.2 s per task, RNG seed and rule)")
     parser.add_argument("--rules", default="1,2", help="protocol versions whose admission rule to re-run (default 1,2)")
     args = parser.parse_args()
-    rules = [int(v) for v in args.rules.split(",")]
+    rules = args.rules.split(",")
+    if any(v not in {str(k) for k in protocol.PROTOCOLS} for v in rules):
+        parser.error(f"--rules: comma-separated protocol versions ({', '.join(map(str, protocol.PROTOCOLS))}), "
+                     f"got {args.rules!r}")
+    rules = [int(v) for v in rules]
     shipped = bundle.read_bundle(args.folder, None)
     # Each rule on the same stored predictions, whichever protocol the bundle was built with.
     infos = {}

@@ -8,6 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -100,3 +101,9 @@ def test_admission_stability_reruns_each_rule_on_a_bundle_of_either_protocol(mon
     stability.main()
     out = capsys.readouterr().out
     assert "v1 admitted" not in out and "rule v2: 0 of 1 tasks" in out
+
+    monkeypatch.setattr(sys, "argv", ["admission_stability.py", str(folder), "--rules", "1,3"])
+    with pytest.raises(SystemExit) as exit_:
+        stability.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--rules: comma-separated protocol versions (1, 2), got '1,3'" in err
