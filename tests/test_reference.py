@@ -77,6 +77,19 @@ def test_shipped_task_report_shows_admission_p_values_and_the_targets_near_the_t
     assert not any(task in near for task in ("vader_amazon", "bbc_topic", "snli_entailment"))
 
 
+def test_v2_task_report_shows_the_margin_rule_not_p_values(capsys):
+    """A protocol-2 bundle is admitted by `protocol.margin_admission`: its report shows the
+    advantage and its lower bound, and a legend that states the margin, not v1's p-value rule."""
+    code, out, err = run_cli(capsys, "reference", "show", "--suite", "default_v2", "--backbone", "splade-tiny")
+    assert code == 0, err
+    assert "99% lower bound" in out and "p > null" not in out and "near the threshold" not in out
+    legend = next(line for line in out.splitlines() if line.startswith("admitted:"))
+    assert "lower bound of at least 0.05" in legend and "p <" not in legend
+    # bbc_sport_vs_business: advantage 0.150 over the null prompt, but its lower bound is below the margin
+    row = next(line for line in out.splitlines() if "bbc_sport_vs_business" in line)
+    assert "0.150" in row and "-0.022" in row and "no:" in row
+
+
 def test_estimate_one_seed_has_nan_std_never_zero():
     weights, seeds = protocol.resamples(10, 1, n_bootstrap=20)
     cell = protocol.estimate(np.array([0.3]), np.full((20, 1), 0.3), seeds)

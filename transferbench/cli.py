@@ -472,26 +472,38 @@ def _reference_shards(action: str, bench, folder: Path, names: list[str], consol
 def _print_task_report(reference, console: Console) -> None:
     from transferbench.reference.protocol import ADMISSION_ALPHA, near_admission_threshold
 
-    alpha = reference.info.get("protocol", {}).get("admission_alpha", ADMISSION_ALPHA)
+    record = reference.info.get("protocol", {})
+    alpha = record.get("admission_alpha", ADMISSION_ALPHA)
+    margin_rule = record.get("admission") == "margin"  # protocol v2 (`protocol.margin_admission`)
     table = Table(title="Targets of the reference: own prompt vs null prompt, chance and linear probe "
                         "(balanced accuracy on test, mean over seeds)")
+    evidence = (("advantage", f"{1 - alpha:.0%} lower bound") if margin_rule else ("p > majority", "p > null"))
     for column in ("task", "family", "classes", "own prompt", "null", "chance", "probe", "own/probe",
-                   "p > majority", "p > null", "admitted"):
+                   *evidence, "admitted"):
         table.add_column(column)
     near = []
     for name, row in reference.tasks.items():
         probe = row["probe_balanced_accuracy"]
-        p_values = [row["p_vs_majority"], row["p_vs_null"]]
-        marks = ["!" if near_admission_threshold(p, alpha) else "" for p in p_values]
-        if any(marks):
-            near.append(name)
+        if margin_rule:
+            cells = [f"{row['advantage']:.3f}", f"{row['advantage_lcb']:.3f}"]
+        else:
+            p_values = [row["p_vs_majority"], row["p_vs_null"]]
+            marks = ["!" if near_admission_threshold(p, alpha) else "" for p in p_values]
+            if any(marks):
+                near.append(name)
+            cells = [f"{p:.4f}{mark}" for p, mark in zip(p_values, marks)]
         table.add_row(name, row["family"], str(row["classes"]), f"{row['own_balanced_accuracy']:.3f}",
                       f"{row['null_balanced_accuracy']:.3f}", f"{row['chance_balanced_accuracy']:.3f}",
                       "-" if probe is None else f"{probe:.3f}",
                       "-" if row["own_over_probe"] is None else f"{row['own_over_probe']:.2f}",
-                      *(f"{p:.4f}{mark}" for p, mark in zip(p_values, marks)),
-                      "yes" if row["admitted"] else f"no: {row['excluded_because']}")
+                      *cells, "yes" if row["admitted"] else f"no: {row['excluded_because']}")
     console.print(table)
+    if margin_rule:
+        console.print(f"admitted: the own prompt's advantage over the better of the majority class and the null "
+                      f"prompt has a one-sided {1 - alpha:.0%} lower bound of at least {record['admission_margin']:g} "
+                      "balanced-accuracy points (docs/protocol.md); benchmarks/admission_stability.py re-runs the "
+                      "rule under other bootstrap RNG seeds", highlight=False, soft_wrap=True)
+        return
     console.print(f"admitted: own prompt beats the majority class and the null prompt, each one-sided bootstrap "
                   f"p < {alpha:g} (docs/protocol.md)" + (
                       f"; near the threshold ({alpha / 2:g} <= p < {2 * alpha:g}, marked !): {', '.join(near)}: "
