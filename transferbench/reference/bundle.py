@@ -187,8 +187,8 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
         own, own_b = arm("own")
         null, null_b = arm("zero_shot", NULL)
         own_acc, _ = arm("own", metric=protocol.accuracy)
-        _, admission = protocol.admit(info["protocol"], own, null, protocol.seed_mean(own_b, seed_draws),
-                                             protocol.seed_mean(null_b, seed_draws), k)
+        _, admission = protocol.admit(info["protocol"], *_stacked(predictions, target, seeds), labels,
+                                      protocol.seed_mean(own_b, seed_draws), protocol.seed_mean(null_b, seed_draws), k)
         probe = predictions.get(f"probe/{target}")
         probe_score = float(protocol.balanced_accuracy(probe, labels, num_classes=k)) if probe is not None else None
         majority_label = int(np.bincount(labels, minlength=k).argmax())
@@ -228,11 +228,16 @@ def admission_frequencies(info: dict[str, Any], predictions: dict[str, np.ndarra
         name = task["name"]
         if only is not None and name not in only:
             continue
-        own = np.stack([predictions[f"own/{name}/{seed}"] for seed in seeds])
-        null = np.stack([predictions[f"zero_shot/{NULL}/{name}/{seed}"] for seed in seeds])
+        own, null = _stacked(predictions, name, seeds)
         frequencies[name] = protocol.admission_frequency(own, null, predictions[f"labels/{name}"], task["classes"],
                                                          info["protocol"], n_rng_seeds, stream=index)
     return frequencies
+
+
+def _stacked(predictions: dict[str, np.ndarray], target: str, seeds: list) -> tuple[np.ndarray, np.ndarray]:
+    """The own and the null prompt's test predictions on `target`, `[S, n]` each."""
+    return (np.stack([predictions[f"own/{target}/{seed}"] for seed in seeds]),
+            np.stack([predictions[f"zero_shot/{NULL}/{target}/{seed}"] for seed in seeds]))
 
 
 def _clean(value: Any) -> Any:
