@@ -107,3 +107,17 @@ def test_admission_stability_reruns_each_rule_on_a_bundle_of_either_protocol(mon
         stability.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "--rules: comma-separated protocol versions (1, 2), got '1,3'" in err
+
+
+def test_power_plans_with_each_tables_measured_sources(monkeypatch, capsys):
+    """`benchmarks/power.py` on the committed board: v1 tables have 11 sources per target,
+    default_v2's 29, and the plan of each table uses its own count."""
+    power = _script("power")
+    monkeypatch.setattr(sys, "argv", ["power.py", str(BENCHMARKS.parent / "submissions")])
+    power.main()
+    lines = capsys.readouterr().out.splitlines()
+    v1 = next(line for line in lines if line.startswith("default / minilm / init_gain"))
+    v2 = next(line for line in lines if line.startswith("default_v2 / splade-tiny / init_gain"))
+    assert "9 targets of 11 sources" in v1 and "11 targets of 29 sources" in v2
+    plan = lines[lines.index(v2) + 1]
+    assert "targets with 29 sources each" in plan
