@@ -31,7 +31,7 @@ import numpy as np
 from transferbench.evaluation.results import ResultFile, dataframes, load_results
 from transferbench.evaluation.verdict_statistics import paired_mdd, paired_test
 
-KINDS = ("zero_shot_relative", "zero_shot", "init_gain")
+KINDS = ("zero_shot_relative", "zero_shot", "zero_shot_gain", "init_gain")  # v1's and v2's; each board has its own
 PAIRS = (("activation_overlap", "embedding_similarity", "Su et al. Sec. 5.2: ON vs embedding similarity"),
          ("skill_overlap", "activation_overlap", "Wang et al. Sec. 6.2: skill-neuron overlap vs ON"))
 # the same claims with the neurons read where the verbalizer reads; left out where not on the board
@@ -84,13 +84,12 @@ def _mean(result: ResultFile) -> str:
 
 def report(results: list[ResultFile]) -> list[str]:
     lines = []
-    for backbone in sorted({r.backbone for r in results}):
+    for suite, backbone in sorted({(r.suite, r.backbone) for r in results}):  # one board per suite and backbone
         for kind in KINDS:
-            by_name = {r.indicator.name: r for r in results if r.backbone == backbone and r.transfer_kind == kind
-                       and not r.indicator.params}
+            by_name = {r.indicator.name: r for r in results if (r.suite, r.backbone) == (suite, backbone)
+                       and r.transfer_kind == kind and not r.indicator.params}
             if not by_name:
                 continue
-            suite = next(iter(by_name.values())).suite
             lines.append(f"== suite {suite} · backbone {backbone} · transfer {kind}")
             for a, b, title in (*PAIRS, *(pair for pair in READOUT_PAIRS if pair[0] in by_name)):
                 if a not in by_name or b not in by_name:

@@ -81,6 +81,15 @@ def test_claims_compares_pairs_and_family_transfer_from_result_files():
     assert "Su et al. Sec. 5.2, read-out-aware ON vs embedding similarity" in text
     assert "ON read where the verbalizer reads vs at [MASK]" in text
     assert "skill_on read where the verbalizer reads" not in text
+    # one board per (suite, backbone): a second suite's files on the same backbone get their own
+    # section and never replace the first suite's (they did when the report grouped by backbone)
+    other = [f.model_copy(update={"suite": "other_suite"}) for f in (files[1], files[0])]
+    text = "\n".join(claims.report([*files, *other]))
+    headers = [line for line in text.splitlines() if line.startswith("== ")]
+    assert len(headers) == 2 and sum("suite other_suite" in h for h in headers) == 1
+    sections = dict(zip(headers, text.split("== ")[1:]))
+    mine = next(body for header, body in sections.items() if "other_suite" not in header)
+    assert f"  activation_overlap         {claims._mean(on)}" in mine
 
 
 def test_admission_stability_reruns_each_rule_on_a_bundle_of_either_protocol(monkeypatch, capsys):
