@@ -87,7 +87,7 @@ def test_v2_task_report_shows_the_margin_rule_not_p_values(capsys):
     assert "lower bound of at least 0.05" in legend and "p <" not in legend
     # bbc_sport_vs_business: advantage 0.150 over the null prompt, but its lower bound is below the margin
     row = next(line for line in out.splitlines() if "bbc_sport_vs_business" in line)
-    assert "0.150" in row and "-0.022" in row and "no:" in row
+    assert "0.150" in row and "-0.023" in row and "no:" in row
 
 
 def test_estimate_one_seed_has_nan_std_never_zero():
