@@ -470,11 +470,11 @@ def _reference_shards(action: str, bench, folder: Path, names: list[str], consol
 
 
 def _print_task_report(reference, console: Console) -> None:
-    from transferbench.reference.protocol import ADMISSION_ALPHA, near_admission_threshold
+    from transferbench.reference.protocol import ADMISSION_ALPHA, margin_rule as uses_margin, near_admission_threshold
 
     record = reference.info.get("protocol", {})
     alpha = record.get("admission_alpha", ADMISSION_ALPHA)
-    margin_rule = record.get("admission") == "margin"  # protocol v2 (`protocol.margin_admission`)
+    margin_rule = uses_margin(record)
     table = Table(title="Targets of the reference: own prompt vs null prompt, chance and linear probe "
                         "(balanced accuracy on test, mean over seeds)")
     evidence = (("advantage", f"{1 - alpha:.0%} lower bound") if margin_rule else ("p > majority", "p > null"))

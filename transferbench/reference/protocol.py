@@ -249,6 +249,12 @@ def margin_admission(own_predictions: np.ndarray, null_predictions: np.ndarray, 
     return MarginAdmission(not reason, advantage, se, lcb, reason)
 
 
+def margin_rule(record: Mapping) -> bool:
+    """Whether the protocol a bundle records (`info["protocol"]`) admits by `margin_admission`
+    (v2) rather than by v1's p-values (`admission`)."""
+    return record.get("version", 1) != 1
+
+
 def admit(record: Mapping, own_predictions: np.ndarray, null_predictions: np.ndarray, labels: np.ndarray,
           own_boot: np.ndarray, null_boot: np.ndarray, num_classes: int) -> tuple[bool, dict[str, Any]]:
     """The admission rule of the protocol a bundle records (`record` = `info["protocol"]`):
@@ -258,7 +264,7 @@ def admit(record: Mapping, own_predictions: np.ndarray, null_predictions: np.nda
     `*_boot`: seed-averaged bootstrap balanced accuracies [B]."""
     admitted, p_majority, p_null, reason = admission(own_boot, null_boot, num_classes,
                                                      record.get("admission_alpha", ADMISSION_ALPHA))
-    if record.get("version", 1) == 1:
+    if not margin_rule(record):
         return admitted, {"p_vs_majority": p_majority, "p_vs_null": p_null, "admitted": admitted,
                           "excluded_because": reason}
     rule = margin_admission(own_predictions, null_predictions, labels, num_classes,

@@ -218,8 +218,7 @@ class LocalSource(DataSource):
     def corpus(self, base_dir: Path | None = None) -> str:
         """The file's bytes, not its path: one file named by two relative paths is one corpus, and
         two files of one relative name in different folders are two."""
-        path = self.resolve(base_dir)
-        return f"local:sha256:{_sha256_file(path) if path.is_file() else 'missing'}"
+        return f"local:sha256:{self.content_hash(base_dir)}"
 
     def resolve(self, base_dir: Path | None) -> Path:
         path = Path(self.path).expanduser()
@@ -250,9 +249,12 @@ class LocalSource(DataSource):
 
     def fingerprint(self, base_dir: Path | None = None) -> str:
         """Declaration plus the file's bytes: editing the file changes the fingerprint."""
+        return hashlib.sha256(f"{super().fingerprint()}:{self.content_hash(base_dir)}".encode()).hexdigest()
+
+    def content_hash(self, base_dir: Path | None = None) -> str:
+        """sha256 of the file's bytes, or "missing" when there is no such file."""
         path = self.resolve(base_dir)
-        content = _sha256_file(path) if path.is_file() else "missing"
-        return hashlib.sha256(f"{super().fingerprint()}:{content}".encode()).hexdigest()
+        return _sha256_file(path) if path.is_file() else "missing"
 
 
 class HubSource(DataSource):
