@@ -288,3 +288,39 @@ def test_kinds_default_to_and_are_checked_against_the_protocol_of_the_scored_ref
     with pytest.raises(TransferbenchError, match=f"transfer kind '{other}' is not one of the reference of suite "
                                                  f"tiny that transferbench measures, measured with protocol {built}"):
         api.scored_kinds(measured, config(other))
+
+
+def test_protocol_2_measures_transfer_into_admitted_targets_only(tiny_v2, tiny_backbone, tiny_suite, capsys):
+    """Every task is a source; only admitted targets get pair cells (`Protocol.admitted_targets_only`):
+    the excluded targets' columns are null, their cells absent, and verify draws from the rest."""
+    loaded, _ = tiny_v2
+    admitted = [name for name, row in loaded.tasks.items() if row["admitted"]]
+    excluded = [name for name in loaded.task_names if name not in admitted]
+    assert admitted and excluded  # the tiny backbone admits some, not all (else this proves nothing)
+    assert loaded.transfer_targets() == admitted and loaded.info["build"]["transfer_targets"] == "admitted"
+    for kind in loaded.transfer:
+        means = loaded.transfer[kind]["mean"]
+        assert all(means[s][t] is None for s in loaded.task_names for t in excluded)
+        assert all(means[s][t] is not None for s in loaded.task_names for t in admitted if s != t)
+    cells = [key for key in loaded.predictions if key.startswith(("zero_shot/", "init/"))]
+    targets = {key.split("/")[2] for key in cells if key.split("/")[1] != protocol.NULL}
+    assert targets == set(admitted)
+    # the null prompt's cells on every task stay: admission compares the own prompt with them
+    assert {key.split("/")[2] for key in cells if key.startswith(f"zero_shot/{protocol.NULL}/")} == set(loaded.task_names)
+    code, out, err = _cli(capsys, "reference", "verify", "--suite", tiny_suite, "--backbone", tiny_backbone,
+                          "--root", loaded.root.parent, "--cells", 4)
+    assert code == 0 and "verified" in out, err
+
+
+def test_derive_tables_names_an_admitted_target_without_transfer(tiny_v2):
+    from transferbench.errors import TransferbenchError
+
+    loaded, _ = tiny_v2
+    target = loaded.transfer_targets()[0]
+    predictions = {key: value for key, value in loaded.predictions.items()
+                   if not (key.startswith("init/") and key.split("/")[2] == target)}
+    with pytest.raises(TransferbenchError, match=f"no transfer into {target}, which the protocol admits"):
+        bundle.derive_tables(loaded.info, predictions)
+    report, transfer = bundle.derive_tables(loaded.info, predictions, with_transfer=False)
+    assert report == loaded.tasks  # admission needs only the own and null prompts' predictions
+    assert all(value is None for kind in transfer for row in transfer[kind]["mean"].values() for value in row.values())

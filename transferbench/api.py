@@ -129,8 +129,11 @@ def build_estimate(bench, cost=None, protocol_version: int = protocol.BUILD_PROT
     cost = cost or example_cost(bench)
     work = protocol_work(bench, protocol_version)
     seconds = cost.seconds(Work(train=work["train"], eval=work["eval"]))
+    bound = ("at most (transfer is measured into admitted targets only)"
+             if protocol.PROTOCOLS[protocol_version].admitted_targets_only else "")
     return (f"{n_tasks * n_seeds} prompts and {n_tasks * (n_tasks - 1) * n_seeds} ordered pairs of each transfer kind: "
-            f"{_roughly(seconds)} {_measured(cost)} from a cold cache (less for what the cache holds)")
+            f"{_roughly(seconds)} {_measured(cost)} from a cold cache{', ' + bound if bound else ''} "
+            "(less for what the cache holds)")
 
 
 def compute_line(bench) -> str:

@@ -71,9 +71,10 @@ class Planner:
 
     # ---- addresses and keys ---------------------------------------------------------------------
     def addresses(self, name: str, tasks: Iterable[str] | None = None,
-                  seeds: Iterable[int] | None = None) -> list[Address]:
+                  seeds: Iterable[int] | None = None, sources: Iterable[str | None] | None = None) -> list[Address]:
         """Every entry of `name` for `tasks` (targets of a pair artifact) and `seeds`, in the order
-        units are planned: seeds, then tasks (then sources)."""
+        units are planned: seeds, then tasks (then sources); a pair artifact's `sources` (None in
+        them: the null source, where it has one) default to all."""
         spec = ARTIFACTS.get(name)
         tasks = list(self.tasks) if tasks is None else list(tasks)
         seeds = list(self.seeds) if seeds is None else list(seeds)
@@ -81,8 +82,9 @@ class Planner:
             return [Address(task) for task in tasks]
         if spec.per == "task_seed":
             return [Address(task, seed) for seed in seeds for task in tasks]
-        sources = [None, *self.tasks] if spec.null_source else list(self.tasks)
-        return [Address(target, seed, source) for seed in seeds for target in tasks for source in sources
+        every = [None, *self.tasks] if spec.null_source else list(self.tasks)
+        chosen = every if sources is None else [source for source in every if source in set(sources)]
+        return [Address(target, seed, source) for seed in seeds for target in tasks for source in chosen
                 if source != target]
 
     def key_inputs(self, name: str, address: Address, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -141,15 +143,17 @@ class Planner:
                                      "it; is another process clearing the cache?")
         return entry
 
-    def ensure(self, names: Iterable[str], tasks: Iterable[str] | None = None) -> None:
+    def ensure(self, names: Iterable[str], tasks: Iterable[str] | None = None,
+               sources: Iterable[str | None] | None = None) -> None:
         """Compute (or load) every entry of `names` and of what they need, for `tasks` (default:
-        all) and every seed: one batch of units and one progress stage per artifact."""
+        all; the targets of a pair artifact), a pair artifact's `sources` (default: all; None is
+        the null source) and every seed: one batch of units and one progress stage per artifact."""
         for name in _unique(names):
             if name not in ARTIFACTS:
                 from transferbench.registry import did_you_mean
 
                 raise TransferbenchError(f"unknown artifact {name!r}{did_you_mean(name, ARTIFACTS.names())}")
-            self._ensure(name, self.addresses(name, tasks), {}, ())
+            self._ensure(name, self.addresses(name, tasks, sources=sources), {}, ())
 
     def view(self, name: str, task: str) -> Any:
         """What a `TaskView` of `task` holds for `name`: the declaration's `view`, else its `serve`

@@ -117,6 +117,13 @@ class Reference:
     def families(self) -> dict[str, str]:
         return {t["name"]: t["family"] for t in self.info["tasks"]}
 
+    def transfer_targets(self) -> list[str]:
+        """The targets the bundle holds transfer into: every task, or, built under
+        `Protocol.admitted_targets_only`, the admitted ones."""
+        names = self.task_names
+        return [t for t in names if _transfer_measured(self.predictions, t, names, self.seeds,
+                                                       pair_cells(self.protocol_version))]
+
     def excluded_targets(self) -> dict[str, str]:
         return {name: row["excluded_because"] for name, row in self.tasks.items() if not row["admitted"]}
 
@@ -153,8 +160,10 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    """(tasks report with admission, transfer statistics) from the stored predictions alone.
+def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray], *,
+                  with_transfer: bool = True) -> tuple[dict, dict]:
+    """(tasks report with admission, transfer statistics) from the stored predictions alone
+    (`with_transfer=False`: the tasks report only, from the own and null prompts' predictions).
 
     Every number of a bundle except the predictions themselves comes from here, so `verify` can
     recompute all of them; the formulas are in `transferbench.reference.protocol`, and the
@@ -165,6 +174,7 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
     n_boot, boot_seed = info["protocol"]["n_bootstrap"], info["protocol"]["bootstrap_seed"]
     kinds = protocol.protocol_of(info).kinds
     classes = {t["name"]: t["classes"] for t in info["tasks"]}
+    measured = pair_cells(protocol.protocol_of(info).version)
     tasks: dict[str, dict[str, Any]] = {}
     stats: dict[str, dict[str, dict[str, dict[str, Any]]]] = {kind: {} for kind in kinds}
     for target in names:
@@ -201,6 +211,14 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
             "own_over_probe": (float(own.mean()) / probe_score) if probe_score else None,
             **admission,
         }
+        if not with_transfer:
+            continue
+        if not _transfer_measured(predictions, target, names, seeds, measured):
+            if tasks[target]["admitted"]:
+                raise TransferbenchError(f"the predictions hold no transfer into {target}, which the protocol "
+                                         "admits as a target: the bundle is incomplete; rebuild it with "
+                                         "`transferbench reference build`")
+            continue  # a target the build measured no transfer into (`Protocol.admitted_targets_only`)
         for source in names:
             if source == target:
                 continue
@@ -212,8 +230,26 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray]) -> t
         transfer[kind] = {"description": declared.description}
         for statistic in ("mean", "per_seed", "std_over_seeds", "se", "ci_low", "ci_high"):
             transfer[kind][statistic] = {
-                s: {t: (None if s == t else _clean(stats[kind][s][t][statistic])) for t in names} for s in names}
+                s: {t: (None if s == t or t not in stats[kind].get(s, {}) else _clean(stats[kind][s][t][statistic]))
+                    for t in names} for s in names}
     return tasks, transfer
+
+
+def _transfer_measured(predictions: dict[str, np.ndarray], target: str, names: list[str], seeds: list,
+                       pair_cells: list[str]) -> bool:
+    """Whether `predictions` hold the pair cells into `target` (a build measures them for every
+    target, or, under `Protocol.admitted_targets_only`, for the admitted ones; all or none)."""
+    source = next((name for name in names if name != target), None)
+    return source is not None and all(f"{cell}/{source}/{target}/{seed}" in predictions
+                                      for cell in pair_cells for seed in seeds)
+
+
+def pair_cells(version: int) -> list[str]:
+    """The pair artifacts (a source, a target, a seed) protocol `version`'s transfer kinds are
+    computed from; each is stored as the predictions `name/<source>/<target>/<seed>`."""
+    from transferbench.pipeline.artifacts import ARTIFACTS
+
+    return [name for name in protocol.measured_cells(version=version) if ARTIFACTS.get(name).per == "pair_seed"]
 
 
 def admission_frequencies(info: dict[str, Any], predictions: dict[str, np.ndarray],
@@ -264,39 +300,18 @@ def collect(planner, *, build_manifest: dict[str, Any] | None = None,
     """Measure (or load from the store) everything the protocol needs and derive the tables.
 
     Asks `planner` (a `transferbench.pipeline.planner.Planner`: a `Benchmark`) for the artifacts of
-    `protocol_artifacts` by name: every (task, seed) prompt, every measured cell of every transfer
-    kind (with the null prompt or the default initialisation as an extra source where the cell has
-    one), and the linear probe of each task; each is resumable through the store. A pair cell
-    artifact `name` is stored as the predictions `name/<source>/<target>/<seed>`. The bundle records
-    `protocol.PROTOCOLS[protocol_version].record` as its protocol, which selects its formulas.
+    `protocol_artifacts` by name: every (task, seed) prompt, the linear probe of each task, and
+    every measured cell of every transfer kind (with the null prompt or the default initialisation
+    as an extra source where the cell has one); each is resumable through the store. Under
+    `Protocol.admitted_targets_only` the cells are measured in two steps: first the null prompt on
+    every task, which admission compares the own prompt with, then every source into the admitted
+    targets only. A pair cell artifact `name` is stored as the predictions `name/<source>/<target>/<seed>`.
+    The bundle records `protocol.PROTOCOLS[protocol_version].record` as its protocol, which selects its formulas.
     """
-    from transferbench.pipeline.artifacts import ARTIFACTS
-
     started = time.perf_counter()
-    needs = protocol_artifacts(protocol_version)
-    planner.ensure(needs)
+    declared = protocol.PROTOCOLS[protocol_version]
+    cells = pair_cells(protocol_version)
     names, seeds = list(planner.tasks), list(planner.seeds)
-    prompts: dict[str, np.ndarray] = {}
-    predictions: dict[str, np.ndarray] = {}
-    prompt_meta: dict[str, dict[str, Any]] = {}
-    for task in names:
-        predictions[f"labels/{task}"] = planner.encoded(task, "test").labels.numpy().astype(np.int64)
-        predictions[f"probe/{task}"] = int_predictions(planner.get("probe", task=task))
-        for seed in seeds:
-            own = planner.get("prompts", task=task, seed=seed)
-            prompts[f"{task}/{seed}"] = own["prompt"].float().numpy()
-            predictions[f"own/{task}/{seed}"] = np.asarray(own["test_predictions"], dtype=np.int64)
-            prompt_meta[f"{task}/{seed}"] = {"dev_accuracy": float(own["dev_accuracy"]), "best_step": int(own["best_step"])}
-    cells = [name for name in needs if ARTIFACTS.get(name).per == "pair_seed"]
-    for cell in cells:
-        for address in planner.addresses(cell):
-            entry = planner.get(cell, task=address.task, seed=address.seed, source=address.source)
-            predictions[f"{cell}/{address.source or NULL}/{address.task}/{address.seed}"] = int_predictions(entry)
-    # When the measurements were made: the store's files of the prompts and cells (a build may be
-    # resumed over several sessions, so the collect time alone says little).
-    stamps = [planner.store.path(stage, key).stat().st_mtime for stage, key in planner.stored_keys(["prompts", *cells])]
-    span = {"first_artifact_utc": _utc(min(stamps)), "last_artifact_utc": _utc(max(stamps)),
-            "artifact_span_seconds": round(max(stamps) - min(stamps), 1)} if stamps else {}
     info = {
         "format": FORMAT_VERSION,
         "suite": planner.suite.model_dump(mode="json"),
@@ -308,11 +323,50 @@ def collect(planner, *, build_manifest: dict[str, Any] | None = None,
                    "labels": planner.tasks[n].label_names, "version": planner.tasks[n].version,
                    "data_hash": planner.data(n).data_hash, "test_size": len(planner.data(n).test)} for n in names],
         "protocol": protocol_record(protocol_version),
-        "prompts": prompt_meta,
-        "build": {**(build_manifest or {}), **span, "collect_seconds": round(time.perf_counter() - started, 1)},
     }
+    targets = names
+    if declared.admitted_targets_only:
+        planner.ensure(["prompts", "probe"])
+        planner.ensure(["zero_shot"], sources=[None])
+        report, _ = derive_tables(info, _predictions(planner, []), with_transfer=False)
+        targets = [name for name in names if report[name]["admitted"]]
+    planner.ensure(protocol_artifacts(protocol_version), tasks=targets)
+    predictions = _predictions(planner, cells, targets)
+    prompts = {f"{task}/{seed}": planner.get("prompts", task=task, seed=seed)["prompt"].float().numpy()
+               for task in names for seed in seeds}
+    prompt_meta = {f"{task}/{seed}": {"dev_accuracy": float(own["dev_accuracy"]), "best_step": int(own["best_step"])}
+                   for task in names for seed in seeds for own in [planner.get("prompts", task=task, seed=seed)]}
+    # When the measurements were made: the store's files of the prompts and cells (a build may be
+    # resumed over several sessions, so the collect time alone says little).
+    stamps = [planner.store.path(stage, key).stat().st_mtime for stage, key in planner.stored_keys(["prompts", *cells])]
+    span = {"first_artifact_utc": _utc(min(stamps)), "last_artifact_utc": _utc(max(stamps)),
+            "artifact_span_seconds": round(max(stamps) - min(stamps), 1)} if stamps else {}
+    info["prompts"] = prompt_meta
+    info["build"] = {**(build_manifest or {}), **span, "transfer_targets": "admitted" if declared.admitted_targets_only else "all",
+                     "collect_seconds": round(time.perf_counter() - started, 1)}
     tasks, transfer = derive_tables(info, predictions)
     return Reference(info=info, prompts=prompts, predictions=predictions, tasks=tasks, transfer=transfer)
+
+
+def _predictions(planner, cells: list[str], targets: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The stored test predictions a bundle holds, read through `planner`: each task's labels, probe
+    and own prompts, the null prompt on every task (zero_shot), and the pair `cells` into `targets`
+    (default: all tasks) from every source."""
+    names, seeds = list(planner.tasks), list(planner.seeds)
+    predictions: dict[str, np.ndarray] = {}
+    for task in names:
+        predictions[f"labels/{task}"] = planner.encoded(task, "test").labels.numpy().astype(np.int64)
+        predictions[f"probe/{task}"] = int_predictions(planner.get("probe", task=task))
+        for seed in seeds:
+            own = planner.get("prompts", task=task, seed=seed)
+            predictions[f"own/{task}/{seed}"] = np.asarray(own["test_predictions"], dtype=np.int64)
+            predictions[f"zero_shot/{NULL}/{task}/{seed}"] = int_predictions(
+                planner.get("zero_shot", task=task, seed=seed, source=None))
+    for cell in cells:
+        for address in planner.addresses(cell, targets):
+            entry = planner.get(cell, task=address.task, seed=address.seed, source=address.source)
+            predictions[f"{cell}/{address.source or NULL}/{address.task}/{address.seed}"] = int_predictions(entry)
+    return predictions
 
 
 class BundleArtifacts:

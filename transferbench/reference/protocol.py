@@ -388,6 +388,10 @@ class Protocol:
     version: int
     kinds: Registry[TransferKind]
     record: dict
+    # Whether a build measures transfer only into the targets its admission rule admits (every task
+    # stays a source): the others are never scored, and measuring them was a third of a build.
+    # Not part of `record`: a bundle holding every target's cells reads the same either way.
+    admitted_targets_only: bool = False
 
 
 PROTOCOLS: dict[int, Protocol] = {
@@ -397,7 +401,8 @@ PROTOCOLS: dict[int, Protocol] = {
     2: Protocol(2, TRANSFER_KINDS_V2, {"version": 2, "n_bootstrap": N_BOOTSTRAP, "bootstrap_seed": BOOTSTRAP_SEED,
                                        "admission": "margin", "admission_alpha": ADMISSION_ALPHA,
                                        "admission_margin": ADMISSION_MARGIN,
-                                       "null_prompt": "prompt.initial_prompt(seed)", "metric": "balanced accuracy"}),
+                                       "null_prompt": "prompt.initial_prompt(seed)", "metric": "balanced accuracy"},
+                 admitted_targets_only=True),
 }
 BUILD_PROTOCOL = 1  # the version `reference build` records; v2 becomes the default with the v2 reference
 

@@ -184,7 +184,9 @@ def _draw(reference: Reference, kind: str, rng: np.random.Generator) -> tuple[st
     """(target, source, seed) of one re-run of `kind`: a random target and seed, and a source
     other than the target (None: the null prompt / default initialisation, for `init`)."""
     names = reference.task_names
-    target = names[rng.integers(len(names))]
+    # a transfer cell's target is one the bundle holds transfer into (`Reference.transfer_targets`)
+    targets = names if kind in ("probe", "own", "null") else reference.transfer_targets()
+    target = targets[rng.integers(len(targets))]
     run_seed = int(reference.seeds[rng.integers(len(reference.seeds))])
     if kind == "probe":
         return target, None, None
