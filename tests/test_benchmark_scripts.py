@@ -130,3 +130,19 @@ def test_power_plans_with_each_tables_measured_sources(monkeypatch, capsys):
     assert "9 targets of 11 sources" in v1 and "11 targets of 29 sources" in v2
     plan = lines[lines.index(v2) + 1]
     assert "targets with 29 sources each" in plan
+
+
+def test_power_with_fewer_sources_per_target_measures_a_larger_sd(monkeypatch, capsys):
+    """`benchmarks/power.py --sources 10` re-draws 10 of each target's 29 sources on default_v2
+    (the same draw for every indicator): the per-target differences spread more, so more targets are needed."""
+    power = _script("power")
+    folder = BENCHMARKS.parent / "submissions"
+    full = {key: value for key, value in power.subsampled_sd(folder, set(), 28, repeats=1).items() if key[0] == "default_v2"}
+    fewer = {key: value for key, value in power.subsampled_sd(folder, set(), 10, repeats=3).items() if key[0] == "default_v2"}
+    assert full and set(fewer) == set(full)
+    assert all(fewer[key] > full[key] for key in full)
+    monkeypatch.setattr(sys, "argv", ["power.py", str(folder), "--sources", "10"])
+    power.main()
+    lines = capsys.readouterr().out.splitlines()
+    v2 = next(line for line in lines if line.startswith("default_v2 / splade-tiny / init_gain"))
+    assert lines[lines.index(v2) + 1].startswith("  10 sources per target (random, 20 draws): median sd")
