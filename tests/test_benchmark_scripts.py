@@ -146,3 +146,17 @@ def test_power_with_fewer_sources_per_target_measures_a_larger_sd(monkeypatch, c
     lines = capsys.readouterr().out.splitlines()
     v2 = next(line for line in lines if line.startswith("default_v2 / splade-tiny / init_gain"))
     assert lines[lines.index(v2) + 1].startswith("  10 sources per target (random, 20 draws): median sd")
+
+
+def test_cell_noise_shows_v2_zero_shot_cells_above_their_noise(capsys):
+    """`benchmarks/cell_noise.py` on the shipped bundles: v1's zero_shot spread across sources is
+    within 1.1x its cell noise on some admitted targets; v2's zero_shot_gain on none (issue 24 item 3)."""
+    from transferbench.reference.bundle import read_bundle
+
+    noise = _script("cell_noise")
+    v1 = noise.signal_to_noise(read_bundle(BENCHMARKS.parent / "reference" / "default__minilm", None), "zero_shot")
+    v2 = noise.signal_to_noise(read_bundle(BENCHMARKS.parent / "reference" / "default_v2__splade-tiny", None),
+                               "zero_shot_gain")
+    assert len(v1) == 9 and len(v2) == 11
+    assert min(ratio for ratio, _ in v1.values()) < 1.1 <= min(ratio for ratio, _ in v2.values())
+    assert all(0 <= share <= 1 for _, share in [*v1.values(), *v2.values()])
