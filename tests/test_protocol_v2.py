@@ -5,6 +5,7 @@ exactly the tables they shipped."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,8 @@ def tiny_v2(tmp_path, cache, tiny_backbone, tiny_suite, capsys, monkeypatch):
                           "--backbone", tiny_backbone, "--root", root, "--unit-threads", 1)
     assert code == 0, err
     assert "with protocol 2 (transfer kinds zero_shot_gain, zero_shot_relative, init_gain)" in out
+    assert re.search(r"admitted \d of 4 targets \(excluded: [a-z_, ]+\); measuring transfer from every task "
+                     "into the admitted ones", " ".join(err.split())), err
     monkeypatch.setattr(bundle, "shipped_root", lambda: root)
     monkeypatch.chdir(tmp_path)
     return bundle.load_shipped("tiny", str(tiny_backbone), root), asked

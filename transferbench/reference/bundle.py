@@ -330,6 +330,10 @@ def collect(planner, *, build_manifest: dict[str, Any] | None = None,
         planner.ensure(["zero_shot"], sources=[None])
         report, _ = derive_tables(info, _predictions(planner, []), with_transfer=False)
         targets = [name for name in names if report[name]["admitted"]]
+        excluded = [name for name in names if name not in targets]
+        if getattr(planner, "console", None) is not None:  # a build's log says it as soon as it is known
+            planner.console.print(f"admitted {len(targets)} of {len(names)} targets (excluded: {', '.join(excluded) or 'none'}); "
+                                  "measuring transfer from every task into the admitted ones")
     planner.ensure(protocol_artifacts(protocol_version), tasks=targets)
     predictions = _predictions(planner, cells, targets)
     prompts = {f"{task}/{seed}": planner.get("prompts", task=task, seed=seed)["prompt"].float().numpy()
