@@ -120,9 +120,8 @@ class Reference:
     def transfer_targets(self) -> list[str]:
         """The targets the bundle holds transfer into: every task, or, built under
         `Protocol.admitted_targets_only`, the admitted ones."""
-        names = self.task_names
-        return [t for t in names if _transfer_measured(self.predictions, t, names, self.seeds,
-                                                       pair_cells(self.protocol_version))]
+        names, cells = self.task_names, pair_cells(self.protocol_version)
+        return [t for t in names if _transfer_measured(self.predictions, t, names, self.seeds, cells)]
 
     def excluded_targets(self) -> dict[str, str]:
         return {name: row["excluded_because"] for name, row in self.tasks.items() if not row["admitted"]}
@@ -236,12 +235,12 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray], *,
 
 
 def _transfer_measured(predictions: dict[str, np.ndarray], target: str, names: list[str], seeds: list,
-                       pair_cells: list[str]) -> bool:
-    """Whether `predictions` hold the pair cells into `target` (a build measures them for every
-    target, or, under `Protocol.admitted_targets_only`, for the admitted ones; all or none)."""
+                       cells: list[str]) -> bool:
+    """Whether `predictions` hold the pair `cells` (`pair_cells`) into `target` (a build measures
+    them for every target, or, under `Protocol.admitted_targets_only`, for the admitted ones; all or none)."""
     source = next((name for name in names if name != target), None)
     return source is not None and all(f"{cell}/{source}/{target}/{seed}" in predictions
-                                      for cell in pair_cells for seed in seeds)
+                                      for cell in cells for seed in seeds)
 
 
 def pair_cells(version: int) -> list[str]:
