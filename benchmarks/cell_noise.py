@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferbench.errors import TransferbenchError
 from transferbench.reference.bundle import Reference, read_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,10 @@ def main() -> None:
                         default=[REPO / "reference" / "default__minilm", REPO / "reference" / "default_v2__splade-tiny"])
     args = parser.parse_args()
     for folder in args.bundles:
-        reference = read_bundle(folder, None)
+        try:
+            reference = read_bundle(folder, None)
+        except TransferbenchError as error:  # one line, like the CLI's: not a bundle, or a damaged one
+            parser.exit(2, f"cell_noise.py: {folder} is not a readable reference bundle: {error}\n")
         for kind in reference.transfer:
             ratios = signal_to_noise(reference, kind)
             if not ratios:

@@ -160,3 +160,14 @@ def test_cell_noise_shows_v2_zero_shot_cells_above_their_noise(capsys):
     assert len(v1) == 9 and len(v2) == 11
     assert min(ratio for ratio, _ in v1.values()) < 1.1 <= min(ratio for ratio, _ in v2.values())
     assert all(0 <= share <= 1 for _, share in [*v1.values(), *v2.values()])
+
+
+def test_cell_noise_names_a_folder_that_is_not_a_bundle(tmp_path, monkeypatch, capsys):
+    """A folder without a reference bundle is one line naming it, exit 2, not a traceback."""
+    noise = _script("cell_noise")
+    monkeypatch.setattr(sys, "argv", ["cell_noise.py", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        noise.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path) in err and "MANIFEST.json" in err
