@@ -327,3 +327,10 @@ def test_derive_tables_names_an_admitted_target_without_transfer(tiny_v2):
     report, transfer = bundle.derive_tables(loaded.info, predictions, with_transfer=False)
     assert report == loaded.tasks  # admission needs only the own and null prompts' predictions
     assert all(value is None for kind in transfer for row in transfer[kind]["mean"].values() for value in row.values())
+    # missing_ok (another protocol's rule re-run on this bundle): that column null, the others as stored
+    report, transfer = bundle.derive_tables(loaded.info, predictions, missing_ok=True)
+    assert report == loaded.tasks
+    for kind, table in transfer.items():
+        assert all(table["mean"][source][target] is None for source in loaded.task_names)
+        others = [t for t in loaded.transfer_targets() if t != target]
+        assert all(table["mean"][s][t] == loaded.transfer[kind]["mean"][s][t] for s in loaded.task_names for t in others)

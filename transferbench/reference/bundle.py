@@ -160,9 +160,12 @@ def _nan_to_none(value: float) -> float | None:
 
 
 def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray], *,
-                  with_transfer: bool = True) -> tuple[dict, dict]:
+                  with_transfer: bool = True, missing_ok: bool = False) -> tuple[dict, dict]:
     """(tasks report with admission, transfer statistics) from the stored predictions alone
     (`with_transfer=False`: the tasks report only, from the own and null prompts' predictions).
+    An admitted target whose transfer the predictions do not hold is an error, unless `missing_ok`
+    (another protocol's rule re-run on a bundle measured into its own admitted targets only,
+    `benchmarks/admission_stability.py`): its column is then left null like an excluded one's.
 
     Every number of a bundle except the predictions themselves comes from here, so `verify` can
     recompute all of them; the formulas are in `transferbench.reference.protocol`, and the
@@ -213,7 +216,7 @@ def derive_tables(info: dict[str, Any], predictions: dict[str, np.ndarray], *,
         if not with_transfer:
             continue
         if not _transfer_measured(predictions, target, names, seeds, measured):
-            if tasks[target]["admitted"]:
+            if tasks[target]["admitted"] and not missing_ok:
                 raise TransferbenchError(f"the predictions hold no transfer into {target}, which the protocol "
                                          "admits as a target: the bundle is incomplete; rebuild it with "
                                          "`transferbench reference build`")
