@@ -120,20 +120,20 @@ def test_admission_stability_reruns_each_rule_on_a_bundle_of_either_protocol(mon
 
 def test_power_plans_with_each_tables_measured_sources(monkeypatch, capsys):
     """`benchmarks/power.py` on the committed board: v1 tables have 11 sources per target,
-    default_v2's 29, and the plan of each table uses its own count."""
+    default_v2's 35, and the plan of each table uses its own count."""
     power = _script("power")
     monkeypatch.setattr(sys, "argv", ["power.py", str(BENCHMARKS.parent / "submissions")])
     power.main()
     lines = capsys.readouterr().out.splitlines()
     v1 = next(line for line in lines if line.startswith("default / minilm / init_gain"))
     v2 = next(line for line in lines if line.startswith("default_v2 / splade-tiny / init_gain"))
-    assert "9 targets of 11 sources" in v1 and "11 targets of 29 sources" in v2
+    assert "9 targets of 11 sources" in v1 and "15 targets of 35 sources" in v2
     plan = lines[lines.index(v2) + 1]
-    assert "targets with 29 sources each" in plan
+    assert "targets with 35 sources each" in plan
 
 
 def test_power_with_fewer_sources_per_target_measures_a_larger_sd(monkeypatch, capsys):
-    """`benchmarks/power.py --sources 10` re-draws 10 of each target's 29 sources on default_v2
+    """`benchmarks/power.py --sources 10` re-draws 10 of each target's 35 sources on default_v2
     (the same draw for every indicator): the per-target differences spread more, so more targets are needed."""
     power = _script("power")
     folder = BENCHMARKS.parent / "submissions"
@@ -157,7 +157,7 @@ def test_cell_noise_shows_v2_zero_shot_cells_above_their_noise(capsys):
     v1 = noise.signal_to_noise(read_bundle(BENCHMARKS.parent / "reference" / "default__minilm", None), "zero_shot")
     v2 = noise.signal_to_noise(read_bundle(BENCHMARKS.parent / "reference" / "default_v2__splade-tiny", None),
                                "zero_shot_gain")
-    assert len(v1) == 9 and len(v2) == 11
+    assert len(v1) == 9 and len(v2) == 15
     assert min(ratio for ratio, _ in v1.values()) < 1.1 <= min(ratio for ratio, _ in v2.values())
     assert all(0 <= share <= 1 for _, share in [*v1.values(), *v2.values()])
 
